@@ -1,0 +1,447 @@
+"""Experiment configuration: one YAML file → typed dataclasses, with dotted overrides.
+
+Every field carries help text and its constraints in ``metadata`` so that the loader can
+reject a bad value with a message naming the key, the value and what is allowed, and so
+that ``recdistill config --help``-style listings come from one place. Later issues add
+fields by adding dataclass fields; the loader needs no change.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Union
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration key or value that cannot be accepted; the message names it."""
+
+
+def opt(default: Any = dataclasses.MISSING, *, help: str, ge: float | None = None,
+        gt: float | None = None, le: float | None = None, lt: float | None = None,
+        default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with help text and numeric bounds checked at load time."""
+    meta = {"help": help, "ge": ge, "gt": gt, "le": le, "lt": lt}
+    if default_factory is not dataclasses.MISSING:
+        return field(default_factory=default_factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+@dataclass
+class DriftConfig:
+    rotation_per_day: float = opt(
+        0.05, ge=0.0,
+        help="radians per day by which user- and context-side latent factors rotate "
+             "(item-side factors stay put, so user-item affinities change slowly)")
+    popularity_shift_per_day: float = opt(
+        0.0, ge=0.0, le=1.0,
+        help="fraction of the item catalogue by which the popularity ranking slides "
+             "each day (yesterday's hits cool down)")
+    shift_days: list[int] = opt(
+        default_factory=list,
+        help="days (0-based) on which an abrupt regime change happens")
+    shift_magnitude: float = opt(
+        0.7, ge=0.0, le=1.0,
+        help="share of the first-order weights and user factors replaced at a shift "
+             "event (0 = none, 1 = all)")
+
+
+@dataclass
+class SyntheticConfig:
+    num_dense: int = opt(13, ge=0, help="dense, count-like, heavy-tailed fields (Criteo: 13)")
+    num_categorical: int = opt(26, ge=1, help="categorical fields besides user_id/item_id (Criteo: 26)")
+    min_cardinality: int = opt(10, ge=2, help="smallest categorical vocabulary")
+    max_cardinality: int = opt(1_000_000, ge=2, help="largest categorical vocabulary; sizes are log-spaced between the two")
+    zipf_exponent: float = opt(1.1, gt=0.0, help="Zipf exponent of id popularity (larger = heavier head)")
+    num_users: int = opt(100_000, ge=1, help="distinct users")
+    num_items: int = opt(50_000, ge=1, help="distinct items")
+    user_side_fields: int = opt(8, ge=0, help="categorical fields that are attributes of the user (fixed per user)")
+    item_side_fields: int = opt(8, ge=0, help="categorical fields that are attributes of the item (fixed per item)")
+    history_length: int = opt(10, ge=0, help="length of each user's history of recently clicked items (0 = no sequence feature)")
+    latent_dim: int = opt(8, ge=1, help="dimension of the ground-truth latent factors (FM-style pairwise interactions)")
+    dense_missing_rate: float = opt(0.2, ge=0.0, lt=1.0, help="largest per-field missing rate of dense fields (field rates spread from 0 to this)")
+    base_ctr: float = opt(0.04, gt=0.0, lt=1.0, help="mean click probability before negative down-sampling, on day 0")
+    first_order_scale: float = opt(0.6, ge=0.0, help="std of the per-id first-order logit effects")
+    pairwise_scale: float = opt(0.9, ge=0.0, help="std of the FM-style pairwise interaction term")
+    higher_order_scale: float = opt(0.8, ge=0.0, help="std of the non-linear (random MLP) higher-order term")
+    sequence_scale: float = opt(0.5, ge=0.0, help="weight of the user-history ↔ item affinity term")
+    dense_scale: float = opt(0.3, ge=0.0, help="std of the dense-feature logit effect")
+    drift: DriftConfig = opt(default_factory=DriftConfig, help="drift over time")
+
+
+@dataclass
+class DataConfig:
+    source: Literal["synthetic", "criteo", "avazu", "libsvm", "movielens", "parquet"] = opt(
+        "synthetic", help="where rows come from: the built-in synthetic log or a real-log format")
+    path: str | None = opt(
+        None, help="file, directory or glob of the log (real formats); for synthetic, a "
+                   "directory to cache the generated shards in (default: <run.dir>/data)")
+    rows: int = opt(200_000, ge=1, help="synthetic: rows written, after negative down-sampling")
+    days: int = opt(7, ge=1, help="synthetic: days the log spans")
+    seed: int = opt(0, help="synthetic: generator seed (same seed → same bytes)")
+    negative_keep_rate: float = opt(
+        0.125, gt=0.0, le=1.0,
+        help="probability of keeping a negative row (negative down-sampling); recorded per "
+             "row in `sample_rate` so debiasing can undo it. 1 = keep all")
+    shard_rows: int = opt(250_000, ge=1000, help="synthetic: rows per Parquet shard")
+    synthetic: SyntheticConfig = opt(default_factory=SyntheticConfig, help="synthetic click model")
+    header: Literal["auto", "yes", "no"] = opt("auto", help="CSV formats: whether the first line is a header")
+    encoding: Literal["hash", "vocab"] = opt(
+        "hash", help="categorical encoding: hash into buckets, or a vocabulary with min_count → OOV bucket")
+    hash_buckets: int = opt(1_000_003, ge=2, help="hash buckets per field (encoding=hash); capped at a field's cardinality when known")
+    min_count: int = opt(10, ge=1, help="encoding=vocab: ids seen fewer times map to the OOV bucket (CrossAdapt: 10 Criteo, 5 Avazu)")
+    dense_transform: Literal["log1p", "none"] = opt("log1p", help="dense transform: sign(x)·log1p(|x|), or raw values")
+    dense_fill: float = opt(0.0, help="value given to missing dense features (after the transform)")
+    error_budget: float = opt(0.001, ge=0.0, le=1.0, help="largest share of rejected rows before reading fails")
+    splits: list[float] = opt(
+        default_factory=lambda: [0.8, 0.1, 0.1],
+        help="time-ordered train/valid/test fractions (must sum to 1)")
+    windows: int = opt(1, ge=1, help="time windows the train split is cut into (streaming phase)")
+
+    def check(self) -> None:
+        if len(self.splits) != 3 or any(s < 0 for s in self.splits) or abs(sum(self.splits) - 1) > 1e-6:
+            raise ConfigError(f"data.splits={self.splits!r}: expected three non-negative fractions "
+                              f"(train, valid, test) summing to 1")
+        if self.source != "synthetic" and not self.path:
+            raise ConfigError(f"data.path is required when data.source={self.source!r}")
+        syn = self.synthetic
+        if syn.min_cardinality > syn.max_cardinality:
+            raise ConfigError(f"data.synthetic.min_cardinality={syn.min_cardinality} exceeds "
+                              f"max_cardinality={syn.max_cardinality}")
+        if syn.user_side_fields + syn.item_side_fields > syn.num_categorical:
+            raise ConfigError(
+                f"data.synthetic.user_side_fields + item_side_fields = "
+                f"{syn.user_side_fields + syn.item_side_fields} exceeds num_categorical={syn.num_categorical}")
+        bad = [d for d in syn.drift.shift_days if not 0 <= d < self.days]
+        if bad:
+            raise ConfigError(f"data.synthetic.drift.shift_days={syn.drift.shift_days}: days {bad} "
+                              f"are outside 0..{self.days - 1} (data.days={self.days})")
+
+
+# ------------------------------------------------------------------ models and KD
+
+ARCHS = ("dnn", "deepfm", "dcnv2", "tokenmixer")
+
+
+@dataclass
+class TeacherConfig:
+    arch: Literal["dnn", "deepfm", "dcnv2", "tokenmixer"] = opt("tokenmixer", help="teacher backbone family")
+    embed_dim: int = opt(16, ge=1, help="embedding size per field")
+    depth: int = opt(4, ge=1, help="stacked blocks / hidden layers")
+    width: int = opt(256, ge=1, help="hidden width")
+    epochs: int = opt(1, ge=1, help="passes over the teacher's training rows")
+    batch_size: int = opt(4096, ge=1, help="rows per step (CrossAdapt: 4096)")
+    lr: float = opt(1e-3, gt=0.0, help="learning rate of dense parameters (Adam)")
+    embedding_lr: float = opt(1e-2, gt=0.0, help="learning rate of embedding tables")
+    sampling_ratio: float = opt(1.0, gt=0.0, le=1.0, help="share of the train split the teacher trains on")
+
+
+@dataclass
+class StudentConfig:
+    name: str = opt("student", help="label in tables and reports (unique)")
+    arch: Literal["dnn", "deepfm", "dcnv2", "tokenmixer"] = opt("dcnv2", help="student backbone family")
+    embed_dim: int = opt(8, ge=1, help="embedding size per field")
+    depth: int = opt(2, ge=1, help="hidden layers / cross layers")
+    width: int = opt(64, ge=1, help="hidden width")
+    towers: Literal["decoupled", "single"] = opt(
+        "decoupled", help="decoupled: main tower on task loss, aux tower on task + α·distill (Rec-Distill §4.3.1)")
+    alpha: float = opt(1.0, ge=0.0, help="distillation weight α (free, not tied to the task weight)")
+    sampling_ratio: float = opt(0.5, gt=0.0, le=1.0, help="share of the train split this student trains on")
+    epochs: int = opt(1, ge=1, help="passes over the student's training rows")
+    batch_size: int = opt(2048, ge=1, help="rows per step")
+    lr: float = opt(1e-3, gt=0.0, help="learning rate of dense parameters (Adam)")
+    embedding_lr: float = opt(1e-2, gt=0.0, help="learning rate of embedding tables")
+
+
+@dataclass
+class DistillConfig:
+    loss: Literal["soft_ce", "kl", "mse"] = opt(
+        "soft_ce", help="soft-label cross-entropy (Rec-Distill Eq. 8), KL with temperature (×T²), or MSE on probabilities")
+    temperature: float = opt(1.0, gt=0.0, help="distillation temperature T (not the teacher update interval)")
+    form: Literal["free_alpha", "convex"] = opt(
+        "free_alpha", help="free_alpha: task + α·distill (Rec-Distill); convex: α·distill + (1−α)·task (CrossAdapt)")
+    debias: bool = opt(True, help="re-correct teacher logits with the sampling correction before the distill loss")
+    debias_with: Literal["student", "teacher"] = opt(
+        "student", help="whose sampling correction f is applied to the teacher's raw logits (Rec-Distill Eq. 13-14)")
+
+
+@dataclass
+class StreamConfig:
+    enabled: bool = opt(False, help="after the batch phase, replay later windows in time order")
+    batch_windows: int = opt(1, ge=1, help="windows in the batch phase")
+    teacher_update_interval: int | None = opt(
+        10, ge=1, help="teacher optimizer step every τ student batches (CrossAdapt τ); null = frozen teacher")
+    shift_threshold: float = opt(0.05, ge=0.0, help="Jensen-Shannon divergence above which replay turns on")
+    replay_ratio: float = opt(0.1, ge=0.0, lt=1.0, help="share of each training batch replayed from past windows")
+
+
+@dataclass
+class TuneConfig:
+    num_samples: int = opt(1, ge=1, help="samples per point of the search space")
+    max_concurrent_trials: int = opt(2, ge=1, help="trials running at once")
+    scheduler: Literal["grid", "random", "asha"] = opt("grid", help="search / early-stopping scheme")
+    metric: str = opt("auc", help="metric the sweep maximises")
+
+
+@dataclass
+class TrackingConfig:
+    wandb: Literal["auto", "offline", "online", "disabled"] = opt(
+        "auto", help="auto: online when WANDB_API_KEY is set, offline otherwise")
+    project: str = opt("recdistill", help="W&B project")
+    jsonl: bool = opt(True, help="also write metrics as JSON lines under the run directory")
+
+
+@dataclass
+class RunConfig:
+    name: str = opt("demo", help="run name; outputs go to runs/<name>/ unless run.dir is set")
+    dir: str | None = opt(None, help="output directory (default runs/<name>)")
+    seed: int = opt(0, help="seed for model initialisation and sampling")
+    device: Literal["auto", "cpu", "cuda"] = opt("auto", help="auto picks CUDA when present")
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.dir) if self.dir else Path("runs") / self.name
+
+
+@dataclass
+class ExperimentConfig:
+    data: DataConfig = opt(default_factory=DataConfig, help="click log, preprocessing and splits")
+    teacher: TeacherConfig = opt(default_factory=TeacherConfig, help="the teacher model")
+    students: list[StudentConfig] = opt(default_factory=lambda: [StudentConfig()], help="the N students")
+    distill: DistillConfig = opt(default_factory=DistillConfig, help="distillation loss and debias")
+    stream: StreamConfig = opt(default_factory=StreamConfig, help="online (streaming) phase")
+    tune: TuneConfig = opt(default_factory=TuneConfig, help="Ray Tune sweeps")
+    tracking: TrackingConfig = opt(default_factory=TrackingConfig, help="W&B and local logs")
+    run: RunConfig = opt(default_factory=RunConfig, help="naming, outputs, seed, device")
+
+    def check(self) -> None:
+        names = [s.name for s in self.students]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"students: names must be unique, repeated: {dup}")
+
+
+# ------------------------------------------------------------------------ loader
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _describe(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin in (Union, types.UnionType):
+        return " or ".join(_describe(a) for a in typing.get_args(tp))
+    if origin is list:
+        return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if tp is type(None):
+        return "null"
+    if _is_dataclass_type(tp):
+        return f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(tp))}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _convert(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"{key}={value!r}: expected {_describe(tp)}")
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise ConfigError(f"{key}={value!r}: expected one of {', '.join(repr(a) for a in allowed)}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}={value!r}: expected {_describe(tp)}")
+        (item_tp,) = typing.get_args(tp)
+        return [_convert(v, item_tp, f"{key}.{i}") for i, v in enumerate(value)]
+    if _is_dataclass_type(tp):
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}={value!r}: expected true or false")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}={value!r}: expected an integer")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}={value!r}: expected a number")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}={value!r}: expected a string")
+        return value
+    raise TypeError(f"config type {tp!r} of {key} is not supported by the loader")
+
+
+def _check_bounds(value: Any, f: dataclasses.Field, key: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    m = f.metadata
+    for name, ok, word in (("ge", lambda v, b: v >= b, ">="), ("gt", lambda v, b: v > b, ">"),
+                           ("le", lambda v, b: v <= b, "<="), ("lt", lambda v, b: v < b, "<")):
+        bound = m.get(name)
+        if bound is not None and not ok(value, bound):
+            raise ConfigError(f"{key}={value!r}: must be {word} {bound} ({m['help']})")
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    where = prefix or "the config"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}={raw!r}: expected {_describe(cls)}")
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(raw) - set(known))
+    if unknown:
+        raise ConfigError(f"unknown key {_join(prefix, unknown[0])!r}; known keys"
+                          f"{' under ' + prefix if prefix else ''}: {', '.join(known)}")
+    kwargs = {}
+    for name, value in raw.items():
+        key = _join(prefix, name)
+        converted = _convert(value, hints[name], key)
+        _check_bounds(converted, known[name], key)
+        kwargs[name] = converted
+    obj = cls(**kwargs)
+    check = getattr(obj, "check", None)
+    if callable(check):
+        check()
+    return obj
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else str(name)
+
+
+def _field_type_at(path: list[str]) -> Any:
+    """The declared type of a dotted path (list indices included), or ConfigError."""
+    tp: Any = ExperimentConfig
+    for depth, part in enumerate(path):
+        here = ".".join(path[:depth]) or "the config"
+        origin = typing.get_origin(tp)
+        if origin in (Union, types.UnionType):
+            tp = next(a for a in typing.get_args(tp) if a is not type(None))
+            origin = typing.get_origin(tp)
+        if origin is list:
+            if not part.isdigit():
+                raise ConfigError(f"{'.'.join(path)}: {here} is a list; expected an index, got {part!r}")
+            tp = typing.get_args(tp)[0]
+        elif _is_dataclass_type(tp):
+            names = [f.name for f in dataclasses.fields(tp)]
+            if part not in names:
+                raise ConfigError(f"unknown key {'.'.join(path[:depth + 1])!r}; known keys under "
+                                  f"{here}: {', '.join(names)}")
+            tp = typing.get_type_hints(tp)[part]
+        else:
+            raise ConfigError(f"{'.'.join(path)}: {here} is a {_describe(tp)}, it has no key {part!r}")
+    return tp
+
+
+def apply_override(raw: dict, override: str) -> None:
+    """Apply ``a.b.c=value`` (value parsed as YAML) to a raw config dict in place."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r}: expected KEY=VALUE, e.g. data.rows=200000")
+    key, text = override.split("=", 1)
+    path = key.strip().split(".")
+    _field_type_at(path)
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {override!r}: value is not valid YAML ({e})") from e
+    node: Any = raw
+    for depth, part in enumerate(path[:-1]):
+        if isinstance(node, list):
+            idx = int(part)
+            if idx == len(node):  # students.<N>.x=... appends a student with defaults
+                item_tp = _field_type_at(path[:depth + 1])
+                node.append(_defaults(item_tp))
+            elif idx > len(node):
+                raise ConfigError(f"{key}: index {idx} out of range; "
+                                  f"{'.'.join(path[:depth])} has {len(node)} entries (use {len(node)} to append)")
+            node = node[idx]
+        else:
+            if node.get(part) is None:
+                node[part] = _defaults(_field_type_at(path[:depth + 1]))
+            node = node[part]
+    last = path[-1]
+    if isinstance(node, list):
+        idx = int(last)
+        if idx > len(node):
+            raise ConfigError(f"{key}: index {idx} out of range ({len(node)} entries)")
+        if idx == len(node):
+            node.append(value)
+        else:
+            node[idx] = value
+    else:
+        node[last] = value
+
+
+def _defaults(tp: Any) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if _is_dataclass_type(tp):
+        return to_dict(tp())
+    return None
+
+
+def to_dict(cfg: Any) -> Any:
+    return dataclasses.asdict(cfg)
+
+
+def _merge(base: Any, update: Any) -> Any:
+    if isinstance(base, dict) and isinstance(update, dict):
+        out = dict(base)
+        for k, v in update.items():
+            out[k] = _merge(base[k], v) if k in base else v
+        return out
+    return copy.deepcopy(update)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> ExperimentConfig:
+    """Defaults ← YAML file ← dotted overrides, validated into an ExperimentConfig."""
+    raw: Any = {}
+    if path is not None:
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"config file {str(p)!r} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {str(p)!r} is not valid YAML: {e}") from e
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {str(p)!r}: expected a mapping at the top level")
+    merged = _merge(to_dict(ExperimentConfig()), raw)
+    for ov in overrides:
+        apply_override(merged, ov)
+    return _build(ExperimentConfig, merged, "")
+
+
+def config_from_dict(raw: dict) -> ExperimentConfig:
+    return _build(ExperimentConfig, _merge(to_dict(ExperimentConfig()), raw), "")
+
+
+def dump_config(cfg: ExperimentConfig) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)
