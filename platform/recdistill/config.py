@@ -66,6 +66,7 @@ class SyntheticConfig:
     num_items: int = opt(50_000, ge=1, help="distinct items")
     user_side_fields: int = opt(8, ge=0, help="categorical fields that are attributes of the user (fixed per user)")
     item_side_fields: int = opt(8, ge=0, help="categorical fields that are attributes of the item (fixed per item)")
+    warmup_days: int = opt(1, ge=0, help="days simulated before the log starts (not written) so users arrive with click histories")
     history_length: int = opt(10, ge=0, help="length of each user's history of recently clicked items (0 = no sequence feature)")
     latent_dim: int = opt(8, ge=1, help="dimension of the ground-truth latent factors (FM-style pairwise interactions)")
     dense_missing_rate: float = opt(0.2, ge=0.0, lt=1.0, help="largest per-field missing rate of dense fields (field rates spread from 0 to this)")

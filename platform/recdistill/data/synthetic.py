@@ -1,0 +1,516 @@
+"""The built-in synthetic click log: a Criteo-like log whose true click probability is known.
+
+The ground truth is a logit built from five parts, each scaled to a configurable standard
+deviation on day 0 so that the ``*_scale`` knobs mean what they say:
+
+    logit = b0 + first-order per-id effects
+               + FM-style pairwise interactions of per-id latent factors
+               + a random MLP over the field factors (higher order: beyond FM and LR)
+               + affinity between the item and the user's click history
+               + dense-feature effects
+
+b0 is solved so that the mean click probability on day 0 equals ``base_ctr``.
+
+Fields come in three roles: user-side (fixed per user), item-side (fixed per item) and
+context (drawn per impression). Drift acts on those roles differently: user- and
+context-side factors rotate slowly, so user-item affinities change while every vector's
+norm stays put; item popularity can slide; shift events replace part of the first-order
+weights and user factors at once. Rows are generated day by day in chunks and written as
+Parquet shards, so memory stays bounded by the chunk and the model's parameter tables.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from scipy.optimize import brentq
+
+from recdistill.config import DataConfig, SyntheticConfig, to_dict
+from recdistill.data.schema import DAY, LABEL, P_TRUE, ROW_ID, SAMPLE_RATE, TS, LogSchema
+from recdistill.metrics import StreamingAUC
+
+START_TS = 1_767_225_600  # 2026-01-01 00:00 UTC: a fixed origin keeps output byte-identical
+DAY_S = 86_400
+USER, ITEM, HISTORY = "user_id", "item_id", "hist_item_id"
+_CHUNK_ROWS = 65_536
+_HIDDEN = 32
+
+
+class _Zipf:
+    """Zipf-like ranks 0..n-1 (rank 0 most popular) by the inverse CDF of a power law.
+
+    The discretised continuous power law on [1, n+1) keeps the head/tail shape of a
+    discrete Zipf law at O(1) per draw, where a CDF search would cost a cache miss per level
+    on million-id fields.
+    """
+
+    def __init__(self, n: int, exponent: float) -> None:
+        self.n = n
+        self.s = exponent
+
+    def ranks(self, u: np.ndarray) -> np.ndarray:
+        n, s = self.n, self.s
+        if abs(s - 1.0) < 1e-9:
+            x = np.power(n + 1.0, u)
+        else:
+            a = 1.0 - s
+            x = np.power(1.0 + u * ((n + 1.0) ** a - 1.0), 1.0 / a)
+        return np.minimum(x.astype(np.int64) - 1, n - 1)
+
+
+_GROUP = {"user": "user", USER: "user", "item": "item", ITEM: "item", "context": "context"}
+
+
+@dataclass(frozen=True)
+class _Field:
+    name: str
+    cardinality: int
+    role: str  # "user", "item", "context" (attribute fields), or USER / ITEM themselves
+
+
+class ClickModel:
+    """Ground-truth parameters, deterministic from the seed. Mutated only by shift events."""
+
+    def __init__(self, cfg: SyntheticConfig, seed: int) -> None:
+        self.cfg = cfg
+        self.seed = seed
+        rng = np.random.default_rng([seed, 0])
+        n_c = cfg.num_categorical
+        roles = (["user"] * cfg.user_side_fields + ["item"] * cfg.item_side_fields
+                 + ["context"] * (n_c - cfg.user_side_fields - cfg.item_side_fields) + [USER, ITEM])
+        self.fields = [_Field(name, card, role) for (name, card), role in zip(_field_layout(cfg), roles)]
+        self.dense_names = [f"I{j + 1}" for j in range(cfg.num_dense)]
+        self.zipf = {f.name: _Zipf(f.cardinality, cfg.zipf_exponent) for f in self.fields}
+        k = cfg.latent_dim
+        # Attribute fields are fixed per user / item: drawn once from the field's Zipf law.
+        owners = {"user": cfg.num_users, "item": cfg.num_items}
+        self.attr = {f.name: self.zipf[f.name].ranks(rng.random(owners[f.role]))
+                     for f in self.fields if f.role in owners}
+        self.w = {f.name: rng.standard_normal(f.cardinality, dtype=np.float32) for f in self.fields}
+        self.v = {f.name: rng.standard_normal((f.cardinality, k), dtype=np.float32) / np.float32(math.sqrt(k))
+                  for f in self.fields}
+        self.sqn = {name: np.einsum("ij,ij->i", v, v) for name, v in self.v.items()}
+        # id = (popularity rank + offset) mod cardinality; shift events move the offsets
+        self.rank_offset = {f.name: 0 for f in self.fields}
+        self.item_mu = self.v[ITEM][self.zipf[ITEM].ranks(rng.random(200_000))].mean(0)
+        # Rotating roles: user- and context-side factors turn, item-side ones do not, so
+        # the drift changes user-item affinities and not merely every vector at once.
+        self.rotating = {f.name for f in self.fields if f.role in ("user", USER, "context")}
+        self.mlp_w1 = (rng.standard_normal((3 * k, _HIDDEN)) / math.sqrt(k)).astype(np.float32)
+        self.mlp_b1 = (rng.standard_normal(_HIDDEN) * 0.5).astype(np.float32)
+        self.mlp_w2 = (rng.standard_normal(_HIDDEN) / math.sqrt(_HIDDEN)).astype(np.float32)
+        nd = cfg.num_dense
+        self.dense_loc = rng.uniform(0.0, 4.0, nd).astype(np.float32)
+        self.dense_sigma = rng.uniform(0.6, 1.6, nd).astype(np.float32)
+        # dense counts depend on the item's factors, so they carry signal
+        self.dense_link = rng.standard_normal((nd, k)).astype(np.float32)
+        self.dense_beta = rng.standard_normal(nd).astype(np.float32)
+        self.dense_missing = np.linspace(0.0, cfg.dense_missing_rate, nd) if nd else np.zeros(0)
+        self.dense_center = self.dense_loc  # log1p(count) ≈ loc on average: centre the effect
+        self.norm = {"first": 1.0, "pair": 1.0, "high": 1.0, "seq": 1.0, "dense": 1.0}
+        self.b0 = 0.0
+        self._calibrate()
+
+    # -- drawing impressions -------------------------------------------------------
+
+    def draw(self, rng: np.random.Generator, day_pos: np.ndarray) -> dict[str, np.ndarray]:
+        """Categorical ids for impressions at continuous day positions ``day_pos``."""
+        n = day_pos.size
+        cfg = self.cfg
+        users = self.zipf[USER].ranks(rng.random(n))
+        item_rank = self.zipf[ITEM].ranks(rng.random(n))
+        slide = np.floor(cfg.drift.popularity_shift_per_day * day_pos * cfg.num_items).astype(np.int64)
+        items = (item_rank + slide + self.rank_offset[ITEM]) % cfg.num_items
+        ids = {USER: users, ITEM: items}
+        for f in self.fields:
+            if f.role == "user":
+                ids[f.name] = self.attr[f.name][users]
+            elif f.role == "item":
+                ids[f.name] = self.attr[f.name][items]
+            elif f.role == "context":
+                ranks = self.zipf[f.name].ranks(rng.random(n))
+                ids[f.name] = (ranks + self.rank_offset[f.name]) % f.cardinality
+        return ids
+
+    def dense(self, rng: np.random.Generator, ids: dict[str, np.ndarray]) -> np.ndarray:
+        """Heavy-tailed counts (log-normal, floored), informative of the item; shape (n, nd)."""
+        n = ids[USER].size
+        if not self.cfg.num_dense:
+            return np.zeros((n, 0))
+        item_v = self.v[ITEM][ids[ITEM]]
+        log_mean = self.dense_loc + 0.5 * item_v @ self.dense_link.T
+        noise = rng.standard_normal((n, self.cfg.num_dense), dtype=np.float32) * self.dense_sigma
+        return np.floor(np.expm1(np.maximum(log_mean + noise, 0.0))).astype(np.float32)
+
+    # -- the ground-truth logit ----------------------------------------------------
+
+    def components(self, ids: dict[str, np.ndarray], dense: np.ndarray, history: np.ndarray,
+                   day_pos: np.ndarray) -> dict[str, np.ndarray]:
+        k = self.cfg.latent_dim
+        n = day_pos.size
+        first = np.zeros(n, dtype=np.float32)
+        sq = np.zeros(n, dtype=np.float32)
+        sums = {g: np.zeros((n, k), dtype=np.float32) for g in ("user", "item", "context")}
+        buf = np.empty((n, k), dtype=np.float32)
+        for f in self.fields:
+            idx = ids[f.name]
+            first += self.w[f.name][idx]
+            sq += self.sqn[f.name][idx]
+            # take(out=) is several times faster than fancy indexing for row gathers
+            np.take(self.v[f.name], idx, axis=0, out=buf)
+            np.add(sums[_GROUP[f.role]], buf, out=sums[_GROUP[f.role]])
+        s_rot, s_item, s_ctx = sums["user"], sums["item"], sums["context"]
+        angle = self.cfg.drift.rotation_per_day * day_pos
+        s_rot = _rotate(s_rot, angle)
+        s_ctx = _rotate(s_ctx, angle)
+        total = s_rot + s_item + s_ctx
+        pair = 0.5 * (np.einsum("ij,ij->i", total, total) - sq)
+        z = np.concatenate([s_rot, s_item, s_ctx], axis=1)
+        high = np.tanh(z @ self.mlp_w1 + self.mlp_b1) @ self.mlp_w2
+        # Padding ids are -1, which take() maps to the appended zero row. The shown item is
+        # masked out of its own history: popular items recur in both, and <v, v> > 0 would
+        # make CTR climb as histories fill, a trend that is not drift.
+        hist = np.where(history == ids[ITEM][:, None], -1, history)
+        item_pad = np.vstack([self.v[ITEM], np.zeros((1, k), dtype=np.float32)])
+        hist_sum = np.take(item_pad, hist.ravel(), axis=0).reshape(*hist.shape, k).sum(1)
+        hist_n = (hist >= 0).sum(1, keepdims=True)
+        # Centred on the mean shown item: head items dominate both histories and
+        # impressions, and an uncentred dot product would reward popularity, not taste.
+        hist_mean = (hist_sum - hist_n * self.item_mu) / np.maximum(hist_n, 1)
+        item_v = np.take(self.v[ITEM], ids[ITEM], axis=0) - self.item_mu
+        seq = np.einsum("ij,ij->i", hist_mean, item_v) * math.sqrt(k)
+        dens = (np.log1p(dense) - self.dense_center) @ self.dense_beta if dense.shape[1] else np.zeros(n)
+        return {"first": first, "pair": pair, "high": high, "seq": seq, "dense": dens}
+
+    def logit(self, comps: dict[str, np.ndarray]) -> np.ndarray:
+        c = self.cfg
+        scales = {"first": c.first_order_scale, "pair": c.pairwise_scale, "high": c.higher_order_scale,
+                  "seq": c.sequence_scale, "dense": c.dense_scale}
+        out = np.full(comps["first"].shape, self.b0)
+        for name, arr in comps.items():
+            out += scales[name] * (arr - self.norm_mean[name]) / self.norm[name]
+        return out
+
+    def _calibrate(self, histories: "_Histories | None" = None) -> None:
+        """Scale each part to unit std and solve b0 so that day-0 CTR is ``base_ctr``.
+
+        Called once with random histories (before any click exists) to fix the scales,
+        then again after the warm-up with the users' real histories to re-solve b0 only.
+        """
+        rng = np.random.default_rng([self.seed, 1])
+        n = 50_000
+        day_pos = np.zeros(n)
+        ids = self.draw(rng, day_pos)
+        dense = self.dense(rng, ids)
+        if histories is not None:
+            hist = histories.lookup(ids[USER])
+        elif self.cfg.history_length:
+            hist = self.zipf[ITEM].ranks(rng.random((n, self.cfg.history_length)))
+        else:
+            hist = np.full((n, 1), -1, dtype=np.int64)
+        comps = self.components(ids, dense, hist, day_pos)
+        if histories is None:
+            self.norm_mean = {k: float(v.mean()) for k, v in comps.items()}
+            self.norm = {k: float(v.std()) or 1.0 for k, v in comps.items()}
+        base = self.logit(comps) - self.b0
+
+        def gap(b: float) -> float:
+            return float(np.mean(1.0 / (1.0 + np.exp(-(base + b))))) - self.cfg.base_ctr
+
+        self.b0 = brentq(gap, -40.0, 40.0, xtol=1e-6)
+
+    def apply_shift(self, event: int, magnitude: float) -> None:
+        """A regime change: part of the first-order weights and user factors are redrawn,
+        and for a ``magnitude`` share of the item and context fields a new set of ids
+        becomes popular (the label rate and the feature frequencies both move)."""
+        rng = np.random.default_rng([self.seed, 2, event])
+        keep = math.sqrt(1.0 - magnitude ** 2)
+        for f in self.fields:
+            self.w[f.name] = (keep * self.w[f.name]
+                              + magnitude * rng.standard_normal(f.cardinality)).astype(np.float32)
+            if f.role in ("user", USER):
+                noise = rng.standard_normal(self.v[f.name].shape) / math.sqrt(self.cfg.latent_dim)
+                self.v[f.name] = (keep * self.v[f.name] + magnitude * noise).astype(np.float32)
+                self.sqn[f.name] = np.einsum("ij,ij->i", self.v[f.name], self.v[f.name])
+            if f.role in ("context", ITEM) and rng.random() < magnitude:
+                self.rank_offset[f.name] = int(rng.integers(f.cardinality))
+
+
+def _rotate(s: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Rotate consecutive coordinate pairs by a per-row angle (norm-preserving)."""
+    out = s.copy()
+    c, si = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    pairs = s.shape[1] // 2 * 2
+    a, b = s[:, 0:pairs:2], s[:, 1:pairs:2]
+    out[:, 0:pairs:2] = c * a - si * b
+    out[:, 1:pairs:2] = si * a + c * b
+    return out
+
+
+class _Histories:
+    """Each user's last L clicked items, left-padded with -1; updated after each chunk."""
+
+    def __init__(self, num_users: int, length: int) -> None:
+        self.length = length
+        self.h = np.full((num_users, length), -1, dtype=np.int64)
+
+    def lookup(self, users: np.ndarray) -> np.ndarray:
+        return self.h[users]
+
+    def update(self, users: np.ndarray, items: np.ndarray) -> None:
+        """Append clicks (given in time order); keep the most recent L per user."""
+        L = self.length
+        if L == 0 or users.size == 0:
+            return
+        order = np.argsort(users, kind="stable")
+        u, it = users[order], items[order]
+        uniq, start, counts = np.unique(u, return_index=True, return_counts=True)
+        pos = np.arange(u.size) - np.repeat(start, counts)
+        from_end = np.repeat(counts, counts) - 1 - pos
+        keep = from_end < L
+        kept_counts = np.minimum(counts, L)
+        group = np.repeat(np.arange(uniq.size), counts)[keep]
+        q = (pos - (np.repeat(counts, counts) - np.repeat(kept_counts, counts)))[keep]
+        comb = np.full((uniq.size, 2 * L), -1, dtype=np.int64)
+        comb[:, :L] = self.h[uniq]
+        comb[group, L + q] = it[keep]
+        take = kept_counts[:, None] + np.arange(L)
+        self.h[uniq] = np.take_along_axis(comb, take, axis=1)
+
+
+def synthetic_schema(cfg: SyntheticConfig) -> LogSchema:
+    model_fields = _field_layout(cfg)
+    seq = ((HISTORY, ITEM),) if cfg.history_length else ()
+    return LogSchema(
+        dense=tuple(f"I{j + 1}" for j in range(cfg.num_dense)),
+        categorical=tuple(name for name, _ in model_fields),
+        sequences=seq,
+        cardinalities=tuple(card for _, card in model_fields),
+        categorical_type="int64",
+        has_ts=True,
+        user_field=USER,
+        item_field=ITEM,
+        extras=(P_TRUE, SAMPLE_RATE, DAY),
+        source="synthetic",
+    )
+
+
+def _field_layout(cfg: SyntheticConfig) -> list[tuple[str, int]]:
+    cards = np.geomspace(cfg.min_cardinality, cfg.max_cardinality, cfg.num_categorical).round().astype(np.int64)
+    return ([(f"C{i + 1}", int(c)) for i, c in enumerate(cards)]
+            + [(USER, cfg.num_users), (ITEM, cfg.num_items)])
+
+
+@dataclass
+class SynthSummary:
+    rows: int
+    positives: int
+    ctr: float
+    ctr_by_day: list[float]
+    rows_by_day: list[int]
+    oracle_auc: float
+    oracle_logloss: float
+    mean_p_true: float
+    negative_keep_rate: float
+    files: list[str]
+    seconds: float
+
+    def lines(self) -> list[str]:
+        out = [
+            f"rows            {self.rows:,}",
+            f"CTR             {self.ctr:.4f}  (before down-sampling: mean p_true {self.mean_p_true:.4f}; "
+            f"negative keep rate {self.negative_keep_rate:g})",
+            f"oracle AUC      {self.oracle_auc:.4f}   oracle LogLoss {self.oracle_logloss:.4f}  "
+            f"(true p, corrected for down-sampling: the ceiling)",
+            f"shards          {len(self.files)}   {self.rows / max(self.seconds, 1e-9):,.0f} rows/s",
+            "CTR by day      " + "  ".join(f"d{d}:{c:.4f}" for d, c in enumerate(self.ctr_by_day)),
+        ]
+        return out
+
+
+def generate(data: DataConfig, out_dir: str | Path,
+             progress: Callable[[int], None] | None = None) -> SynthSummary:
+    """Write ``data.rows`` rows of the synthetic log as Parquet shards under ``out_dir``."""
+    t0 = time.perf_counter()
+    cfg = data.synthetic
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("part-*.parquet"):
+        old.unlink()
+    schema = synthetic_schema(cfg)
+    arrow_schema = schema.arrow_schema()
+    model = ClickModel(cfg, data.seed)
+    oracle = StreamingAUC()
+    days = data.days
+    pos_by_day = np.zeros(days, dtype=np.int64)
+    rows_by_day = np.zeros(days, dtype=np.int64)
+    p_sum = 0.0
+    files: list[str] = []
+    writer: pq.ParquetWriter | None = None
+    shard_rows = 0
+    for chunk in _chunks(model, data):
+        table = pa.Table.from_arrays(chunk.columns, schema=arrow_schema)
+        if writer is None or shard_rows >= data.shard_rows:
+            if writer is not None:
+                writer.close()
+            path = out / f"part-{len(files):05d}.parquet"
+            files.append(path.name)
+            writer = pq.ParquetWriter(path, arrow_schema, compression="zstd")
+            shard_rows = 0
+        room = data.shard_rows - shard_rows
+        # A chunk never straddles shards so that shard sizes do not depend on chunking.
+        pieces = [table] if table.num_rows <= room else [table.slice(0, room), table.slice(room)]
+        for i, piece in enumerate(pieces):
+            if i == 1:
+                writer.close()
+                path = out / f"part-{len(files):05d}.parquet"
+                files.append(path.name)
+                writer = pq.ParquetWriter(path, arrow_schema, compression="zstd")
+                shard_rows = 0
+            writer.write_table(piece)
+            shard_rows += piece.num_rows
+        y = table.column(LABEL).to_numpy()
+        p = table.column(P_TRUE).to_numpy().astype(np.float64)
+        rate = table.column(SAMPLE_RATE).to_numpy()
+        # On the down-sampled log the best possible prediction is p corrected by the keep rate.
+        p_sampled = p / (p + (1.0 - p) * data.negative_keep_rate)
+        oracle.update(y, p_sampled)
+        day = table.column(DAY).to_numpy()
+        np.add.at(pos_by_day, day, y)
+        np.add.at(rows_by_day, day, 1)
+        p_sum += float((p / rate).sum())
+        if progress is not None:
+            progress(table.num_rows)
+    if writer is not None:
+        writer.close()
+    rows = int(rows_by_day.sum())
+    summary = SynthSummary(
+        rows=rows,
+        positives=int(pos_by_day.sum()),
+        ctr=float(pos_by_day.sum() / max(rows, 1)),
+        ctr_by_day=[float(p / r) if r else float("nan") for p, r in zip(pos_by_day, rows_by_day)],
+        rows_by_day=[int(r) for r in rows_by_day],
+        oracle_auc=oracle.auc(),
+        oracle_logloss=oracle.log_loss(),
+        mean_p_true=float(p_sum / _impressions(rows_by_day, pos_by_day, data.negative_keep_rate)),
+        negative_keep_rate=data.negative_keep_rate,
+        files=files,
+        seconds=time.perf_counter() - t0,
+    )
+    manifest = {"schema": json.loads(schema.to_json()), "data": to_dict(data),
+                "summary": {k: v for k, v in summary.__dict__.items() if k != "seconds"}}
+    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    return summary
+
+
+def _impressions(rows_by_day: np.ndarray, pos_by_day: np.ndarray, keep: float) -> float:
+    """Impressions before down-sampling, estimated by inverse keep rates."""
+    neg = rows_by_day - pos_by_day
+    return float(pos_by_day.sum() + neg.sum() / keep)
+
+
+def _chunks(model: ClickModel, data: DataConfig) -> Iterator[pa.Table]:
+    """Tables of output rows in time order, chunk by chunk, day by day."""
+    cfg = model.cfg
+    hist = _Histories(cfg.num_users, cfg.history_length)
+    per_day = np.full(data.days, data.rows // data.days, dtype=np.int64)
+    per_day[: data.rows % data.days] += 1
+    shift_events = sorted(set(cfg.drift.shift_days))
+    # Warm-up: users arrive with click histories from before the log starts, so day 0
+    # is not a cold start; its rows are generated and thrown away, then b0 is re-solved
+    # on the warm histories so that day-0 CTR is still ``base_ctr``.
+    for w in range(cfg.warmup_days):
+        n_w = int(per_day[0])
+        for c, lo_i in enumerate(range(0, n_w, _CHUNK_ROWS)):
+            n = min(_CHUNK_ROWS, n_w - lo_i)
+            start = -cfg.warmup_days + w
+            _make_chunk(model, data, hist, -(1 + w * 10_000 + c), n,
+                        start + lo_i / n_w, start + (lo_i + n) / n_w, 0, 0)
+    if cfg.warmup_days:
+        model._calibrate(hist)
+    row0 = 0
+    chunk_index = 0
+    for day in range(data.days):
+        if day in shift_events:
+            model.apply_shift(shift_events.index(day), cfg.drift.shift_magnitude)
+        n_day = int(per_day[day])
+        done = 0
+        while done < n_day:
+            n = min(_CHUNK_ROWS, n_day - done)
+            lo, hi = day + done / n_day, day + (done + n) / n_day
+            table = _make_chunk(model, data, hist, chunk_index, n, lo, hi, row0, day)
+            yield table
+            row0 += n
+            done += n
+            chunk_index += 1
+
+
+def _make_chunk(model: ClickModel, data: DataConfig, hist: _Histories, chunk_index: int,
+                n: int, lo: float, hi: float, row0: int, day: int) -> pa.Table:
+    cfg = model.cfg
+    keep_neg = data.negative_keep_rate
+    parts: list[dict[str, np.ndarray]] = []
+    kept = 0
+    attempt = 0
+    while kept < n:
+        rng = np.random.default_rng([data.seed, 10, chunk_index & 0xFFFFFFFF, attempt])
+        # Expected keep share is ctr + (1-ctr)·r; draw enough impressions for n rows.
+        m = int(math.ceil((n - kept) / (cfg.base_ctr + (1 - cfg.base_ctr) * keep_neg) * 1.1)) + 64
+        day_pos = np.sort(rng.uniform(lo, hi, m))
+        ids = model.draw(rng, day_pos)
+        dense = model.dense(rng, ids)
+        history = hist.lookup(ids[USER])
+        logit = model.logit(model.components(ids, dense, history, day_pos))
+        p = 1.0 / (1.0 + np.exp(-logit))
+        y = rng.random(m) < p
+        keep = y | (rng.random(m) < keep_neg)
+        missing = rng.random(dense.shape) < model.dense_missing
+        dense = np.where(missing, np.nan, dense)
+        sel = np.flatnonzero(keep)
+        part = {"day_pos": day_pos[sel], "p": p[sel], "y": y[sel], "dense": dense[sel],
+                "history": history[sel], **{k: v[sel] for k, v in ids.items()}}
+        parts.append(part)
+        kept += sel.size
+        attempt += 1
+    merged = {k: np.concatenate([pt[k] for pt in parts]) for k in parts[0]}
+    rng = np.random.default_rng([data.seed, 11, chunk_index & 0xFFFFFFFF])
+    # Thin to exactly n rows uniformly: positives and negatives alike, so the recorded
+    # relative keep rate (what debiasing needs) stays exact.
+    pick = np.sort(rng.choice(merged["y"].size, size=n, replace=False))
+    pick = pick[np.argsort(merged["day_pos"][pick], kind="stable")]
+    rows = {k: v[pick] for k, v in merged.items()}
+    y = rows["y"]
+    hist.update(rows[USER][y], rows[ITEM][y])
+    return _to_table(model, rows, row0, day, keep_neg)
+
+
+def _to_table(model: ClickModel, rows: dict[str, np.ndarray], row0: int, day: int,
+              keep_neg: float) -> pa.Table:
+    n = rows["y"].size
+    cols: dict[str, pa.Array] = {
+        ROW_ID: pa.array(np.arange(row0, row0 + n, dtype=np.int64)),
+        LABEL: pa.array(rows["y"].astype(np.int8)),
+    }
+    for j, name in enumerate(model.dense_names):
+        cols[name] = pa.array(rows["dense"][:, j].astype(np.float32))
+    for f in model.fields:
+        cols[f.name] = pa.array(rows[f.name].astype(np.int64))
+    if model.cfg.history_length:
+        h = rows["history"]
+        valid = h >= 0
+        offsets = np.concatenate([[0], np.cumsum(valid.sum(1))]).astype(np.int32)
+        cols[HISTORY] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(h[valid].astype(np.int64)))
+    cols[TS] = pa.array((START_TS + rows["day_pos"] * DAY_S).astype(np.int64))
+    cols[P_TRUE] = pa.array(rows["p"].astype(np.float32))
+    cols[SAMPLE_RATE] = pa.array(np.where(rows["y"], 1.0, keep_neg).astype(np.float32))
+    cols[DAY] = pa.array(np.full(n, day, dtype=np.int16))
+    return pa.table(cols)
+
