@@ -52,7 +52,12 @@ class DriftConfig:
     shift_magnitude: float = opt(
         0.7, ge=0.0, le=1.0,
         help="share of the first-order weights and user factors replaced at a shift "
-             "event (0 = none, 1 = all)")
+             "event (0 = none, 1 = all); also the chance that an item/context field gets a "
+             "new set of popular ids")
+    shift_ctr_jump: float = opt(
+        0.3, ge=0.0,
+        help="at a shift event the click odds are multiplied or divided (coin flip per "
+             "event) by 1 + this")
 
 
 @dataclass

@@ -15,7 +15,7 @@ Fields come in three roles: user-side (fixed per user), item-side (fixed per ite
 context (drawn per impression). Drift acts on those roles differently: user- and
 context-side factors rotate slowly, so user-item affinities change while every vector's
 norm stays put; item popularity can slide; shift events replace part of the first-order
-weights and user factors at once. Rows are generated day by day in chunks and written as
+weights and user factors, make new ids popular and move the click odds, all at once. Rows are generated day by day in chunks and written as
 Parquet shards, so memory stays bounded by the chunk and the model's parameter tables.
 """
 
@@ -227,7 +227,7 @@ class ClickModel:
 
         self.b0 = brentq(gap, -40.0, 40.0, xtol=1e-6)
 
-    def apply_shift(self, event: int, magnitude: float) -> None:
+    def apply_shift(self, event: int, magnitude: float, ctr_jump: float) -> None:
         """A regime change: part of the first-order weights and user factors are redrawn,
         and for a ``magnitude`` share of the item and context fields a new set of ids
         becomes popular (the label rate and the feature frequencies both move)."""
@@ -242,6 +242,7 @@ class ClickModel:
                 self.sqn[f.name] = np.einsum("ij,ij->i", self.v[f.name], self.v[f.name])
             if f.role in ("context", ITEM) and rng.random() < magnitude:
                 self.rank_offset[f.name] = int(rng.integers(f.cardinality))
+        self.b0 += (1 if rng.random() < 0.5 else -1) * math.log1p(ctr_jump)
 
 
 def _rotate(s: np.ndarray, angle: np.ndarray) -> np.ndarray:
@@ -440,7 +441,7 @@ def _chunks(model: ClickModel, data: DataConfig) -> Iterator[pa.Table]:
     chunk_index = 0
     for day in range(data.days):
         if day in shift_events:
-            model.apply_shift(shift_events.index(day), cfg.drift.shift_magnitude)
+            model.apply_shift(shift_events.index(day), cfg.drift.shift_magnitude, cfg.drift.shift_ctr_jump)
         n_day = int(per_day[day])
         done = 0
         while done < n_day:

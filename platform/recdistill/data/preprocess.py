@@ -1,0 +1,155 @@
+"""Turn canonical raw rows into model-ready columns: pure batch functions over pyarrow tables.
+
+Categorical codes: 0 = missing, 1 = out of vocabulary, 2.. = known ids, so every field's
+embedding table has ``buckets[field]`` rows. Encodings:
+
+- ``identity``: integer ids already dense in ``[0, cardinality)`` (the synthetic log):
+  code = id + 2, ids outside the range → OOV.
+- ``hash``: code = 2 + hash(value) mod (buckets − 2); no fitting pass, works on streams.
+- ``vocab``: code = 2 + rank in a vocabulary of values seen at least ``min_count`` times
+  (fitted by a distributed count, see ``fit_vocab``), else OOV.
+
+Dense: sign(x)·log1p(|x|) (counts are heavy-tailed; Criteo has a few negatives), then
+missing → ``dense_fill``. Sequence columns share the encoding of their source field.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recdistill.config import DataConfig
+from recdistill.data.schema import LABEL, LogSchema
+
+MISSING, OOV, FIRST_ID = 0, 1, 2
+
+
+@dataclass
+class FieldEncoding:
+    kind: str  # "identity", "hash" or "vocab"
+    buckets: int  # codes in [0, buckets)
+    vocab: Any = None  # pandas Index of known values (vocab)
+
+    def encode(self, values: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        if isinstance(values, pa.ChunkedArray):
+            values = values.combine_chunks()
+        missing = values.is_null().to_numpy(zero_copy_only=False)
+        if self.kind == "identity":
+            ids = values.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+            codes = np.where((ids >= 0) & (ids < self.buckets - FIRST_ID), ids + FIRST_ID, OOV)
+        elif self.kind == "hash":
+            raw = values.fill_null("").to_numpy(zero_copy_only=False) if pa.types.is_string(values.type) \
+                else values.fill_null(0).to_numpy(zero_copy_only=False)
+            h = pd.util.hash_array(np.asarray(raw, dtype=object) if raw.dtype == object else raw,
+                                   categorize=False)
+            codes = (h % np.uint64(self.buckets - FIRST_ID)).astype(np.int64) + FIRST_ID
+        else:
+            keys = values.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False)
+            idx = self.vocab.get_indexer(keys)
+            codes = np.where(idx >= 0, idx + FIRST_ID, OOV)
+        codes[missing] = MISSING
+        return codes.astype(np.int64)
+
+
+@dataclass
+class Preprocessor:
+    """Callable for ``Dataset.map_batches(..., batch_format="pyarrow")``; picklable."""
+
+    schema: LogSchema
+    fields: dict[str, FieldEncoding]
+    dense_transform: str = "log1p"
+    dense_fill: float = 0.0
+    passthrough: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def buckets(self) -> dict[str, int]:
+        return {name: enc.buckets for name, enc in self.fields.items()}
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        cols: dict[str, pa.Array] = {}
+        for name in batch.column_names:
+            if name in self.passthrough or name == LABEL:
+                cols[name] = batch.column(name)
+        for name in self.schema.dense:
+            x = batch.column(name).to_numpy().astype(np.float32)
+            if self.dense_transform == "log1p":
+                x = np.sign(x) * np.log1p(np.abs(x))
+            cols[name] = pa.array(np.where(np.isnan(x), np.float32(self.dense_fill), x).astype(np.float32))
+        for name in self.schema.categorical:
+            cols[name] = pa.array(self.fields[name].encode(batch.column(name)))
+        for seq, source in self.schema.sequences:
+            lists = batch.column(seq).combine_chunks()
+            flat = self.fields[source].encode(pc.list_flatten(lists))
+            offsets = lists.offsets
+            if lists.offset or len(lists.offsets) != len(lists) + 1:
+                offsets = pc.subtract(offsets, offsets[0])
+            cols[seq] = pa.ListArray.from_arrays(offsets, pa.array(flat), mask=lists.is_null())
+        return pa.table(cols)
+
+
+def build_preprocessor(schema: LogSchema, data: DataConfig,
+                       vocab: dict[str, pd.Index] | None = None) -> Preprocessor:
+    """The encoding per field from the config; ``vocab`` is required for encoding=vocab."""
+    fields: dict[str, FieldEncoding] = {}
+    for name in schema.categorical:
+        card = schema.cardinality(name)
+        if schema.categorical_type == "int64" and card is not None and data.encoding == "hash" \
+                and card + FIRST_ID <= data.hash_buckets:
+            # Dense integer ids that fit: an identity map loses nothing and collides never.
+            fields[name] = FieldEncoding("identity", card + FIRST_ID)
+        elif data.encoding == "hash":
+            fields[name] = FieldEncoding("hash", data.hash_buckets)
+        else:
+            if vocab is None or name not in vocab:
+                raise ValueError(f"encoding=vocab needs a fitted vocabulary for field {name!r}: "
+                                 f"call fit_vocab first")
+            fields[name] = FieldEncoding("vocab", len(vocab[name]) + FIRST_ID, vocab[name])
+    passthrough = tuple(c for c in (schema.arrow_schema().names)
+                        if c not in schema.dense and c not in schema.categorical
+                        and c not in {s for s, _ in schema.sequences})
+    return Preprocessor(schema, fields, data.dense_transform, data.dense_fill, passthrough)
+
+
+def _value_counts(batch: pa.Table, fields: tuple[str, ...]) -> pa.Table:
+    """Long table (field, value, count) of one batch: the map side of a distributed count."""
+    parts = []
+    for name in fields:
+        col = batch.column(name)
+        vc = pc.value_counts(pc.drop_null(col.cast(pa.string())).combine_chunks())
+        parts.append(pa.table({"field": pa.array([name] * len(vc), pa.string()),
+                               "value": vc.field("values"), "count": vc.field("counts")}))
+    return pa.concat_tables(parts) if parts else pa.table({"field": [], "value": [], "count": []})
+
+
+def _at_least(batch: pa.Table, min_count: int) -> pa.Table:
+    return batch.filter(pc.greater_equal(batch.column("n"), min_count))
+
+
+def fit_vocab(ds: Any, schema: LogSchema, min_count: int) -> dict[str, pd.Index]:
+    """Distributed vocabulary fit on a Ray Dataset: per-batch counts, one shuffle, filter.
+
+    Only values seen ``min_count`` times or more come back to the driver, sorted by
+    descending count (ties by value) so codes are deterministic.
+    """
+    fields = schema.categorical
+    from ray.data.aggregate import Sum
+
+    counts = (ds.map_batches(_value_counts, batch_format="pyarrow", fn_kwargs={"fields": fields})
+              .groupby(["field", "value"]).aggregate(Sum("count", alias_name="n")))
+    kept = counts.map_batches(_at_least, batch_format="pyarrow", fn_kwargs={"min_count": min_count})
+    batches = [b for b in kept.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
+    table = pa.concat_tables(batches) if batches else None
+    vocab: dict[str, pd.Index] = {}
+    for name in fields:
+        if table is None:
+            vocab[name] = pd.Index([], dtype=object)
+            continue
+        sub = table.filter(pc.equal(table.column("field"), name))
+        order = pc.sort_indices(sub, sort_keys=[("n", "descending"), ("value", "ascending")])
+        vocab[name] = pd.Index(sub.column("value").take(order).to_pylist(), dtype=object)
+    return vocab

@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from recdistill.config import ConfigError, ExperimentConfig, dump_config, load_config
+
+
+def test_defaults_are_valid_and_round_trip(tmp_path: Path) -> None:
+    cfg = load_config()
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.run.out_dir == Path("runs") / "demo"
+    p = tmp_path / "c.yaml"
+    p.write_text(dump_config(cfg))
+    assert load_config(p) == cfg
+
+
+def test_yaml_then_overrides(tmp_path: Path) -> None:
+    p = tmp_path / "exp.yaml"
+    p.write_text(yaml.safe_dump({
+        "data": {"rows": 5000, "synthetic": {"drift": {"shift_days": [2]}}},
+        "students": [{"name": "small", "width": 32}, {"name": "big", "width": 256}],
+        "run": {"name": "exp1"},
+    }))
+    cfg = load_config(p, ["students.0.alpha=2.0", "run.dir=/tmp/x", "students.2.name=third",
+                          "stream.teacher_update_interval=null", "data.splits=[0.7, 0.2, 0.1]"])
+    assert cfg.data.rows == 5000
+    assert cfg.data.synthetic.drift.shift_days == [2]
+    assert [s.name for s in cfg.students] == ["small", "big", "third"]
+    assert cfg.students[0].alpha == 2.0 and cfg.students[0].width == 32
+    assert cfg.students[2].width == 64  # appended student takes the defaults
+    assert cfg.run.out_dir == Path("/tmp/x")
+    assert cfg.stream.teacher_update_interval is None
+    assert cfg.data.splits == [0.7, 0.2, 0.1]
+
+
+@pytest.mark.parametrize("override, words", [
+    ("data.rowz=1", ["unknown key 'data.rowz'", "rows", "synthetic"]),
+    ("data.rows=-5", ["data.rows=-5", ">= 1"]),
+    ("data.source=hdfs", ["data.source='hdfs'", "'criteo'", "'synthetic'"]),
+    ("students.0.alpha=lots", ["students.0.alpha='lots'", "number"]),
+    ("students.3.alpha=1", ["index 3 out of range", "students has 1"]),
+    ("data.splits=[0.5, 0.5]", ["data.splits", "sum"]),
+    ("data.synthetic.drift.shift_days=[99]", ["shift_days", "99", "0..6"]),
+    ("distill.debias=maybe", ["distill.debias='maybe'", "true or false"]),
+    ("rows=3", ["unknown key 'rows'"]),
+    ("data.rows", ["KEY=VALUE"]),
+])
+def test_bad_values_name_key_value_and_allowed(override: str, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as e:
+        load_config(None, [override])
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+
+
+def test_unknown_key_in_file_is_rejected(tmp_path: Path) -> None:
+    p = tmp_path / "bad.yaml"
+    p.write_text("teacher:\n  widht: 3\n")
+    with pytest.raises(ConfigError, match="unknown key 'teacher.widht'.*width"):
+        load_config(p)
+
+
+def test_duplicate_student_names_rejected() -> None:
+    with pytest.raises(ConfigError, match="unique"):
+        load_config(None, ["students.1.name=student"])
+
+
+def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.yaml")
+    p = tmp_path / "list.yaml"
+    p.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_config(p)
+
+
+def test_real_source_requires_path() -> None:
+    with pytest.raises(ConfigError, match="data.path is required"):
+        load_config(None, ["data.source=criteo"])
