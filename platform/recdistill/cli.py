@@ -27,7 +27,7 @@ def _synth(args: argparse.Namespace) -> int:
               file=sys.stderr) as bar:
         summary = generate(cfg.data, out, progress=bar.update)
     print("\n".join(summary.lines()))
-    print(f"manifest        {out / 'manifest.json'}")
+    print(f"manifest        {out / '_manifest.json'}")
     return 0
 
 

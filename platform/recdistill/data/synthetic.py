@@ -408,7 +408,7 @@ def generate(data: DataConfig, out_dir: str | Path,
     )
     manifest = {"schema": json.loads(schema.to_json()), "data": to_dict(data),
                 "summary": {k: v for k, v in summary.__dict__.items() if k != "seconds"}}
-    (out / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    (out / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return summary
 
 
