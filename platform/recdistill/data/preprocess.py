@@ -137,10 +137,15 @@ def fit_vocab(ds: Any, schema: LogSchema, min_count: int) -> dict[str, pd.Index]
     descending count (ties by value) so codes are deterministic.
     """
     fields = schema.categorical
+    import ray
     from ray.data.aggregate import Sum
 
+    # Ray's default of 200 hash partitions costs seconds of actor start-up on a laptop;
+    # a few partitions per CPU of the cluster keeps the shuffle parallel everywhere.
+    partitions = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     counts = (ds.map_batches(_value_counts, batch_format="pyarrow", fn_kwargs={"fields": fields})
-              .groupby(["field", "value"]).aggregate(Sum("count", alias_name="n")))
+              .groupby(["field", "value"], num_partitions=partitions)
+              .aggregate(Sum("count", alias_name="n")))
     kept = counts.map_batches(_at_least, batch_format="pyarrow", fn_kwargs={"min_count": min_count})
     batches = [b for b in kept.iter_batches(batch_format="pyarrow", batch_size=None) if b.num_rows]
     table = pa.concat_tables(batches) if batches else None

@@ -1,0 +1,145 @@
+"""Data-path throughput, each figure next to a baseline measured in the same process.
+
+    .venv/bin/python benchmarks/bench_data.py [--rows 200000] [--criteo-rows 500000]
+
+1. Synthetic log: rows/s of ``recdistill synth`` vs. writing the same number of random
+   rows of the same schema straight to Parquet (the I/O floor; the gap is the click model).
+2. Criteo TSV reader: rows/s of our parser in-process and through Ray Data vs. a plain
+   ``pyarrow.csv.read_csv`` of the same file (which validates nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+
+def _best(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def bench_synthetic(rows: int, tmp: Path) -> None:
+    from recdistill.config import load_config
+    from recdistill.data.synthetic import generate
+
+    data = load_config(None, [f"data.rows={rows}"]).data
+    t_gen = _best(lambda: generate(data, tmp / "syn"), 1)
+    table = pq.read_table(sorted((tmp / "syn").glob("part-*.parquet")))
+    rng = np.random.default_rng(0)
+    cols = {}
+    for f in table.schema:
+        if pa.types.is_list(f.type):
+            cols[f.name] = table.column(f.name)
+        elif pa.types.is_floating(f.type):
+            cols[f.name] = pa.array(rng.random(rows).astype(f.type.to_pandas_dtype()))
+        else:
+            cols[f.name] = pa.array(rng.integers(0, 1000, rows).astype(f.type.to_pandas_dtype()))
+    fake = pa.table(cols, schema=table.schema)
+
+    def write_only() -> None:
+        w = pq.ParquetWriter(tmp / "floor.parquet", table.schema, compression="zstd")
+        for i in range(0, rows, 65536):
+            w.write_table(fake.slice(i, 65536))
+        w.close()
+
+    t_floor = _best(write_only, 2)
+    print(f"synthetic log      {rows / t_gen:>12,.0f} rows/s   ({rows:,} rows in {t_gen:.1f} s, "
+          f"warm-up day included)")
+    print(f"  parquet floor    {rows / t_floor:>12,.0f} rows/s   ratio synth/floor = {t_floor / t_gen:.3f}")
+
+
+def write_criteo(path: Path, rows: int, seed: int = 0) -> None:
+    """A Criteo-DAC-shaped TSV: label, 13 integer counts (some empty), 26 hex ids (some empty)."""
+    rng = np.random.default_rng(seed)
+    with open(path, "w") as fh:
+        for start in range(0, rows, 50_000):
+            n = min(50_000, rows - start)
+            cols = [rng.integers(0, 2, n).astype(str)]
+            for _ in range(13):
+                v = np.floor(np.expm1(rng.normal(1.5, 1.5, n).clip(0))).astype(np.int64).astype(str)
+                cols.append(np.where(rng.random(n) < 0.2, "", v))
+            for j in range(26):
+                ids = rng.zipf(1.3, n) % (10 ** (1 + j % 6))
+                v = np.char.mod("%08x", ids * 2654435761 % (1 << 32))
+                cols.append(np.where(rng.random(n) < 0.05, "", v))
+            fh.write("\n".join("\t".join(r) for r in zip(*cols)) + "\n")
+
+
+def bench_criteo(rows: int, tmp: Path) -> None:
+    from recdistill.data.formats import iter_file
+    from recdistill.data.rejects import RejectTally
+
+    path = tmp / "criteo.tsv"
+    write_criteo(path, rows)
+    names = ["label"] + [f"I{i}" for i in range(1, 14)] + [f"C{i}" for i in range(1, 27)]
+
+    def plain() -> None:
+        t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=names),
+                           parse_options=pacsv.ParseOptions(delimiter="\t"))
+        assert t.num_rows == rows
+
+    def plain_single_thread() -> None:
+        t = pacsv.read_csv(path, read_options=pacsv.ReadOptions(column_names=names, use_threads=False),
+                           parse_options=pacsv.ParseOptions(delimiter="\t"))
+        assert t.num_rows == rows
+
+    def ours() -> None:
+        tally = RejectTally()
+        n = sum(t.num_rows for t in iter_file(str(path), "criteo", 0, tally))
+        assert n == rows and tally.rejected == 0
+
+    t_plain = _best(plain, 3)
+    t_plain1 = _best(plain_single_thread, 3)
+    t_ours = _best(ours, 3)
+    size_mb = os.path.getsize(path) / 1e6
+    print(f"criteo TSV         {rows:,} rows, {size_mb:.0f} MB")
+    print(f"  pyarrow.csv      {rows / t_plain:>12,.0f} rows/s   (threads on)")
+    print(f"  pyarrow.csv 1thr {rows / t_plain1:>12,.0f} rows/s")
+    print(f"  recdistill       {rows / t_ours:>12,.0f} rows/s   ratio vs pyarrow.csv = {t_plain / t_ours:.3f}, "
+          f"vs single-thread = {t_plain1 / t_ours:.3f}")
+
+    import ray
+
+    from recdistill.data.datasource import new_ledger, read_log, read_rejects
+    from recdistill.ray_env import ensure_ray
+
+    ensure_ray()
+
+    def through_ray() -> None:
+        ledger = new_ledger()
+        ds, _ = read_log(str(path), "criteo", ledger=ledger)
+        n = sum(b.num_rows for b in ds.iter_batches(batch_format="pyarrow", batch_size=None))
+        assert n == rows and read_rejects(ledger).rejected == 0
+
+    t_ray = _best(through_ray, 2)
+    print(f"  via Ray Data     {rows / t_ray:>12,.0f} rows/s   ratio vs pyarrow.csv = {t_plain / t_ray:.3f} "
+          f"(one file = one read task; fixed Ray costs included)")
+    ray.shutdown()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", type=int, default=200_000, help="synthetic rows")
+    p.add_argument("--criteo-rows", type=int, default=500_000, help="rows of the Criteo TSV")
+    args = p.parse_args()
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    with tempfile.TemporaryDirectory() as d:
+        bench_synthetic(args.rows, Path(d))
+        bench_criteo(args.criteo_rows, Path(d))
+
+
+if __name__ == "__main__":
+    main()
