@@ -75,6 +75,11 @@ class SyntheticConfig:
     history_length: int = opt(10, ge=0, help="length of each user's history of recently clicked items (0 = no sequence feature)")
     latent_dim: int = opt(8, ge=1, help="dimension of the ground-truth latent factors (FM-style pairwise interactions)")
     dense_missing_rate: float = opt(0.2, ge=0.0, lt=1.0, help="largest per-field missing rate of dense fields (field rates spread from 0 to this)")
+    negative_keep_rate: float = opt(
+        0.125, gt=0.0, le=1.0,
+        help="the generator's logging policy: probability of writing a negative row (positives "
+             "are all written); recorded per row in `sample_rate`. 0.125 gives a Criteo-like "
+             "~25% CTR; 1 = keep all")
     base_ctr: float = opt(0.04, gt=0.0, lt=1.0, help="mean click probability before negative down-sampling, on day 0")
     first_order_scale: float = opt(0.6, ge=0.0, help="std of the per-id first-order logit effects")
     pairwise_scale: float = opt(0.9, ge=0.0, help="std of the FM-style pairwise interaction term")
@@ -95,9 +100,9 @@ class DataConfig:
     days: int = opt(7, ge=1, help="synthetic: days the log spans")
     seed: int = opt(0, help="synthetic: generator seed (same seed → same bytes)")
     negative_keep_rate: float = opt(
-        0.125, gt=0.0, le=1.0,
-        help="probability of keeping a negative row (negative down-sampling); recorded per "
-             "row in `sample_rate` so debiasing can undo it. 1 = keep all")
+        1.0, gt=0.0, le=1.0,
+        help="experiment-level negative down-sampling of any source (a Ray Data step after "
+             "reading): keep each negative with this probability; multiplies into `sample_rate`")
     shard_rows: int = opt(250_000, ge=1000, help="synthetic: rows per Parquet shard")
     synthetic: SyntheticConfig = opt(default_factory=SyntheticConfig, help="synthetic click model")
     header: Literal["auto", "yes", "no"] = opt("auto", help="CSV formats: whether the first line is a header")

@@ -75,9 +75,9 @@ def test_sampling_is_recorded_and_ctr_matches_truth(log: tuple[DataConfig, pa.Ta
     y = t.column("label").to_numpy()
     rate = t.column("sample_rate").to_numpy()
     p = t.column("p_true").to_numpy().astype(np.float64)
-    assert np.all(rate[y == 1] == 1.0) and np.allclose(rate[y == 0], data.negative_keep_rate)
+    assert np.all(rate[y == 1] == 1.0) and np.allclose(rate[y == 0], data.synthetic.negative_keep_rate)
     # Expected label of a kept row is p / (p + (1 - p) r).
-    expected = p / (p + (1 - p) * data.negative_keep_rate)
+    expected = p / (p + (1 - p) * data.synthetic.negative_keep_rate)
     assert abs(y.mean() - expected.mean()) < 0.01
     # Undo the sampling with inverse keep rates: the mean click probability is the base CTR.
     w = 1.0 / rate

@@ -10,7 +10,7 @@ from recdistill.config import DataConfig, ExperimentConfig, to_dict
 from recdistill.data.schema import LogSchema
 
 # Keys of DataConfig that decide the synthetic log's bytes (the rest is preprocessing).
-_GENERATION_KEYS = ("rows", "days", "seed", "negative_keep_rate", "shard_rows", "synthetic")
+_GENERATION_KEYS = ("rows", "days", "seed", "shard_rows", "synthetic")
 
 
 def synthetic_dir(cfg: ExperimentConfig) -> Path:
@@ -39,10 +39,17 @@ def open_log(cfg: ExperimentConfig, *, ledger: Any = None, progress: Any = None)
     """The raw canonical log as a lazy Ray Dataset and its schema (synthetic: generated first)."""
     from recdistill.data.datasource import read_log
 
+    from recdistill.data.sampling import negative_downsample
+
     data = cfg.data
     if data.source == "synthetic":
         out = synthetic_dir(cfg)
         ensure_synthetic(data, out, progress=progress)
-        return read_log(str(out), "parquet", error_budget=data.error_budget, ledger=ledger)
-    return read_log(data.path, data.source, header=data.header, error_budget=data.error_budget,
-                    ledger=ledger)
+        ds, schema = read_log(str(out), "parquet", error_budget=data.error_budget, ledger=ledger)
+    else:
+        ds, schema = read_log(data.path, data.source, header=data.header,
+                              error_budget=data.error_budget, ledger=ledger)
+    if data.negative_keep_rate < 1.0:
+        ds = ds.map_batches(negative_downsample, batch_format="pyarrow",
+                            fn_kwargs={"keep_rate": data.negative_keep_rate, "seed": data.seed})
+    return ds, schema

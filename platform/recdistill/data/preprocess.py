@@ -15,7 +15,7 @@ missing → ``dense_fill``. Sequence columns share the encoding of their source 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,7 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recdistill.config import DataConfig
-from recdistill.data.schema import LABEL, LogSchema
+from recdistill.data.schema import LogSchema
 
 MISSING, OOV, FIRST_ID = 0, 1, 2
 
@@ -64,17 +64,15 @@ class Preprocessor:
     fields: dict[str, FieldEncoding]
     dense_transform: str = "log1p"
     dense_fill: float = 0.0
-    passthrough: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def buckets(self) -> dict[str, int]:
         return {name: enc.buckets for name, enc in self.fields.items()}
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        cols: dict[str, pa.Array] = {}
-        for name in batch.column_names:
-            if name in self.passthrough or name == LABEL:
-                cols[name] = batch.column(name)
+        encoded = {*self.schema.dense, *self.schema.categorical, *(s for s, _ in self.schema.sequences)}
+        # row_id, label, ts, p_true, sample_rate, window, ... pass through untouched
+        cols: dict[str, pa.Array] = {n: batch.column(n) for n in batch.column_names if n not in encoded}
         for name in self.schema.dense:
             x = batch.column(name).to_numpy().astype(np.float32)
             if self.dense_transform == "log1p":
@@ -109,10 +107,7 @@ def build_preprocessor(schema: LogSchema, data: DataConfig,
                 raise ValueError(f"encoding=vocab needs a fitted vocabulary for field {name!r}: "
                                  f"call fit_vocab first")
             fields[name] = FieldEncoding("vocab", len(vocab[name]) + FIRST_ID, vocab[name])
-    passthrough = tuple(c for c in (schema.arrow_schema().names)
-                        if c not in schema.dense and c not in schema.categorical
-                        and c not in {s for s, _ in schema.sequences})
-    return Preprocessor(schema, fields, data.dense_transform, data.dense_fill, passthrough)
+    return Preprocessor(schema, fields, data.dense_transform, data.dense_fill)
 
 
 def _value_counts(batch: pa.Table, fields: tuple[str, ...]) -> pa.Table:

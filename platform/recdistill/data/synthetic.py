@@ -382,7 +382,7 @@ def generate(data: DataConfig, out_dir: str | Path,
         p = table.column(P_TRUE).to_numpy().astype(np.float64)
         rate = table.column(SAMPLE_RATE).to_numpy()
         # On the down-sampled log the best possible prediction is p corrected by the keep rate.
-        p_sampled = p / (p + (1.0 - p) * data.negative_keep_rate)
+        p_sampled = p / (p + (1.0 - p) * cfg.negative_keep_rate)
         oracle.update(y, p_sampled)
         day = table.column(DAY).to_numpy()
         np.add.at(pos_by_day, day, y)
@@ -401,8 +401,8 @@ def generate(data: DataConfig, out_dir: str | Path,
         rows_by_day=[int(r) for r in rows_by_day],
         oracle_auc=oracle.auc(),
         oracle_logloss=oracle.log_loss(),
-        mean_p_true=float(p_sum / _impressions(rows_by_day, pos_by_day, data.negative_keep_rate)),
-        negative_keep_rate=data.negative_keep_rate,
+        mean_p_true=float(p_sum / _impressions(rows_by_day, pos_by_day, cfg.negative_keep_rate)),
+        negative_keep_rate=cfg.negative_keep_rate,
         files=files,
         seconds=time.perf_counter() - t0,
     )
@@ -457,7 +457,7 @@ def _chunks(model: ClickModel, data: DataConfig) -> Iterator[pa.Table]:
 def _make_chunk(model: ClickModel, data: DataConfig, hist: _Histories, chunk_index: int,
                 n: int, lo: float, hi: float, row0: int, day: int) -> pa.Table:
     cfg = model.cfg
-    keep_neg = data.negative_keep_rate
+    keep_neg = cfg.negative_keep_rate
     parts: list[dict[str, np.ndarray]] = []
     kept = 0
     attempt = 0
