@@ -11,7 +11,7 @@ import pyarrow as pa
 import pytest
 
 from recdistill.config import load_config
-from recdistill.data.log import ensure_synthetic, open_log
+from recdistill.data.log import ensure_synthetic, open_log, prepare_log
 from recdistill.data.preprocess import FIRST_ID, MISSING, OOV, build_preprocessor, fit_vocab
 from recdistill.data.windows import WINDOW, time_splits, with_windows
 
@@ -55,8 +55,11 @@ def test_time_splits_windows_and_preprocessing(cfg, ray_local) -> None:
     counts = np.bincount(t.column(WINDOW).to_numpy(), minlength=4)
     assert len(bounds) == 3 and counts.min() > 0.2 * t.num_rows, counts
 
-    pre = build_preprocessor(schema, cfg.data)
-    enc = _rows(splits["test"].map_batches(pre, batch_format="pyarrow"))
+    prepared = prepare_log(cfg)
+    pre = prepared.preprocessor
+    enc = _rows(prepared.splits["test"])
+    assert enc.num_rows == sizes["test"]
+    assert prepared.rejects().rejected == 0
     for name in schema.categorical:
         codes = enc.column(name).to_numpy()
         assert codes.min() >= FIRST_ID and codes.max() < pre.buckets[name], name

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from recdistill.config import DataConfig, ExperimentConfig, to_dict
+from recdistill.data.preprocess import Preprocessor
+from recdistill.data.rejects import RejectTally
 from recdistill.data.schema import LogSchema
 
 # Keys of DataConfig that decide the synthetic log's bytes (the rest is preprocessing).
@@ -53,3 +56,36 @@ def open_log(cfg: ExperimentConfig, *, ledger: Any = None, progress: Any = None)
         ds = ds.map_batches(negative_downsample, batch_format="pyarrow",
                             fn_kwargs={"keep_rate": data.negative_keep_rate, "seed": data.seed})
     return ds, schema
+
+
+@dataclass
+class PreparedLog:
+    """Model-ready, time-ordered splits of the experiment's log (lazy Ray Datasets)."""
+
+    schema: LogSchema
+    preprocessor: Preprocessor
+    splits: dict[str, Any]  # "train", "valid", "test" → encoded Dataset
+    ledger: Any  # RejectLedger: call rejects() after the splits were consumed
+
+    def rejects(self) -> RejectTally:
+        from recdistill.data.datasource import read_rejects
+
+        return read_rejects(self.ledger)
+
+
+def prepare_log(cfg: ExperimentConfig, *, progress: Any = None) -> PreparedLog:
+    """Open → time splits → (vocabulary fitted on train only) → encode every split.
+
+    The vocabulary never sees valid/test rows, so OOV rates on test are honest.
+    """
+    from recdistill.data.datasource import new_ledger
+    from recdistill.data.preprocess import build_preprocessor, fit_vocab
+    from recdistill.data.windows import time_splits
+
+    ledger = new_ledger()
+    ds, schema = open_log(cfg, ledger=ledger, progress=progress)
+    raw = time_splits(ds, schema.order_column, cfg.data.splits)
+    vocab = fit_vocab(raw["train"], schema, cfg.data.min_count) if cfg.data.encoding == "vocab" else None
+    pre = build_preprocessor(schema, cfg.data, vocab)
+    encoded = {name: split.map_batches(pre, batch_format="pyarrow") for name, split in raw.items()}
+    return PreparedLog(schema, pre, encoded, ledger)
