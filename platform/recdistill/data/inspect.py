@@ -5,6 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recdistill.data.distinct import estimate, registers
 from recdistill.data.rejects import RejectTally
 from recdistill.data.schema import LABEL, TS, LogSchema
 
@@ -34,7 +39,7 @@ class LogReport:
             out.append(f"time            {a} → {b} UTC")
         for k, v in self.extras.items():
             out.append(f"{k:15s} {v:.4f}")
-        out.append(f"{'field':16s} {'kind':12s} {'distinct':>10s} {'missing':>8s}")
+        out.append(f"{'field':16s} {'kind':12s} {'distinct≈':>10s} {'missing':>8s}")
         for name, kind, distinct, missing in self.fields:
             d = f"{distinct:,}" if distinct is not None else "-"
             out.append(f"{name:16s} {kind:12s} {d:>10s} {missing:>7.1%}")
@@ -43,31 +48,56 @@ class LogReport:
         return out
 
 
+def _partial_stats(batch: pa.Table, schema: LogSchema, extras: tuple[str, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {"rows": batch.num_rows,
+                           "positives": int(pc.sum(batch.column(LABEL)).as_py() or 0),
+                           "missing": {}, "hll": {}, "sums": {}}
+    for name in (*schema.dense, *schema.categorical):
+        col = batch.column(name)
+        nulls = col.null_count
+        if pa.types.is_floating(col.type):
+            nulls += int(pc.sum(pc.is_nan(col)).as_py() or 0)
+        out["missing"][name] = nulls
+    for name in schema.categorical:
+        out["hll"][name] = registers(batch.column(name))
+    if schema.has_ts and batch.num_rows:
+        ts = batch.column(TS)
+        out["ts"] = (pc.min(ts).as_py(), pc.max(ts).as_py())
+    for name in extras:
+        out["sums"][name] = float(pc.sum(batch.column(name)).as_py() or 0.0)
+    return out
+
+
+def _combine_stats(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = {"rows": a["rows"] + b["rows"], "positives": a["positives"] + b["positives"],
+           "missing": {k: a["missing"][k] + b["missing"][k] for k in a["missing"]},
+           "sums": {k: a["sums"][k] + b["sums"][k] for k in a["sums"]}, "hll": {}}
+    for k in a["hll"]:
+        out["hll"][k] = np.maximum(a["hll"][k], b["hll"][k])
+    spans = [x["ts"] for x in (a, b) if "ts" in x]
+    if spans:
+        out["ts"] = (min(s[0] for s in spans), max(s[1] for s in spans))
+    return out
+
+
 def summarise(ds: Any, schema: LogSchema) -> tuple[int, int, list[tuple[str, str, int | None, float]],
                                                      tuple[int, int] | None, dict[str, float]]:
-    """Rows, positives, per-field distinct count and missing share, in one aggregation."""
-    from ray.data.aggregate import Count, CountDistinct, Max, Mean, Min, MissingValuePercentage, Sum
+    """Rows, positives, per-field distinct count (HyperLogLog) and missing share: one pass."""
+    from recdistill.data.reduce import reduce_blocks
 
-    aggs: list[Any] = [Count(alias_name="rows"), Sum(LABEL, alias_name="positives")]
-    kinds = [(n, "dense") for n in schema.dense] + [(n, "categorical") for n in schema.categorical]
-    for name, kind in kinds:
-        aggs.append(MissingValuePercentage(name, alias_name=f"missing:{name}"))
-        if kind == "categorical":
-            aggs.append(CountDistinct(name, alias_name=f"distinct:{name}"))
-    if schema.has_ts:
-        aggs += [Min(TS, alias_name="ts_min"), Max(TS, alias_name="ts_max")]
-    extras = [c for c in ("p_true", "sample_rate") if c in schema.extras]
-    aggs += [Mean(c, alias_name=f"mean {c}") for c in extras]
-    res = ds.aggregate(*aggs)
-    rows = int(res["rows"] or 0)
-    fields = []
-    for name, kind in kinds:
-        distinct = res.get(f"distinct:{name}")
-        missing = res[f"missing:{name}"]
-        fields.append((name, kind, int(distinct) if distinct is not None else None,
-                       float(missing or 0.0) / 100.0))
-    ts = (int(res["ts_min"]), int(res["ts_max"])) if schema.has_ts and rows else None
-    return rows, int(res["positives"] or 0), fields, ts, {f"mean {c}": float(res[f"mean {c}"]) for c in extras}
+    extras = tuple(c for c in ("p_true", "sample_rate") if c in schema.extras)
+    st = reduce_blocks(ds, _partial_stats, _combine_stats, {"schema": schema, "extras": extras})
+    if st is None or st["rows"] == 0:
+        return 0, 0, [], None, {}
+    rows = st["rows"]
+    fields: list[tuple[str, str, int | None, float]] = []
+    for name in schema.dense:
+        fields.append((name, "dense", None, st["missing"][name] / rows))
+    for name in schema.categorical:
+        distinct = int(round(estimate(st["hll"][name])))
+        fields.append((name, "categorical", distinct, st["missing"][name] / rows))
+    means = {f"mean {k}": v / rows for k, v in st["sums"].items()}
+    return rows, st["positives"], fields, st.get("ts"), means
 
 
 def inspect_log(path: str, fmt: str, *, header: str = "auto", error_budget: float = 0.001) -> LogReport:

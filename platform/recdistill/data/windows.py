@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
+from recdistill.data.reduce import reduce_blocks
 from recdistill.data.schema import ROW_ID
 
 WINDOW = "window"
@@ -35,17 +36,17 @@ def boundaries(ds: Any, column: str, quantiles: Sequence[float]) -> list[float]:
     Time (``ts``): two histogram passes of 4096 bins, the second refining only the bins
     that hold a cut, so a cut is exact to 1/16.7M of the time span and identical on every
     run (a randomised sketch would move the test split between runs). Row order
-    (``row_id`` = file index << 40 | line): per-file line counts from one small group-by
-    place each cut on an exact line.
+    (``row_id`` = file index << 40 | line): the last line of each file, from one pass,
+    places each cut on an exact line.
     """
     if not quantiles:
         return []
     if column == ROW_ID:
         return _row_order_cuts(ds, quantiles)
-    from ray.data.aggregate import Count, Max, Min
-
-    stats = ds.aggregate(Min(column, alias_name="lo"), Max(column, alias_name="hi"), Count(alias_name="n"))
-    lo, hi, n = float(stats["lo"]), float(stats["hi"]), int(stats["n"])
+    stats = reduce_blocks(ds, _min_max_count, _combine_min_max_count, {"column": column})
+    if stats is None or stats[2] == 0:
+        raise ValueError(f"cannot cut an empty log into windows (column {column!r})")
+    lo, hi, n = stats
     if hi <= lo:
         return [hi] * len(quantiles)
     edges = np.linspace(lo, np.nextafter(hi, np.inf), _BINS + 1)
@@ -63,43 +64,51 @@ def boundaries(ds: Any, column: str, quantiles: Sequence[float]) -> list[float]:
     return cuts
 
 
-def _histogram_batch(batch: pa.Table, column: str, edges: list[np.ndarray]) -> pa.Table:
+def _min_max_count(batch: pa.Table, column: str) -> tuple[float, float, int]:
+    x = batch.column(column).to_numpy()
+    if x.size == 0:
+        return np.inf, -np.inf, 0
+    return float(x.min()), float(x.max()), int(x.size)
+
+
+def _combine_min_max_count(a: tuple[float, float, int], b: tuple[float, float, int]) -> tuple[float, float, int]:
+    return min(a[0], b[0]), max(a[1], b[1]), a[2] + b[2]
+
+
+def _histogram_batch(batch: pa.Table, column: str, edges: list[np.ndarray]) -> np.ndarray:
     x = batch.column(column).to_numpy().astype(np.float64)
-    counts = [np.histogram(x, bins=e)[0].astype(np.int64) for e in edges]
-    return pa.table({"h": [np.concatenate(counts)]})
+    return np.concatenate([np.histogram(x, bins=e)[0].astype(np.int64) for e in edges])
 
 
 def _histograms(ds: Any, column: str, edges: list[np.ndarray]) -> list[np.ndarray]:
-    """Histograms of ``column`` for several bin sets in one pass; summed as they stream in."""
-    total = np.zeros(sum(len(e) - 1 for e in edges), dtype=np.int64)
-    counts = ds.map_batches(_histogram_batch, batch_format="pyarrow", batch_size=None,
-                            fn_kwargs={"column": column, "edges": edges})
-    for b in counts.iter_batches(batch_format="numpy", batch_size=None):
-        for h in b["h"]:
-            total += np.asarray(h, dtype=np.int64)
+    """Histograms of ``column`` for several bin sets in one pass."""
+    total = reduce_blocks(ds, _histogram_batch, np.add, {"column": column, "edges": edges})
     return np.split(total, np.cumsum([len(e) - 1 for e in edges])[:-1])
 
 
-def _file_lines(batch: pa.Table) -> pa.Table:
+def _last_line_per_file(batch: pa.Table) -> dict[int, int]:
     rid = batch.column(ROW_ID).to_numpy()
-    return pa.table({"file": rid >> 40, "line": rid & ((1 << 40) - 1)})
+    files, lines = rid >> 40, rid & ((1 << 40) - 1)
+    return {int(f): int(lines[files == f].max()) for f in np.unique(files)}
+
+
+def _merge_max(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
+    return {k: max(a.get(k, 0), b.get(k, 0)) for k in a.keys() | b.keys()}
 
 
 def _row_order_cuts(ds: Any, quantiles: Sequence[float]) -> list[float]:
-    from ray.data.aggregate import Max
-
-    per_file = (ds.map_batches(_file_lines, batch_format="pyarrow")
-                .groupby("file", num_partitions=1).aggregate(Max("line", alias_name="last")))
-    rows = sorted((int(r["file"]), int(r["last"])) for r in per_file.iter_rows())
-    files = np.array([f for f, _ in rows], dtype=np.int64)
-    lines = np.array([last for _, last in rows], dtype=np.int64)
+    last = reduce_blocks(ds, _last_line_per_file, _merge_max)
+    if not last:
+        raise ValueError("cannot cut an empty log into windows")
+    files = np.array(sorted(last), dtype=np.int64)
+    lines = np.array([last[f] for f in files], dtype=np.int64)
     offsets = np.concatenate([[0], np.cumsum(lines)])
     cuts = []
     for q in quantiles:
         pos = q * offsets[-1]
         k = min(int(np.searchsorted(offsets, pos, side="right")) - 1, len(files) - 1)
         line = int(np.ceil(pos - offsets[k]))
-        cuts.append(float((files[k] << 40) | max(line, 1)))
+        cuts.append(float((int(files[k]) << 40) | max(line, 1)))
     return cuts
 
 

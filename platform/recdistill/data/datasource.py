@@ -1,0 +1,131 @@
+"""Ray Data reading of real click logs: ``read_log`` and the datasource behind it.
+
+Each read task streams its files through ``formats.iter_file`` (one ``RejectTally`` per
+file). When a file is done its tally goes to a ``RejectLedger`` actor, and the task fails
+at once if that file alone is over the error budget. The driver checks the budget over all
+files with ``read_rejects(ledger)`` once the dataset has been consumed, since Ray Data
+reads lazily and in parallel.
+
+    ledger = new_ledger()
+    ds, schema = read_log("logs/*.txt", "criteo", ledger=ledger)
+    ds = ds.materialize()
+    read_rejects(ledger).check_budget(0.001, "logs/*.txt")
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING, Any, Iterator
+
+import ray
+from ray.data.datasource import FileBasedDatasource
+
+from recdistill.data import formats
+from recdistill.data.rejects import DataError, RejectTally, empty_file_error
+from recdistill.data.schema import LogSchema
+
+if TYPE_CHECKING:
+    import pyarrow
+
+
+@ray.remote(num_cpus=0)
+class RejectLedger:
+    """Per-file reject tallies reported by read tasks, kept by file path.
+
+    Keyed by path so that a retried task, or a dataset executed twice, replaces its file's
+    tally instead of counting the file again. Zero CPUs: it must not take a slot from the
+    read tasks on a small machine.
+    """
+
+    def __init__(self) -> None:
+        self._by_file: dict[str, dict] = {}
+
+    def add(self, tally_dict: dict) -> None:
+        files = tally_dict.get("files") or ["<unknown>"]
+        self._by_file[files[0] if len(files) == 1 else "|".join(files)] = tally_dict
+
+    def tally(self) -> dict:
+        total = RejectTally()
+        for key in sorted(self._by_file):
+            total.merge(RejectTally.from_dict(self._by_file[key]))
+        return total.to_dict()
+
+
+def new_ledger() -> Any:
+    """A fresh ``RejectLedger`` actor handle."""
+    return RejectLedger.remote()
+
+
+def read_rejects(ledger: Any) -> RejectTally:
+    """All tallies the ledger has received so far, merged (call after consuming the dataset)."""
+    return RejectTally.from_dict(ray.get(ledger.tally.remote()))
+
+
+class ClickLogDatasource(FileBasedDatasource):
+    """Reads click-log files in one of ``formats.FORMATS`` into the canonical layout."""
+
+    # Logs come as .txt, .csv, .data, .inter, .fm.txt, or with no extension at all.
+    _FILE_EXTENSIONS = None
+
+    def __init__(self, paths: list[str], fmt: str, *, header: str = "auto", error_budget: float = 0.001,
+                 ledger: Any = None, num_fields: int | None = None, schema: LogSchema | None = None,
+                 **file_based_datasource_kwargs: Any) -> None:
+        super().__init__(paths, **file_based_datasource_kwargs)
+        self._fmt = fmt
+        self._header = header
+        self._error_budget = error_budget
+        self._ledger = ledger
+        self._num_fields = num_fields
+        self._log_schema = schema
+        # Row ids encode the file's position in the sorted list, whichever task reads it.
+        self._file_index = {p: i for i, p in enumerate(sorted(self._paths()))}
+
+    def _index_of(self, path: str) -> int:
+        index = self._file_index.get(path)
+        if index is None:
+            index = self._file_index.get(os.path.abspath(path))
+        if index is None:
+            raise DataError(f"{path}: not among the files this read was planned for")
+        return index
+
+    def _open_input_source(self, filesystem: Any, path: str, **open_args: Any) -> "pyarrow.NativeFile":
+        if self._fmt == "parquet":
+            # Parquet needs random access, the text formats a stream.
+            return filesystem.open_input_file(path)
+        return super()._open_input_source(filesystem, path, **open_args)
+
+    def _read_stream(self, f: "pyarrow.NativeFile", path: str) -> Iterator["pyarrow.Table"]:
+        tally = RejectTally()
+        yield from formats.iter_file(path, self._fmt, self._index_of(path), tally, self._header, f,
+                                     num_fields=self._num_fields, schema=self._log_schema)
+        if self._ledger is not None:
+            # Wait for the ledger, so that everything is recorded once the dataset is consumed.
+            ray.get(self._ledger.add.remote(tally.to_dict()))
+        tally.check_budget(self._error_budget, path)
+
+
+def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_budget: float = 0.001,
+             ledger: Any = None, num_fields: int | None = None, schema: LogSchema | None = None,
+             override_num_blocks: int | None = None) -> tuple[ray.data.Dataset, LogSchema]:
+    """A lazy Ray Dataset of a click log (file, directory, glob or list of them) and its schema.
+
+    Missing, empty and (parquet) schema-less inputs fail here, before any task runs. A file
+    over ``error_budget`` fails its read task; pass a ``ledger`` (``new_ledger()``) and call
+    ``read_rejects(ledger).check_budget(...)`` after consumption for the budget over all files.
+    """
+    if fmt not in formats.FORMATS:
+        raise DataError(f"unknown log format {fmt!r}; expected one of {', '.join(formats.FORMATS)}")
+    paths = formats.expand_paths(path)
+    for p in paths:
+        if os.path.getsize(p) == 0:
+            raise empty_file_error(p, fmt)
+    # One schema for all files: a libsvm field count or parquet schema from the first file.
+    log_schema = formats.schema_for_file(paths[0], fmt, schema=schema, num_fields=num_fields)
+    if fmt == "libsvm":
+        num_fields = len(log_schema.categorical)
+    if fmt == "parquet":
+        schema = log_schema
+    source = ClickLogDatasource(paths, fmt, header=header, error_budget=error_budget, ledger=ledger,
+                                num_fields=num_fields, schema=schema)
+    ds = ray.data.read_datasource(source, override_num_blocks=override_num_blocks)
+    return ds, log_schema

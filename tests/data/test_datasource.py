@@ -1,0 +1,97 @@
+"""Ray Data reads through ``read_log``: files in two formats, rejects via the ledger, budgets."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from recdistill.data.datasource import new_ledger, read_log, read_rejects  # noqa: E402
+from recdistill.data.formats import AVAZU_COLUMNS  # noqa: E402
+from recdistill.data.rejects import DataError  # noqa: E402
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_local():
+    old = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+    if old is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = old
+
+
+def criteo(label: str, fields: int = 40) -> str:
+    return "\t".join([label, *(str(i) for i in range(1, 14)), *(f"{i:08x}" for i in range(26))][:fields])
+
+
+def avazu(click: str) -> str:
+    return ",".join(["7", click, "14102100", "1005", "0", *(f"{i:x}" for i in range(19))])
+
+
+def write(p: Path, lines: list[str]) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text("\n".join(lines) + "\n")
+    return p
+
+
+def test_read_log_two_formats_with_ledger(tmp_path):
+    write(tmp_path / "criteo" / "day0.txt", [criteo("1"), criteo("0", fields=20), criteo("0")])
+    write(tmp_path / "criteo" / "day1.txt", [criteo("0"), criteo("1")])
+    write(tmp_path / "criteo" / "_SUCCESS", [])
+    ledger = new_ledger()
+    ds, schema = read_log(str(tmp_path / "criteo"), "criteo", error_budget=0.5, ledger=ledger)
+    rows = ds.take_all()
+    assert schema.source == "criteo" and len(schema.dense) == 13
+    assert sorted((r["row_id"] >> 40, r["row_id"] & ((1 << 40) - 1), r["label"]) for r in rows) == [
+        (0, 1, 1), (0, 3, 0), (1, 1, 0), (1, 2, 1)]
+    tally = read_rejects(ledger)
+    assert (tally.total, tally.rejected, tally.counts) == (5, 1, {"wrong field count": 1})
+    (example,) = tally.examples["wrong field count"]
+    assert example[0].endswith("criteo/day0.txt") and example[1] == 2
+    tally.check_budget(0.5, "criteo")
+    # A second execution replaces each file's tally instead of adding to it.
+    assert ds.count() == 4 and read_rejects(ledger).total == 5
+
+    avazu_path = write(tmp_path / "avazu.csv", [",".join(AVAZU_COLUMNS), avazu("1"), avazu("0")])
+    ledger = new_ledger()
+    ds, schema = read_log(str(avazu_path), "avazu", ledger=ledger)
+    rows = sorted(ds.take_all(), key=lambda r: r["row_id"])
+    assert [(r["row_id"], r["label"], r["ts"]) for r in rows] == [(2, 1, 1413849600), (3, 0, 1413849600)]
+    assert schema.has_ts and read_rejects(ledger).total == 2
+
+    libsvm_path = write(tmp_path / "x.fm.txt", ["-1 3:1 9:1", "1 4:1 8:1", "1 4:1"])
+    ds, schema = read_log(str(libsvm_path), "libsvm", error_budget=0.5, ledger=ledger)
+    rows = sorted(ds.take_all(), key=lambda r: r["row_id"])
+    assert [(r["row_id"], r["label"], r["f0"], r["f1"]) for r in rows] == [(1, 0, "3", "9"), (2, 1, "4", "8")]
+    assert schema.categorical == ("f0", "f1")
+    assert read_rejects(ledger).counts == {"wrong field count": 1}  # the avazu file's tally is kept too
+    assert read_rejects(ledger).total == 5
+
+
+def test_file_over_budget_fails_the_read(tmp_path):
+    p = write(tmp_path / "bad.txt", [criteo("1"), criteo("9"), criteo("0")])
+    ledger = new_ledger()
+    ds, _ = read_log(str(p), "criteo", ledger=ledger)  # default budget 0.001
+    with pytest.raises(DataError) as err:
+        ds.materialize()
+    msg = str(err.value)
+    assert str(p) in msg and "line 2" in msg and "label not in {0,1}: 1" in msg
+    assert read_rejects(ledger).rejected == 1  # reported before failing
+
+
+def test_missing_and_empty_inputs_fail_before_reading(tmp_path):
+    with pytest.raises(DataError, match="no files match"):
+        read_log(str(tmp_path / "nothing*.txt"), "criteo")
+    (tmp_path / "empty.txt").write_text("")
+    with pytest.raises(DataError, match="empty.txt is empty, expected criteo rows"):
+        read_log(str(tmp_path / "empty.txt"), "criteo")
