@@ -120,3 +120,19 @@ def test_cli_synth_then_inspect(tmp_path: Path) -> None:
     assert "rows            4,000" in r.stdout and "C26" in r.stdout and "rejected rows   0" in r.stdout
     bad = subprocess.run([*exe, "synth", "--rows", "10", "data.rowz=1"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown key 'data.rowz'" in bad.stderr
+
+
+def test_row_order_splits_across_files_are_exact(tmp_path: Path, ray_local) -> None:
+    """Criteo has no time: splits follow file order, then line, and land on exact lines."""
+    from recdistill.data.datasource import read_log
+    from recdistill.data.windows import boundaries
+
+    for k, n in enumerate((300, 700)):
+        lines = ["\t".join([str(i % 2)] + [str(i)] * 13 + ["abc"] * 26) for i in range(n)]
+        (tmp_path / f"day{k}.txt").write_text("\n".join(lines) + "\n")
+    ds, schema = read_log(str(tmp_path), "criteo")
+    assert schema.order_column == "row_id"
+    cuts = boundaries(ds, "row_id", [0.25, 0.5])
+    assert cuts == [float(251), float((1 << 40) | 201)]  # first rows of the 2nd and 3rd parts
+    parts = {k: _rows(v).num_rows for k, v in time_splits(ds, "row_id", [0.25, 0.25, 0.5]).items()}
+    assert parts == {"train": 250, "valid": 250, "test": 500}

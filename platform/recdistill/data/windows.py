@@ -107,8 +107,9 @@ def _row_order_cuts(ds: Any, quantiles: Sequence[float]) -> list[float]:
     for q in quantiles:
         pos = q * offsets[-1]
         k = min(int(np.searchsorted(offsets, pos, side="right")) - 1, len(files) - 1)
-        line = int(np.ceil(pos - offsets[k]))
-        cuts.append(float((int(files[k]) << 40) | max(line, 1)))
+        # The cut is the first row of the next part: ``pos`` rows come before it.
+        line = int(np.floor(pos - offsets[k])) + 1
+        cuts.append(float((int(files[k]) << 40) | line))
     return cuts
 
 
