@@ -107,11 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from recdistill.data.rejects import DataError
+
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
     except ConfigError as e:
         print(f"recdistill: config error: {e}", file=sys.stderr)
+        return 2
+    except DataError as e:
+        # Raised inside a Ray task it arrives wrapped; the first line of the cause is the message.
+        cause = getattr(e, "cause", None) or e
+        print(f"recdistill: data error: {cause}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:
         print(f"recdistill: {e}", file=sys.stderr)

@@ -136,3 +136,20 @@ def test_row_order_splits_across_files_are_exact(tmp_path: Path, ray_local) -> N
     assert cuts == [float(251), float((1 << 40) | 201)]  # first rows of the 2nd and 3rd parts
     parts = {k: _rows(v).num_rows for k, v in time_splits(ds, "row_id", [0.25, 0.25, 0.5]).items()}
     assert parts == {"train": 250, "valid": 250, "test": 500}
+
+
+def test_cli_inspect_reports_rejects_and_fails_past_budget(tmp_path: Path) -> None:
+    exe = [sys.executable, "-m", "recdistill.cli", "data", "inspect"]
+    good = "\t".join(["1"] + ["3"] * 13 + ["68fd1e64"] * 26)
+    path = tmp_path / "log.txt"
+    path.write_text("\n".join([good] * 8 + ["1\t2\t3", good]) + "\n")  # line 9 is short
+    ok = subprocess.run([*exe, str(path), "--format", "criteo", "--error-budget", "0.2"],
+                        capture_output=True, text=True, timeout=180)
+    assert ok.returncode == 0, ok.stderr
+    assert "rows            9" in ok.stdout and "wrong field count" in ok.stdout
+    bad = subprocess.run([*exe, str(path), "--format", "criteo"], capture_output=True, text=True, timeout=180)
+    assert bad.returncode == 2
+    assert "data error" in bad.stderr and str(path) in bad.stderr and "9" in bad.stderr
+    missing = subprocess.run([*exe, str(tmp_path / "nope.txt"), "--format", "criteo"],
+                             capture_output=True, text=True, timeout=60)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -12,12 +12,14 @@ import pyarrow as pa
 
 from recdistill.data.schema import LABEL, ROW_ID, SAMPLE_RATE
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_GOLDEN_INT = 0x9E3779B97F4A7C15
+_GOLDEN = np.uint64(_GOLDEN_INT)
+_MASK = (1 << 64) - 1
 
 
 def row_uniform(row_ids: np.ndarray, seed: int) -> np.ndarray:
     """A uniform in [0, 1) per row id (splitmix64 finaliser of id ^ hashed seed)."""
-    x = row_ids.astype(np.uint64) ^ (np.uint64(seed & 0xFFFFFFFFFFFFFFFF) * _GOLDEN)
+    x = row_ids.astype(np.uint64) ^ np.uint64((seed * _GOLDEN_INT) & _MASK)
     x = x + _GOLDEN
     x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
     x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
