@@ -1,0 +1,58 @@
+"""The student objective per tower (Rec-Distill §4.3): main = task; aux = task + α·distill.
+
+``form="free_alpha"``: L_aux = L_task + α·L_distill, α free (the distill loss can be ~100×
+smaller than the task loss, so α brings them to the same order). ``form="convex"``:
+α·L_distill + (1−α)·L_task (CrossAdapt's weights that sum to 1). A single-tower student puts
+both on its one head. ``alpha == 0`` or no teacher signal trains the raw student.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from recdistill.distill.debias import SamplingCorrection, distill_targets
+from recdistill.distill.losses import DISTILL_LOSSES, task_loss
+
+
+@dataclass(frozen=True)
+class Objective:
+    alpha: float
+    loss: str = "soft_ce"
+    temperature: float = 1.0
+    form: str = "free_alpha"
+    debias: bool = True
+    debias_with: str = "student"
+    student_sampling: SamplingCorrection = SamplingCorrection()
+    teacher_sampling: SamplingCorrection = SamplingCorrection()
+
+    def __post_init__(self) -> None:
+        if self.loss not in DISTILL_LOSSES:
+            raise ValueError(f"distill loss {self.loss!r}: expected one of {', '.join(DISTILL_LOSSES)}")
+        if self.form not in ("free_alpha", "convex"):
+            raise ValueError(f"form={self.form!r}: expected 'free_alpha' or 'convex'")
+        if self.form == "convex" and not 0 <= self.alpha <= 1:
+            raise ValueError(f"form=convex needs 0 <= alpha <= 1, got {self.alpha}")
+
+    def __call__(self, main: torch.Tensor, aux: torch.Tensor, decoupled: bool, y: torch.Tensor,
+                 z_teacher: torch.Tensor | None = None,
+                 mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Loss terms for one batch; ``total`` is what to backpropagate."""
+        l_main = task_loss(main, y)
+        out = {"task_main": l_main}
+        if z_teacher is None or self.alpha == 0:
+            l_aux_task = task_loss(aux, y) if decoupled else l_main
+            out["total"] = l_main + (l_aux_task if decoupled else 0)
+            return out
+        t, s = distill_targets(z_teacher, aux, self.student_sampling, self.teacher_sampling,
+                               self.debias, self.debias_with)
+        l_kd = DISTILL_LOSSES[self.loss](s, t, self.temperature, mask)
+        l_aux_task = task_loss(aux, y) if decoupled else l_main
+        if self.form == "free_alpha":
+            l_aux = l_aux_task + self.alpha * l_kd
+        else:
+            l_aux = self.alpha * l_kd + (1 - self.alpha) * l_aux_task
+        out["distill"] = l_kd
+        out["total"] = (l_main + l_aux) if decoupled else l_aux
+        return out

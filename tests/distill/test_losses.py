@@ -1,0 +1,112 @@
+"""Distillation losses and the debias correction, pinned against naive references written
+straight from the formulas (per element, in float64 Python math)."""
+
+import math
+
+import pytest
+import torch
+
+from recdistill.distill.debias import SamplingCorrection, distill_targets
+from recdistill.distill.losses import kl, mse, soft_ce, task_loss
+from recdistill.distill.objective import Objective
+
+
+def _sig(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+Z_S = [-3.0, -0.5, 0.0, 1.2, 4.0]
+Z_T = [-2.0, 0.3, -1.0, 2.5, 3.0]
+
+
+def _naive_soft_ce(T: float) -> float:
+    terms = []
+    for zs, zt in zip(Z_S, Z_T):
+        pt, ps = _sig(zt / T), _sig(zs / T)
+        terms.append(-(pt * math.log(ps) + (1 - pt) * math.log(1 - ps)))  # Eq. 8 on z/T
+    return T * T * sum(terms) / len(terms)
+
+
+def _naive_kl(T: float) -> float:
+    terms = []
+    for zs, zt in zip(Z_S, Z_T):
+        pt, ps = _sig(zt / T), _sig(zs / T)
+        terms.append(pt * math.log(pt / ps) + (1 - pt) * math.log((1 - pt) / (1 - ps)))  # Eq. 2
+    return T * T * sum(terms) / len(terms)
+
+
+def _naive_mse(T: float) -> float:
+    return sum((_sig(zs / T) - _sig(zt / T)) ** 2 for zs, zt in zip(Z_S, Z_T)) / len(Z_S)
+
+
+@pytest.mark.parametrize("T", [1.0, 4.0])
+@pytest.mark.parametrize("fn, ref", [(soft_ce, _naive_soft_ce), (kl, _naive_kl), (mse, _naive_mse)])
+def test_losses_match_formulas(fn, ref, T: float) -> None:
+    zs, zt = torch.tensor(Z_S, dtype=torch.float64), torch.tensor(Z_T, dtype=torch.float64)
+    assert fn(zs, zt, T).item() == pytest.approx(ref(T), rel=1e-10)
+
+
+def test_soft_ce_gradient_is_p_s_minus_p_t_and_teacher_gets_none() -> None:
+    zs = torch.tensor(Z_S, dtype=torch.float64, requires_grad=True)
+    zt = torch.tensor(Z_T, dtype=torch.float64, requires_grad=True)
+    soft_ce(zs, zt).backward()
+    expected = [(_sig(a) - _sig(b)) / len(Z_S) for a, b in zip(Z_S, Z_T)]  # Eq. 10
+    assert zs.grad.tolist() == pytest.approx(expected, rel=1e-10)
+    assert zt.grad is None or torch.all(zt.grad == 0)
+
+
+def test_kl_is_zero_at_the_teacher_and_mask_drops_rows() -> None:
+    zt = torch.tensor(Z_T, dtype=torch.float64)
+    assert kl(zt.clone(), zt).item() == pytest.approx(0.0, abs=1e-12)
+    zs = torch.tensor(Z_S, dtype=torch.float64)
+    mask = torch.tensor([True, False, True, False, False])
+    sub = soft_ce(zs[mask], zt[mask])
+    assert soft_ce(zs, zt, mask=mask).item() == pytest.approx(sub.item())
+    assert soft_ce(zs, zt, mask=torch.zeros(5, dtype=torch.bool)).item() == 0.0
+
+
+def test_task_loss_is_bce() -> None:
+    z = torch.tensor([0.3, -1.0], dtype=torch.float64)
+    y = torch.tensor([1, 0])
+    ref = -(math.log(_sig(0.3)) + math.log(1 - _sig(-1.0))) / 2
+    assert task_loss(z, y).item() == pytest.approx(ref)
+
+
+@pytest.mark.parametrize("r_s, r_plus, p_x, b_s", [(8.0, 1.0, 1.0, 0.0), (4.0, 0.9, 0.8, 0.05), (2.0, 1.0, 0.7, 0.2)])
+def test_debias_matches_eq12(r_s: float, r_plus: float, p_x: float, b_s: float) -> None:
+    f = SamplingCorrection(r_s, r_plus, p_x, b_s)
+    for z in (-4.0, -0.3, 0.0, 2.0):
+        naive = 1.0 / (1.0 + (r_s / p_x) * (math.exp(-z) + 1 - r_plus + b_s))
+        assert f.prob(torch.tensor(z, dtype=torch.float64)).item() == pytest.approx(naive, rel=1e-12)
+
+
+def test_classic_downsampling_correction() -> None:
+    f = SamplingCorrection.from_negative_keep_rate(0.25)
+    z = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    assert f.logit(z).tolist() == pytest.approx([math.log(0.25), 1 + math.log(0.25)])
+
+
+def test_distill_targets_use_student_correction_for_both() -> None:
+    fs, ft = SamplingCorrection(r_s=4.0), SamplingCorrection(r_s=1.0)
+    t1, s1 = torch.tensor([0.5]), torch.tensor([-0.2])
+    t, s = distill_targets(t1, s1, fs, ft, debias=True, debias_with="student")
+    assert t.item() == pytest.approx(0.5 - math.log(4)) and s.item() == pytest.approx(-0.2 - math.log(4))
+    t, _ = distill_targets(t1, s1, fs, ft, debias=True, debias_with="teacher")
+    assert t.item() == pytest.approx(0.5)
+    t, s = distill_targets(t1, s1, fs, ft, debias=False, debias_with="student")
+    assert (t.item(), s.item()) == pytest.approx((0.5, -0.2))
+
+
+def test_objective_forms_and_towers() -> None:
+    y = torch.tensor([1.0, 0.0, 0.0])
+    main, aux = torch.tensor([0.2, -0.1, 0.4]), torch.tensor([0.1, 0.3, -0.2])
+    zt = torch.tensor([1.0, -1.0, 0.0])
+    free = Objective(alpha=2.0, debias=False)(main, aux, True, y, zt)
+    assert free["total"].item() == pytest.approx(
+        (task_loss(main, y) + task_loss(aux, y) + 2.0 * soft_ce(aux, zt)).item())
+    convex = Objective(alpha=0.7, form="convex", debias=False)(main, main, False, y, zt)
+    assert convex["total"].item() == pytest.approx((0.7 * soft_ce(main, zt) + 0.3 * task_loss(main, y)).item())
+    raw = Objective(alpha=2.0)(main, aux, True, y, None)
+    assert raw["total"].item() == pytest.approx((task_loss(main, y) + task_loss(aux, y)).item())
+    with pytest.raises(ValueError, match="convex"):
+        Objective(alpha=2.0, form="convex")
