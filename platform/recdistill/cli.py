@@ -31,6 +31,16 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    from recdistill.experiment import run_experiment
+
+    config, overrides = args.config, list(args.overrides)
+    if config and "=" in config and not Path(config).exists():
+        config, overrides = None, [config, *overrides]
+    run_experiment(load_config(config, overrides))
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from recdistill.data.inspect import inspect_log
 
@@ -82,6 +92,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.synthetic.zipf_exponent=1.2")
     s.set_defaults(fn=_synth)
+
+    r = sub.add_parser("run", help="one experiment: teacher → N students, raw and distilled, η table",
+                       description="Train the teacher (recording forward-distillation logits) and every "
+                                   "student raw and distilled; write results.json, config.yaml, report.md.")
+    r.add_argument("config", nargs="?", help="experiment YAML (e.g. jobs/configs/demo.yaml)")
+    r.add_argument("overrides", nargs="*", help="dotted overrides, e.g. students.0.alpha=2 run.dir=/tmp/x")
+    r.set_defaults(fn=_run)
 
     d = sub.add_parser("data", help="inspect click logs")
     dsub = d.add_subparsers(dest="data_command", required=True)

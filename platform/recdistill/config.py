@@ -154,6 +154,14 @@ class TeacherConfig:
     lr: float = opt(1e-3, gt=0.0, help="learning rate of dense parameters (Adam)")
     embedding_lr: float = opt(1e-2, gt=0.0, help="learning rate of embedding tables")
     sampling_ratio: float = opt(1.0, gt=0.0, le=1.0, help="share of the train split the teacher trains on")
+    negative_keep_rate: float = opt(
+        1.0, gt=0.0, le=1.0,
+        help="extra negative down-sampling of the teacher's rows (its sampling correction f_T)")
+    history_fraction: float = opt(
+        0.5, ge=0.0, lt=1.0,
+        help="earliest share of the train split that only the teacher learns from (CrossAdapt: "
+             "40% history, 40% offline); students train on the later rows, whose forward "
+             "signals then come from a teacher that has learned the history but not those rows")
 
 
 @dataclass
@@ -167,6 +175,9 @@ class StudentConfig:
         "decoupled", help="decoupled: main tower on task loss, aux tower on task + α·distill (Rec-Distill §4.3.1)")
     alpha: float = opt(1.0, ge=0.0, help="distillation weight α (free, not tied to the task weight)")
     sampling_ratio: float = opt(0.5, gt=0.0, le=1.0, help="share of the train split this student trains on")
+    negative_keep_rate: float = opt(
+        1.0, gt=0.0, le=1.0,
+        help="extra negative down-sampling of this student's rows (its sampling correction f_S)")
     epochs: int = opt(1, ge=1, help="passes over the student's training rows")
     batch_size: int = opt(2048, ge=1, help="rows per step")
     lr: float = opt(1e-3, gt=0.0, help="learning rate of dense parameters (Adam)")

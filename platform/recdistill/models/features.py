@@ -39,7 +39,8 @@ class FeatureEmbedding(nn.Module):
         self.dim = dim
         offsets = torch.tensor([0, *torch.tensor(spec.buckets).cumsum(0)[:-1].tolist()], dtype=torch.long)
         self.register_buffer("offsets", offsets, persistent=False)
-        self.table = nn.Embedding(int(sum(spec.buckets)), dim)
+        # sparse gradients: a batch touches a few thousand rows of a table of millions
+        self.table = nn.Embedding(int(sum(spec.buckets)), dim, sparse=True)
         nn.init.normal_(self.table.weight, std=0.01)
         self.dense = nn.Linear(spec.num_dense, dim) if spec.num_dense else None
 

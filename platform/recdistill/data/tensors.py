@@ -1,0 +1,98 @@
+"""Encoded rows as torch tensors, for training on one process (and on each Train worker).
+
+``TensorLog`` holds a block of preprocessed rows: categorical codes (N, F), sequences
+(N, S, L) padded with 0, dense (N, D), labels, per-row sample rates and, when the log
+knows it, the true click probability. Rows stay in log (time) order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+from typing import Any, Iterable
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from recdistill.data.schema import LABEL, P_TRUE, ROW_ID, SAMPLE_RATE, LogSchema
+
+
+@dataclass
+class TensorLog:
+    cat: torch.Tensor
+    dense: torch.Tensor
+    seq: torch.Tensor
+    label: torch.Tensor
+    sample_rate: torch.Tensor
+    row_id: torch.Tensor
+    p_true: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def take(self, index: torch.Tensor | slice) -> "TensorLog":
+        return TensorLog(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[index])
+                            for f in fields(self)})
+
+    def to(self, device: torch.device | str) -> "TensorLog":
+        return TensorLog(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device))
+                            for f in fields(self)})
+
+
+def _pad_lists(col: pa.ChunkedArray | pa.Array, length: int) -> np.ndarray:
+    """List column → (N, length) int64, most recent items last, left-padded with 0."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    offsets = arr.offsets.to_numpy()
+    offsets = offsets - offsets[0]  # a sliced array's offsets do not start at 0; flatten() does
+    values = arr.flatten().to_numpy(zero_copy_only=False)
+    n = len(arr)
+    out = np.zeros((n, length), dtype=np.int64)
+    lens = np.minimum(np.diff(offsets), length)
+    if values.size:
+        starts = offsets[1:] - lens  # keep the tail: the most recent items
+        rows = np.repeat(np.arange(n), lens)
+        j = np.arange(int(lens.sum())) - np.repeat(np.cumsum(lens) - lens, lens)
+        out[rows, np.repeat(length - lens, lens) + j] = values[np.repeat(starts, lens) + j]
+    return out
+
+
+def from_table(t: pa.Table, schema: LogSchema, seq_length: int = 0) -> TensorLog:
+    """One encoded Arrow table → tensors (the columns named by the schema)."""
+    n = t.num_rows
+    cat = np.stack([t.column(c).to_numpy() for c in schema.categorical], 1) if schema.categorical \
+        else np.zeros((n, 0), np.int64)
+    dense = np.stack([t.column(c).to_numpy() for c in schema.dense], 1).astype(np.float32) if schema.dense \
+        else np.zeros((n, 0), np.float32)
+    if schema.sequences:
+        length = seq_length or max(1, max(int(np.max(np.diff(t.column(s).combine_chunks().offsets.to_numpy()),
+                                                     initial=0)) for s, _ in schema.sequences))
+        seq = np.stack([_pad_lists(t.column(s), length) for s, _ in schema.sequences], 1)
+    else:
+        seq = np.zeros((n, 0, 1), np.int64)
+    rate = t.column(SAMPLE_RATE).to_numpy().astype(np.float32) if SAMPLE_RATE in t.column_names \
+        else np.ones(n, np.float32)
+    p_true = torch.from_numpy(t.column(P_TRUE).to_numpy().astype(np.float32)) if P_TRUE in t.column_names else None
+    return TensorLog(
+        cat=torch.from_numpy(np.ascontiguousarray(cat, dtype=np.int64)),
+        dense=torch.from_numpy(np.ascontiguousarray(dense)),
+        seq=torch.from_numpy(np.ascontiguousarray(seq, dtype=np.int64)),
+        label=torch.from_numpy(t.column(LABEL).to_numpy().astype(np.float32)),
+        sample_rate=torch.from_numpy(rate),
+        row_id=torch.from_numpy(t.column(ROW_ID).to_numpy().astype(np.int64)),
+        p_true=p_true,
+    )
+
+
+def collect(ds: Any, schema: LogSchema, seq_length: int) -> TensorLog:
+    """Gather a (small) Ray Dataset into one TensorLog, in row_id order.
+
+    For the single-process experiment only: the distributed path streams shards to
+    workers instead of gathering.
+    """
+    batches: Iterable[pa.Table] = ds.iter_batches(batch_format="pyarrow", batch_size=None)
+    tables = [b for b in batches if b.num_rows]
+    if not tables:
+        raise ValueError("the split is empty: check data.splits and the log's size")
+    t = pa.concat_tables(tables, promote_options="default")
+    t = t.take(pa.compute.sort_indices(t, sort_keys=[(ROW_ID, "ascending")]))
+    return from_table(t, schema, seq_length)

@@ -1,0 +1,100 @@
+"""The training loop for one model on one process (a Ray Train worker runs the same loop).
+
+Forward distillation: when ``record`` is on, the logit each row gets in the teacher's
+training forward pass is kept, so a signal always comes from a teacher that had not yet
+learned from that row (Rec-Distill §4.1), at the cost of a copy and not of a second pass.
+Signals are recorded in the first epoch only: later epochs have seen every row.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from recdistill.data.tensors import TensorLog
+from recdistill.distill.losses import task_loss
+from recdistill.distill.objective import Objective
+from recdistill.models import Ranker
+
+
+@dataclass
+class FitStats:
+    rows: int
+    steps: int
+    seconds: float
+    final_loss: float
+
+    @property
+    def samples_per_s(self) -> float:
+        return self.rows / self.seconds if self.seconds else float("nan")
+
+
+def pick_device(requested: str = "auto") -> torch.device:
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("run.device=cuda but no CUDA device is visible")
+    if requested == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    return torch.device("cuda")
+
+
+def optimizers(model: Ranker, lr: float, embedding_lr: float) -> list[torch.optim.Optimizer]:
+    """SparseAdam on the embedding table (rows touched by a batch only), Adam on the rest.
+
+    Dense Adam over a table of millions of rows would rewrite all of it every step.
+    """
+    return [torch.optim.SparseAdam(model.embedding_params(), lr=embedding_lr),
+            torch.optim.Adam(model.dense_params(), lr=lr)]
+
+
+def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: float, embedding_lr: float,
+        device: torch.device, objective: Objective | None = None, teacher_logits: torch.Tensor | None = None,
+        record: bool = False) -> tuple[FitStats, torch.Tensor | None]:
+    """Train in log order; return stats and, with ``record``, the forward-distillation logits."""
+    model.to(device).train()
+    opts = optimizers(model, lr, embedding_lr)
+    n = len(data)
+    recorded = torch.full((n,), float("nan")) if record else None
+    d = data.to(device)
+    zt_all = teacher_logits.to(device) if teacher_logits is not None else None
+    steps, loss_value = 0, float("nan")
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        for start in range(0, n, batch_size):
+            end = min(start + batch_size, n)
+            main, aux = model(d.cat[start:end], d.dense[start:end], d.seq[start:end])
+            y = d.label[start:end]
+            if recorded is not None and epoch == 0:
+                recorded[start:end] = main.detach().float().cpu()
+            if objective is None:
+                loss = task_loss(main, y)
+            else:
+                zt = mask = None
+                if zt_all is not None:
+                    zt = zt_all[start:end]
+                    mask = ~torch.isnan(zt)
+                    zt = torch.nan_to_num(zt)
+                loss = objective(main, aux, model.decoupled, y, zt, mask)["total"]
+            for o in opts:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            for o in opts:
+                o.step()
+            steps += 1
+        loss_value = float(loss.detach())
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return FitStats(n * epochs, steps, time.perf_counter() - t0, loss_value), recorded
+
+
+@torch.no_grad()
+def predict(model: Ranker, data: TensorLog, device: torch.device, batch_size: int = 16_384) -> torch.Tensor:
+    """Main-tower logits for every row, on the CPU."""
+    model.to(device).eval()
+    out = []
+    for start in range(0, len(data), batch_size):
+        b = data.take(slice(start, start + batch_size)).to(device)
+        out.append(model(b.cat, b.dense, b.seq)[0].float().cpu())
+    model.train()
+    return torch.cat(out) if out else torch.zeros(0)
