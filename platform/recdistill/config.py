@@ -140,9 +140,6 @@ class DataConfig:
 
 # ------------------------------------------------------------------ models and KD
 
-ARCHS = ("dnn", "deepfm", "dcnv2", "tokenmixer")
-
-
 @dataclass
 class TeacherConfig:
     arch: Literal["dnn", "deepfm", "dcnv2", "tokenmixer"] = opt("tokenmixer", help="teacher backbone family")

@@ -786,8 +786,8 @@ def _iter_parquet(path: str, file_index: int, tally: RejectTally, f: Any,
         label = batch.column(LABEL)
         rej.flag(pc.invert(pc.is_in(label, value_set=pa.array([0, 1]).cast(label.type))), BAD_LABEL)
 
-        def text(i: int, b: pa.RecordBatch = batch) -> str:
-            return f"row {done - n + i + 1}: row_id={b.column(ROW_ID)[i].as_py()} label={b.column(LABEL)[i].as_py()}"
+        def text(i: int, b: pa.RecordBatch = batch, first: int = done - n) -> str:
+            return f"row {first + i + 1}: row_id={b.column(ROW_ID)[i].as_py()} label={b.column(LABEL)[i].as_py()}"
 
         rej.record(tally, path, lines, text)
         table = pa.Table.from_batches([batch]).select(list(target.names))
