@@ -170,6 +170,7 @@ class StudentConfig:
     width: int = opt(64, ge=1, help="hidden width")
     towers: Literal["decoupled", "single"] = opt(
         "decoupled", help="decoupled: main tower on task loss, aux tower on task + α·distill (Rec-Distill §4.3.1)")
+    tower_width: int = opt(0, ge=0, help="hidden width of each tower's own MLP (0 = a linear head on the backbone)")
     alpha: float = opt(1.0, ge=0.0, help="distillation weight α (free, not tied to the task weight)")
     sampling_ratio: float = opt(0.5, gt=0.0, le=1.0, help="share of the train split this student trains on")
     negative_keep_rate: float = opt(

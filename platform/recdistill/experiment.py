@@ -61,7 +61,8 @@ def _feature_spec(schema: Any, buckets: dict[str, int]) -> FeatureSpec:
 
 def _build(spec: FeatureSpec, m: TeacherConfig | StudentConfig, towers: str, seed: int) -> Ranker:
     torch.manual_seed(seed)
-    return Ranker(spec, m.arch, m.embed_dim, m.depth, m.width, towers=towers)
+    return Ranker(spec, m.arch, m.embed_dim, m.depth, m.width, towers=towers,
+                  tower_width=getattr(m, "tower_width", 0))
 
 
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:

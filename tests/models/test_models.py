@@ -51,3 +51,12 @@ def test_bad_arch_and_towers_rejected() -> None:
         Ranker(SPEC, "xgboost", 4, 1, 8)
     with pytest.raises(ValueError, match="towers"):
         Ranker(SPEC, "dnn", 4, 1, 8, towers="triple")
+
+
+def test_mlp_towers_are_separate_per_head() -> None:
+    torch.manual_seed(0)
+    linear = Ranker(SPEC, "dnn", 4, 1, 16, towers="decoupled")
+    mlp = Ranker(SPEC, "dnn", 4, 1, 16, towers="decoupled", tower_width=8)
+    assert mlp.num_params() - linear.num_params() == 2 * ((16 * 8 + 8 + 8 + 1) - (16 + 1))
+    main, aux = mlp(*_batch())
+    assert main.shape == aux.shape == (6,) and not torch.allclose(main, aux)

@@ -16,9 +16,16 @@ from recdistill.models.backbones import BACKBONES
 from recdistill.models.features import FeatureEmbedding, FeatureSpec
 
 
+def _tower(in_dim: int, hidden: int) -> nn.Module:
+    """A linear head, or with ``hidden`` > 0 a one-hidden-layer MLP of its own."""
+    if hidden <= 0:
+        return nn.Linear(in_dim, 1)
+    return nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+
+
 class Ranker(nn.Module):
     def __init__(self, spec: FeatureSpec, arch: str, embed_dim: int, depth: int, width: int,
-                 towers: str = "single") -> None:
+                 towers: str = "single", tower_width: int = 0) -> None:
         super().__init__()
         if arch not in BACKBONES:
             raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(BACKBONES)}")
@@ -26,8 +33,8 @@ class Ranker(nn.Module):
             raise ValueError(f"towers={towers!r}: expected 'single' or 'decoupled'")
         self.features = FeatureEmbedding(spec, embed_dim)
         self.backbone = BACKBONES[arch](spec.num_tokens, embed_dim, depth, width)
-        self.main = nn.Linear(self.backbone.out_dim, 1)
-        self.aux = nn.Linear(self.backbone.out_dim, 1) if towers == "decoupled" else None
+        self.main = _tower(self.backbone.out_dim, tower_width)
+        self.aux = _tower(self.backbone.out_dim, tower_width) if towers == "decoupled" else None
 
     @property
     def decoupled(self) -> bool:
