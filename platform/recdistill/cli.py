@@ -31,13 +31,18 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
-def _run(args: argparse.Namespace) -> int:
-    from recdistill.experiment import run_experiment
-
+def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
+    """``[CONFIG] [key=value ...]``: a first positional that is an override, not a file, is one."""
     config, overrides = args.config, list(args.overrides)
     if config and "=" in config and not Path(config).exists():
         config, overrides = None, [config, *overrides]
-    run_experiment(load_config(config, overrides))
+    return load_config(config, overrides)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from recdistill.experiment import run_experiment
+
+    run_experiment(_config_from_args(args))
     return 0
 
 
@@ -50,10 +55,7 @@ def _inspect(args: argparse.Namespace) -> int:
 
 
 def _config_show(args: argparse.Namespace) -> int:
-    config, overrides = args.config, list(args.overrides)
-    if config and "=" in config and not Path(config).exists():  # only overrides were given
-        config, overrides = None, [config, *overrides]
-    print(dump_config(load_config(config, overrides)), end="")
+    print(dump_config(_config_from_args(args)), end="")
     return 0
 
 

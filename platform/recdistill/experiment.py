@@ -95,8 +95,9 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
     signals[t_idx] = t_logits
     # How good the forward signals are: AUC on the rows they were recorded for, on the
     # teacher-only history and on the students' window (what distillation can use).
+    window_start = int(t.history_fraction * len(train))
     y_t = train.label[t_idx].numpy()
-    hist = int((t_idx < int(t.history_fraction * len(train))).sum())
+    hist = int((t_idx < window_start).sum())
     cut = hist if 0 < hist < len(t_idx) else len(t_idx) // 2
     signal_auc = [auc(y_t[:cut], t_logits[:cut].numpy()), auc(y_t[cut:], t_logits[cut:].numpy())]
     teacher_metrics = evaluate(predict(teacher, test, device), test, t.negative_keep_rate)
@@ -112,7 +113,6 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
     if test.p_true is not None:
         results["oracle"] = {"auc": auc(test.label.numpy(), test.p_true.numpy())}
 
-    window_start = int(t.history_fraction * len(train))
     for i, s in enumerate(cfg.students):
         s_idx = sample_index(train, s.sampling_ratio, s.negative_keep_rate, cfg.run.seed * 1000 + 100 + i)
         s_idx = s_idx[s_idx >= window_start]

@@ -190,3 +190,11 @@ def test_shift_event_moves_ctr_and_features_on_its_day(tmp_path: Path) -> None:
     print(f"day-2 CTR quiet {quiet_ctr[2]:.4f} shifted {shift_ctr[2]:.4f} (3 s.e. {three_se:.4f}); "
           f"JS({field}) day1→day2 quiet {js_quiet:.3f} shifted {js_shift:.3f}")
     assert js_shift > 3 * js_quiet, (js_quiet, js_shift)
+
+
+def test_shards_hold_exactly_shard_rows_even_when_a_chunk_spans_several(tmp_path: Path) -> None:
+    data = _data("data.rows=5500", "data.days=1", "data.shard_rows=1000", "data.synthetic.num_users=500",
+                 "data.synthetic.max_cardinality=5000")
+    summary = generate(data, tmp_path)
+    sizes = [pq.read_metadata(tmp_path / f).num_rows for f in summary.files]
+    assert sizes == [1000] * 5 + [500]

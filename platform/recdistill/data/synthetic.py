@@ -114,7 +114,6 @@ class ClickModel:
         self.dense_link = rng.standard_normal((nd, k)).astype(np.float32)
         self.dense_beta = rng.standard_normal(nd).astype(np.float32)
         self.dense_missing = np.linspace(0.0, cfg.dense_missing_rate, nd) if nd else np.zeros(0)
-        self.dense_center = self.dense_loc  # log1p(count) ≈ loc on average: centre the effect
         self.norm = {"first": 1.0, "pair": 1.0, "high": 1.0, "seq": 1.0, "dense": 1.0}
         self.b0 = 0.0
         self._calibrate()
@@ -187,7 +186,8 @@ class ClickModel:
         hist_mean = (hist_sum - hist_n * self.item_mu) / np.maximum(hist_n, 1)
         item_v = np.take(self.v[ITEM], ids[ITEM], axis=0) - self.item_mu
         seq = np.einsum("ij,ij->i", hist_mean, item_v) * math.sqrt(k)
-        dens = (np.log1p(dense) - self.dense_center) @ self.dense_beta if dense.shape[1] else np.zeros(n)
+        # log1p(count) ≈ dense_loc on average: centre the effect there
+        dens = (np.log1p(dense) - self.dense_loc) @ self.dense_beta if dense.shape[1] else np.zeros(n)
         return {"first": first, "pair": pair, "high": high, "seq": seq, "dense": dens}
 
     def logit(self, comps: dict[str, np.ndarray]) -> np.ndarray:
@@ -354,30 +354,11 @@ def generate(data: DataConfig, out_dir: str | Path,
     pos_by_day = np.zeros(days, dtype=np.int64)
     rows_by_day = np.zeros(days, dtype=np.int64)
     p_sum = 0.0
-    files: list[str] = []
-    writer: pq.ParquetWriter | None = None
-    shard_rows = 0
+    w_sum = 0.0
+    shards = _ShardWriter(out, arrow_schema, data.shard_rows)
     for chunk in _chunks(model, data):
         table = pa.Table.from_arrays(chunk.columns, schema=arrow_schema)
-        if writer is None or shard_rows >= data.shard_rows:
-            if writer is not None:
-                writer.close()
-            path = out / f"part-{len(files):05d}.parquet"
-            files.append(path.name)
-            writer = pq.ParquetWriter(path, arrow_schema, compression="zstd")
-            shard_rows = 0
-        room = data.shard_rows - shard_rows
-        # A chunk never straddles shards so that shard sizes do not depend on chunking.
-        pieces = [table] if table.num_rows <= room else [table.slice(0, room), table.slice(room)]
-        for i, piece in enumerate(pieces):
-            if i == 1:
-                writer.close()
-                path = out / f"part-{len(files):05d}.parquet"
-                files.append(path.name)
-                writer = pq.ParquetWriter(path, arrow_schema, compression="zstd")
-                shard_rows = 0
-            writer.write_table(piece)
-            shard_rows += piece.num_rows
+        shards.write(table)
         y = table.column(LABEL).to_numpy()
         p = table.column(P_TRUE).to_numpy().astype(np.float64)
         rate = table.column(SAMPLE_RATE).to_numpy()
@@ -388,10 +369,10 @@ def generate(data: DataConfig, out_dir: str | Path,
         np.add.at(pos_by_day, day, y)
         np.add.at(rows_by_day, day, 1)
         p_sum += float((p / rate).sum())
+        w_sum += float((1.0 / rate).sum())  # impressions before down-sampling
         if progress is not None:
             progress(table.num_rows)
-    if writer is not None:
-        writer.close()
+    files = shards.close()
     rows = int(rows_by_day.sum())
     summary = SynthSummary(
         rows=rows,
@@ -401,7 +382,7 @@ def generate(data: DataConfig, out_dir: str | Path,
         rows_by_day=[int(r) for r in rows_by_day],
         oracle_auc=oracle.auc(),
         oracle_logloss=oracle.log_loss(),
-        mean_p_true=float(p_sum / _impressions(rows_by_day, pos_by_day, cfg.negative_keep_rate)),
+        mean_p_true=p_sum / w_sum if w_sum else float("nan"),
         negative_keep_rate=cfg.negative_keep_rate,
         files=files,
         seconds=time.perf_counter() - t0,
@@ -412,10 +393,37 @@ def generate(data: DataConfig, out_dir: str | Path,
     return summary
 
 
-def _impressions(rows_by_day: np.ndarray, pos_by_day: np.ndarray, keep: float) -> float:
-    """Impressions before down-sampling, estimated by inverse keep rates."""
-    neg = rows_by_day - pos_by_day
-    return float(pos_by_day.sum() + neg.sum() / keep)
+class _ShardWriter:
+    """Parquet shards of exactly ``shard_rows`` rows (the last may be shorter), so shard
+    boundaries depend on row counts only, never on how generation was chunked."""
+
+    def __init__(self, out: Path, schema: pa.Schema, shard_rows: int) -> None:
+        self.out, self.schema, self.shard_rows = out, schema, shard_rows
+        self.files: list[str] = []
+        self.writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def write(self, table: pa.Table) -> None:
+        while table.num_rows:
+            if self.writer is None or self.rows >= self.shard_rows:
+                self._next()
+            take = min(self.shard_rows - self.rows, table.num_rows)
+            self.writer.write_table(table.slice(0, take))
+            self.rows += take
+            table = table.slice(take)
+
+    def _next(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        name = f"part-{len(self.files):05d}.parquet"
+        self.files.append(name)
+        self.writer = pq.ParquetWriter(self.out / name, self.schema, compression="zstd")
+        self.rows = 0
+
+    def close(self) -> list[str]:
+        if self.writer is not None:
+            self.writer.close()
+        return self.files
 
 
 def _chunks(model: ClickModel, data: DataConfig) -> Iterator[pa.Table]:
