@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from recdistill.metrics import StreamingAUC, auc, calibration, log_loss
+from recdistill.metrics import StreamingAUC, auc, calibration, group_auc, log_loss
 
 
 def _naive_auc(y: np.ndarray, s: np.ndarray) -> float:
@@ -44,3 +44,19 @@ def test_streaming_auc_agrees_with_exact() -> None:
     y, p = np.concatenate(ys), np.concatenate(ps)
     assert acc.auc() == pytest.approx(auc(y, p), abs=1e-5)
     assert acc.log_loss() == pytest.approx(log_loss(y, p), rel=1e-9)
+
+
+def test_group_auc_matches_per_group_loop_with_ties() -> None:
+    rng = np.random.default_rng(3)
+    g = rng.integers(0, 12, 400)
+    y = rng.integers(0, 2, 400)
+    y[g == 5] = 1  # a one-class group: no AUC, left out
+    s = np.round(rng.random(400) + 0.2 * y + 0.05 * g, 1)
+    num = den = 0.0
+    for k in np.unique(g):
+        m = g == k
+        if 0 < y[m].sum() < m.sum():
+            num += m.sum() * _naive_auc(y[m], s[m])
+            den += m.sum()
+    assert group_auc(y, s, g) == pytest.approx(num / den, abs=1e-12)
+    assert np.isnan(group_auc(np.array([1, 1, 0]), np.array([0.1, 0.2, 0.3]), np.array([0, 0, 1])))

@@ -25,7 +25,7 @@ from recdistill.data.sampling import row_uniform
 from recdistill.data.tensors import TensorLog, collect
 from recdistill.distill.debias import SamplingCorrection
 from recdistill.distill.objective import Objective
-from recdistill.metrics import auc, calibration, log_loss
+from recdistill.metrics import auc, calibration, group_auc, log_loss
 from recdistill.models import FeatureSpec, Ranker
 from recdistill.train.loop import fit, pick_device, predict
 
@@ -46,12 +46,16 @@ def sample_index(data: TensorLog, ratio: float, negative_keep: float, seed: int)
     return torch.from_numpy(np.flatnonzero(keep))
 
 
-def evaluate(z: torch.Tensor, data: TensorLog, negative_keep: float) -> dict[str, float]:
+def evaluate(z: torch.Tensor, data: TensorLog, negative_keep: float, user_col: int | None = None) -> dict[str, float]:
     """Metrics of main-tower logits; probabilities are corrected for the model's own extra
-    negative down-sampling, so they are calibrated to the test log."""
+    negative down-sampling, so they are calibrated to the test log. With ``user_col`` (the
+    user field's column in ``data.cat``), also group AUC by user."""
     p = torch.sigmoid(z + math.log(negative_keep)).numpy()
     y = data.label.numpy()
-    return {"auc": auc(y, z.numpy()), "logloss": log_loss(y, p), "calibration": calibration(y, p)}
+    m = {"auc": auc(y, z.numpy()), "logloss": log_loss(y, p), "calibration": calibration(y, p)}
+    if user_col is not None:
+        m["gauc"] = group_auc(y, z.numpy(), data.cat[:, user_col].numpy())
+    return m
 
 
 def _feature_spec(schema: Any, buckets: dict[str, int]) -> FeatureSpec:
@@ -83,6 +87,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
     test = collect(prepared.splits["test"], schema, seq_len or int(train.seq.shape[-1]))
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
     spec = _feature_spec(schema, prepared.preprocessor.buckets)
+    user_col = schema.categorical.index(schema.user_field) if schema.user_field in schema.categorical else None
     log(f"[data] train {len(train):,} rows (CTR {train.label.mean():.4f}), test {len(test):,} rows; device {device}")
 
     t = cfg.teacher
@@ -100,7 +105,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
     hist = int((t_idx < window_start).sum())
     cut = hist if 0 < hist < len(t_idx) else len(t_idx) // 2
     signal_auc = [auc(y_t[:cut], t_logits[:cut].numpy()), auc(y_t[cut:], t_logits[cut:].numpy())]
-    teacher_metrics = evaluate(predict(teacher, test, device), test, t.negative_keep_rate)
+    teacher_metrics = evaluate(predict(teacher, test, device), test, t.negative_keep_rate, user_col)
     log(f"[teacher] AUC {teacher_metrics['auc']:.4f} ({t_stats.samples_per_s:,.0f} samples/s); forward "
         f"signals' AUC on history/window rows: {signal_auc[0]:.4f}/{signal_auc[1]:.4f}")
     results: dict[str, Any] = {
@@ -129,7 +134,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
             model = _build(spec, s, s.towers, cfg.run.seed + 10 + i)
             stats, _ = fit(model, rows, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                            embedding_lr=s.embedding_lr, device=device, objective=obj, teacher_logits=z)
-            m = evaluate(predict(model, test, device), test, s.negative_keep_rate)
+            m = evaluate(predict(model, test, device), test, s.negative_keep_rate, user_col)
             entry["params"] = model.num_params()
             entry.update({f"{k}_{kind}": v for k, v in m.items()})
             entry[f"samples_per_s_{kind}"] = stats.samples_per_s
@@ -161,15 +166,15 @@ def result_table(r: dict[str, Any]) -> list[str]:
 def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
     lines = [f"# {cfg.run.name}", "", f"Log: {cfg.data.source}, {cfg.data.rows:,} rows" if cfg.data.source == "synthetic"
              else f"Log: {cfg.data.source} {cfg.data.path}", "",
-             "| model | params | AUC | LogLoss | calibration | AUC raw | AUC distilled | η |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| model | params | AUC | GAUC (user) | LogLoss | calibration | AUC raw | AUC distilled | η |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     t = r["teacher"]
-    lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t['auc']:.4f} | {t['logloss']:.4f} | "
-                 f"{t['calibration']:+.3f} | | | |")
+    lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t['auc']:.4f} | {t.get('gauc', float('nan')):.4f} | "
+                 f"{t['logloss']:.4f} | {t['calibration']:+.3f} | | | |")
     for s in r["students"]:
         lines.append(f"| {s['name']} ({s['arch']}, {s['towers']}) | {s['params']:,} | {s['auc_distill']:.4f} | "
-                     f"{s['logloss_distill']:.4f} | {s['calibration_distill']:+.3f} | {s['auc_raw']:.4f} | "
-                     f"{s['auc_distill']:.4f} | {s['eta']:.2f} |")
+                     f"{s.get('gauc_distill', float('nan')):.4f} | {s['logloss_distill']:.4f} | "
+                     f"{s['calibration_distill']:+.3f} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | {s['eta']:.2f} |")
     if "oracle" in r:
         lines += ["", f"Oracle AUC (true click probability): {r['oracle']['auc']:.4f}"]
     lines += ["", "η = (AUC distilled − AUC raw) / (AUC teacher − AUC raw), same student, same rows.", ""]

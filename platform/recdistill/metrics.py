@@ -26,6 +26,43 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> float:
+    """Impression-weighted mean of per-group AUC (GAUC, by user): Σ n_g·AUC_g / Σ n_g.
+
+    Groups with one class only have no AUC and are left out of both sums, as in the
+    usual definition (Zhou et al., DIN); NaN when no group has both classes. Vectorised:
+    one sort by (group, score), average ranks for ties inside a group.
+    """
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    g = np.asarray(groups).ravel()
+    if not (y.shape == s.shape == g.shape):
+        raise ValueError(f"group_auc: labels {y.shape}, scores {s.shape} and groups {g.shape} differ in shape")
+    if y.size == 0:
+        return float("nan")
+    order = np.lexsort((s, g))
+    gs, ss, ys = g[order], s[order], y[order]
+    n = y.size
+    idx = np.arange(n)
+    new_group = np.r_[True, gs[1:] != gs[:-1]]
+    gid = np.cumsum(new_group) - 1
+    group_start = np.flatnonzero(new_group)[gid]
+    new_tie = new_group | np.r_[True, ss[1:] != ss[:-1]]
+    tie_id = np.cumsum(new_tie) - 1
+    tie_first = np.flatnonzero(new_tie)
+    tie_last = np.r_[tie_first[1:], n] - 1
+    rank = (tie_first[tie_id] + tie_last[tie_id]) / 2 - group_start + 1  # 1-based, inside the group
+    cnt = np.bincount(gid)
+    pos = np.bincount(gid, weights=ys)
+    neg = cnt - pos
+    rank_pos = np.bincount(gid, weights=rank * ys)
+    ok = (pos > 0) & (neg > 0)
+    if not ok.any():
+        return float("nan")
+    per_group = (rank_pos[ok] - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
+    return float(np.sum(cnt[ok] * per_group) / np.sum(cnt[ok]))
+
+
 def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
     y = np.asarray(labels, dtype=np.float64).ravel()
     p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), _EPS, 1 - _EPS)
