@@ -221,11 +221,37 @@ class TrackingConfig:
 
 
 @dataclass
+class PlatformConfig:
+    """How the experiment maps onto Ray: workers, the signal store, fault tolerance."""
+
+    teacher_workers: int = opt(1, ge=1, help="Ray Train workers for the teacher (DDP across them when > 1)")
+    student_workers: int = opt(1, ge=1, help="Ray Train workers per student group (DDP when > 1)")
+    students_per_group: int = opt(
+        0, ge=0, help="students trained together in one pass over the distill stream (0 = all in one group); "
+                      "groups run as concurrent Ray Train runs")
+    cpus_per_worker: float = opt(
+        1.0, gt=0.0, help="CPUs reserved per Train worker; leave at least one CPU of the node for Ray Data")
+    torch_threads: int = opt(0, ge=0, help="intra-op threads per worker (0 = the node's CPUs / its workers)")
+    use_gpu: Literal["auto", "yes", "no"] = opt("auto", help="auto: GPU workers when the cluster has GPUs")
+    signal_store: str = opt(
+        "runs/signal_store",
+        help="where teacher signals live as Parquet, content-addressed by teacher key (local path or a "
+             "pyarrow filesystem URI such as s3://bucket/prefix)")
+    reuse_signals: bool = opt(True, help="skip the teacher when the store already holds its signals")
+    signal_block_rows: int = opt(65536, ge=1, help="rows per signal block (Parquet file) the teacher writes")
+    max_failures: int = opt(2, ge=0, help="restarts of a failed Train run from its last checkpoint")
+    checkpoint_every_blocks: int = opt(4, ge=1, help="teacher checkpoint every this many signal blocks")
+
+
+@dataclass
 class RunConfig:
     name: str = opt("demo", help="run name; outputs go to runs/<name>/ unless run.dir is set")
     dir: str | None = opt(None, help="output directory (default runs/<name>)")
     seed: int = opt(0, help="seed for model initialisation and sampling")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", help="auto picks CUDA when present")
+    engine: Literal["ray", "local"] = opt(
+        "ray", help="ray: Ray Data → Ray Train teacher → signal hub → student groups (joins RAY_ADDRESS or starts "
+                    "a local Ray); local: the same science in this process (the reference)")
 
     @property
     def out_dir(self) -> Path:
@@ -241,6 +267,7 @@ class ExperimentConfig:
     stream: StreamConfig = opt(default_factory=StreamConfig, help="online (streaming) phase")
     tune: TuneConfig = opt(default_factory=TuneConfig, help="Ray Tune sweeps")
     tracking: TrackingConfig = opt(default_factory=TrackingConfig, help="W&B and local logs")
+    platform: PlatformConfig = opt(default_factory=PlatformConfig, help="Ray workers, signal store, fault tolerance")
     run: RunConfig = opt(default_factory=RunConfig, help="naming, outputs, seed, device")
 
     def check(self) -> None:

@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from typing import Any, Callable
@@ -21,28 +20,20 @@ import numpy as np
 import torch
 
 from recdistill.config import ExperimentConfig, StudentConfig, TeacherConfig, dump_config
-from recdistill.data.sampling import row_uniform
+from recdistill.data.sampling import model_sample_mask
 from recdistill.data.tensors import TensorLog, collect
+from recdistill.data.windows import STUDENT_WINDOW, tag_history
 from recdistill.distill.debias import SamplingCorrection
 from recdistill.distill.objective import Objective
 from recdistill.metrics import auc, calibration, group_auc, log_loss
+from recdistill.results import transferability, write_results
 from recdistill.models import FeatureSpec, Ranker
 from recdistill.train.loop import fit, pick_device, predict
 
 
-def transferability(p_teacher: float, p_raw: float, p_distill: float) -> float:
-    """η = (P_S_distill − P_S_raw) / (P_T − P_S_raw); NaN when the teacher has no gain."""
-    gain = p_teacher - p_raw
-    return (p_distill - p_raw) / gain if gain > 0 else float("nan")
-
-
 def sample_index(data: TensorLog, ratio: float, negative_keep: float, seed: int) -> torch.Tensor:
     """Rows a model trains on: a uniform share, then extra negative down-sampling (row hashes)."""
-    ids = data.row_id.numpy()
-    keep = row_uniform(ids, seed) < ratio
-    if negative_keep < 1.0:
-        neg = data.label.numpy() == 0
-        keep &= ~neg | (row_uniform(ids, seed + 7919) < negative_keep)
+    keep = model_sample_mask(data.row_id.numpy(), data.label.numpy(), ratio, negative_keep, seed)
     return torch.from_numpy(np.flatnonzero(keep))
 
 
@@ -83,7 +74,8 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
     prepared = prepare_log(cfg)
     schema = prepared.schema
     seq_len = cfg.data.synthetic.history_length if cfg.data.source == "synthetic" else 0
-    train = collect(prepared.splits["train"], schema, seq_len)
+    train_ds, _ = tag_history(prepared.splits["train"], schema.order_column, cfg.teacher.history_fraction)
+    train = collect(train_ds, schema, seq_len)
     test = collect(prepared.splits["test"], schema, seq_len or int(train.seq.shape[-1]))
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
     spec = _feature_spec(schema, prepared.preprocessor.buckets)
@@ -100,11 +92,9 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
     signals[t_idx] = t_logits
     # How good the forward signals are: AUC on the rows they were recorded for, on the
     # teacher-only history and on the students' window (what distillation can use).
-    window_start = int(t.history_fraction * len(train))
-    y_t = train.label[t_idx].numpy()
-    hist = int((t_idx < window_start).sum())
-    cut = hist if 0 < hist < len(t_idx) else len(t_idx) // 2
-    signal_auc = [auc(y_t[:cut], t_logits[:cut].numpy()), auc(y_t[cut:], t_logits[cut:].numpy())]
+    in_window = train.window == STUDENT_WINDOW
+    y_t, w_t = train.label[t_idx].numpy(), in_window[t_idx].numpy()
+    signal_auc = [auc(y_t[~w_t], t_logits[~w_t].numpy()), auc(y_t[w_t], t_logits[w_t].numpy())]
     teacher_metrics = evaluate(predict(teacher, test, device), test, t.negative_keep_rate, user_col)
     log(f"[teacher] AUC {teacher_metrics['auc']:.4f} ({t_stats.samples_per_s:,.0f} samples/s); forward "
         f"signals' AUC on history/window rows: {signal_auc[0]:.4f}/{signal_auc[1]:.4f}")
@@ -120,7 +110,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
 
     for i, s in enumerate(cfg.students):
         s_idx = sample_index(train, s.sampling_ratio, s.negative_keep_rate, cfg.run.seed * 1000 + 100 + i)
-        s_idx = s_idx[s_idx >= window_start]
+        s_idx = s_idx[in_window[s_idx]]
         rows = train.take(s_idx)
         zt = signals[s_idx]
         objective = Objective(alpha=s.alpha, loss=cfg.distill.loss, temperature=cfg.distill.temperature,
@@ -143,39 +133,5 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
         log(f"[student {s.name}] AUC raw {entry['auc_raw']:.4f} → distilled {entry['auc_distill']:.4f}, "
             f"η {entry['eta']:.2f}")
     results["seconds"] = time.perf_counter() - t_start
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "report.md").write_text(report_markdown(cfg, results))
-    log("\n".join(result_table(results)))
-    log(f"[run] wrote {out / 'results.json'}, {out / 'report.md'} ({results['seconds']:.0f} s)")
+    write_results(cfg, results, log)
     return results
-
-
-def result_table(r: dict[str, Any]) -> list[str]:
-    head = f"{'model':18s} {'params':>10s} {'AUC':>7s} {'LogLoss':>8s} {'calib':>7s}   {'AUC raw→distill':>17s} {'η':>6s}"
-    t = r["teacher"]
-    rows = [head, f"{'teacher (' + t['arch'] + ')':18s} {t['params']:>10,} {t['auc']:>7.4f} {t['logloss']:>8.4f} "
-                  f"{t['calibration']:>+7.3f}"]
-    for s in r["students"]:
-        rows.append(f"{s['name']:18s} {s['params']:>10,} {s['auc_distill']:>7.4f} {s['logloss_distill']:>8.4f} "
-                    f"{s['calibration_distill']:>+7.3f}   {s['auc_raw']:.4f}→{s['auc_distill']:.4f} {s['eta']:>6.2f}")
-    if "oracle" in r:
-        rows.append(f"{'oracle (p_true)':18s} {'':>10s} {r['oracle']['auc']:>7.4f}")
-    return rows
-
-
-def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
-    lines = [f"# {cfg.run.name}", "", f"Log: {cfg.data.source}, {cfg.data.rows:,} rows" if cfg.data.source == "synthetic"
-             else f"Log: {cfg.data.source} {cfg.data.path}", "",
-             "| model | params | AUC | GAUC (user) | LogLoss | calibration | AUC raw | AUC distilled | η |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    t = r["teacher"]
-    lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t['auc']:.4f} | {t.get('gauc', float('nan')):.4f} | "
-                 f"{t['logloss']:.4f} | {t['calibration']:+.3f} | | | |")
-    for s in r["students"]:
-        lines.append(f"| {s['name']} ({s['arch']}, {s['towers']}) | {s['params']:,} | {s['auc_distill']:.4f} | "
-                     f"{s.get('gauc_distill', float('nan')):.4f} | {s['logloss_distill']:.4f} | "
-                     f"{s['calibration_distill']:+.3f} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | {s['eta']:.2f} |")
-    if "oracle" in r:
-        lines += ["", f"Oracle AUC (true click probability): {r['oracle']['auc']:.4f}"]
-    lines += ["", "η = (AUC distilled − AUC raw) / (AUC teacher − AUC raw), same student, same rows.", ""]
-    return "\n".join(lines)

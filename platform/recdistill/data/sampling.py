@@ -27,6 +27,26 @@ def row_uniform(row_ids: np.ndarray, seed: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
+def model_sample_mask(row_ids: np.ndarray, labels: np.ndarray, ratio: float, negative_keep: float,
+                      seed: int) -> np.ndarray:
+    """Rows one model trains on: a uniform share, then its own extra negative down-sampling.
+
+    A pure function of (row id, label, seed): the single-process experiment, the teacher's
+    Ray Data filter and each student inside a shared pass all pick the same rows.
+    """
+    keep = row_uniform(row_ids, seed) < ratio
+    if negative_keep < 1.0:
+        keep &= (labels != 0) | (row_uniform(row_ids, seed + 7919) < negative_keep)
+    return keep
+
+
+def model_sample(batch: pa.Table, ratio: float, negative_keep: float, seed: int) -> pa.Table:
+    """``model_sample_mask`` as a ``map_batches`` step."""
+    keep = model_sample_mask(batch.column(ROW_ID).to_numpy(), batch.column(LABEL).to_numpy(), ratio,
+                             negative_keep, seed)
+    return batch if keep.all() else batch.filter(pa.array(keep))
+
+
 def _rates(batch: pa.Table) -> np.ndarray:
     if SAMPLE_RATE in batch.column_names:
         return batch.column(SAMPLE_RATE).to_numpy().astype(np.float32)

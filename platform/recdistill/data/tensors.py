@@ -15,6 +15,7 @@ import pyarrow as pa
 import torch
 
 from recdistill.data.schema import LABEL, P_TRUE, ROW_ID, SAMPLE_RATE, LogSchema
+from recdistill.data.windows import WINDOW
 
 
 @dataclass
@@ -26,6 +27,7 @@ class TensorLog:
     sample_rate: torch.Tensor
     row_id: torch.Tensor
     p_true: torch.Tensor | None = None
+    window: torch.Tensor | None = None  # int32 window tag when the table has one
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -33,6 +35,14 @@ class TensorLog:
     def take(self, index: torch.Tensor | slice) -> "TensorLog":
         return TensorLog(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name)[index])
                             for f in fields(self)})
+
+    @staticmethod
+    def concat(parts: "list[TensorLog]") -> "TensorLog":
+        if len(parts) == 1:
+            return parts[0]
+        return TensorLog(**{f.name: (None if getattr(parts[0], f.name) is None
+                                     else torch.cat([getattr(p, f.name) for p in parts]))
+                            for f in fields(parts[0])})
 
     def to(self, device: torch.device | str) -> "TensorLog":
         return TensorLog(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device))
@@ -80,6 +90,7 @@ def from_table(t: pa.Table, schema: LogSchema, seq_length: int = 0) -> TensorLog
         sample_rate=torch.from_numpy(rate),
         row_id=torch.from_numpy(t.column(ROW_ID).to_numpy().astype(np.int64)),
         p_true=p_true,
+        window=torch.from_numpy(t.column(WINDOW).to_numpy().astype(np.int32)) if WINDOW in t.column_names else None,
     )
 
 

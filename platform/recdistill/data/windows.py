@@ -141,3 +141,17 @@ def with_windows(ds: Any, column: str, num_windows: int) -> tuple[Any, list[floa
     bounds = boundaries(ds, column, [i / num_windows for i in range(1, num_windows)])
     tagged = ds.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"column": column, "bounds": bounds})
     return tagged, bounds
+
+
+HISTORY, STUDENT_WINDOW = 0, 1
+
+
+def tag_history(train: Any, column: str, history_fraction: float) -> tuple[Any, float | None]:
+    """Tag the train split's rows: ``window`` 0 = the teacher-only history (the earliest
+    ``history_fraction`` of rows in time), 1 = the students' window. One deterministic cut,
+    shared by every engine, so they train on the same rows."""
+    if history_fraction <= 0:
+        return train.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"column": column, "bounds": []}), None
+    cut = boundaries(train, column, [history_fraction])
+    tagged = train.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"column": column, "bounds": cut})
+    return tagged, cut[0]

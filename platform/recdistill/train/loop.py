@@ -24,7 +24,6 @@ class FitStats:
     rows: int
     steps: int
     seconds: float
-    final_loss: float
 
     @property
     def samples_per_s(self) -> float:
@@ -48,6 +47,30 @@ def optimizers(model: Ranker, lr: float, embedding_lr: float) -> list[torch.opti
             torch.optim.Adam(model.dense_params(), lr=lr)]
 
 
+def train_step(model: Ranker, opts: list[torch.optim.Optimizer], batch: TensorLog, *,
+               objective: Objective | None = None, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    """One optimizer step on one batch (already on the model's device); returns the main
+    logits of the forward pass, detached (the teacher's forward-distillation signals).
+
+    NaN teacher logits mark rows without a signal: their distill loss is masked out.
+    """
+    main, aux = model(batch.cat, batch.dense, batch.seq)
+    if objective is None:
+        loss = task_loss(main, batch.label)
+    else:
+        zt = mask = None
+        if teacher_logits is not None:
+            mask = ~torch.isnan(teacher_logits)
+            zt = torch.nan_to_num(teacher_logits)
+        loss = objective(main, aux, model.decoupled, batch.label, zt, mask)["total"]
+    for o in opts:
+        o.zero_grad(set_to_none=True)
+    loss.backward()
+    for o in opts:
+        o.step()
+    return main.detach()
+
+
 def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: float, embedding_lr: float,
         device: torch.device, objective: Objective | None = None, teacher_logits: torch.Tensor | None = None,
         record: bool = False) -> tuple[FitStats, torch.Tensor | None]:
@@ -58,34 +81,19 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
     recorded = torch.full((n,), float("nan")) if record else None
     d = data.to(device)
     zt_all = teacher_logits.to(device) if teacher_logits is not None else None
-    steps, loss_value = 0, float("nan")
+    steps = 0
     t0 = time.perf_counter()
     for epoch in range(epochs):
         for start in range(0, n, batch_size):
             end = min(start + batch_size, n)
-            main, aux = model(d.cat[start:end], d.dense[start:end], d.seq[start:end])
-            y = d.label[start:end]
+            main = train_step(model, opts, d.take(slice(start, end)), objective=objective,
+                              teacher_logits=None if zt_all is None else zt_all[start:end])
             if recorded is not None and epoch == 0:
-                recorded[start:end] = main.detach().float().cpu()
-            if objective is None:
-                loss = task_loss(main, y)
-            else:
-                zt = mask = None
-                if zt_all is not None:
-                    zt = zt_all[start:end]
-                    mask = ~torch.isnan(zt)
-                    zt = torch.nan_to_num(zt)
-                loss = objective(main, aux, model.decoupled, y, zt, mask)["total"]
-            for o in opts:
-                o.zero_grad(set_to_none=True)
-            loss.backward()
-            for o in opts:
-                o.step()
+                recorded[start:end] = main.float().cpu()
             steps += 1
-        loss_value = float(loss.detach())
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return FitStats(n * epochs, steps, time.perf_counter() - t0, loss_value), recorded
+    return FitStats(n * epochs, steps, time.perf_counter() - t0), recorded
 
 
 @torch.no_grad()

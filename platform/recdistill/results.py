@@ -1,0 +1,53 @@
+"""Results of one experiment, whatever engine ran it: η, the printed table, report.md."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Callable
+
+from recdistill.config import ExperimentConfig
+
+
+def transferability(p_teacher: float, p_raw: float, p_distill: float) -> float:
+    """η = (P_S_distill − P_S_raw) / (P_T − P_S_raw); NaN when the teacher has no gain."""
+    gain = p_teacher - p_raw
+    return (p_distill - p_raw) / gain if gain > 0 else float("nan")
+
+
+def write_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> None:
+    out = cfg.run.out_dir
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    (out / "report.md").write_text(report_markdown(cfg, results))
+    log("\n".join(result_table(results)))
+    log(f"[run] wrote {out / 'results.json'}, {out / 'report.md'} ({results['seconds']:.0f} s)")
+
+
+def result_table(r: dict[str, Any]) -> list[str]:
+    head = f"{'model':18s} {'params':>10s} {'AUC':>7s} {'LogLoss':>8s} {'calib':>7s}   {'AUC raw→distill':>17s} {'η':>6s}"
+    t = r["teacher"]
+    rows = [head, f"{'teacher (' + t['arch'] + ')':18s} {t['params']:>10,} {t['auc']:>7.4f} {t['logloss']:>8.4f} "
+                  f"{t['calibration']:>+7.3f}"]
+    for s in r["students"]:
+        rows.append(f"{s['name']:18s} {s['params']:>10,} {s['auc_distill']:>7.4f} {s['logloss_distill']:>8.4f} "
+                    f"{s['calibration_distill']:>+7.3f}   {s['auc_raw']:.4f}→{s['auc_distill']:.4f} {s['eta']:>6.2f}")
+    if "oracle" in r:
+        rows.append(f"{'oracle (p_true)':18s} {'':>10s} {r['oracle']['auc']:>7.4f}")
+    return rows
+
+
+def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
+    lines = [f"# {cfg.run.name}", "", f"Log: {cfg.data.source}, {cfg.data.rows:,} rows" if cfg.data.source == "synthetic"
+             else f"Log: {cfg.data.source} {cfg.data.path}", "",
+             "| model | params | AUC | GAUC (user) | LogLoss | calibration | AUC raw | AUC distilled | η |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    t = r["teacher"]
+    lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t['auc']:.4f} | {t.get('gauc', float('nan')):.4f} | "
+                 f"{t['logloss']:.4f} | {t['calibration']:+.3f} | | | |")
+    for s in r["students"]:
+        lines.append(f"| {s['name']} ({s['arch']}, {s['towers']}) | {s['params']:,} | {s['auc_distill']:.4f} | "
+                     f"{s.get('gauc_distill', float('nan')):.4f} | {s['logloss_distill']:.4f} | "
+                     f"{s['calibration_distill']:+.3f} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | {s['eta']:.2f} |")
+    if "oracle" in r:
+        lines += ["", f"Oracle AUC (true click probability): {r['oracle']['auc']:.4f}"]
+    lines += ["", "η = (AUC distilled − AUC raw) / (AUC teacher − AUC raw), same student, same rows.", ""]
+    return "\n".join(lines)
