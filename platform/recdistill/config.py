@@ -225,10 +225,10 @@ class PlatformConfig:
     """How the experiment maps onto Ray: workers, the signal store, fault tolerance."""
 
     teacher_workers: int = opt(1, ge=1, help="Ray Train workers for the teacher (DDP across them when > 1)")
-    student_workers: int = opt(1, ge=1, help="Ray Train workers per student group (DDP when > 1)")
     students_per_group: int = opt(
-        0, ge=0, help="students trained together in one pass over the distill stream (0 = all in one group); "
-                      "groups run as concurrent Ray Train runs")
+        0, ge=0, help="students trained together by one worker in one pass over the distill stream (0 = all in "
+                      "one group); groups run as concurrent one-worker Ray Train runs (students are small: "
+                      "they scale out by model, the teacher by data)")
     cpus_per_worker: float = opt(
         1.0, gt=0.0, help="CPUs reserved per Train worker; leave at least one CPU of the node for Ray Data")
     torch_threads: int = opt(0, ge=0, help="intra-op threads per worker (0 = the node's CPUs / its workers)")

@@ -19,16 +19,15 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from recdistill.config import ExperimentConfig, StudentConfig, TeacherConfig, dump_config
+from recdistill.config import ExperimentConfig, dump_config
 from recdistill.data.sampling import model_sample_mask
 from recdistill.data.tensors import TensorLog, collect
 from recdistill.data.windows import STUDENT_WINDOW, tag_history
-from recdistill.distill.debias import SamplingCorrection
-from recdistill.distill.objective import Objective
 from recdistill.metrics import auc, calibration, group_auc, log_loss
 from recdistill.results import transferability, write_results
-from recdistill.models import FeatureSpec, Ranker
 from recdistill.train.loop import fit, pick_device, predict
+from recdistill.train.plan import (build_model, feature_spec, sequence_length, student_init_seed, student_objective,
+                                   student_sample_seed, teacher_init_seed, teacher_sample_seed)
 
 
 def sample_index(data: TensorLog, ratio: float, negative_keep: float, seed: int) -> torch.Tensor:
@@ -49,18 +48,17 @@ def evaluate(z: torch.Tensor, data: TensorLog, negative_keep: float, user_col: i
     return m
 
 
-def _feature_spec(schema: Any, buckets: dict[str, int]) -> FeatureSpec:
-    return FeatureSpec(buckets=tuple(buckets[c] for c in schema.categorical), num_dense=len(schema.dense),
-                       sequence_fields=tuple(schema.categorical.index(src) for _, src in schema.sequences))
-
-
-def _build(spec: FeatureSpec, m: TeacherConfig | StudentConfig, towers: str, seed: int) -> Ranker:
-    torch.manual_seed(seed)
-    return Ranker(spec, m.arch, m.embed_dim, m.depth, m.width, towers=towers,
-                  tower_width=getattr(m, "tower_width", 0))
-
-
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run with the configured engine (``run.engine``): Ray (default) or this process."""
+    if cfg.run.engine == "ray":
+        from recdistill.distributed import run_on_ray
+
+        return run_on_ray(cfg, log)
+    return run_local(cfg, log)
+
+
+def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The single-process engine: the reference the Ray engine is checked against."""
     from recdistill.data.log import prepare_log
     from recdistill.ray_env import ensure_ray
 
@@ -73,18 +71,18 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
     log(f"[data] preparing {cfg.data.source} log (splits {cfg.data.splits})")
     prepared = prepare_log(cfg)
     schema = prepared.schema
-    seq_len = cfg.data.synthetic.history_length if cfg.data.source == "synthetic" else 0
+    seq_len = sequence_length(cfg)
     train_ds, _ = tag_history(prepared.splits["train"], schema.order_column, cfg.teacher.history_fraction)
     train = collect(train_ds, schema, seq_len)
     test = collect(prepared.splits["test"], schema, seq_len or int(train.seq.shape[-1]))
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
-    spec = _feature_spec(schema, prepared.preprocessor.buckets)
+    spec = feature_spec(schema, prepared.preprocessor.buckets)
     user_col = schema.categorical.index(schema.user_field) if schema.user_field in schema.categorical else None
     log(f"[data] train {len(train):,} rows (CTR {train.label.mean():.4f}), test {len(test):,} rows; device {device}")
 
     t = cfg.teacher
-    t_idx = sample_index(train, t.sampling_ratio, t.negative_keep_rate, cfg.run.seed * 1000 + 1)
-    teacher = _build(spec, t, "single", cfg.run.seed)
+    t_idx = sample_index(train, t.sampling_ratio, t.negative_keep_rate, teacher_sample_seed(cfg))
+    teacher = build_model(spec, t, "single", teacher_init_seed(cfg))
     log(f"[teacher] {t.arch} {teacher.num_params():,} params on {len(t_idx):,} rows")
     t_stats, t_logits = fit(teacher, train.take(t_idx), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
                             embedding_lr=t.embedding_lr, device=device, record=True)
@@ -99,6 +97,7 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
     log(f"[teacher] AUC {teacher_metrics['auc']:.4f} ({t_stats.samples_per_s:,.0f} samples/s); forward "
         f"signals' AUC on history/window rows: {signal_auc[0]:.4f}/{signal_auc[1]:.4f}")
     results: dict[str, Any] = {
+        "engine": "local",
         "teacher": {"arch": t.arch, "params": teacher.num_params(), "rows": len(t_idx),
                     "samples_per_s": t_stats.samples_per_s, "signal_auc_history": signal_auc[0],
                     "signal_auc_window": signal_auc[1],
@@ -109,19 +108,15 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
         results["oracle"] = {"auc": auc(test.label.numpy(), test.p_true.numpy())}
 
     for i, s in enumerate(cfg.students):
-        s_idx = sample_index(train, s.sampling_ratio, s.negative_keep_rate, cfg.run.seed * 1000 + 100 + i)
+        s_idx = sample_index(train, s.sampling_ratio, s.negative_keep_rate, student_sample_seed(cfg, i))
         s_idx = s_idx[in_window[s_idx]]
         rows = train.take(s_idx)
         zt = signals[s_idx]
-        objective = Objective(alpha=s.alpha, loss=cfg.distill.loss, temperature=cfg.distill.temperature,
-                              form=cfg.distill.form, debias=cfg.distill.debias, debias_with=cfg.distill.debias_with,
-                              student_sampling=SamplingCorrection.from_negative_keep_rate(s.negative_keep_rate),
-                              teacher_sampling=SamplingCorrection.from_negative_keep_rate(t.negative_keep_rate))
-        raw_obj = Objective(alpha=0.0)
         entry: dict[str, Any] = {"name": s.name, "arch": s.arch, "towers": s.towers, "rows": len(s_idx),
                                  "signal_coverage": float((~torch.isnan(zt)).float().mean())}
-        for kind, obj, z in (("raw", raw_obj, None), ("distill", objective, zt)):
-            model = _build(spec, s, s.towers, cfg.run.seed + 10 + i)
+        for kind, z in (("raw", None), ("distill", zt)):
+            obj = student_objective(cfg, i, kind == "distill")
+            model = build_model(spec, s, s.towers, student_init_seed(cfg, i))
             stats, _ = fit(model, rows, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                            embedding_lr=s.embedding_lr, device=device, objective=obj, teacher_logits=z)
             m = evaluate(predict(model, test, device), test, s.negative_keep_rate, user_col)

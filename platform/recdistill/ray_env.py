@@ -20,9 +20,15 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
         return
+    # Without the dashboard the State API is absent, and Ray Train's placement-group
+    # cleaner warns about it every few seconds; Ray's own INFO/WARNING lines from worker
+    # processes (checkpoint paths, per-report echoes) drown our progress output locally.
+    # Errors still come through, and a worker's exception fails the run as usual.
     ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
-             configure_logging=True, log_to_driver=True)
+             configure_logging=True, log_to_driver=True,
+             logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
     # Ray Data's progress bars interleave with our own output; keep its logs concise.
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)

@@ -33,14 +33,15 @@ class FeatureEmbedding(nn.Module):
     input as a set of field tokens.
     """
 
-    def __init__(self, spec: FeatureSpec, dim: int) -> None:
+    def __init__(self, spec: FeatureSpec, dim: int, sparse: bool = True) -> None:
         super().__init__()
         self.spec = spec
         self.dim = dim
         offsets = torch.tensor([0, *torch.tensor(spec.buckets).cumsum(0)[:-1].tolist()], dtype=torch.long)
         self.register_buffer("offsets", offsets, persistent=False)
-        # sparse gradients: a batch touches a few thousand rows of a table of millions
-        self.table = nn.Embedding(int(sum(spec.buckets)), dim, sparse=True)
+        # sparse gradients: a batch touches a few thousand rows of a table of millions. Dense
+        # ones for DDP over NCCL, which cannot all-reduce sparse tensors.
+        self.table = nn.Embedding(int(sum(spec.buckets)), dim, sparse=sparse)
         nn.init.normal_(self.table.weight, std=0.01)
         self.dense = nn.Linear(spec.num_dense, dim) if spec.num_dense else None
 

@@ -25,13 +25,13 @@ def _tower(in_dim: int, hidden: int) -> nn.Module:
 
 class Ranker(nn.Module):
     def __init__(self, spec: FeatureSpec, arch: str, embed_dim: int, depth: int, width: int,
-                 towers: str = "single", tower_width: int = 0) -> None:
+                 towers: str = "single", tower_width: int = 0, sparse_embeddings: bool = True) -> None:
         super().__init__()
         if arch not in BACKBONES:
             raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(BACKBONES)}")
         if towers not in ("single", "decoupled"):
             raise ValueError(f"towers={towers!r}: expected 'single' or 'decoupled'")
-        self.features = FeatureEmbedding(spec, embed_dim)
+        self.features = FeatureEmbedding(spec, embed_dim, sparse=sparse_embeddings)
         self.backbone = BACKBONES[arch](spec.num_tokens, embed_dim, depth, width)
         self.main = _tower(self.backbone.out_dim, tower_width)
         self.aux = _tower(self.backbone.out_dim, tower_width) if towers == "decoupled" else None

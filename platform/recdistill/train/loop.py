@@ -43,8 +43,8 @@ def optimizers(model: Ranker, lr: float, embedding_lr: float) -> list[torch.opti
 
     Dense Adam over a table of millions of rows would rewrite all of it every step.
     """
-    return [torch.optim.SparseAdam(model.embedding_params(), lr=embedding_lr),
-            torch.optim.Adam(model.dense_params(), lr=lr)]
+    emb = torch.optim.SparseAdam if model.features.table.sparse else torch.optim.Adam
+    return [emb(model.embedding_params(), lr=embedding_lr), torch.optim.Adam(model.dense_params(), lr=lr)]
 
 
 def train_step(model: Ranker, opts: list[torch.optim.Optimizer], batch: TensorLog, *,
@@ -62,7 +62,8 @@ def train_step(model: Ranker, opts: list[torch.optim.Optimizer], batch: TensorLo
         if teacher_logits is not None:
             mask = ~torch.isnan(teacher_logits)
             zt = torch.nan_to_num(teacher_logits)
-        loss = objective(main, aux, model.decoupled, batch.label, zt, mask)["total"]
+        decoupled = getattr(model, "module", model).decoupled  # DDP wraps the Ranker
+        loss = objective(main, aux, decoupled, batch.label, zt, mask)["total"]
     for o in opts:
         o.zero_grad(set_to_none=True)
     loss.backward()

@@ -1,0 +1,223 @@
+"""One experiment on Ray: Ray Data → Ray Train teacher → signal hub → distill stream →
+student groups (Ray Train) → the same results as the single-process engine.
+
+1. Ray Data reads, splits and encodes the log (lazy, sharded; nothing gathered here);
+   the train split is tagged history / students' window.
+2. The teacher key is looked up in the signal store; when its signals are complete the
+   teacher step is skipped. Otherwise a ``TorchTrainer`` trains the teacher on its sample
+   (DDP over ``platform.teacher_workers``), writing forward-distillation logits per
+   block to the store and registering them with the hub.
+3. The distill stream: the window's rows joined with the teacher's logits once, by row
+   id, and materialised in the object store; every student group reads it.
+4. Student groups (``platform.students_per_group``) run as concurrent one-worker Ray
+   Train runs; each trains its students raw and distilled in one pass per epoch.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pyarrow as pa
+
+from recdistill.config import ExperimentConfig, dump_config, to_dict
+from recdistill.data.schema import ROW_ID
+from recdistill.data.windows import STUDENT_WINDOW, WINDOW
+from recdistill.results import transferability, write_results
+from recdistill.signals.store import LOGIT, BlockMeta, SignalStore
+
+_STORES: dict[str, SignalStore] = {}
+
+
+def join_signals(batch: pa.Table, store_uri: str, blocks: list[dict[str, Any]]) -> pa.Table:
+    """Add the teacher's logit to each row (NaN where the teacher has none), by row id.
+
+    Reads only the signal blocks whose row-id range overlaps the batch's.
+    """
+    store = _STORES.setdefault(store_uri, SignalStore(store_uri))
+    ids = batch.column(ROW_ID).to_numpy()
+    logits = np.full(len(ids), np.nan, dtype=np.float32)
+    if len(ids):
+        sig = store.read_range([BlockMeta(**b) for b in blocks], int(ids.min()), int(ids.max()))
+        if sig.num_rows:
+            sid = sig.column(ROW_ID).to_numpy()
+            pos = np.minimum(np.searchsorted(sid, ids), len(sid) - 1)
+            found = sid[pos] == ids
+            logits[found] = sig.column(LOGIT).to_numpy()[pos[found]]
+    return batch.append_column(LOGIT, pa.array(logits, pa.float32()))
+
+
+def _window_rows(batch: pa.Table, window: int) -> pa.Table:
+    return batch.filter(pa.compute.equal(batch.column(WINDOW), window))
+
+
+def _coverage(batch: pa.Table) -> dict[str, int]:
+    z = batch.column(LOGIT).to_numpy(zero_copy_only=False)
+    return {"rows": len(z), "with_signal": int((~np.isnan(z)).sum())}
+
+
+def _sum_dicts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
+
+
+def _use_gpu(cfg: ExperimentConfig) -> bool:
+    import ray
+
+    if cfg.platform.use_gpu == "auto":
+        return ray.cluster_resources().get("GPU", 0) > 0 and cfg.run.device != "cpu"
+    return cfg.platform.use_gpu == "yes"
+
+
+def _trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any], datasets: dict[str, Any],
+             workers: int, storage: Path) -> Any:
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchTrainer
+
+    gpu = _use_gpu(cfg)
+    return TorchTrainer(
+        fn, train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=gpu,
+            resources_per_worker={"CPU": cfg.platform.cpus_per_worker, **({"GPU": 1} if gpu else {})}),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=str(storage.resolve()),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.platform.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+        datasets=datasets,
+        # log (time) order within each shard: forward distillation and the students'
+        # batches follow time, as in the single-process engine
+        dataset_config=ray.train.DataConfig(execution_options=ExecutionOptions(preserve_order=True)))
+
+
+def _fit_group(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any], datasets: dict[str, Any],
+               storage: Path) -> dict[str, Any]:
+    result = _trainer(fn, name, cfg, loop_config, datasets, 1, storage).fit()
+    return result.metrics
+
+
+def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    import ray
+
+    from recdistill.data.log import prepare_log
+    from recdistill.data.reduce import reduce_blocks
+    from recdistill.data.sampling import model_sample
+    from recdistill.data.windows import tag_history
+    from recdistill.ray_env import ensure_ray
+    from recdistill.signals.hub import get_hub, hub_name
+    from recdistill.signals.key import teacher_key
+    from recdistill.train.plan import teacher_sample_seed
+    from recdistill.train.ray_workers import students_loop, teacher_loop
+
+    t_start = time.perf_counter()
+    out = cfg.run.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(cfg))
+    ensure_ray()
+    log(f"[data] preparing {cfg.data.source} log (splits {cfg.data.splits}) on Ray "
+        f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)")
+    prepared = prepare_log(cfg)
+    schema, buckets = prepared.schema, prepared.preprocessor.buckets
+    t = cfg.teacher
+    train_ds, _ = tag_history(prepared.splits["train"], schema.order_column, t.history_fraction)
+    test_ds = prepared.splits["test"]
+    key = teacher_key(cfg)
+    store = SignalStore(cfg.platform.signal_store)
+    # Unique per driver: Ray Train resumes a run whose name and storage path it has seen
+    # before, which would silently restore a finished teacher and write no signals.
+    experiment = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    hub = get_hub(experiment, store.uri)
+    storage = out / "ray_train"
+    base = {"cfg": to_dict(cfg), "schema": schema, "buckets": buckets, "key": key, "store": store.uri,
+            "hub": hub_name(experiment)}
+
+    timings: dict[str, float] = {}
+    info = store.teacher_info(key) if cfg.platform.reuse_signals else None
+    complete = ray.get(hub.complete.remote(key, 0, STUDENT_WINDOW)) if info else None
+    if info and complete is not None:
+        log(f"[teacher] reusing stored signals of teacher {key} ({complete['rows']:,} window rows, "
+            f"{complete['blocks']} blocks): 0 teacher steps")
+        teacher_steps, reused = 0, True
+    else:
+        t0 = time.perf_counter()
+        teacher_ds = train_ds.map_batches(model_sample, batch_format="pyarrow", fn_kwargs={
+            "ratio": t.sampling_ratio, "negative_keep": t.negative_keep_rate, "seed": teacher_sample_seed(cfg)})
+        log(f"[teacher] training {t.arch} (key {key}) on {cfg.platform.teacher_workers} Ray Train worker(s)")
+        m = _trainer(teacher_loop, f"teacher-{key}-{experiment}", cfg, base, {"train": teacher_ds, "test": test_ds},
+                     cfg.platform.teacher_workers, storage).fit().metrics
+        for w in (0, STUDENT_WINDOW):
+            ray.get(hub.mark_complete.remote(key, 0, w))
+        info = {"key": key, "arch": t.arch, "config": to_dict(t), "steps": m["steps"], "rows": m["rows"],
+                "samples_per_s": m["rows"] / m["seconds"] if m["seconds"] else float("nan"),
+                "train_seconds": m["seconds"], "resumed": m["resumed"], **m["teacher"]}
+        if "oracle" in m:
+            info["oracle"] = m["oracle"]
+        store.write_teacher(key, info)
+        teacher_steps, reused = m["steps"], False
+        timings["teacher_s"] = time.perf_counter() - t0
+        log(f"[teacher] AUC {info['auc']:.4f} after {teacher_steps} steps ({info['samples_per_s']:,.0f} samples/s, "
+            f"{timings['teacher_s']:.1f} s with Ray's fixed costs)")
+
+    t0 = time.perf_counter()
+    blocks = ray.get(hub.wait.remote(key, 0, STUDENT_WINDOW, 600.0))
+    if blocks is None:
+        raise RuntimeError(f"teacher {key}: window {STUDENT_WINDOW} signals not complete after 600 s")
+    stream = (train_ds.map_batches(_window_rows, batch_format="pyarrow", fn_kwargs={"window": STUDENT_WINDOW})
+              .map_batches(join_signals, batch_format="pyarrow",
+                           fn_kwargs={"store_uri": store.uri, "blocks": blocks})
+              .materialize())
+    cov = reduce_blocks(stream, _coverage, _sum_dicts) or {"rows": 0, "with_signal": 0}
+    timings["stream_s"] = time.perf_counter() - t0
+    log(f"[stream] window rows joined with teacher signals: {cov['rows']:,} rows, "
+        f"{cov['with_signal']:,} with a signal ({cov['rows'] - cov['with_signal']:,} without: the aux loss is "
+        f"masked there), {timings['stream_s']:.1f} s")
+
+    n = len(cfg.students)
+    size = cfg.platform.students_per_group or n
+    groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+    t0 = time.perf_counter()
+    stream_batch = min(s.batch_size for s in cfg.students)
+    datasets = {"train": stream, "test": test_ds}
+    configs = [{**base, "students": g, "stream_batch": stream_batch} for g in groups]
+    names = [f"students-{j}-{experiment}" for j in range(len(groups))]
+    log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)")
+    if len(groups) == 1:
+        outs = [_fit_group(students_loop, names[0], cfg, configs[0], datasets, storage)]
+    else:
+        remote = ray.remote(num_cpus=0)(_fit_group)
+        outs = ray.get([remote.remote(students_loop, nm, cfg, c, datasets, storage) for nm, c in zip(names, configs)])
+    timings["students_s"] = time.perf_counter() - t0
+    members = {k: v for o in outs for k, v in o["members"].items()}
+
+    results: dict[str, Any] = {
+        "engine": "ray",
+        "teacher": {k: v for k, v in info.items() if k not in ("config", "oracle")},
+        "students": [],
+        "platform": {"teacher_key": key, "teacher_reused": reused, "teacher_steps": teacher_steps,
+                     "signal_store": store.uri, "stream_rows": cov["rows"], "stream_rows_with_signal":
+                     cov["with_signal"], "student_groups": len(groups),
+                     "student_resumed": sum(o["resumed"] for o in outs), **timings},
+    }
+    if "oracle" in info:
+        results["oracle"] = {"auc": info["oracle"]["auc"]}
+    for i, s in enumerate(cfg.students):
+        raw, dist = members[f"{s.name}/raw"], members[f"{s.name}/distill"]
+        entry = {"name": s.name, "arch": s.arch, "towers": s.towers, "params": raw["params"],
+                 "rows": raw["rows_trained"] // max(1, s.epochs),
+                 "signal_coverage": dist["signal_rows"] / dist["rows_trained"] if dist["rows_trained"] else 0.0}
+        for kind, mm in (("raw", raw), ("distill", dist)):
+            entry.update({f"{k}_{kind}": mm[k] for k in ("auc", "logloss", "calibration")})
+            entry[f"samples_per_s_{kind}"] = mm["rows_trained"] / mm["seconds"] if mm["seconds"] else float("nan")
+            entry[f"train_seconds_{kind}"] = mm["seconds"]
+        entry["eta"] = transferability(info["auc"], entry["auc_raw"], entry["auc_distill"])
+        results["students"].append(entry)
+        log(f"[student {s.name}] AUC raw {entry['auc_raw']:.4f} → distilled {entry['auc_distill']:.4f}, "
+            f"η {entry['eta']:.2f}")
+    prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
+    results["seconds"] = time.perf_counter() - t_start
+    write_results(cfg, results, log)
+    ray.kill(hub)
+    return results

@@ -1,0 +1,52 @@
+"""The teacher key: a hash of everything that decides a teacher's outputs.
+
+Two experiments with the same key would train bit-for-bit the same teacher (up to
+hardware numerics), so the second one reads the first one's signals instead. What goes
+in: the whole data section (source, files, generation, preprocessing, splits, sampling),
+a fingerprint of the input files (path, size, mtime) for real logs, the teacher section,
+the seed, the number of teacher workers (DDP changes the optimisation) and the signal
+format version. What stays out: students, distillation, device, run name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from recdistill.config import ExperimentConfig, to_dict
+
+SIGNAL_FORMAT = 1
+
+
+def _file_fingerprint(path: str | None) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of every file under a local or remote path, sorted."""
+    if not path:
+        return []
+    import pyarrow.fs as pafs
+
+    fs, root = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.Directory:
+        infos = [i for i in fs.get_file_info(pafs.FileSelector(root, recursive=True))
+                 if i.type == pafs.FileType.File and not i.base_name.startswith((".", "_"))]
+    else:
+        infos = [info]
+    return sorted((i.path, int(i.size or 0), int(i.mtime_ns or 0)) for i in infos)
+
+
+def teacher_key(cfg: ExperimentConfig) -> str:
+    data = to_dict(cfg.data)
+    if cfg.data.source == "synthetic":
+        data["path"] = None  # where the log was generated does not change its rows
+    ident: dict[str, Any] = {
+        "format": SIGNAL_FORMAT,
+        "data": data,
+        # a synthetic log is identified by its generation config (in ``data``); files are its output
+        "files": _file_fingerprint(cfg.data.path) if cfg.data.source != "synthetic" else [],
+        "teacher": to_dict(cfg.teacher),
+        "seed": cfg.run.seed,
+        "teacher_workers": cfg.platform.teacher_workers,
+    }
+    blob = json.dumps(ident, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]

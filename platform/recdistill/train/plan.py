@@ -1,0 +1,76 @@
+"""Which model trains on which rows, from which initial weights: one plan for every engine.
+
+The single-process experiment, the Ray Train teacher and the student groups all build
+models and pick rows through these functions, so with the same config and seed they
+train the same models on the same rows.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from recdistill.config import ExperimentConfig, StudentConfig, TeacherConfig
+from recdistill.distill.debias import SamplingCorrection
+from recdistill.distill.objective import Objective
+from recdistill.models import FeatureSpec, Ranker
+
+
+def feature_spec(schema: Any, buckets: dict[str, int]) -> FeatureSpec:
+    return FeatureSpec(buckets=tuple(buckets[c] for c in schema.categorical), num_dense=len(schema.dense),
+                       sequence_fields=tuple(schema.categorical.index(src) for _, src in schema.sequences))
+
+
+def build_model(spec: FeatureSpec, m: TeacherConfig | StudentConfig, towers: str, seed: int,
+                sparse_embeddings: bool = True) -> Ranker:
+    torch.manual_seed(seed)
+    return Ranker(spec, m.arch, m.embed_dim, m.depth, m.width, towers=towers,
+                  tower_width=getattr(m, "tower_width", 0), sparse_embeddings=sparse_embeddings)
+
+
+def teacher_init_seed(cfg: ExperimentConfig) -> int:
+    return cfg.run.seed
+
+
+def teacher_sample_seed(cfg: ExperimentConfig) -> int:
+    return cfg.run.seed * 1000 + 1
+
+
+def student_init_seed(cfg: ExperimentConfig, i: int) -> int:
+    return cfg.run.seed + 10 + i
+
+
+def student_sample_seed(cfg: ExperimentConfig, i: int) -> int:
+    return cfg.run.seed * 1000 + 100 + i
+
+
+def student_objective(cfg: ExperimentConfig, i: int, distilled: bool) -> Objective:
+    if not distilled:
+        return Objective(alpha=0.0)
+    s, d = cfg.students[i], cfg.distill
+    return Objective(alpha=s.alpha, loss=d.loss, temperature=d.temperature, form=d.form, debias=d.debias,
+                     debias_with=d.debias_with,
+                     student_sampling=SamplingCorrection.from_negative_keep_rate(s.negative_keep_rate),
+                     teacher_sampling=SamplingCorrection.from_negative_keep_rate(cfg.teacher.negative_keep_rate))
+
+
+def sequence_length(cfg: ExperimentConfig) -> int:
+    """Padded length of sequence features (0 = the longest in each block; padding is masked)."""
+    return cfg.data.synthetic.history_length if cfg.data.source == "synthetic" else 0
+
+
+def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int]) -> list[Any]:
+    """The raw and the distilled model of each student in ``indices``, same initial weights."""
+    from recdistill.train.group import Member
+
+    members = []
+    for i in indices:
+        s = cfg.students[i]
+        for kind, distilled in (("raw", False), ("distill", True)):
+            members.append(Member(
+                name=f"{s.name}/{kind}", model=build_model(spec, s, s.towers, student_init_seed(cfg, i)),
+                objective=student_objective(cfg, i, distilled), uses_teacher=distilled,
+                ratio=s.sampling_ratio, negative_keep=s.negative_keep_rate, seed=student_sample_seed(cfg, i),
+                batch_size=s.batch_size, epochs=s.epochs, lr=s.lr, embedding_lr=s.embedding_lr))
+    return members

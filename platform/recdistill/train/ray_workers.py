@@ -1,0 +1,217 @@
+"""The per-worker loops Ray Train runs: the teacher (forward distillation into the signal
+store) and a student group (one pass over the distill stream for all its students).
+
+Both checkpoint through ``ray.train.report`` and resume from ``ray.train.get_checkpoint``
+after a worker failure. Every rank calls ``report`` at the same steps (the cadence is a
+function of the step count, which DDP keeps in lockstep), as Train expects.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from recdistill.config import config_from_dict
+from recdistill.data.tensors import from_table
+from recdistill.signals.store import LOGIT, SignalStore
+from recdistill.train.evaluate import Evaluator
+from recdistill.train.group import StudentGroup
+from recdistill.train.loop import optimizers, train_step
+from recdistill.train.plan import (build_model, feature_spec, sequence_length, student_members,
+                                   teacher_init_seed)
+
+# A test hook that kills the worker process (a real crash, not an exception) once:
+# "<role>:<step>:<marker file>", e.g. "teacher:5:/tmp/x". The marker makes it fire once.
+FAIL_ENV = "RECDISTILL_FAIL_ONCE"
+
+
+def _maybe_fail(role: str, step: int) -> None:
+    spec = os.environ.get(FAIL_ENV, "")
+    if not spec:
+        return
+    want_role, want_step, marker = spec.split(":", 2)
+    if want_role == role and step == int(want_step) and not os.path.exists(marker):
+        Path(marker).write_text(f"{role} worker {os.getpid()} killed at step {step}\n")
+        os._exit(1)
+
+
+def _quiet() -> None:
+    """Ray Train echoes every report and checkpoint path at INFO; the driver prints progress."""
+    import logging
+
+    for name in ("ray.train", "ray.data"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def _threads(cfg: Any) -> int:
+    import ray.train
+
+    if cfg.platform.torch_threads:
+        n = cfg.platform.torch_threads
+    else:
+        local = max(1, ray.train.get_context().get_local_world_size())
+        n = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+                // local)
+    torch.set_num_threads(n)
+    return n
+
+
+def _save(payload: dict[str, Any], metrics: dict[str, Any], rank: int) -> None:
+    """Report ``metrics``; rank 0 attaches a checkpoint holding ``payload``."""
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(payload, os.path.join(d, "state.pt"))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def _restore() -> dict[str, Any] | None:
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return torch.load(os.path.join(d, "state.pt"), weights_only=False)
+
+
+def teacher_loop(config: dict[str, Any]) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    _quiet()
+    cfg = config_from_dict(config["cfg"])
+    schema, t = config["schema"], cfg.teacher
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    threads = _threads(cfg)
+    device = ray.train.torch.get_device()
+    # NCCL cannot all-reduce sparse gradients: dense embeddings for multi-GPU DDP
+    sparse = not (world > 1 and device.type == "cuda")
+    model = build_model(feature_spec(schema, config["buckets"]), t, "single", teacher_init_seed(cfg), sparse)
+    model.to(device)
+    opts = optimizers(model, t.lr, t.embedding_lr)
+    net = ray.train.torch.prepare_model(model) if world > 1 else model
+    store, hub = SignalStore(config["store"]), ray.get_actor(config["hub"])
+    key, seq_len = config["key"], sequence_length(cfg)
+    state = {"epoch": 0, "batch": 0, "seq": 0, "steps": 0, "rows": 0, "seconds": 0.0, "resumed": 0}
+    saved = _restore()
+    if saved:
+        model.load_state_dict(saved["model"])
+        for o, s in zip(opts, saved["opts"]):
+            o.load_state_dict(s)
+        state = {**saved["state"], "resumed": saved["state"]["resumed"] + 1}
+    # Signals are flushed every ``flush_every`` steps and a checkpoint follows every few
+    # flushes: a function of the step count, the same on every rank.
+    flush_every = max(1, cfg.platform.signal_block_rows // t.batch_size)
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        ids, z, w = (np.concatenate(x) for x in zip(*pending))
+        pending.clear()
+        metas = [store.write_block(key, 0, int(win), rank, state["seq"], ids[w == win], z[w == win]).to_dict()
+                 for win in np.unique(w)]
+        ray.get(hub.register.remote(metas))
+        state["seq"] += 1
+
+    def checkpoint(extra: dict[str, Any]) -> None:
+        _save({"model": model.state_dict(), "opts": [o.state_dict() for o in opts], "state": dict(state)},
+              {**extra, **state}, rank)
+
+    shard = ray.train.get_dataset_shard("train")
+    for epoch in range(state["epoch"], t.epochs):
+        skip = state["batch"]
+        t0 = time.perf_counter()
+        for i, table in enumerate(shard.iter_batches(batch_size=t.batch_size, batch_format="pyarrow")):
+            if i < skip:  # already trained on before the restart
+                continue
+            b = from_table(table, schema, seq_len).to(device)
+            main = train_step(net, opts, b)
+            state["steps"] += 1
+            state["rows"] += len(b)
+            state["batch"] = i + 1
+            if epoch == 0:
+                pending.append((b.row_id.cpu().numpy(), main.float().cpu().numpy(), b.window.cpu().numpy()))
+                if state["steps"] % flush_every == 0:
+                    flush()
+                    if state["seq"] % cfg.platform.checkpoint_every_blocks == 0:
+                        state["seconds"] += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        checkpoint({"phase": "train"})
+            _maybe_fail("teacher", state["steps"])
+        if epoch == 0:
+            flush()
+        state["seconds"] += time.perf_counter() - t0
+        state["epoch"], state["batch"] = epoch + 1, 0
+        checkpoint({"phase": "epoch"})
+
+    ev = Evaluator(["teacher", "oracle"], {"teacher": t.negative_keep_rate})
+    net.eval()
+    with torch.no_grad():
+        for table in ray.train.get_dataset_shard("test").iter_batches(batch_size=16384, batch_format="pyarrow"):
+            b = from_table(table, schema, seq_len).to(device)
+            ev.update("teacher", net(b.cat, b.dense, b.seq)[0], b.label)
+            if b.p_true is not None:
+                ev.update_probs("oracle", b.p_true, b.label)
+    ev.all_reduce()
+    metrics = {"teacher": {**ev.metrics("teacher"), "params": model.num_params()}, "threads": threads, "world": world,
+               "device": device.type, **state}
+    if ev.acc["oracle"].n:
+        metrics["oracle"] = ev.metrics("oracle")
+    checkpoint(metrics)
+
+
+def students_loop(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    _quiet()
+    cfg = config_from_dict(config["cfg"])
+    schema, seq_len = config["schema"], sequence_length(cfg)
+    threads = _threads(cfg)
+    device = ray.train.torch.get_device()
+    group = StudentGroup(student_members(cfg, feature_spec(schema, config["buckets"]), config["students"]), device)
+    start, resumed = 0, 0
+    saved = _restore()
+    if saved:
+        group.load(saved["group"])
+        start, resumed = saved["epoch"], saved["resumed"] + 1
+    rank = ray.train.get_context().get_world_rank()
+    shard = ray.train.get_dataset_shard("train")
+    batches = 0
+    for epoch in range(start, group.epochs):
+        for table in shard.iter_batches(batch_size=config["stream_batch"], batch_format="pyarrow"):
+            b = from_table(table, schema, seq_len)
+            zt = torch.from_numpy(table.column(LOGIT).to_numpy(zero_copy_only=False).astype(np.float32))
+            group.feed(b, zt, epoch)
+            batches += 1
+            _maybe_fail("students", batches)
+        group.end_epoch(epoch)
+        _save({"group": group.state(), "epoch": epoch + 1, "resumed": resumed}, {"epoch": epoch + 1}, rank)
+
+    ev = Evaluator([m.name for m in group.members], {m.name: m.negative_keep for m in group.members})
+    with torch.no_grad():
+        for m in group.members:
+            m.model.eval()
+        for table in ray.train.get_dataset_shard("test").iter_batches(batch_size=16384, batch_format="pyarrow"):
+            b = from_table(table, schema, seq_len).to(device)
+            for m in group.members:
+                ev.update(m.name, m.model(b.cat, b.dense, b.seq)[0], b.label)
+    ev.all_reduce()
+    members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), "rows_trained": m.rows,
+                        "steps": m.steps, "seconds": m.seconds, "signal_rows": m.signal_rows}
+               for m in group.members}
+    _save({"group": group.state(), "epoch": group.epochs, "resumed": resumed},
+          {"members": members, "threads": threads, "resumed": resumed, "device": device.type}, rank)
