@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import Iterator
 
@@ -18,9 +17,8 @@ def ray_local() -> Iterator[None]:
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, logging_level=logging.WARNING)
-    from ray.data import DataContext
+    from recdistill.ray_env import ensure_ray
 
-    DataContext.get_current().enable_progress_bars = False
+    ensure_ray(num_cpus=2)
     yield
     ray.shutdown()

@@ -77,7 +77,10 @@ def _trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[s
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
+    from recdistill.train.ray_workers import FAIL_ENV
+
     gpu = _use_gpu(cfg)
+    env = {FAIL_ENV: os.environ[FAIL_ENV]} if os.environ.get(FAIL_ENV) else {}
     return TorchTrainer(
         fn, train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
@@ -86,7 +89,10 @@ def _trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[s
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(storage.resolve()),
             failure_config=ray.train.FailureConfig(max_failures=cfg.platform.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # Train echoes every report and checkpoint path at INFO; the driver prints progress
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            worker_runtime_env={"env_vars": env} if env else None),
         datasets=datasets,
         # log (time) order within each shard: forward distillation and the students'
         # batches follow time, as in the single-process engine

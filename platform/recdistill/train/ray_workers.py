@@ -41,14 +41,6 @@ def _maybe_fail(role: str, step: int) -> None:
         os._exit(1)
 
 
-def _quiet() -> None:
-    """Ray Train echoes every report and checkpoint path at INFO; the driver prints progress."""
-    import logging
-
-    for name in ("ray.train", "ray.data"):
-        logging.getLogger(name).setLevel(logging.WARNING)
-
-
 def _threads(cfg: Any) -> int:
     import ray.train
 
@@ -89,7 +81,6 @@ def teacher_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    _quiet()
     cfg = config_from_dict(config["cfg"])
     schema, t = config["schema"], cfg.teacher
     ctx = ray.train.get_context()
@@ -177,7 +168,6 @@ def students_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    _quiet()
     cfg = config_from_dict(config["cfg"])
     schema, seq_len = config["schema"], sequence_length(cfg)
     threads = _threads(cfg)

@@ -1,0 +1,114 @@
+"""The Ray engine against the single-process engine, signal reuse, gaps and a worker crash.
+
+Real local Ray, real Parquet signal store; one tiny synthetic log shared by the module.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from recdistill.config import load_config
+from recdistill.experiment import run_experiment
+from recdistill.train.ray_workers import FAIL_ENV
+
+pytestmark = pytest.mark.timeout(300)
+
+TINY = ["data.rows=20000", "data.days=2", "data.synthetic.num_users=2000", "data.synthetic.max_cardinality=20000",
+        "teacher.arch=dcnv2", "teacher.depth=1", "teacher.width=32", "teacher.embed_dim=8",
+        "students.0.embed_dim=4", "students.0.width=16", "students.0.depth=1", "students.0.batch_size=512",
+        "students.1.name=single", "students.1.towers=single", "students.1.embed_dim=4", "students.1.width=16",
+        "students.1.depth=1", "students.1.arch=deepfm", "students.1.batch_size=512", "teacher.batch_size=1024"]
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("distributed")
+
+
+def _cfg(shared: Path, name: str, *extra: str):
+    return load_config(None, [*TINY, f"data.path={shared / 'data'}", f"platform.signal_store={shared / 'store'}",
+                              f"run.dir={shared / name}", *extra])
+
+
+def _close(a: dict, b: dict, tol: float = 1e-3) -> None:
+    assert a["teacher"]["auc"] == pytest.approx(b["teacher"]["auc"], abs=tol)
+    for sa, sb in zip(a["students"], b["students"]):
+        assert sa["rows"] == sb["rows"]
+        for k in ("auc_raw", "auc_distill"):
+            assert sa[k] == pytest.approx(sb[k], abs=tol), (sa["name"], k)
+
+
+def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, ray_local) -> None:
+    local = run_experiment(_cfg(shared, "local", "run.engine=local"), log=lambda _: None)
+    first = run_experiment(_cfg(shared, "ray1"), log=lambda _: None)
+    assert first["engine"] == "ray" and not first["platform"]["teacher_reused"]
+    assert first["platform"]["teacher_steps"] > 0
+    _close(local, first)
+    assert first["oracle"]["auc"] == pytest.approx(local["oracle"]["auc"], abs=1e-3)
+    assert all(s["signal_coverage"] == 1.0 for s in first["students"])
+    p = first["platform"]
+    assert p["stream_rows"] == p["stream_rows_with_signal"] > 0
+
+    # Same teacher key (only a student changed): no teacher step, the same teacher numbers.
+    second = run_experiment(_cfg(shared, "ray2", "students.1.alpha=2.0"), log=lambda _: None)
+    assert second["platform"]["teacher_reused"] and second["platform"]["teacher_steps"] == 0
+    assert second["platform"]["teacher_key"] == p["teacher_key"]
+    assert second["teacher"]["auc"] == first["teacher"]["auc"]
+    assert second["students"][0]["auc_distill"] == pytest.approx(first["students"][0]["auc_distill"], abs=1e-6)
+    saved = json.loads((shared / "ray2" / "results.json").read_text())
+    assert saved["platform"]["teacher_reused"] is True
+
+    # A different teacher seed is a different key: the teacher trains again.
+    assert _key(shared, "run.seed=1") != p["teacher_key"]
+
+
+def _key(shared: Path, *extra: str) -> str:
+    from recdistill.signals.key import teacher_key
+
+    return teacher_key(_cfg(shared, "k", *extra))
+
+
+def test_missing_signal_blocks_are_masked_and_reported(shared: Path, ray_local) -> None:
+    """Delete half the window's signal blocks: students still train, the gap is counted."""
+    from recdistill.signals.store import SignalStore
+
+    cfg = _cfg(shared, "gap-ref", "run.seed=5", "platform.signal_block_rows=1024")
+    ref = run_experiment(cfg, log=lambda _: None)
+    key = ref["platform"]["teacher_key"]
+    blocks, _ = SignalStore(str(shared / "store")).scan(key)
+    window = [b for b in blocks if b.window == 1]
+    assert len(window) >= 2
+    for b in window[::2]:
+        os.remove(b.path)
+    gap = run_experiment(_cfg(shared, "gap", "run.seed=5", "platform.signal_block_rows=1024"), log=lambda _: None)
+    p = gap["platform"]
+    assert p["teacher_reused"]
+    missing = sum(b.rows for b in window[::2])
+    assert p["stream_rows"] - p["stream_rows_with_signal"] == missing
+    for s in gap["students"]:
+        assert 0 < s["signal_coverage"] < 1
+        assert s["auc_raw"] == pytest.approx(next(r for r in ref["students"] if r["name"] == s["name"])["auc_raw"],
+                                             abs=1e-6)
+
+
+def test_killed_teacher_worker_resumes_from_its_checkpoint(shared: Path, ray_local, tmp_path: Path) -> None:
+    """A worker process dies mid-teacher; Train restarts it from the last checkpoint and the
+    run ends with the metrics of an uninterrupted run."""
+    extra = ("run.seed=3", "platform.signal_block_rows=1024", "platform.checkpoint_every_blocks=2")
+    clean = run_experiment(_cfg(shared, "clean", *extra, "platform.signal_store=" + str(tmp_path / "s1")),
+                           log=lambda _: None)
+    marker = tmp_path / "killed"
+    os.environ[FAIL_ENV] = f"teacher:7:{marker}"
+    try:
+        crashed = run_experiment(_cfg(shared, "crashed", *extra, "platform.signal_store=" + str(tmp_path / "s2")),
+                                 log=lambda _: None)
+    finally:
+        del os.environ[FAIL_ENV]
+    assert marker.exists(), "the failure hook did not fire"
+    assert crashed["teacher"]["resumed"] == 1
+    assert crashed["teacher"]["steps"] == clean["teacher"]["steps"]
+    _close(clean, crashed, tol=2e-3)
