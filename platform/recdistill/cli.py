@@ -40,9 +40,11 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from recdistill.config import smoke_test
     from recdistill.experiment import run_experiment
 
-    run_experiment(_config_from_args(args))
+    cfg = _config_from_args(args)
+    run_experiment(smoke_test(cfg) if args.smoke_test else cfg)
     return 0
 
 
@@ -97,9 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="one experiment: teacher → N students, raw and distilled, η table",
                        description="Train the teacher (recording forward-distillation logits) and every "
-                                   "student raw and distilled; write results.json, config.yaml, report.md.")
+                                   "student raw and distilled; write results.json, config.yaml, report.md. "
+                                   "With run.engine=ray (default) it joins the Ray cluster named by "
+                                   "RAY_ADDRESS or starts a local one.")
     r.add_argument("config", nargs="?", help="experiment YAML (e.g. jobs/configs/demo.yaml)")
     r.add_argument("overrides", nargs="*", help="dotted overrides, e.g. students.0.alpha=2 run.dir=/tmp/x")
+    r.add_argument("--smoke-test", action="store_true",
+                   help="shrink the experiment (tiny synthetic log, small models, one pass) to check the wiring")
     r.set_defaults(fn=_run)
 
     d = sub.add_parser("data", help="inspect click logs")

@@ -492,3 +492,21 @@ def config_from_dict(raw: dict) -> ExperimentConfig:
 
 def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
+
+
+# Small enough to finish in about a minute on 2 CPU cores, through every stage.
+_SMOKE_DATA = {"rows": 20_000, "days": 2}
+_SMOKE_SYNTH = {"num_users": 2_000, "max_cardinality": 20_000}
+_SMOKE_MODEL = {"embed_dim": 4, "depth": 1, "width": 16, "epochs": 1}
+
+
+def smoke_test(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The same experiment shrunk to a smoke test: a tiny log (synthetic sources), small
+    models and one pass, under ``<run.name>-smoke``. Real logs keep their rows."""
+    r = dataclasses.replace
+    data = cfg.data
+    if data.source == "synthetic":
+        data = r(data, **_SMOKE_DATA, synthetic=r(data.synthetic, **_SMOKE_SYNTH))
+    teacher = r(cfg.teacher, embed_dim=8, depth=1, width=32, epochs=1)
+    students = [r(s, **_SMOKE_MODEL, tower_width=min(s.tower_width, 16)) for s in cfg.students]
+    return r(cfg, data=data, teacher=teacher, students=students, run=r(cfg.run, name=f"{cfg.run.name}-smoke"))
