@@ -152,13 +152,15 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         teacher_ds = train_ds.map_batches(model_sample, batch_format="pyarrow", fn_kwargs={
             "ratio": t.sampling_ratio, "negative_keep": t.negative_keep_rate, "seed": teacher_sample_seed(cfg)})
         log(f"[teacher] training {t.arch} (key {key}) on {cfg.platform.teacher_workers} Ray Train worker(s)")
-        m = _trainer(teacher_loop, f"teacher-{key}-{experiment}", cfg, base, {"train": teacher_ds, "test": test_ds},
-                     cfg.platform.teacher_workers, storage).fit().metrics
+        result = _trainer(teacher_loop, f"teacher-{key}-{experiment}", cfg, base,
+                          {"train": teacher_ds, "test": test_ds}, cfg.platform.teacher_workers, storage).fit()
+        m = result.metrics
         for w in (0, STUDENT_WINDOW):
             ray.get(hub.mark_complete.remote(key, 0, w))
         info = {"key": key, "arch": t.arch, "config": to_dict(t), "steps": m["steps"], "rows": m["rows"],
                 "samples_per_s": m["rows"] / m["seconds"] if m["seconds"] else float("nan"),
-                "train_seconds": m["seconds"], "resumed": m["resumed"], **m["teacher"]}
+                "train_seconds": m["seconds"], "resumed": m["resumed"],
+                "checkpoint": result.checkpoint.path if result.checkpoint else None, **m["teacher"]}
         if "oracle" in m:
             info["oracle"] = m["oracle"]
         store.write_teacher(key, info)

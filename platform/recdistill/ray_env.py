@@ -7,7 +7,8 @@ import os
 
 
 def ensure_ray(num_cpus: int | None = None) -> None:
-    """Join the cluster named by RAY_ADDRESS, or start a quiet local Ray once per process.
+    """Join the cluster named by RAY_ADDRESS (``auto`` for a local ``ray start`` head), or
+    start a fresh, quiet local Ray once per process.
 
     Locally, token auth is off (``ray.init`` would otherwise write ~/.ray/auth_token) and
     the dashboard stays off: it costs ~1 GB of RSS on a small machine.
@@ -27,7 +28,9 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     # cleaner warns about it every few seconds; Ray's own INFO/WARNING lines from worker
     # processes (checkpoint paths, per-report echoes) drown our progress output locally.
     # Errors still come through, and a worker's exception fails the run as usual.
-    ray.init(num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
+    # address="local": always a fresh local Ray. A bare ray.init() would instead try the
+    # address a previous `ray start` left in Ray's temp dir, and wait on a dead head.
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True, log_to_driver=True,
              logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
     # Ray Data's progress bars interleave with our own output; keep its logs concise.

@@ -137,6 +137,10 @@ def teacher_loop(config: dict[str, Any]) -> None:
                 pending.append((b.row_id.cpu().numpy(), main.float().cpu().numpy(), b.window.cpu().numpy()))
                 if state["steps"] % flush_every == 0:
                     flush()
+                    if rank == 0:
+                        el = state["seconds"] + time.perf_counter() - t0
+                        print(f"[teacher] {state['rows']:,} rows, {state['steps']} steps, signal block "
+                              f"{state['seq']}, {state['rows'] / max(el, 1e-9):,.0f} samples/s", flush=True)
                     if state["seq"] % cfg.platform.checkpoint_every_blocks == 0:
                         state["seconds"] += time.perf_counter() - t0
                         t0 = time.perf_counter()
@@ -189,6 +193,9 @@ def students_loop(config: dict[str, Any]) -> None:
             batches += 1
             _maybe_fail("students", batches)
         group.end_epoch(epoch)
+        if rank == 0:
+            print(f"[students] epoch {epoch + 1}/{group.epochs}: " + ", ".join(
+                f"{m.name} {m.rows:,} rows {m.rows / max(m.seconds, 1e-9):,.0f}/s" for m in group.members), flush=True)
         _save({"group": group.state(), "epoch": epoch + 1, "resumed": resumed}, {"epoch": epoch + 1}, rank)
 
     ev = Evaluator([m.name for m in group.members], {m.name: m.negative_keep for m in group.members})
