@@ -1,0 +1,75 @@
+"""Signal store (Parquet, content-addressed) and the hub actor: index, wait, restart."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import ray
+
+from recdistill.config import load_config
+from recdistill.signals.hub import get_hub
+from recdistill.signals.key import teacher_key
+from recdistill.signals.store import SignalStore
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def test_teacher_key_covers_what_decides_the_teacher(tmp_path: Path) -> None:
+    base = teacher_key(load_config(None, []))
+    assert teacher_key(load_config(None, ["students.0.alpha=7", "distill.loss=kl", "run.name=x"])) == base
+    assert teacher_key(load_config(None, ["data.path=/elsewhere"])) == base  # synthetic: rows, not location
+    for change in ("teacher.width=17", "run.seed=4", "data.rows=1234", "data.splits=[0.7,0.2,0.1]",
+                   "teacher.sampling_ratio=0.5", "platform.teacher_workers=2"):
+        assert teacher_key(load_config(None, [change])) != base, change
+    # a real log: its files' size and mtime are part of the identity
+    f = tmp_path / "log.parquet"
+    f.write_bytes(b"x")
+    real = ["data.source=parquet", f"data.path={f}"]
+    k1 = teacher_key(load_config(None, real))
+    f.write_bytes(b"xy")
+    assert teacher_key(load_config(None, real)) != k1
+
+
+def test_store_blocks_scan_and_range_reads(tmp_path: Path) -> None:
+    store = SignalStore(str(tmp_path / "s"))
+    store.write_block("k", 0, 1, 0, 0, np.array([5, 7, 9]), np.array([0.1, 0.2, 0.3], np.float32))
+    store.write_block("k", 0, 1, 1, 0, np.array([6, 8]), np.array([1.0, 2.0], np.float32))
+    store.write_block("k", 0, 1, 0, 0, np.array([5, 7, 9]), np.array([0.5, 0.6, 0.7], np.float32))  # rewrite
+    store.mark_complete("k", 0, 1, rows=5, blocks=2)
+    blocks, complete = store.scan("k")
+    assert [(b.rows, b.row_id_min, b.row_id_max) for b in blocks] == [(3, 5, 9), (2, 6, 8)]
+    assert complete == [(0, 1)]
+    t = store.read_range(blocks, 6, 8)
+    assert t.column("row_id").to_pylist() == [6, 7, 8]
+    assert np.allclose(t.column("teacher_logit").to_numpy(), [1.0, 0.6, 2.0])
+    assert store.scan("missing") == ([], [])
+
+
+def test_hub_index_wait_and_restart(tmp_path: Path, ray_local) -> None:
+    uri = str(tmp_path / "store")
+    store = SignalStore(uri)
+    hub = get_hub("test-hub", uri, max_restarts=2)
+    meta = store.write_block("k", 0, 1, 0, 0, np.arange(10), np.zeros(10, np.float32))
+    ray.get(hub.register.remote([meta.to_dict()]))
+    assert ray.get(hub.wait.remote("k", 0, 1, 0.2)) is None  # not complete yet: times out
+    waiter = hub.wait.remote("k", 0, 1, 30.0)  # a student waiting for the window
+    time.sleep(0.2)
+    assert ray.get(hub.mark_complete.remote("k", 0, 1)) == {"rows": 10, "blocks": 1}
+    assert [b["rows"] for b in ray.get(waiter)] == [10]
+
+    ray.kill(hub, no_restart=False)  # a crash: Ray restarts the actor, its memory is gone
+    deadline = time.time() + 30
+    while True:
+        try:
+            info = ray.get(hub.ping.remote(), timeout=5)
+            break
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            assert time.time() < deadline
+            time.sleep(0.2)
+    assert info["restarted"] is True
+    assert [b["path"] for b in ray.get(hub.blocks.remote("k", 0, 1))] == [meta.path]  # rebuilt from the store
+    assert ray.get(hub.complete.remote("k", 0, 1)) == {"rows": 10, "blocks": 1}
+    ray.kill(hub)
