@@ -76,3 +76,8 @@ def test_ray_job_submit_smoke_test(tmp_path: Path) -> None:
             head.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
+        # `ray start` leaves the head's address in Ray's temp dir, where later ray.init()
+        # calls and Ray's State API would look for it; the head is gone, so remove it.
+        current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+        if current.is_file() and f":{gcs}" in current.read_text():
+            current.unlink()
