@@ -62,6 +62,12 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, ray_loca
     saved = json.loads((shared / "ray2" / "results.json").read_text())
     assert saved["platform"]["teacher_reused"] is True
 
+    # Students in two groups: two concurrent Train runs, the same students as one group.
+    split = run_experiment(_cfg(shared, "ray3", "platform.students_per_group=1"), log=lambda _: None)
+    assert split["platform"]["student_groups"] == 2 and split["platform"]["teacher_steps"] == 0
+    for a, b in zip(first["students"], split["students"]):
+        assert a["auc_distill"] == pytest.approx(b["auc_distill"], abs=1e-6)
+
     # A different teacher seed is a different key: the teacher trains again.
     assert _key(shared, "run.seed=1") != p["teacher_key"]
 

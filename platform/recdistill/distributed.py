@@ -129,7 +129,10 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     schema, buckets = prepared.schema, prepared.preprocessor.buckets
     t = cfg.teacher
     train_ds, _ = tag_history(prepared.splits["train"], schema.order_column, t.history_fraction)
-    test_ds = prepared.splits["test"]
+    # Held out once into the object store (sharded across nodes, not on the driver): the
+    # teacher and every student group score it, and training workers that hold every CPU
+    # of a small node cannot starve a lazy read of it.
+    test_ds = prepared.splits["test"].materialize()
     key = teacher_key(cfg)
     store = SignalStore(cfg.platform.signal_store)
     # Unique per driver: Ray Train resumes a run whose name and storage path it has seen
