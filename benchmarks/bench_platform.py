@@ -123,13 +123,21 @@ def main() -> None:
     members = student_members(cfg1, spec, [0])
     inline_s = _inline(members, data, zt)
     rows = sum(one["students"][0]["rows"] for _ in range(2))
+    w = plat["student_worker_s"]
+    train_s = w["data_s"] + w["feed_s"]
+    fixed = plat["students_s"] - train_s - w["checkpoint_s"] - w["eval_s"]
     out["throughput"] = {"rows_trained": rows, "platform_students_wall_s": plat["students_s"],
+                         "worker_breakdown_s": w, "ray_fixed_s": fixed,
+                         "ratio_training_pass": inline_s / train_s,
                          "platform_member_compute_s": own, "inline_s": inline_s,
                          "ratio_wall": inline_s / plat["students_s"], "ratio_compute": inline_s / own}
     print(f"[1] throughput, one student raw+distilled on {rows:,} rows: platform {rows / plat['students_s']:,.0f} "
           f"samples/s wall incl. Ray fixed costs and eval ({plat['students_s']:.1f} s), inline loop "
           f"{rows / inline_s:,.0f} samples/s ({inline_s:.1f} s): ratio {inline_s / plat['students_s']:.2f} "
           f"(compute only {inline_s / own:.2f})")
+    print(f"    inside the worker: stream read + tensors {w['data_s']:.1f} s, training {w['feed_s']:.1f} s "
+          f"(pass ratio {inline_s / train_s:.2f}), checkpoints {w['checkpoint_s']:.1f} s, scoring the test split "
+          f"{w['eval_s']:.1f} s; Ray Train start/stop and the rest {fixed:.1f} s")
 
     many = run_experiment(_config(args, args.students, "many", reuse=False), log=quiet)
     marginal = (many["seconds"] - one["seconds"]) / (args.students - 1)

@@ -240,7 +240,9 @@ class PlatformConfig:
     reuse_signals: bool = opt(True, help="skip the teacher when the store already holds its signals")
     signal_block_rows: int = opt(65536, ge=1, help="rows per signal block (Parquet file) the teacher writes")
     max_failures: int = opt(2, ge=0, help="restarts of a failed Train run from its last checkpoint")
-    checkpoint_every_blocks: int = opt(4, ge=1, help="teacher checkpoint every this many signal blocks")
+    checkpoint_every_blocks: int = opt(
+        32, ge=1, help="teacher checkpoint every this many signal blocks (a checkpoint holds the model and its "
+                       "optimizer state: with a large teacher it costs seconds, so not every block)")
 
 
 @dataclass

@@ -99,6 +99,14 @@ def _trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[s
         dataset_config=ray.train.DataConfig(execution_options=ExecutionOptions(preserve_order=True)))
 
 
+def _model_checkpoint(result: Any) -> str | None:
+    """Path of the run's last checkpoint that holds model state (the final one holds metrics)."""
+    for ckpt, _ in reversed(getattr(result, "best_checkpoints", None) or []):
+        if os.path.exists(os.path.join(ckpt.path, "state.pt")):
+            return ckpt.path
+    return None
+
+
 def _fit_group(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any], datasets: dict[str, Any],
                storage: Path) -> dict[str, Any]:
     result = _trainer(fn, name, cfg, loop_config, datasets, 1, storage).fit()
@@ -162,8 +170,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
             ray.get(hub.mark_complete.remote(key, 0, w))
         info = {"key": key, "arch": t.arch, "config": to_dict(t), "steps": m["steps"], "rows": m["rows"],
                 "samples_per_s": m["rows"] / m["seconds"] if m["seconds"] else float("nan"),
-                "train_seconds": m["seconds"], "resumed": m["resumed"],
-                "checkpoint": result.checkpoint.path if result.checkpoint else None, **m["teacher"]}
+                "train_seconds": m["seconds"], "checkpoint_seconds": m["checkpoint_s"], "eval_seconds": m["eval_s"],
+                "resumed": m["resumed"], "checkpoint": _model_checkpoint(result), **m["teacher"]}
         if "oracle" in m:
             info["oracle"] = m["oracle"]
         store.write_teacher(key, info)
@@ -210,7 +218,9 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         "platform": {"teacher_key": key, "teacher_reused": reused, "teacher_steps": teacher_steps,
                      "signal_store": store.uri, "stream_rows": cov["rows"], "stream_rows_with_signal":
                      cov["with_signal"], "student_groups": len(groups),
-                     "student_resumed": sum(o["resumed"] for o in outs), **timings},
+                     "student_resumed": sum(o["resumed"] for o in outs),
+                     "student_worker_s": {k: sum(o[k] for o in outs) for k in ("data_s", "feed_s", "checkpoint_s",
+                                                                                "eval_s")}, **timings},
     }
     if "oracle" in info:
         results["oracle"] = {"auc": info["oracle"]["auc"]}

@@ -21,6 +21,9 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     # Ray Train's controller polls its workers every 2 s by default, so each Train run
     # ends up to 2 s after its workers do; our runs are short and several (teacher, groups).
     os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.25")
+    # Train V2 re-routes workers' print() through its logger, and the driver then shows
+    # each progress line twice (logger and stdout forwarding); keep plain stdout.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
         return

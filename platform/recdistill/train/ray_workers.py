@@ -66,6 +66,21 @@ def _save(payload: dict[str, Any], metrics: dict[str, Any], rank: int) -> None:
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
+def _finish(metrics: dict[str, Any], rank: int) -> None:
+    """The last report: metrics and a checkpoint of a few bytes (Train returns a run's
+    metrics with its checkpoint; the models themselves were saved by the epoch checkpoints)."""
+    import json
+
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "metrics.json").write_text(json.dumps(metrics, default=str))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
 def _restore() -> dict[str, Any] | None:
     import ray.train
 
@@ -73,7 +88,8 @@ def _restore() -> dict[str, Any] | None:
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
-        return torch.load(os.path.join(d, "state.pt"), weights_only=False)
+        path = os.path.join(d, "state.pt")
+        return torch.load(path, weights_only=False) if os.path.exists(path) else None
 
 
 def teacher_loop(config: dict[str, Any]) -> None:
@@ -95,7 +111,8 @@ def teacher_loop(config: dict[str, Any]) -> None:
     net = ray.train.torch.prepare_model(model) if world > 1 else model
     store, hub = SignalStore(config["store"]), ray.get_actor(config["hub"])
     key, seq_len = config["key"], sequence_length(cfg)
-    state = {"epoch": 0, "batch": 0, "seq": 0, "steps": 0, "rows": 0, "seconds": 0.0, "resumed": 0}
+    state = {"epoch": 0, "batch": 0, "seq": 0, "steps": 0, "rows": 0, "seconds": 0.0, "resumed": 0,
+             "checkpoint_s": 0.0}
     saved = _restore()
     if saved:
         model.load_state_dict(saved["model"])
@@ -118,8 +135,10 @@ def teacher_loop(config: dict[str, Any]) -> None:
         state["seq"] += 1
 
     def checkpoint(extra: dict[str, Any]) -> None:
+        t_ck = time.perf_counter()
         _save({"model": model.state_dict(), "opts": [o.state_dict() for o in opts], "state": dict(state)},
               {**extra, **state}, rank)
+        state["checkpoint_s"] += time.perf_counter() - t_ck
 
     shard = ray.train.get_dataset_shard("train")
     for epoch in range(state["epoch"], t.epochs):
@@ -150,8 +169,10 @@ def teacher_loop(config: dict[str, Any]) -> None:
             flush()
         state["seconds"] += time.perf_counter() - t0
         state["epoch"], state["batch"] = epoch + 1, 0
-        checkpoint({"phase": "epoch"})
+        if epoch + 1 < t.epochs:
+            checkpoint({"phase": "epoch"})
 
+    t_eval = time.perf_counter()
     ev = Evaluator(["teacher", "oracle"], {"teacher": t.negative_keep_rate})
     net.eval()
     with torch.no_grad():
@@ -162,10 +183,13 @@ def teacher_loop(config: dict[str, Any]) -> None:
                 ev.update_probs("oracle", b.p_true, b.label)
     ev.all_reduce()
     metrics = {"teacher": {**ev.metrics("teacher"), "params": model.num_params()}, "threads": threads, "world": world,
-               "device": device.type, **state}
+               "device": device.type, "eval_s": time.perf_counter() - t_eval, **state}
     if ev.acc["oracle"].n:
         metrics["oracle"] = ev.metrics("oracle")
-    checkpoint(metrics)
+    # The trained teacher, for users who want to serve or inspect it (and the co-training
+    # benchmark); its signals are already in the store.
+    checkpoint({"phase": "final"})
+    _finish(metrics, rank)
 
 
 def students_loop(config: dict[str, Any]) -> None:
@@ -185,19 +209,29 @@ def students_loop(config: dict[str, Any]) -> None:
     rank = ray.train.get_context().get_world_rank()
     shard = ray.train.get_dataset_shard("train")
     batches = 0
+    timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
     for epoch in range(start, group.epochs):
+        t_data = time.perf_counter()
         for table in shard.iter_batches(batch_size=config["stream_batch"], batch_format="pyarrow"):
             b = from_table(table, schema, seq_len)
             zt = torch.from_numpy(table.column(LOGIT).to_numpy(zero_copy_only=False).astype(np.float32))
+            t_feed = time.perf_counter()
+            timing["data_s"] += t_feed - t_data
             group.feed(b, zt, epoch)
+            t_data = time.perf_counter()
+            timing["feed_s"] += t_data - t_feed
             batches += 1
             _maybe_fail("students", batches)
         group.end_epoch(epoch)
         if rank == 0:
             print(f"[students] epoch {epoch + 1}/{group.epochs}: " + ", ".join(
                 f"{m.name} {m.rows:,} rows {m.rows / max(m.seconds, 1e-9):,.0f}/s" for m in group.members), flush=True)
-        _save({"group": group.state(), "epoch": epoch + 1, "resumed": resumed}, {"epoch": epoch + 1}, rank)
+        if epoch + 1 < group.epochs:  # the last epoch's models go straight to scoring
+            t_ck = time.perf_counter()
+            _save({"group": group.state(), "epoch": epoch + 1, "resumed": resumed}, {"epoch": epoch + 1}, rank)
+            timing["checkpoint_s"] += time.perf_counter() - t_ck
 
+    t_eval = time.perf_counter()
     ev = Evaluator([m.name for m in group.members], {m.name: m.negative_keep for m in group.members})
     with torch.no_grad():
         for m in group.members:
@@ -210,5 +244,5 @@ def students_loop(config: dict[str, Any]) -> None:
     members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), "rows_trained": m.rows,
                         "steps": m.steps, "seconds": m.seconds, "signal_rows": m.signal_rows}
                for m in group.members}
-    _save({"group": group.state(), "epoch": group.epochs, "resumed": resumed},
-          {"members": members, "threads": threads, "resumed": resumed, "device": device.type}, rank)
+    timing["eval_s"] = time.perf_counter() - t_eval
+    _finish({"members": members, "threads": threads, "resumed": resumed, "device": device.type, **timing}, rank)
