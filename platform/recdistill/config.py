@@ -116,7 +116,6 @@ class DataConfig:
     splits: list[float] = opt(
         default_factory=lambda: [0.8, 0.1, 0.1],
         help="time-ordered train/valid/test fractions (must sum to 1)")
-    windows: int = opt(1, ge=1, help="time windows the train split is cut into (streaming phase)")
 
     def check(self) -> None:
         if len(self.splits) != 3 or any(s < 0 for s in self.splits) or abs(sum(self.splits) - 1) > 1e-6:
@@ -196,12 +195,31 @@ class DistillConfig:
 
 @dataclass
 class StreamConfig:
+    """The hybrid pipeline (Rec-Distill §4.4, CrossAdapt's online stage): a batch phase over
+    the first windows of the log, then the rest replayed one window at a time."""
+
     enabled: bool = opt(False, help="after the batch phase, replay later windows in time order")
-    batch_windows: int = opt(1, ge=1, help="windows in the batch phase")
+    windows: int = opt(10, ge=2, help="equal-count time windows the whole log is cut into")
+    batch_windows: int = opt(4, ge=1, help="windows in the batch phase (the rest stream)")
     teacher_update_interval: int | None = opt(
-        10, ge=1, help="teacher optimizer step every τ student batches (CrossAdapt τ); null = frozen teacher")
-    shift_threshold: float = opt(0.05, ge=0.0, help="Jensen-Shannon divergence above which replay turns on")
+        10, ge=1, help="teacher optimizer step every τ batches in streaming, gradients accumulated in between "
+                       "(CrossAdapt τ; 1 = synchronous); null = frozen teacher (τ = ∞)")
+    shift_threshold: float = opt(
+        0.05, ge=0.0, help="Jensen-Shannon divergence (base 2, in [0, 1]) above which replay turns on")
+    shift_history: int = opt(3, ge=1, help="past windows pooled as the reference the new window is compared to")
+    shift_top_k: int = opt(20, ge=1, help="most frequent ids per categorical field kept by the detector (+ other)")
+    replay: Literal["adaptive", "always", "off"] = opt(
+        "adaptive", help="historical replay: adaptive = on for replay_hold windows after the detector fires; "
+                         "always = every streaming window (CrossAdapt's released code)")
     replay_ratio: float = opt(0.1, ge=0.0, lt=1.0, help="share of each training batch replayed from past windows")
+    replay_hold: int = opt(2, ge=1, help="windows replay stays on after the detector fires")
+    replay_capacity: int = opt(100_000, ge=1, help="rows the replay buffer keeps (reservoir over all past windows)")
+    label_only_baseline: bool = opt(
+        True, help="also train each distilled student on labels only after the batch phase (Rec-Distill Table 8)")
+    signal_timeout_s: float = opt(
+        600.0, gt=0.0, help="how long a student waits for a window's teacher signals before it trains that "
+                            "window on labels only (the gap is reported)")
+    checkpoint_every_windows: int = opt(1, ge=1, help="streaming checkpoint cadence, in windows, per role")
 
 
 @dataclass
@@ -277,6 +295,9 @@ class ExperimentConfig:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(f"students: names must be unique, repeated: {dup}")
+        if self.stream.enabled and self.stream.batch_windows >= self.stream.windows:
+            raise ConfigError(f"stream.batch_windows={self.stream.batch_windows} must be below stream.windows="
+                              f"{self.stream.windows}: no window would be left to stream")
 
 
 # ------------------------------------------------------------------------ loader
@@ -508,7 +529,13 @@ def smoke_test(cfg: ExperimentConfig) -> ExperimentConfig:
     r = dataclasses.replace
     data = cfg.data
     if data.source == "synthetic":
-        data = r(data, **_SMOKE_DATA, synthetic=r(data.synthetic, **_SMOKE_SYNTH))
+        drift = data.synthetic.drift
+        # shift events keep their place relative to the log's length
+        days = sorted({min(_SMOKE_DATA["days"] - 1, d * _SMOKE_DATA["days"] // data.days) for d in drift.shift_days})
+        data = r(data, **_SMOKE_DATA, synthetic=r(data.synthetic, **_SMOKE_SYNTH, drift=r(drift, shift_days=days)))
     teacher = r(cfg.teacher, embed_dim=8, depth=1, width=32, epochs=1)
     students = [r(s, **_SMOKE_MODEL, tower_width=min(s.tower_width, 16)) for s in cfg.students]
-    return r(cfg, data=data, teacher=teacher, students=students, run=r(cfg.run, name=f"{cfg.run.name}-smoke"))
+    stream = r(cfg.stream, windows=min(cfg.stream.windows, 5), batch_windows=min(cfg.stream.batch_windows, 2),
+               replay_capacity=min(cfg.stream.replay_capacity, 5000))
+    return r(cfg, data=data, teacher=teacher, students=students, stream=stream,
+             run=r(cfg.run, name=f"{cfg.run.name}-smoke"))

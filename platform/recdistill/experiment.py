@@ -49,7 +49,14 @@ def evaluate(z: torch.Tensor, data: TensorLog, negative_keep: float, user_col: i
 
 
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run with the configured engine (``run.engine``): Ray (default) or this process."""
+    """Run with the configured engine (``run.engine``): Ray (default) or this process.
+    With ``stream.enabled`` the batch phase is followed by the streaming phase, on Ray."""
+    if cfg.stream.enabled:
+        from recdistill.online.pipeline import run_online
+
+        if cfg.run.engine != "ray":
+            log("[run] stream.enabled: the online pipeline runs on Ray (a local one unless RAY_ADDRESS is set)")
+        return run_online(cfg, log)
     if cfg.run.engine == "ray":
         from recdistill.distributed import run_on_ray
 

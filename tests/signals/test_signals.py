@@ -60,15 +60,20 @@ def test_hub_index_wait_and_restart(tmp_path: Path, ray_local) -> None:
     assert ray.get(hub.mark_complete.remote("k", 0, 1)) == {"rows": 10, "blocks": 1}
     assert [b["rows"] for b in ray.get(waiter)] == [10]
 
+    old_pid = ray.get(hub.ping.remote())["pid"]
     ray.kill(hub, no_restart=False)  # a crash: Ray restarts the actor, its memory is gone
+    # ray.kill is asynchronous: the dying instance can still answer a ping, so wait for
+    # an answer from a new process.
     deadline = time.time() + 30
     while True:
         try:
             info = ray.get(hub.ping.remote(), timeout=5)
-            break
+            if info["pid"] != old_pid:
+                break
         except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
-            assert time.time() < deadline
-            time.sleep(0.2)
+            pass
+        assert time.time() < deadline, "the hub did not come back after a kill"
+        time.sleep(0.2)
     assert info["restarted"] is True
     assert [b["path"] for b in ray.get(hub.blocks.remote("k", 0, 1))] == [meta.path]  # rebuilt from the store
     assert ray.get(hub.complete.remote("k", 0, 1)) == {"rows": 10, "blocks": 1}

@@ -55,12 +55,14 @@ class SignalHub:
             self._blocks.setdefault((b.key, b.version, b.window), {})[b.path] = b
         return len(blocks)
 
-    async def mark_complete(self, key: str, version: int, window: int) -> dict[str, Any]:
+    async def mark_complete(self, key: str, version: int, window: int,
+                            extra: dict[str, Any] | None = None) -> dict[str, Any]:
         self._load(key)
         slot = (key, version, window)
         blocks = self._blocks.get(slot, {})
         info = {"rows": sum(b.rows for b in blocks.values()), "blocks": len(blocks)}
-        self.store.mark_complete(key, version, window, **info)
+        self.store.mark_complete(key, version, window, **info, extra=extra)
+        info.update(extra or {})
         self._complete[slot] = info
         self._event(slot).set()
         return info
@@ -83,6 +85,14 @@ class SignalHub:
         except asyncio.TimeoutError:
             return None
         return await self.blocks(key, version, window)
+
+    async def wait_window(self, key: str, version: int, window: int, timeout_s: float | None = None
+                          ) -> dict[str, Any] | None:
+        """Like ``wait``, with the completion record: ``{"blocks": [...], "rows", ...extra}``."""
+        blocks = await self.wait(key, version, window, timeout_s)
+        if blocks is None:
+            return None
+        return {**self._complete.get((key, version, window), {}), "blocks": blocks}
 
     async def ping(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "restarted": self.restarted, "keys": sorted(self._loaded)}

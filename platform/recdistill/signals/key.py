@@ -35,18 +35,38 @@ def _file_fingerprint(path: str | None) -> list[tuple[str, int, int]]:
     return sorted((i.path, int(i.size or 0), int(i.mtime_ns or 0)) for i in infos)
 
 
-def teacher_key(cfg: ExperimentConfig) -> str:
+def _data_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     data = to_dict(cfg.data)
     if cfg.data.source == "synthetic":
         data["path"] = None  # where the log was generated does not change its rows
-    ident: dict[str, Any] = {
-        "format": SIGNAL_FORMAT,
-        "data": data,
-        # a synthetic log is identified by its generation config (in ``data``); files are its output
-        "files": _file_fingerprint(cfg.data.path) if cfg.data.source != "synthetic" else [],
-        "teacher": to_dict(cfg.teacher),
-        "seed": cfg.run.seed,
-        "teacher_workers": cfg.platform.teacher_workers,
-    }
-    blob = json.dumps(ident, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:24]
+    # a synthetic log is identified by its generation config (in ``data``); files are its output
+    return {"format": SIGNAL_FORMAT, "data": data,
+            "files": _file_fingerprint(cfg.data.path) if cfg.data.source != "synthetic" else []}
+
+
+def _digest(ident: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
+
+
+def teacher_key(cfg: ExperimentConfig) -> str:
+    return _digest({**_data_identity(cfg), "teacher": to_dict(cfg.teacher), "seed": cfg.run.seed,
+                    "teacher_workers": cfg.platform.teacher_workers})
+
+
+# Stream settings that change what the online teacher learns (replay feeds it too);
+# the rest (timeouts, baselines, checkpoint cadence) concern students or recovery only.
+_TEACHER_STREAM_FIELDS = ("windows", "batch_windows", "teacher_update_interval", "shift_threshold", "shift_history",
+                          "shift_top_k", "replay", "replay_ratio", "replay_hold", "replay_capacity")
+
+
+def online_teacher_key(cfg: ExperimentConfig) -> str:
+    """The key of a teacher that keeps learning over the stream: the batch teacher's
+    identity plus the stream settings it trains under."""
+    stream = to_dict(cfg.stream)
+    return _digest({"teacher_key": teacher_key(cfg), "stream": {k: stream[k] for k in _TEACHER_STREAM_FIELDS}})
+
+
+def spool_key(cfg: ExperimentConfig) -> str:
+    """The windowed, encoded log's identity: the data and how it is cut into windows (the
+    vocabulary is fitted on the batch-phase windows)."""
+    return _digest({**_data_identity(cfg), "windows": cfg.stream.windows, "batch_windows": cfg.stream.batch_windows})

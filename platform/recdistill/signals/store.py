@@ -80,11 +80,14 @@ class SignalStore:
         self.fs.move(tmp, path)  # readers never see half a file
         return BlockMeta(key, version, window, path, int(row_ids.size), int(row_ids.min()), int(row_ids.max()))
 
-    def mark_complete(self, key: str, version: int, window: int, rows: int, blocks: int) -> None:
+    def mark_complete(self, key: str, version: int, window: int, rows: int, blocks: int,
+                      extra: dict[str, Any] | None = None) -> None:
+        """``extra``: what the teacher knew of the window when it published it (its shift
+        detector's verdict), kept next to the blocks for every reader."""
         d = self._dir(key, version, window)
         self.fs.create_dir(d, recursive=True)
         with self.fs.open_output_stream(f"{d}/_COMPLETE.json") as f:
-            f.write(json.dumps({"rows": rows, "blocks": blocks}).encode())
+            f.write(json.dumps({"rows": rows, "blocks": blocks, **(extra or {})}, default=float).encode())
 
     def write_teacher(self, key: str, info: dict[str, Any]) -> None:
         self.fs.create_dir(f"{self.root}/{key}", recursive=True)

@@ -41,6 +41,16 @@ def _maybe_fail(role: str, step: int) -> None:
         os._exit(1)
 
 
+def _quiet_train_logs() -> None:
+    """Ray Train logs every report (metrics included) at INFO from a logger named after
+    its file, which ``LoggingConfig`` does not reach; long runs drowned the progress lines."""
+    import logging
+
+    from ray.train.v2._internal.execution import context
+
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+
+
 def _threads(cfg: Any) -> int:
     import ray.train
 
@@ -97,6 +107,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    _quiet_train_logs()
     cfg = config_from_dict(config["cfg"])
     schema, t = config["schema"], cfg.teacher
     ctx = ray.train.get_context()
@@ -196,6 +207,7 @@ def students_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
+    _quiet_train_logs()
     cfg = config_from_dict(config["cfg"])
     schema, seq_len = config["schema"], sequence_length(cfg)
     threads = _threads(cfg)

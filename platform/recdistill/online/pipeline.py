@@ -1,0 +1,148 @@
+"""The online experiment on Ray: window spool → teacher and student group as two
+concurrent Ray Train runs that meet only at the signal hub → per-window results.
+
+``results.json`` holds, besides the batch-phase keys (``teacher.auc``, ``students[i]``
+with ``auc_raw``, ``auc_distill``, ``eta``: scored on the first streaming window before
+anyone learns from it, i.e. the batch phase's held-out result), ``windows[i]`` (window,
+lag, teacher metrics, per student raw / distilled / label-only AUC and η) and
+``shift[i]`` (window, JS divergences, fired) for every streaming window.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from recdistill.config import ConfigError, ExperimentConfig, dump_config, to_dict
+from recdistill.results import transferability
+
+
+def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    import ray
+
+    from recdistill.distributed import _trainer
+    from recdistill.online.report import write_online_results
+    from recdistill.online.spool import build_spool
+    from recdistill.online.workers import online_students_loop, online_teacher_loop
+    from recdistill.ray_env import ensure_ray
+    from recdistill.signals.hub import get_hub, hub_name
+    from recdistill.signals.key import online_teacher_key
+    from recdistill.signals.store import SignalStore
+
+    if cfg.platform.teacher_workers != 1:
+        raise ConfigError(f"platform.teacher_workers={cfg.platform.teacher_workers}: the streaming teacher runs on "
+                          f"one worker (a window is what one update cycle sees); set platform.teacher_workers=1")
+    t_start = time.perf_counter()
+    out = cfg.run.out_dir
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(cfg))
+    ensure_ray()
+    cpus = ray.cluster_resources().get("CPU", 0)
+    if not ray.cluster_resources().get("GPU", 0) and 2 * cfg.platform.cpus_per_worker > cpus - 1 + 1e-9:
+        # two Train workers plus Ray Data's read tasks: without a whole CPU left over Ray hangs
+        raise ConfigError(f"platform.cpus_per_worker={cfg.platform.cpus_per_worker}: the teacher and the student "
+                          f"group run at once and one CPU must stay free for Ray Data, but the cluster has "
+                          f"{cpus:.0f} CPUs; use platform.cpus_per_worker={max(0.1, (cpus - 1) / 2):g} or less")
+    store = SignalStore(cfg.platform.signal_store)
+    spool = build_spool(cfg, store.uri, log)
+    key = online_teacher_key(cfg)
+    experiment = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    hub = get_hub(experiment, store.uri)
+    base = {"cfg": to_dict(cfg), "spool": spool, "key": key, "store": store.uri, "hub": hub_name(experiment)}
+    storage = out / "ray_train"
+    s = cfg.stream
+    tau = "∞ (frozen)" if s.teacher_update_interval is None else s.teacher_update_interval
+
+    info = store.teacher_info(key) if cfg.platform.reuse_signals else None
+    reused = bool(info) and all(ray.get(hub.complete.remote(key, w, w)) is not None
+                                for w in range(s.batch_windows, s.windows))
+    runs = [("students", online_students_loop, f"online-students-{experiment}")]
+    if reused:
+        log(f"[teacher] reusing the stored online teacher {key} (signals of all {s.windows} windows): 0 teacher steps")
+    else:
+        runs.insert(0, ("teacher", online_teacher_loop, f"online-teacher-{key}-{experiment}"))
+        log(f"[teacher] online teacher {key}: batch phase over windows 0–{s.batch_windows - 1}, then "
+            f"{s.windows - s.batch_windows} streaming windows with τ = {tau}, replay {s.replay}")
+    log(f"[students] {len(cfg.students)} student(s) × (raw, distilled"
+        f"{', label-only after the batch phase' if s.label_only_baseline else ''}) follow window by window")
+
+    def fit(fn: Callable, name: str) -> dict[str, Any]:
+        return _trainer(fn, name, cfg, base, {}, 1, storage).fit().metrics
+
+    remote = ray.remote(num_cpus=0)(fit)
+    metrics = dict(zip([r[0] for r in runs], ray.get([remote.remote(fn, name) for _, fn, name in runs])))
+    if reused:
+        teacher = info
+    else:
+        m = metrics["teacher"]
+        teacher = {"key": key, "arch": cfg.teacher.arch, "config": to_dict(cfg.teacher), "params": m["params"],
+                   "steps": m["steps"], "batch": m["batch"], "windows": m["windows"], "resumed": m["resumed"]}
+        store.write_teacher(key, teacher)
+    results = assemble(cfg, teacher, metrics["students"], reused)
+    results["seconds"] = time.perf_counter() - t_start
+    write_online_results(cfg, results, log)
+    ray.kill(hub)
+    return results
+
+
+def assemble(cfg: ExperimentConfig, teacher: dict[str, Any], students: dict[str, Any],
+             reused: bool) -> dict[str, Any]:
+    """Per-window records of both runs joined by window, η per window and student."""
+    t_win = {w["window"]: w for w in teacher["windows"]}
+    windows, shift = [], []
+    for sw in students["windows"]:
+        w = sw["window"]
+        tw = t_win[w]
+        entry: dict[str, Any] = {
+            "window": w, "lag": sw["lag_s"], "signals": sw["signals"], "signal_rows": sw["signal_rows"],
+            "rows": sw["rows"], "replay": sw["replay"],
+            "teacher": {k: tw[k] for k in ("auc", "logloss", "calibration", "steps") if k in tw},
+            "students": []}
+        if "oracle_auc" in tw:
+            entry["oracle_auc"] = tw["oracle_auc"]
+        for st in cfg.students:
+            mm = {kind: sw["members"].get(f"{st.name}/{kind}") for kind in ("raw", "distill", "label_only")}
+            e = {"name": st.name, "auc": mm["distill"]["auc"], "auc_raw": mm["raw"]["auc"],
+                 "logloss": mm["distill"]["logloss"], "calibration": mm["distill"]["calibration"],
+                 "eta": transferability(tw["auc"], mm["raw"]["auc"], mm["distill"]["auc"])}
+            if mm["label_only"]:
+                e["auc_label_only"] = mm["label_only"]["auc"]
+                e["eta_label_only"] = transferability(tw["auc"], mm["raw"]["auc"], mm["label_only"]["auc"])
+            entry["students"].append(e)
+        windows.append(entry)
+        shift.append({"window": w, **tw["shift"]})
+    first = windows[0]
+    results: dict[str, Any] = {
+        "engine": "ray-online",
+        "teacher": {"key": teacher["key"], "arch": teacher["arch"], "params": teacher["params"],
+                    "steps": teacher["steps"], "reused": reused, **first["teacher"]},
+        "students": [], "windows": windows, "shift": shift,
+        "stream": {"tau": cfg.stream.teacher_update_interval, "replay": cfg.stream.replay,
+                   "batch_windows": cfg.stream.batch_windows, "windows": cfg.stream.windows,
+                   "student_batch": students["batch"], "teacher_batch": teacher.get("batch"),
+                   "student_resumed": students["resumed"], "teacher_resumed": teacher.get("resumed", 0)},
+    }
+    if "oracle_auc" in first:
+        results["oracle"] = {"auc": first["oracle_auc"]}
+    last = windows[-max(1, len(windows) // 3):]  # the last third: how much gain is kept late in the stream
+    for j, st in enumerate(cfg.students):
+        e0 = first["students"][j]
+        entry = {"name": st.name, "arch": st.arch, "towers": st.towers,
+                 "params": students["params"][f"{st.name}/distill"], "auc_raw": e0["auc_raw"],
+                 "auc_distill": e0["auc"], "eta": e0["eta"]}
+        for label, ws in (("stream", windows), ("last", last)):
+            sel = [w["students"][j] for w in ws]
+            entry[f"{label}_auc_raw"] = float(np.mean([x["auc_raw"] for x in sel]))
+            entry[f"{label}_auc_distill"] = float(np.mean([x["auc"] for x in sel]))
+            entry[f"{label}_teacher_auc"] = float(np.mean([w["teacher"]["auc"] for w in ws]))
+            entry[f"{label}_eta"] = transferability(entry[f"{label}_teacher_auc"], entry[f"{label}_auc_raw"],
+                                                    entry[f"{label}_auc_distill"])
+            if "auc_label_only" in sel[0]:
+                entry[f"{label}_auc_label_only"] = float(np.mean([x["auc_label_only"] for x in sel]))
+                entry[f"{label}_eta_label_only"] = transferability(
+                    entry[f"{label}_teacher_auc"], entry[f"{label}_auc_raw"], entry[f"{label}_auc_label_only"])
+        results["students"].append(entry)
+    return results

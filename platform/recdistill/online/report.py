@@ -1,0 +1,105 @@
+"""Local outputs of an online run: results.json, report.md and the AUC-over-windows plot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Callable
+
+from recdistill.config import ExperimentConfig
+
+
+def plot_auc_over_windows(results: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ws = results["windows"]
+    x = [w["window"] for w in ws]
+    n = len(results["students"])
+    fig, axes = plt.subplots(n, 1, figsize=(8, 3.2 * n), squeeze=False, sharex=True)
+    for j, ax in enumerate(axes[:, 0]):
+        ax.plot(x, [w["teacher"]["auc"] for w in ws], "k-o", ms=3, label="teacher")
+        ax.plot(x, [w["students"][j]["auc"] for w in ws], "-o", ms=3, color="tab:blue", label="streaming distill")
+        if "auc_label_only" in ws[0]["students"][j]:
+            ax.plot(x, [w["students"][j]["auc_label_only"] for w in ws], "-s", ms=3, color="tab:orange",
+                    label="distilled in batch, labels only after")
+        ax.plot(x, [w["students"][j]["auc_raw"] for w in ws], "--", color="tab:gray", label="raw (never distilled)")
+        for s in results["shift"]:
+            if s["fired"]:
+                ax.axvline(s["window"], color="tab:red", alpha=0.3, lw=6)
+        missing = [w["window"] for w in ws if not w["signals"]]
+        if missing:
+            ax.plot(missing, [ax.get_ylim()[0]] * len(missing), "x", color="tab:red", label="no teacher signals")
+        ax.set_ylabel("AUC (prequential)")
+        ax.set_title(f"student {results['students'][j]['name']}", fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower left")
+    axes[-1, 0].set_xlabel("window (red band: shift detector fired)")
+    fig.suptitle(f"AUC per streaming window, τ = {results['stream']['tau'] or '∞'}, replay {results['stream']['replay']}",
+                 fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def online_table(results: dict[str, Any]) -> list[str]:
+    lines = []
+    names = [s["name"] for s in results["students"]]
+    head = f"{'window':>6s} {'lag s':>6s} {'JS':>7s} {'replay':>6s} {'teacher':>8s} " + " ".join(
+        f"{n[:10] + ' raw/dist/lbl':>26s}" for n in names)
+    lines.append(head)
+    for w, sh in zip(results["windows"], results["shift"]):
+        lag = "-" if w["lag"] is None else f"{w['lag']:.1f}"
+        cells = []
+        for s in w["students"]:
+            lo = f"{s['auc_label_only']:.4f}" if "auc_label_only" in s else "-"
+            cells.append(f"{s['auc_raw']:.4f}/{s['auc']:.4f}/{lo:>6s}".rjust(26))
+        lines.append(f"{w['window']:>6d} {lag:>6s} {sh['js']:7.4f} {('yes' if w['replay'] else 'no'):>6s} "
+                     f"{w['teacher']['auc']:8.4f} " + " ".join(cells) + ("" if w["signals"] else "  (no signals)"))
+    for s in results["students"]:
+        line = (f"[student {s['name']}] end of batch phase: AUC raw {s['auc_raw']:.4f} → distilled "
+                f"{s['auc_distill']:.4f} (η {s['eta']:.2f}); streaming mean: raw {s['stream_auc_raw']:.4f}, "
+                f"distilled {s['stream_auc_distill']:.4f} (η {s['stream_eta']:.2f})")
+        if "stream_auc_label_only" in s:
+            line += f", labels only after batch {s['stream_auc_label_only']:.4f} (η {s['stream_eta_label_only']:.2f})"
+        lines.append(line)
+    return lines
+
+
+def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
+    st = r["stream"]
+    lines = [f"# {cfg.run.name} (online)", "",
+             f"Windows: {st['windows']} ({st['batch_windows']} in the batch phase); teacher update interval τ = "
+             f"{st['tau'] or '∞ (frozen)'}; replay {st['replay']}. Teacher {r['teacher']['arch']} "
+             f"({r['teacher']['params']:,} params, key `{r['teacher']['key']}`"
+             f"{', reused from the signal store' if r['teacher']['reused'] else ''}).", "",
+             "![AUC per window](auc_over_windows.png)", "",
+             "Every model is scored on a window before it learns from it (prequential).", "",
+             "## End of the batch phase (first streaming window)", "",
+             "| student | params | AUC raw | AUC distilled | η |", "| --- | ---: | ---: | ---: | ---: |"]
+    for s in r["students"]:
+        lines.append(f"| {s['name']} | {s['params']:,} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | {s['eta']:.2f} |")
+    lines += ["", "## Streaming windows, mean (all / last third)", "",
+              "| student | AUC raw | AUC streaming distill | AUC labels only after batch | η distill | η labels only |",
+              "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    for s in r["students"]:
+        for label in ("stream", "last"):
+            lo = s.get(f"{label}_auc_label_only")
+            elo = s.get(f"{label}_eta_label_only")
+            lines.append(f"| {s['name']} ({'all' if label == 'stream' else 'last third'}) | {s[f'{label}_auc_raw']:.4f} "
+                         f"| {s[f'{label}_auc_distill']:.4f} | {'' if lo is None else f'{lo:.4f}'} | "
+                         f"{s[f'{label}_eta']:.2f} | {'' if elo is None else f'{elo:.2f}'} |")
+    lines += ["", "## Per window", "", "```", *online_table(r), "```", ""]
+    return "\n".join(lines)
+
+
+def write_online_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> None:
+    out = cfg.run.out_dir
+    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    plot_auc_over_windows(results, out / "auc_over_windows.png")
+    (out / "report.md").write_text(report_markdown(cfg, results))
+    log("\n".join(online_table(results)))
+    log(f"[run] wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'auc_over_windows.png'} "
+        f"({results['seconds']:.0f} s)")

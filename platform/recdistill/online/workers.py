@@ -1,0 +1,342 @@
+"""The two long-running Ray Train loops of the online pipeline.
+
+The teacher walks the windows in time order: the batch phase over the first K windows
+(one pass per epoch, recording forward-distillation logits), then each later window:
+score it (prequential: before learning from it), run the shift detector, learn from it
+with an optimizer step every τ batches (plus replayed rows while replay is on), and
+publish its forward logits for the window as a new signal version through the hub.
+
+The student group follows: for each window it waits on the hub for that window's
+signals (so it never trains on a window before the teacher's forward pass on it),
+scores the window with every student, then trains each on its sample of the window. A
+window whose signals do not come within ``stream.signal_timeout_s`` is trained on labels
+only (the aux loss is masked) and the gap is reported; the next window distills again.
+
+Both checkpoint at window boundaries through ``ray.train.report`` and resume there.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+from recdistill.config import ExperimentConfig, config_from_dict
+from recdistill.data.sampling import model_sample_mask
+from recdistill.data.tensors import TensorLog, from_table
+from recdistill.metrics import auc
+from recdistill.online.learner import StreamLearner
+from recdistill.online.replay import ReplayBuffer
+from recdistill.online.shift import ShiftDetector, profile
+from recdistill.online.spool import Spool, read_window
+from recdistill.signals.store import LOGIT, SignalStore
+from recdistill.train.loop import predict
+from recdistill.train.plan import (build_model, feature_spec, sequence_length, student_init_seed, student_objective,
+                                   student_sample_seed, teacher_init_seed, teacher_sample_seed)
+from recdistill.train.ray_workers import _finish, _maybe_fail, _quiet_train_logs, _restore, _save, _threads
+
+
+def window_metrics(z: torch.Tensor, rows: TensorLog, negative_keep: float) -> dict[str, float]:
+    from recdistill.experiment import evaluate
+
+    return evaluate(z, rows, negative_keep)
+
+
+def student_batch_windows(cfg: ExperimentConfig) -> range:
+    """Batch-phase windows the students train on: the teacher alone learns the earliest
+    ``teacher.history_fraction`` of them (its forward signals on the first rows of a log
+    are too weak to distill from), at least one is left to the students."""
+    k = cfg.stream.batch_windows
+    return range(min(int(k * cfg.teacher.history_fraction), k - 1), k)
+
+
+def replay_rows(cfg: ExperimentConfig, batch_size: int) -> int:
+    r = cfg.stream.replay_ratio
+    return int(round(batch_size * r / (1 - r)))
+
+
+def _mix(batch: TensorLog, zt: torch.Tensor | None, buffer: ReplayBuffer, n: int
+         ) -> tuple[TensorLog, torch.Tensor | None]:
+    """Append ``n`` replayed rows (with the teacher logits they were stored with)."""
+    drawn = buffer.sample(n)
+    if drawn is None:
+        return batch, zt
+    dev = batch.label.device
+    rows, logits = drawn[0].to(dev), drawn[1].to(dev)
+    mixed = TensorLog.concat([batch, rows])
+    return mixed, None if zt is None else torch.cat([zt, logits])
+
+
+def _read(spool: Spool, window: int, seq_len: int) -> tuple[pa.Table, TensorLog]:
+    table = read_window(spool, window)
+    return table, from_table(table, spool.schema, seq_len)
+
+
+def online_teacher_loop(config: dict[str, Any]) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    _quiet_train_logs()
+    cfg = config_from_dict(config["cfg"])
+    spool: Spool = config["spool"]
+    t, s = cfg.teacher, cfg.stream
+    _threads(cfg)
+    device = ray.train.torch.get_device()
+    seq_len = sequence_length(cfg)
+    model = build_model(feature_spec(spool.schema, spool.buckets), t, "single", teacher_init_seed(cfg)).to(device)
+    learner = StreamLearner(model, lr=t.lr, embedding_lr=t.embedding_lr, interval=1)
+    detector = ShiftDetector(s.shift_threshold, s.shift_history, s.shift_top_k)
+    buffer = ReplayBuffer(s.replay_capacity, teacher_sample_seed(cfg))
+    store, hub, key = SignalStore(config["store"]), ray.get_actor(config["hub"]), config["key"]
+    st: dict[str, Any] = {"next": 0, "windows": [], "replay_until": -1, "resumed": 0, "seconds": 0.0}
+    saved = _restore()
+    if saved:
+        learner.load(saved["learner"])
+        buffer.load(saved["buffer"])
+        detector.load(saved["detector"])
+        st = {**saved["state"], "resumed": saved["state"]["resumed"] + 1}
+
+    def publish(version: int, window: int, ids: np.ndarray, z: np.ndarray, extra: dict[str, Any]) -> None:
+        metas = []
+        for seq, start in enumerate(range(0, len(ids), cfg.platform.signal_block_rows)):
+            end = start + cfg.platform.signal_block_rows
+            metas.append(store.write_block(key, version, window, 0, seq, ids[start:end], z[start:end]).to_dict())
+        ray.get(hub.register.remote(metas))
+        if not _dropped(window):
+            ray.get(hub.mark_complete.remote(key, version, window, extra))
+
+    def checkpoint() -> None:
+        _save({"learner": learner.state(), "buffer": buffer.state(), "detector": detector.state(), "state": dict(st)},
+              {"next": st["next"]}, 0)
+
+    def sample(rows: TensorLog) -> torch.Tensor:
+        keep = model_sample_mask(rows.row_id.numpy(), rows.label.numpy(), t.sampling_ratio, t.negative_keep_rate,
+                                 teacher_sample_seed(cfg))
+        return torch.from_numpy(np.flatnonzero(keep))
+
+    if st["next"] == 0:  # the batch phase: one concatenated pass per epoch, forward logits from the first
+        t0 = time.perf_counter()
+        parts = [_read(spool, w, seq_len)[1] for w in range(s.batch_windows)]
+        window_of = torch.cat([torch.full((len(p),), w) for w, p in enumerate(parts)])
+        rows = TensorLog.concat(parts)
+        idx = sample(rows)
+        mine = rows.take(idx).to(device)
+        recorded = torch.empty(len(idx))
+        for epoch in range(t.epochs):
+            for start in range(0, len(idx), t.batch_size):
+                z = learner.learn(mine.take(slice(start, start + t.batch_size)))
+                if epoch == 0:
+                    recorded[start:start + len(z)] = z.float().cpu()
+        ids, wins = rows.row_id[idx].numpy(), window_of[idx].numpy()
+        for w in range(s.batch_windows):
+            sel = wins == w
+            publish(0, w, ids[sel], recorded[sel].numpy(), {"phase": "batch"})
+            p = torch.sigmoid(recorded[sel] + np.log(t.negative_keep_rate)).numpy()
+            detector.push(profile(rows.label[idx][sel].numpy(), p, rows.cat[idx][sel].numpy(), 10 * s.shift_top_k))
+        buffer.add(rows.take(idx), recorded)
+        st["batch"] = {"rows": len(idx), "steps": learner.steps, "seconds": time.perf_counter() - t0}
+        st["next"] = s.batch_windows
+        print(f"[teacher] batch phase: windows 0–{s.batch_windows - 1}, {len(idx):,} rows, {learner.steps} steps, "
+              f"{st['batch']['seconds']:.1f} s", flush=True)
+        checkpoint()
+
+    learner.interval = s.teacher_update_interval  # τ from here on (None = frozen)
+    n_replay = replay_rows(cfg, t.batch_size)
+    for w in range(st["next"], s.windows):
+        t0 = time.perf_counter()
+        _, rows = _read(spool, w, seq_len)
+        # prequential: the teacher is scored on the window before it learns from it
+        z_all = predict(model, rows, device)
+        m = window_metrics(z_all, rows, t.negative_keep_rate)
+        if rows.p_true is not None:
+            m["oracle_auc"] = auc(rows.label.numpy(), rows.p_true.numpy())
+        p_all = torch.sigmoid(z_all + np.log(t.negative_keep_rate)).numpy()
+        prof = profile(rows.label.numpy(), p_all, rows.cat.numpy(), 10 * s.shift_top_k)
+        shift = detector.score(prof)
+        detector.push(prof)
+        if shift["fired"]:
+            st["replay_until"] = w + s.replay_hold - 1
+        replay = s.replay == "always" or (s.replay == "adaptive" and w <= st["replay_until"])
+        idx = sample(rows)
+        mine = rows.take(idx).to(device)
+        recorded = torch.empty(len(idx))
+        steps0 = learner.steps
+        for start in range(0, len(idx), t.batch_size):
+            b = mine.take(slice(start, start + t.batch_size))
+            n = len(b)
+            if replay and s.teacher_update_interval is not None:
+                b, _ = _mix(b, None, buffer, n_replay)
+            recorded[start:start + n] = learner.learn(b)[:n].float().cpu()
+        publish(w, w, rows.row_id[idx].numpy(), recorded.numpy(), {"phase": "stream", "replay": replay, **shift})
+        buffer.add(rows.take(idx), recorded)
+        st["windows"].append({"window": w, "rows": len(rows), "steps": learner.steps - steps0, "replay": replay,
+                              "seconds": time.perf_counter() - t0, "shift": shift, **m})
+        st["next"] = w + 1
+        print(f"[teacher] window {w}: AUC {m['auc']:.4f} before learning it, JS {shift['js']:.4f}"
+              f"{' (shift: replay on)' if shift['fired'] else ''}, {learner.steps - steps0} optimizer steps",
+              flush=True)
+        _maybe_fail("online-teacher", w)
+        if (w + 1 - s.batch_windows) % s.checkpoint_every_windows == 0 and w + 1 < s.windows:
+            checkpoint()
+    _finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"], "steps": learner.steps,
+             "params": model.num_params(), "device": device.type}, 0)
+
+
+# A test hook: windows whose signals the teacher writes but never marks complete, as if it
+# lagged behind or the hub lost them ("3,4").
+DROP_ENV = "RECDISTILL_DROP_SIGNALS"
+
+
+def _dropped(window: int) -> bool:
+    import os
+
+    spec = os.environ.get(DROP_ENV, "")
+    return bool(spec) and window in {int(x) for x in spec.split(",") if x}
+
+
+class _Student:
+    """One student variant: its learner and its rows."""
+
+    def __init__(self, name: str, learner: StreamLearner, distill: bool, cfg: ExperimentConfig, i: int) -> None:
+        st = cfg.students[i]
+        self.name, self.learner, self.distill, self.index = name, learner, distill, i
+        self.ratio, self.negative_keep, self.seed = st.sampling_ratio, st.negative_keep_rate, student_sample_seed(cfg, i)
+        self.batch_size, self.epochs = st.batch_size, st.epochs
+
+    def rows(self, rows: TensorLog) -> torch.Tensor:
+        keep = model_sample_mask(rows.row_id.numpy(), rows.label.numpy(), self.ratio, self.negative_keep, self.seed)
+        return torch.from_numpy(np.flatnonzero(keep))
+
+    def train(self, rows: TensorLog, zt: torch.Tensor, device: torch.device, epochs: int,
+              buffer: ReplayBuffer | None = None, n_replay: int = 0) -> int:
+        idx = self.rows(rows)
+        mine, z = rows.take(idx).to(device), zt[idx].to(device)
+        for _ in range(epochs):
+            for start in range(0, len(idx), self.batch_size):
+                b, bz = mine.take(slice(start, start + self.batch_size)), z[start:start + self.batch_size]
+                if buffer is not None and n_replay:
+                    b, bz = _mix(b, bz, buffer, n_replay)
+                self.learner.learn(b, bz if self.distill else None)
+        return len(idx)
+
+
+def _students(cfg: ExperimentConfig, spool: Spool) -> list[_Student]:
+    spec = feature_spec(spool.schema, spool.buckets)
+    out = []
+    for i, st in enumerate(cfg.students):
+        for kind, distill in (("raw", False), ("distill", True)):
+            model = build_model(spec, st, st.towers, student_init_seed(cfg, i))
+            learner = StreamLearner(model, lr=st.lr, embedding_lr=st.embedding_lr, interval=1,
+                                    objective=student_objective(cfg, i, distill))
+            out.append(_Student(f"{st.name}/{kind}", learner, distill, cfg, i))
+    return out
+
+
+def _label_only(cfg: ExperimentConfig, distilled: _Student) -> _Student:
+    """The distilled student as it leaves the batch phase, from here on trained on labels."""
+    learner = copy.deepcopy(distilled.learner)
+    learner.objective = student_objective(cfg, distilled.index, False)
+    return _Student(f"{cfg.students[distilled.index].name}/label_only", learner, False, cfg, distilled.index)
+
+
+def _joined(table: pa.Table, store_uri: str, blocks: list[dict[str, Any]] | None) -> torch.Tensor:
+    from recdistill.distributed import join_signals
+
+    if blocks is None:
+        return torch.full((table.num_rows,), float("nan"))
+    z = join_signals(table, store_uri, blocks).column(LOGIT).to_numpy(zero_copy_only=False)
+    return torch.from_numpy(z.astype(np.float32))
+
+
+def online_students_loop(config: dict[str, Any]) -> None:
+    import ray
+    import ray.train
+    import ray.train.torch
+
+    _quiet_train_logs()
+    cfg = config_from_dict(config["cfg"])
+    spool: Spool = config["spool"]
+    s = cfg.stream
+    _threads(cfg)
+    device = ray.train.torch.get_device()
+    seq_len = sequence_length(cfg)
+    store, hub, key = config["store"], ray.get_actor(config["hub"]), config["key"]
+    students = _students(cfg, spool)
+    for m in students:
+        m.learner.model.to(device)
+    buffer = ReplayBuffer(s.replay_capacity, cfg.run.seed * 1000 + 99)
+    st: dict[str, Any] = {"next": 0, "windows": [], "resumed": 0}
+    saved = _restore()
+    if saved:
+        if "label_only" in saved:
+            students += [_label_only(cfg, m) for m in students if m.distill]
+        for m in students:
+            m.learner.load(saved["learners"][m.name])
+        buffer.load(saved["buffer"])
+        st = {**saved["state"], "resumed": saved["state"]["resumed"] + 1}
+
+    def checkpoint() -> None:
+        _save({"learners": {m.name: m.learner.state() for m in students}, "buffer": buffer.state(), "state": dict(st),
+               **({"label_only": True} if any(m.name.endswith("/label_only") for m in students) else {})},
+              {"next": st["next"]}, 0)
+
+    def wait(window: int, version: int) -> tuple[dict[str, Any] | None, float]:
+        t0 = time.perf_counter()
+        got = ray.get(hub.wait_window.remote(key, version, window, s.signal_timeout_s))
+        return got, time.perf_counter() - t0
+
+    if st["next"] == 0:
+        t0 = time.perf_counter()
+        tables, zs, waited = [], [], 0.0
+        for w in student_batch_windows(cfg):
+            got, lag = wait(w, 0)
+            waited += lag
+            table = read_window(spool, w)
+            tables.append(table)
+            zs.append(_joined(table, store, got["blocks"] if got else None))
+        table = pa.concat_tables(tables)
+        rows, zt = from_table(table, spool.schema, seq_len), torch.cat(zs)
+        for m in students:
+            m.train(rows, zt, device, m.epochs)
+        buffer.add(rows, zt)
+        st["batch"] = {"rows": len(rows), "waited_s": waited, "seconds": time.perf_counter() - t0,
+                       "signal_rows": int((~torch.isnan(zt)).sum())}
+        st["next"] = s.batch_windows
+        print(f"[students] batch phase: windows {student_batch_windows(cfg).start}–{s.batch_windows - 1}, "
+              f"{len(rows):,} rows, {st['batch']['seconds']:.1f} s (waited {waited:.1f} s for signals)", flush=True)
+    if s.label_only_baseline and not any(m.name.endswith("/label_only") for m in students):
+        students += [_label_only(cfg, m) for m in students if m.distill]
+    if st["next"] == s.batch_windows and not st["windows"]:
+        checkpoint()
+
+    n_replay = {m.name: replay_rows(cfg, m.batch_size) for m in students}
+    for w in range(st["next"], s.windows):
+        t0 = time.perf_counter()
+        got, lag = wait(w, w)
+        table = read_window(spool, w)
+        rows, zt = from_table(table, spool.schema, seq_len), _joined(table, store, got["blocks"] if got else None)
+        # prequential: every student is scored on the window before it learns from it
+        metrics = {m.name: window_metrics(predict(m.learner.model, rows, device), rows, m.negative_keep)
+                   for m in students}
+        replay = bool(got["replay"]) if got else s.replay == "always"
+        for m in students:
+            m.train(rows, zt, device, 1, buffer if replay else None, n_replay[m.name] if replay else 0)
+        buffer.add(rows, zt)
+        with_signal = int((~torch.isnan(zt)).sum())
+        st["windows"].append({"window": w, "lag_s": lag if got else None, "signals": got is not None,
+                              "signal_rows": with_signal, "rows": len(rows), "replay": replay, "members": metrics,
+                              "seconds": time.perf_counter() - t0})
+        st["next"] = w + 1
+        print(f"[students] window {w}: " + ", ".join(f"{n} {v['auc']:.4f}" for n, v in metrics.items())
+              + (f"; waited {lag:.1f} s for signals" if got else f"; NO signals after {lag:.0f} s: labels only"),
+              flush=True)
+        _maybe_fail("online-students", w)
+        if (w + 1 - s.batch_windows) % s.checkpoint_every_windows == 0 and w + 1 < s.windows:
+            checkpoint()
+    _finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"],
+             "params": {m.name: m.learner.model.num_params() for m in students}, "device": device.type}, 0)
