@@ -204,6 +204,9 @@ class StreamConfig:
     teacher_update_interval: int | None = opt(
         10, ge=1, help="teacher optimizer step every τ batches in streaming, gradients accumulated in between "
                        "(CrossAdapt τ; 1 = synchronous); null = frozen teacher (τ = ∞)")
+    batch_size: int = opt(
+        1024, ge=1, help="batch size of every model in the streaming phase (the batch phase uses each model's own): "
+                         "a window is what arrives between two updates, and τ counts these batches")
     shift_threshold: float = opt(
         0.05, ge=0.0, help="Jensen-Shannon divergence (base 2, in [0, 1]) above which replay turns on")
     shift_history: int = opt(3, ge=1, help="past windows pooled as the reference the new window is compared to")

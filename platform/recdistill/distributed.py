@@ -77,10 +77,10 @@ def _trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[s
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
 
-    from recdistill.train.ray_workers import FAIL_ENV
+    from recdistill.train.ray_workers import TEST_HOOKS
 
     gpu = _use_gpu(cfg)
-    env = {FAIL_ENV: os.environ[FAIL_ENV]} if os.environ.get(FAIL_ENV) else {}
+    env = {k: os.environ[k] for k in TEST_HOOKS if os.environ.get(k)}
     return TorchTrainer(
         fn, train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(

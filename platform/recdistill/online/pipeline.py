@@ -98,7 +98,8 @@ def assemble(cfg: ExperimentConfig, teacher: dict[str, Any], students: dict[str,
         tw = t_win[w]
         entry: dict[str, Any] = {
             "window": w, "lag": sw["lag_s"], "signals": sw["signals"], "signal_rows": sw["signal_rows"],
-            "rows": sw["rows"], "replay": sw["replay"],
+            "rows": sw["rows"], "replay": sw["replay"], "seconds": {"teacher": tw.get("seconds"), "students": sw["seconds"]},
+            "rss_mb": {"teacher": tw.get("rss_mb"), "students": sw.get("rss_mb")},
             "teacher": {k: tw[k] for k in ("auc", "logloss", "calibration", "steps") if k in tw},
             "students": []}
         if "oracle_auc" in tw:

@@ -35,7 +35,7 @@ def plot_auc_over_windows(results: dict[str, Any], path: Path) -> None:
         ax.set_ylabel("AUC (prequential)")
         ax.set_title(f"student {results['students'][j]['name']}", fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower left")
+        ax.legend(fontsize=7, loc="best")
     axes[-1, 0].set_xlabel("window (red band: shift detector fired)")
     fig.suptitle(f"AUC per streaming window, τ = {results['stream']['tau'] or '∞'}, replay {results['stream']['replay']}",
                  fontsize=11)

@@ -18,6 +18,7 @@ Both checkpoint at window boundaries through ``ray.train.report`` and resume the
 from __future__ import annotations
 
 import copy
+import os
 import time
 from typing import Any
 
@@ -37,7 +38,20 @@ from recdistill.signals.store import LOGIT, SignalStore
 from recdistill.train.loop import predict
 from recdistill.train.plan import (build_model, feature_spec, sequence_length, student_init_seed, student_objective,
                                    student_sample_seed, teacher_init_seed, teacher_sample_seed)
-from recdistill.train.ray_workers import _finish, _maybe_fail, _quiet_train_logs, _restore, _save, _threads
+from recdistill.train.ray_workers import (_dropped, _finish, _maybe_fail, _quiet_train_logs, _restore, _save,
+                                          _threads)
+
+
+def rss_mb() -> float:
+    """This worker's resident memory now, in MB (flat across windows is the design goal);
+    its peak so far where /proc is missing."""
+    import resource
+
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def window_metrics(z: torch.Tensor, rows: TensorLog, negative_keep: float) -> dict[str, float]:
@@ -146,7 +160,7 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
         checkpoint()
 
     learner.interval = s.teacher_update_interval  # τ from here on (None = frozen)
-    n_replay = replay_rows(cfg, t.batch_size)
+    n_replay = replay_rows(cfg, s.batch_size)
     for w in range(st["next"], s.windows):
         t0 = time.perf_counter()
         _, rows = _read(spool, w, seq_len)
@@ -166,8 +180,8 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
         mine = rows.take(idx).to(device)
         recorded = torch.empty(len(idx))
         steps0 = learner.steps
-        for start in range(0, len(idx), t.batch_size):
-            b = mine.take(slice(start, start + t.batch_size))
+        for start in range(0, len(idx), s.batch_size):
+            b = mine.take(slice(start, start + s.batch_size))
             n = len(b)
             if replay and s.teacher_update_interval is not None:
                 b, _ = _mix(b, None, buffer, n_replay)
@@ -175,7 +189,7 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
         publish(w, w, rows.row_id[idx].numpy(), recorded.numpy(), {"phase": "stream", "replay": replay, **shift})
         buffer.add(rows.take(idx), recorded)
         st["windows"].append({"window": w, "rows": len(rows), "steps": learner.steps - steps0, "replay": replay,
-                              "seconds": time.perf_counter() - t0, "shift": shift, **m})
+                              "seconds": time.perf_counter() - t0, "shift": shift, "rss_mb": rss_mb(), **m})
         st["next"] = w + 1
         print(f"[teacher] window {w}: AUC {m['auc']:.4f} before learning it, JS {shift['js']:.4f}"
               f"{' (shift: replay on)' if shift['fired'] else ''}, {learner.steps - steps0} optimizer steps",
@@ -185,18 +199,6 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
             checkpoint()
     _finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"], "steps": learner.steps,
              "params": model.num_params(), "device": device.type}, 0)
-
-
-# A test hook: windows whose signals the teacher writes but never marks complete, as if it
-# lagged behind or the hub lost them ("3,4").
-DROP_ENV = "RECDISTILL_DROP_SIGNALS"
-
-
-def _dropped(window: int) -> bool:
-    import os
-
-    spec = os.environ.get(DROP_ENV, "")
-    return bool(spec) and window in {int(x) for x in spec.split(",") if x}
 
 
 class _Student:
@@ -212,13 +214,13 @@ class _Student:
         keep = model_sample_mask(rows.row_id.numpy(), rows.label.numpy(), self.ratio, self.negative_keep, self.seed)
         return torch.from_numpy(np.flatnonzero(keep))
 
-    def train(self, rows: TensorLog, zt: torch.Tensor, device: torch.device, epochs: int,
+    def train(self, rows: TensorLog, zt: torch.Tensor, device: torch.device, epochs: int, batch_size: int,
               buffer: ReplayBuffer | None = None, n_replay: int = 0) -> int:
         idx = self.rows(rows)
         mine, z = rows.take(idx).to(device), zt[idx].to(device)
         for _ in range(epochs):
-            for start in range(0, len(idx), self.batch_size):
-                b, bz = mine.take(slice(start, start + self.batch_size)), z[start:start + self.batch_size]
+            for start in range(0, len(idx), batch_size):
+                b, bz = mine.take(slice(start, start + batch_size)), z[start:start + batch_size]
                 if buffer is not None and n_replay:
                     b, bz = _mix(b, bz, buffer, n_replay)
                 self.learner.learn(b, bz if self.distill else None)
@@ -302,7 +304,7 @@ def online_students_loop(config: dict[str, Any]) -> None:
         table = pa.concat_tables(tables)
         rows, zt = from_table(table, spool.schema, seq_len), torch.cat(zs)
         for m in students:
-            m.train(rows, zt, device, m.epochs)
+            m.train(rows, zt, device, m.epochs, m.batch_size)
         buffer.add(rows, zt)
         st["batch"] = {"rows": len(rows), "waited_s": waited, "seconds": time.perf_counter() - t0,
                        "signal_rows": int((~torch.isnan(zt)).sum())}
@@ -314,7 +316,7 @@ def online_students_loop(config: dict[str, Any]) -> None:
     if st["next"] == s.batch_windows and not st["windows"]:
         checkpoint()
 
-    n_replay = {m.name: replay_rows(cfg, m.batch_size) for m in students}
+    n_replay = replay_rows(cfg, s.batch_size)
     for w in range(st["next"], s.windows):
         t0 = time.perf_counter()
         got, lag = wait(w, w)
@@ -325,12 +327,12 @@ def online_students_loop(config: dict[str, Any]) -> None:
                    for m in students}
         replay = bool(got["replay"]) if got else s.replay == "always"
         for m in students:
-            m.train(rows, zt, device, 1, buffer if replay else None, n_replay[m.name] if replay else 0)
+            m.train(rows, zt, device, 1, s.batch_size, buffer if replay else None, n_replay if replay else 0)
         buffer.add(rows, zt)
         with_signal = int((~torch.isnan(zt)).sum())
         st["windows"].append({"window": w, "lag_s": lag if got else None, "signals": got is not None,
                               "signal_rows": with_signal, "rows": len(rows), "replay": replay, "members": metrics,
-                              "seconds": time.perf_counter() - t0})
+                              "seconds": time.perf_counter() - t0, "rss_mb": rss_mb()})
         st["next"] = w + 1
         print(f"[students] window {w}: " + ", ".join(f"{n} {v['auc']:.4f}" for n, v in metrics.items())
               + (f"; waited {lag:.1f} s for signals" if got else f"; NO signals after {lag:.0f} s: labels only"),

@@ -55,7 +55,7 @@ def teacher_key(cfg: ExperimentConfig) -> str:
 
 # Stream settings that change what the online teacher learns (replay feeds it too);
 # the rest (timeouts, baselines, checkpoint cadence) concern students or recovery only.
-_TEACHER_STREAM_FIELDS = ("windows", "batch_windows", "teacher_update_interval", "shift_threshold", "shift_history",
+_TEACHER_STREAM_FIELDS = ("windows", "batch_windows", "batch_size", "teacher_update_interval", "shift_threshold", "shift_history",
                           "shift_top_k", "replay", "replay_ratio", "replay_hold", "replay_capacity")
 
 

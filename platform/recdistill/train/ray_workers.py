@@ -41,6 +41,17 @@ def _maybe_fail(role: str, step: int) -> None:
         os._exit(1)
 
 
+# A test hook: windows whose signals the online teacher writes but never marks complete,
+# as if it lagged behind or the hub lost them: "3,4".
+DROP_ENV = "RECDISTILL_DROP_SIGNALS"
+TEST_HOOKS = (FAIL_ENV, DROP_ENV)
+
+
+def _dropped(window: int) -> bool:
+    spec = os.environ.get(DROP_ENV, "")
+    return bool(spec) and window in {int(x) for x in spec.split(",") if x}
+
+
 def _quiet_train_logs() -> None:
     """Ray Train logs every report (metrics included) at INFO from a logger named after
     its file, which ``LoggingConfig`` does not reach; long runs drowned the progress lines."""
