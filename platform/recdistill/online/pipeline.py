@@ -72,7 +72,11 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     def fit(fn: Callable, name: str) -> dict[str, Any]:
         return _trainer(fn, name, cfg, base, {}, 1, storage).fit().metrics
 
-    remote = ray.remote(num_cpus=0)(fit)
+    from recdistill.train.ray_workers import TEST_HOOKS
+
+    # the trainers are built in tasks: they read the hooks from their own environment
+    hooks = {k: os.environ[k] for k in TEST_HOOKS if os.environ.get(k)}
+    remote = ray.remote(num_cpus=0)(fit).options(runtime_env={"env_vars": hooks} if hooks else None)
     metrics = dict(zip([r[0] for r in runs], ray.get([remote.remote(fn, name) for _, fn, name in runs])))
     if reused:
         teacher = info
@@ -118,8 +122,9 @@ def assemble(cfg: ExperimentConfig, teacher: dict[str, Any], students: dict[str,
     first = windows[0]
     results: dict[str, Any] = {
         "engine": "ray-online",
-        "teacher": {"key": teacher["key"], "arch": teacher["arch"], "params": teacher["params"],
-                    "steps": teacher["steps"], "reused": reused, **first["teacher"]},
+        # the window's own step count gives way to the teacher's total
+        "teacher": {**first["teacher"], "key": teacher["key"], "arch": teacher["arch"], "params": teacher["params"],
+                    "steps": teacher["steps"], "reused": reused},
         "students": [], "windows": windows, "shift": shift,
         "stream": {"tau": cfg.stream.teacher_update_interval, "replay": cfg.stream.replay,
                    "batch_windows": cfg.stream.batch_windows, "windows": cfg.stream.windows,
