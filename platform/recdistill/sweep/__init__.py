@@ -1,0 +1,1 @@
+"""Sweeps: Ray Tune over experiment-config paths, with teachers shared across trials."""

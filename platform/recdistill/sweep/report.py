@@ -1,0 +1,220 @@
+"""A sweep's report: report.md and report.html with PNG plots, and its W&B runs.
+
+Plots, each drawn only when the sweep varied what it needs: η vs α, AUC vs τ, η vs
+student parameters (with the Pareto front of serving cost vs quality), and AUC over
+streaming windows per trial (the learning curves of online trials).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable
+
+from recdistill.config import ExperimentConfig
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _finite(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not math.isnan(x)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points no other point beats on both cost (lower) and quality (higher)."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], -math.inf
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _varied(trials: list[dict[str, Any]], path: str) -> bool:
+    return len({json.dumps(t["config"].get(path)) for t in trials if path in t["config"]}) > 1
+
+
+def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
+    plt = _plt()
+    trials = summary["trials"]
+    plots: list[tuple[str, Path]] = []
+
+    if _varied(trials, "students.0.alpha"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        widths = sorted({t["config"].get("students.0.width") for t in trials}, key=lambda w: (w is None, w))
+        for w in widths:
+            sel = sorted([t for t in trials if t["config"].get("students.0.width") == w and _finite(t.get("eta"))],
+                         key=lambda t: t["config"]["students.0.alpha"])
+            ax.plot([t["config"]["students.0.alpha"] for t in sel], [t["eta"] for t in sel], "-o", ms=4,
+                    label=f"width {w}" if w is not None else "trials")
+        ax.set_xscale("log")
+        ax.set_xlabel("α (distillation weight, log scale)")
+        ax.set_ylabel("η (transferability)")
+        ax.axhline(0, color="k", lw=0.5)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("η vs α")
+        plots.append(("η vs α", _save(fig, out / "eta_vs_alpha.png", plt)))
+
+    if _varied(trials, "stream.teacher_update_interval"):
+        fig, ax = plt.subplots(figsize=(6, 4))
+        sel = sorted(trials, key=lambda t: math.inf if t["config"]["stream.teacher_update_interval"] is None
+                     else t["config"]["stream.teacher_update_interval"])
+        labels = ["∞" if t["config"]["stream.teacher_update_interval"] is None
+                  else str(t["config"]["stream.teacher_update_interval"]) for t in sel]
+        ax.plot(labels, [t.get("stream_auc", t["auc"]) for t in sel], "-o", label="student (streaming mean)")
+        ax.plot(labels, [t["teacher_auc"] for t in sel], "-s", color="k", label="teacher (first window)")
+        ax.set_xlabel("τ (teacher update interval)")
+        ax.set_ylabel("AUC")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title("AUC vs τ")
+        plots.append(("AUC vs τ", _save(fig, out / "auc_vs_tau.png", plt)))
+
+    pts = [(t["params"], t["auc"]) for t in trials if _finite(t.get("params")) and _finite(t.get("auc"))]
+    if pts:
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
+        ok = [t for t in trials if _finite(t.get("params")) and _finite(t.get("auc"))]
+        a1.scatter([t["params"] for t in ok], [t["eta"] if _finite(t.get("eta")) else float("nan") for t in ok], s=18)
+        a1.set_xscale("log")
+        a1.set_xlabel("student parameters")
+        a1.set_ylabel("η")
+        a1.grid(alpha=0.3)
+        a1.set_title("η vs student size")
+        a2.scatter([p[0] for p in pts], [p[1] for p in pts], s=18, color="tab:gray", label="trials")
+        front = pareto_front(pts)
+        a2.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-o", color="tab:red", ms=5,
+                label="Pareto front")
+        a2.set_xscale("log")
+        a2.set_xlabel("student parameters (serving cost)")
+        a2.set_ylabel("AUC (distilled)")
+        a2.grid(alpha=0.3)
+        a2.legend(fontsize=8)
+        a2.set_title("serving cost vs quality")
+        fig.tight_layout()
+        plots.append(("η and AUC vs student parameters", _save(fig, out / "eta_vs_params.png", plt)))
+
+    curves = []
+    for t in trials:
+        p = Path(t["dir"]) / "results.json"
+        if p.exists():
+            r = json.loads(p.read_text())
+            if r.get("windows"):
+                curves.append((t["trial"], r["windows"]))
+    if curves:
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for i, ws in curves:
+            ax.plot([w["window"] for w in ws], [w["students"][0]["auc"] for w in ws], "-o", ms=3, label=f"trial {i}")
+        ax.set_xlabel("window")
+        ax.set_ylabel("AUC (prequential)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+        ax.set_title("learning curves: student AUC per streaming window")
+        plots.append(("learning curves", _save(fig, out / "learning_curves.png", plt)))
+    return plots
+
+
+def _save(fig: Any, path: Path, plt: Any) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _columns(summary: dict[str, Any]) -> list[str]:
+    paths = sorted({p for t in summary["trials"] for p in t["config"]})
+    return ["trial", *paths, "auc", "auc_raw", "eta", "params", "teacher_key", "teacher_steps"]
+
+
+def _rows(summary: dict[str, Any]) -> list[list[Any]]:
+    cols = _columns(summary)
+    rows = []
+    for t in summary["trials"]:
+        rows.append([t["config"].get(c) if c in t["config"] else t.get(c) for c in cols])
+    return rows
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, int) and abs(v) >= 10_000:
+        return f"{v:,}"
+    return str(v)
+
+
+def markdown(summary: dict[str, Any], plots: list[tuple[str, Path]]) -> str:
+    cols = _columns(summary)
+    lines = [f"# Sweep {summary['space']}", "", summary.get("hypothesis", ""), "",
+             f"Trials: {len(summary['trials'])}; teachers trained {summary['teachers_trained']}, reused "
+             f"{summary['teachers_reused']}; {summary['seconds']:.0f} s wall, {summary['trial_seconds_sum']:.0f} s "
+             f"summed over the trials' own runs.", ""]
+    for title, p in plots:
+        lines += [f"![{title}]({p.name})", ""]
+    lines += ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in _rows(summary)]
+    return "\n".join(lines) + "\n"
+
+
+def html_page(summary: dict[str, Any], plots: list[tuple[str, Path]]) -> str:
+    cols = _columns(summary)
+    imgs = "".join(f"<figure><img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}' "
+                   f"alt='{html.escape(t)}'><figcaption>{html.escape(t)}</figcaption></figure>" for t, p in plots)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+                   for row in _rows(summary))
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep {html.escape(summary['space'])}</title>"
+            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid "
+            "#ccc;padding:3px 8px;text-align:right}img{max-width:100%}</style></head><body>"
+            f"<h1>Sweep {html.escape(summary['space'])}</h1><p>{html.escape(summary.get('hypothesis', ''))}</p>"
+            f"<p>{len(summary['trials'])} trials; teachers trained {summary['teachers_trained']}, reused "
+            f"{summary['teachers_reused']}; {summary['seconds']:.0f} s wall.</p>{imgs}"
+            f"<table><tr>{head}</tr>{body}</table></body></html>")
+
+
+def write_sweep_report(out: Path, summary: dict[str, Any], cfg: ExperimentConfig | None,
+                       log: Callable[[str], None] = print) -> None:
+    plots = make_plots(out, summary)
+    (out / "report.md").write_text(markdown(summary, plots))
+    (out / "report.html").write_text(html_page(summary, plots))
+    if cfg is not None:
+        log_to_trackers(out, summary, cfg, plots)
+    log(f"[report] {out / 'report.md'}, {out / 'report.html'} ({len(plots)} plots)")
+
+
+def log_to_trackers(out: Path, summary: dict[str, Any], cfg: ExperimentConfig, plots: list[tuple[str, Path]]) -> None:
+    """One W&B run (and JSONL log) per trial in one group per sweep, and a summary run
+    with the table of all trials and the plots."""
+    from recdistill.tracking import make_trackers
+
+    group = f"{cfg.run.name}-{summary['space']}-{int(summary['seconds'])}s-{len(summary['trials'])}t"
+    for t in summary["trials"]:
+        tr = make_trackers(cfg.tracking, out / "tracking" / f"trial-{t['trial']:03d}", f"trial-{t['trial']:03d}",
+                           {**t["config"], "teacher_key": t["teacher_key"]}, group=group, stdout=False)
+        p = Path(t["dir"]) / "results.json"
+        if p.exists():
+            for w in json.loads(p.read_text()).get("windows", []):
+                tr.log({"window": w["window"], "auc": w["students"][0]["auc"], "teacher_auc": w["teacher"]["auc"]},
+                       step=w["window"])
+        tr.summary({k: v for k, v in t.items() if k not in ("config", "dir")})
+        t["wandb_run_id"] = tr.wandb_run_id()
+        tr.finish()
+    tr = make_trackers(cfg.tracking, out / "tracking" / "summary", "summary", {"space": summary["space"]},
+                       group=group, job_type="summary", stdout=False)
+    tr.table("trials", _columns(summary), _rows(summary))
+    for title, p in plots:
+        tr.image(title, p)
+    tr.summary({"teachers_trained": summary["teachers_trained"], "teachers_reused": summary["teachers_reused"],
+                "trials": len(summary["trials"])})
+    tr.finish()
+    (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))

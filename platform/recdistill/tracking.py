@@ -1,0 +1,163 @@
+"""Experiment tracking behind one small protocol: stdout, JSON lines and Weights & Biases.
+
+W&B runs offline unless ``WANDB_API_KEY`` is set (``tracking.wandb=auto``): offline runs
+land under ``<dir>/wandb/offline-run-*`` and can be uploaded later with ``wandb sync``.
+Only the experiment config and metrics are logged; nothing from the environment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+from recdistill.config import TrackingConfig
+
+
+class Tracker(Protocol):
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None: ...
+
+    def summary(self, metrics: dict[str, Any]) -> None: ...
+
+    def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None: ...
+
+    def image(self, name: str, path: Path) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+def _scalars(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, (int, float, str, bool)) or v is None}
+
+
+class StdoutTracker:
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        body = ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in _scalars(metrics).items())
+        print(f"[{self.name}]{'' if step is None else f' step {step}'} {body}", flush=True)
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        self.log(metrics)
+
+    def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        print(f"[{self.name}] {name}: {len(rows)} rows × {len(columns)} columns", flush=True)
+
+    def image(self, name: str, path: Path) -> None:
+        print(f"[{self.name}] {name}: {path}", flush=True)
+
+    def finish(self) -> None:
+        pass
+
+
+class JsonlTracker:
+    """One JSON object per line: ``{"time", "kind", "step", ...}`` in ``<dir>/metrics.jsonl``."""
+
+    def __init__(self, path: Path, config: dict[str, Any]) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.f = path.open("a")
+        self._write("config", {"config": config})
+
+    def _write(self, kind: str, payload: dict[str, Any]) -> None:
+        self.f.write(json.dumps({"time": time.time(), "kind": kind, **payload}, default=str) + "\n")
+        self.f.flush()
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        self._write("metrics", {"step": step, **metrics})
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        self._write("summary", metrics)
+
+    def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        self._write("table", {"name": name, "columns": columns, "rows": rows})
+
+    def image(self, name: str, path: Path) -> None:
+        self._write("image", {"name": name, "path": str(path)})
+
+    def finish(self) -> None:
+        self.f.close()
+
+
+def wandb_mode(setting: str) -> str | None:
+    """auto: online with a key in the environment, offline without; None = disabled."""
+    if setting == "disabled":
+        return None
+    if setting == "auto":
+        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+    return setting
+
+
+class WandbTracker:
+    def __init__(self, directory: Path, project: str, name: str, config: dict[str, Any], mode: str,
+                 group: str | None = None, job_type: str = "trial") -> None:
+        import wandb
+
+        directory.mkdir(parents=True, exist_ok=True)
+        self.wandb = wandb
+        self.run = wandb.init(project=project, name=name, group=group, job_type=job_type, config=config,
+                              dir=str(directory), mode=mode, reinit="create_new",
+                              settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        self.run.log(_scalars(metrics), step=step)
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        for k, v in _scalars(metrics).items():
+            self.run.summary[k] = v
+
+    def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        self.run.log({name: self.wandb.Table(columns=columns, data=rows)})
+
+    def image(self, name: str, path: Path) -> None:
+        self.run.log({name: self.wandb.Image(str(path))})
+
+    def finish(self) -> None:
+        self.run.finish()
+
+    @property
+    def run_dir(self) -> str:
+        return self.run.dir
+
+
+class Trackers:
+    """Fan-out to every configured back end."""
+
+    def __init__(self, trackers: list[Any]) -> None:
+        self.trackers = trackers
+
+    def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        for t in self.trackers:
+            t.log(metrics, step)
+
+    def summary(self, metrics: dict[str, Any]) -> None:
+        for t in self.trackers:
+            t.summary(metrics)
+
+    def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        for t in self.trackers:
+            t.table(name, columns, rows)
+
+    def image(self, name: str, path: Path) -> None:
+        for t in self.trackers:
+            t.image(name, path)
+
+    def finish(self) -> None:
+        for t in self.trackers:
+            t.finish()
+
+    def wandb_run_id(self) -> str | None:
+        return next((t.run.id for t in self.trackers if isinstance(t, WandbTracker)), None)
+
+
+def make_trackers(tracking: TrackingConfig, directory: Path, name: str, config: dict[str, Any],
+                  group: str | None = None, job_type: str = "trial", stdout: bool = True) -> Trackers:
+    out: list[Any] = [StdoutTracker(name)] if stdout else []
+    if tracking.jsonl:
+        out.append(JsonlTracker(directory / "metrics.jsonl", config))
+    mode = wandb_mode(tracking.wandb)
+    if mode is not None:
+        out.append(WandbTracker(directory, tracking.project, name, config, mode, group, job_type))
+    return Trackers(out)
