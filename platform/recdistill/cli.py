@@ -48,6 +48,20 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from recdistill.sweep.cli import sweep_command
+
+    sweep_command(args)
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from recdistill.reports import report_dir
+
+    report_dir(Path(args.dir))
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from recdistill.data.inspect import inspect_log
 
@@ -107,6 +121,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--smoke-test", action="store_true",
                    help="shrink the experiment (tiny synthetic log, small models, one pass) to check the wiring")
     r.set_defaults(fn=_run)
+
+    w = sub.add_parser("sweep", help="Ray Tune sweep over a search space, one teacher per distinct teacher key",
+                       description="Resolve the space's trials, train each distinct teacher once, run the rest "
+                                   "of the trials with Ray Tune on the stored signals; write results.json, "
+                                   "report.md/html with plots and one W&B run per trial.")
+    from recdistill.sweep.cli import add_sweep_args
+
+    add_sweep_args(w)
+    w.set_defaults(fn=_sweep)
+
+    rp = sub.add_parser("report", help="(re)write report.md and report.html of a run or sweep directory")
+    rp.add_argument("dir", help="a run directory (results.json + config.yaml) or a sweep directory")
+    rp.set_defaults(fn=_report)
 
     d = sub.add_parser("data", help="inspect click logs")
     dsub = d.add_subparsers(dest="data_command", required=True)

@@ -122,7 +122,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     from recdistill.data.windows import tag_history
     from recdistill.ray_env import ensure_ray
     from recdistill.signals.hub import get_hub, hub_name
-    from recdistill.signals.key import teacher_key
+    from recdistill.signals.key import raw_student_key, teacher_key
     from recdistill.train.plan import teacher_sample_seed
     from recdistill.train.ray_workers import students_loop, teacher_loop
 
@@ -195,14 +195,19 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         f"masked there), {timings['stream_s']:.1f} s")
 
     n = len(cfg.students)
+    # raw students already trained by an earlier run (another α, another teacher) are reused
+    raw_keys = {i: raw_student_key(cfg, i) for i in range(n)}
+    cached = {i: store.raw_result(k) for i, k in raw_keys.items()} if cfg.platform.reuse_signals else {}
+    skip_raw = sorted(i for i, r in cached.items() if r)
     size = cfg.platform.students_per_group or n
     groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     t0 = time.perf_counter()
     stream_batch = min(s.batch_size for s in cfg.students)
     datasets = {"train": stream, "test": test_ds}
-    configs = [{**base, "students": g, "stream_batch": stream_batch} for g in groups]
+    configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw} for g in groups]
     names = [f"students-{j}-{experiment}" for j in range(len(groups))]
-    log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)")
+    log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
+        + (f"; raw result of student(s) {skip_raw} reused from the store" if skip_raw else ""))
     if len(groups) == 1:
         outs = [_fit_group(students_loop, names[0], cfg, configs[0], datasets, storage)]
     else:
@@ -210,6 +215,11 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         outs = ray.get([remote.remote(students_loop, nm, cfg, c, datasets, storage) for nm, c in zip(names, configs)])
     timings["students_s"] = time.perf_counter() - t0
     members = {k: v for o in outs for k, v in o["members"].items()}
+    for i, s in enumerate(cfg.students):
+        if i in skip_raw:
+            members[f"{s.name}/raw"] = cached[i]
+        else:
+            store.write_raw_result(raw_keys[i], members[f"{s.name}/raw"])
 
     results: dict[str, Any] = {
         "engine": "ray",
@@ -218,7 +228,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         "platform": {"teacher_key": key, "teacher_reused": reused, "teacher_steps": teacher_steps,
                      "signal_store": store.uri, "stream_rows": cov["rows"], "stream_rows_with_signal":
                      cov["with_signal"], "student_groups": len(groups),
-                     "student_resumed": sum(o["resumed"] for o in outs),
+                     "student_resumed": sum(o["resumed"] for o in outs), "raw_reused": len(skip_raw),
                      "student_worker_s": {k: sum(o[k] for o in outs) for k in ("data_s", "feed_s", "checkpoint_s",
                                                                                 "eval_s")}, **timings},
     }
@@ -226,8 +236,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         results["oracle"] = {"auc": info["oracle"]["auc"]}
     for i, s in enumerate(cfg.students):
         raw, dist = members[f"{s.name}/raw"], members[f"{s.name}/distill"]
-        entry = {"name": s.name, "arch": s.arch, "towers": s.towers, "params": raw["params"],
-                 "rows": raw["rows_trained"] // max(1, s.epochs),
+        entry = {"name": s.name, "arch": s.arch, "towers": s.towers, "params": dist["params"],
+                 "rows": dist["rows_trained"] // max(1, s.epochs), "raw_reused": i in skip_raw,
                  "signal_coverage": dist["signal_rows"] / dist["rows_trained"] if dist["rows_trained"] else 0.0}
         for kind, mm in (("raw", raw), ("distill", dist)):
             entry.update({f"{k}_{kind}": mm[k] for k in ("auc", "logloss", "calibration")})

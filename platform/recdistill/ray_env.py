@@ -16,6 +16,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     import ray
 
     if ray.is_initialized():
+        quiet_data()  # a Tune trial or a task: Ray is up, this process's Data context is not
         return
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     # Ray Train's controller polls its workers every 2 s by default, so each Train run
@@ -26,6 +27,7 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
     if os.environ.get("RAY_ADDRESS"):
         ray.init(logging_level=logging.WARNING)
+        quiet_data()
         return
     # Without the dashboard the State API is absent, and Ray Train's placement-group
     # cleaner warns about it every few seconds; Ray's own INFO/WARNING lines from worker
@@ -36,7 +38,12 @@ def ensure_ray(num_cpus: int | None = None) -> None:
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, logging_level=logging.WARNING,
              configure_logging=True, log_to_driver=True,
              logging_config=ray.LoggingConfig(encoding="TEXT", log_level="ERROR"))
-    # Ray Data's progress bars interleave with our own output; keep its logs concise.
+    quiet_data()
+
+
+def quiet_data() -> None:
+    """Ray Data's progress bars interleave with our own output; keep its logs concise.
+    Per process: every driver, Tune trial and Train worker that runs a Dataset."""
     from ray.data import DataContext
 
     DataContext.get_current().enable_progress_bars = False

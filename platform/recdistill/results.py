@@ -6,6 +6,7 @@ import json
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
+from recdistill.reports import write_html
 
 
 def transferability(p_teacher: float, p_raw: float, p_distill: float) -> float:
@@ -18,8 +19,9 @@ def write_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[
     out = cfg.run.out_dir
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "report.md").write_text(report_markdown(cfg, results))
+    write_html(out, cfg.run.name)
     log("\n".join(result_table(results)))
-    log(f"[run] wrote {out / 'results.json'}, {out / 'report.md'} ({results['seconds']:.0f} s)")
+    log(f"[run] wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.html'} ({results['seconds']:.0f} s)")
 
 
 def result_table(r: dict[str, Any]) -> list[str]:

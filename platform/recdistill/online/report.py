@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
+from recdistill.reports import write_html
 
 
 def plot_auc_over_windows(results: dict[str, Any], path: Path) -> None:
@@ -100,6 +101,7 @@ def write_online_results(cfg: ExperimentConfig, results: dict[str, Any], log: Ca
     (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
     plot_auc_over_windows(results, out / "auc_over_windows.png")
     (out / "report.md").write_text(report_markdown(cfg, results))
+    write_html(out, cfg.run.name)
     log("\n".join(online_table(results)))
     log(f"[run] wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'auc_over_windows.png'} "
         f"({results['seconds']:.0f} s)")

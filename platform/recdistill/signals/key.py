@@ -66,6 +66,19 @@ def online_teacher_key(cfg: ExperimentConfig) -> str:
     return _digest({"teacher_key": teacher_key(cfg), "stream": {k: stream[k] for k in _TEACHER_STREAM_FIELDS}})
 
 
+# Student fields a raw student (trained without the teacher) does not depend on.
+_DISTILL_ONLY = ("name", "alpha")
+
+
+def raw_student_key(cfg: ExperimentConfig, i: int) -> str:
+    """The identity of student ``i`` trained raw: its rows (data, the history cut, its
+    sampling, its index, which seeds its sample and init) and its shape and optimiser.
+    Nothing of the teacher or the distillation, so a sweep over α trains it once."""
+    student = {k: v for k, v in to_dict(cfg.students[i]).items() if k not in _DISTILL_ONLY}
+    return _digest({**_data_identity(cfg), "raw_student": student, "index": i, "seed": cfg.run.seed,
+                    "history_fraction": cfg.teacher.history_fraction})
+
+
 def spool_key(cfg: ExperimentConfig) -> str:
     """The windowed, encoded log's identity: the data and how it is cut into windows (the
     vocabulary is fitted on the batch-phase windows)."""

@@ -94,7 +94,20 @@ class SignalStore:
         with self.fs.open_output_stream(f"{self.root}/{key}/teacher.json") as f:
             f.write(json.dumps(info, indent=2, default=str).encode())
 
+    def write_raw_result(self, key: str, info: dict[str, Any]) -> None:
+        """A raw student's test metrics, shared by every run that trains the same raw student."""
+        self.fs.create_dir(f"{self.root}/_raw", recursive=True)
+        with self.fs.open_output_stream(f"{self.root}/_raw/{key}.json") as f:
+            f.write(json.dumps(info, default=str).encode())
+
     # ------------------------------------------------------------------------- reading
+
+    def raw_result(self, key: str) -> dict[str, Any] | None:
+        path = f"{self.root}/_raw/{key}.json"
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            return json.loads(f.read())
 
     def teacher_info(self, key: str) -> dict[str, Any] | None:
         path = f"{self.root}/{key}/teacher.json"

@@ -7,14 +7,13 @@ streaming windows per trial (the learning curves of online trials).
 
 from __future__ import annotations
 
-import base64
-import html
 import json
 import math
 from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
+from recdistill.reports import write_html
 
 
 def _plt() -> Any:
@@ -166,27 +165,11 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, Path]]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def html_page(summary: dict[str, Any], plots: list[tuple[str, Path]]) -> str:
-    cols = _columns(summary)
-    imgs = "".join(f"<figure><img src='data:image/png;base64,{base64.b64encode(p.read_bytes()).decode()}' "
-                   f"alt='{html.escape(t)}'><figcaption>{html.escape(t)}</figcaption></figure>" for t, p in plots)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "".join("<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
-                   for row in _rows(summary))
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>Sweep {html.escape(summary['space'])}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}td,th{border:1px solid "
-            "#ccc;padding:3px 8px;text-align:right}img{max-width:100%}</style></head><body>"
-            f"<h1>Sweep {html.escape(summary['space'])}</h1><p>{html.escape(summary.get('hypothesis', ''))}</p>"
-            f"<p>{len(summary['trials'])} trials; teachers trained {summary['teachers_trained']}, reused "
-            f"{summary['teachers_reused']}; {summary['seconds']:.0f} s wall.</p>{imgs}"
-            f"<table><tr>{head}</tr>{body}</table></body></html>")
-
-
 def write_sweep_report(out: Path, summary: dict[str, Any], cfg: ExperimentConfig | None,
                        log: Callable[[str], None] = print) -> None:
     plots = make_plots(out, summary)
     (out / "report.md").write_text(markdown(summary, plots))
-    (out / "report.html").write_text(html_page(summary, plots))
+    write_html(out, f"sweep {summary['space']}")
     if cfg is not None:
         log_to_trackers(out, summary, cfg, plots)
     log(f"[report] {out / 'report.md'}, {out / 'report.html'} ({len(plots)} plots)")

@@ -41,7 +41,10 @@ def trial_metrics(results: dict[str, Any]) -> dict[str, Any]:
     out["teacher_steps"] = p.get("teacher_steps", results["teacher"].get("steps", 0)
                                  if not results["teacher"].get("reused") else 0)
     out["teacher_reused"] = bool(p.get("teacher_reused", results["teacher"].get("reused", False)))
-    out["raw_reused"] = bool(p.get("raw_reused", False))
+    out["raw_reused"] = bool(s.get("raw_reused", False))
+    # the trial's own training: its distilled student, and its raw one when not reused
+    out["train_seconds"] = (s.get("train_seconds_distill") or 0.0) + (
+        0.0 if out["raw_reused"] else (s.get("train_seconds_raw") or 0.0))
     return out
 
 
@@ -101,37 +104,56 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
         results[first] = trial_metrics(r)
         (trained if results[first]["teacher_steps"] > 0 else reused).append(key)
 
-    rest = [i for i in range(len(cfgs)) if i not in results]
-    if rest:
+    trainable = tune.with_resources(tune.with_parameters(_run_trial, cfgs=[to_dict(c) for c in cfgs]), {"cpu": 0.01})
+
+    def tune_trials(indices: list[int], stage: str) -> None:
+        if not indices:
+            return
         sched = None
         if (scheduler or base_cfg.tune.scheduler) == "asha":
             from ray.tune.schedulers import ASHAScheduler
 
+            # trials report once, at the end: ASHA ranks them but has nothing to stop early
             sched = ASHAScheduler(metric=base_cfg.tune.metric, mode="max", max_t=100, grace_period=1)
-        trainable = tune.with_resources(tune.with_parameters(_run_trial, cfgs=[to_dict(c) for c in cfgs]),
-                                        {"cpu": 0.01})
+        log(f"[sweep] Tune: {len(indices)} trial(s) ({stage})")
         tuner = tune.Tuner(
-            trainable, param_space={"trial": tune.grid_search(rest)},
+            trainable, param_space={"trial": tune.grid_search(indices)},
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, scheduler=sched),
-            run_config=tune.RunConfig(name=f"{name}-{space.name}", storage_path=str((out / "tune").resolve()),
-                                      verbose=0))
-        grid = tuner.fit()
-        for res in grid:
+            run_config=tune.RunConfig(name=f"{name}-{space.name}-{stage}", verbose=0,
+                                      storage_path=str((out / "tune").resolve())))
+        for res in tuner.fit():
             if res.error is not None:
                 raise RuntimeError(f"sweep trial {res.config.get('trial')} failed: {res.error}")
             m = dict(res.metrics)
             results[int(m["trial"])] = m
+
+    rest = [i for i in range(len(cfgs)) if i not in results]
+    # Raw students (no teacher) are stored by their own key: the first trial of each raw
+    # key trains it, in a first Tune stage, so that the other trials all read it.
+    raw_first: dict[str, int] = {}
+    if not base_cfg.stream.enabled:
+        from recdistill.signals.key import raw_student_key
+
+        seen = {raw_student_key(cfgs[i], 0) for i in results}
+        for i in rest:
+            k = raw_student_key(cfgs[i], 0)
+            if k not in seen and store.raw_result(k) is None:
+                raw_first.setdefault(k, i)
+    tune_trials(sorted(raw_first.values()), "raw-students")
+    tune_trials([i for i in rest if i not in raw_first.values()], "trials")
     trials = []
     for i, (c, v) in enumerate(zip(cfgs, values)):
         m = results[i]
         trials.append({"trial": i, "config": v, "teacher_key": keys[i], "dir": str(c.run.out_dir),
                        **{k: m.get(k) for k in (*TRIAL_METRICS, "teacher_auc", "teacher_steps", "teacher_reused",
-                                                "raw_reused", "seconds", "stream_auc", "stream_eta") if k in m}})
+                                                "raw_reused", "seconds", "train_seconds", "stream_auc", "stream_eta")
+                                             if k in m}})
     summary = {"space": space.name, "hypothesis": space.doc, "base_config": str(base), "overrides": overrides,
                "teachers_trained": len(trained), "teachers_reused": len(reused),
                "teacher_steps": sum(t.get("teacher_steps", 0) or 0 for t in trials),
                "seconds": time.perf_counter() - t0,
-               "trial_seconds_sum": sum(t.get("seconds", 0) or 0 for t in trials), "trials": trials}
+               "trial_seconds_sum": sum(t.get("seconds", 0) or 0 for t in trials),
+               "trial_train_seconds_sum": sum(t.get("train_seconds", 0) or 0 for t in trials), "trials": trials}
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
     write_sweep_report(out, summary, base_cfg, log)
     log(f"[sweep] {len(trials)} trials, teachers trained {len(trained)}, reused {len(reused)}; "

@@ -7,7 +7,7 @@ train the same models on the same rows.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Collection
 
 import torch
 
@@ -60,14 +60,18 @@ def sequence_length(cfg: ExperimentConfig) -> int:
     return cfg.data.synthetic.history_length if cfg.data.source == "synthetic" else 0
 
 
-def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int]) -> list[Any]:
-    """The raw and the distilled model of each student in ``indices``, same initial weights."""
+def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int],
+                    skip_raw: Collection[int] = ()) -> list[Any]:
+    """The raw and the distilled model of each student in ``indices``, same initial weights
+    (no raw model for the students in ``skip_raw``: their raw result is already stored)."""
     from recdistill.train.group import Member
 
     members = []
     for i in indices:
         s = cfg.students[i]
         for kind, distilled in (("raw", False), ("distill", True)):
+            if kind == "raw" and i in skip_raw:
+                continue
             members.append(Member(
                 name=f"{s.name}/{kind}", model=build_model(spec, s, s.towers, student_init_seed(cfg, i)),
                 objective=student_objective(cfg, i, distilled), uses_teacher=distilled,

@@ -223,7 +223,8 @@ def students_loop(config: dict[str, Any]) -> None:
     schema, seq_len = config["schema"], sequence_length(cfg)
     threads = _threads(cfg)
     device = ray.train.torch.get_device()
-    group = StudentGroup(student_members(cfg, feature_spec(schema, config["buckets"]), config["students"]), device)
+    group = StudentGroup(student_members(cfg, feature_spec(schema, config["buckets"]), config["students"],
+                                         config.get("skip_raw", ())), device)
     start, resumed = 0, 0
     saved = _restore()
     if saved:

@@ -1,0 +1,105 @@
+"""``recdistill report DIR``: (re)write a run's or a sweep's report.md and report.html.
+
+The HTML is the Markdown report rendered by a small converter (headings, tables,
+paragraphs, code blocks, images embedded as base64 so the file stands alone): reports
+are produced on clusters without a Markdown package, and read in a browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+from pathlib import Path
+from typing import Callable
+
+_IMG = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
+
+
+def _inline(text: str, directory: Path) -> str:
+    out, last = [], 0
+    for m in _IMG.finditer(text):
+        out.append(html.escape(text[last:m.start()]))
+        p = directory / m.group(2)
+        if p.exists():
+            data = base64.b64encode(p.read_bytes()).decode()
+            out.append(f"<img alt='{html.escape(m.group(1))}' src='data:image/png;base64,{data}'>")
+        else:
+            out.append(html.escape(m.group(0)))
+        last = m.end()
+    out.append(html.escape(text[last:]))
+    return re.sub(r"`([^`]+)`", r"<code>\1</code>", "".join(out))
+
+
+def markdown_to_html(md: str, directory: Path, title: str) -> str:
+    lines, body, i = md.splitlines(), [], 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("```"):
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            body.append("<pre>" + html.escape("\n".join(lines[i + 1:j])) + "</pre>")
+            i = j + 1
+            continue
+        if line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                cells = [c.strip() for c in lines[i].strip().strip("|").split("|")]
+                if not all(set(c) <= set("-: ") for c in cells):
+                    rows.append(cells)
+                i += 1
+            head, *rest = rows
+            body.append("<table><tr>" + "".join(f"<th>{_inline(c, directory)}</th>" for c in head) + "</tr>" +
+                        "".join("<tr>" + "".join(f"<td>{_inline(c, directory)}</td>" for c in r) + "</tr>"
+                                for r in rest) + "</table>")
+            continue
+        m = re.match(r"(#+) (.*)", line)
+        if m:
+            n = len(m.group(1))
+            body.append(f"<h{n}>{_inline(m.group(2), directory)}</h{n}>")
+        elif line.strip():
+            body.append(f"<p>{_inline(line, directory)}</p>")
+        i += 1
+    return ("<!doctype html><html><head><meta charset='utf-8'>"
+            f"<title>{html.escape(title)}</title><style>body{{font-family:sans-serif;margin:2em;max-width:1100px}}"
+            "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"
+            "text-align:right}img{max-width:100%}pre{background:#f6f6f6;padding:1em;overflow:auto}</style>"
+            "</head><body>" + "\n".join(body) + "</body></html>")
+
+
+def write_html(directory: Path, title: str) -> Path:
+    md = (directory / "report.md").read_text()
+    out = directory / "report.html"
+    out.write_text(markdown_to_html(md, directory, title))
+    return out
+
+
+def report_dir(directory: Path, log: Callable[[str], None] = print) -> None:
+    """Rebuild the report of a run (batch or online) or of a sweep from its results.json."""
+    from recdistill.config import ConfigError, load_config
+
+    path = directory / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no results.json here; expected a run or sweep directory")
+    results = json.loads(path.read_text())
+    if "trials" in results:
+        from recdistill.sweep.report import write_sweep_report
+
+        write_sweep_report(directory, results, None, log)
+        return
+    cfg_path = directory / "config.yaml"
+    if not cfg_path.exists():
+        raise ConfigError(f"{cfg_path}: a run directory needs the resolved config.yaml next to results.json")
+    cfg = load_config(cfg_path)
+    if "windows" in results:
+        from recdistill.online.report import plot_auc_over_windows, report_markdown
+
+        plot_auc_over_windows(results, directory / "auc_over_windows.png")
+        (directory / "report.md").write_text(report_markdown(cfg, results))
+    else:
+        from recdistill.results import report_markdown
+
+        (directory / "report.md").write_text(report_markdown(cfg, results))
+    log(f"[report] {directory / 'report.md'}, {write_html(directory, cfg.run.name)}")

@@ -1,0 +1,38 @@
+"""The sweep command line, shared by ``jobs/sweep.py`` and ``recdistill sweep``."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+# the overrides behind config.smoke_test, for a sweep whose trials are built from overrides
+SMOKE = ["data.rows=20000", "data.days=2", "data.synthetic.num_users=2000", "data.synthetic.max_cardinality=20000",
+         "data.synthetic.drift.shift_days=[]", "teacher.embed_dim=8", "teacher.depth=1", "teacher.width=32",
+         "teacher.epochs=1", "stream.windows=5", "stream.batch_windows=2"]
+
+
+def add_sweep_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--space", required=True, help="search_spaces/FILE.py or FILE.py:NAME")
+    p.add_argument("--config", required=True, help="base experiment YAML")
+    p.add_argument("--num-samples", type=int, help="draws per grid point (default: the space's NUM_SAMPLES)")
+    p.add_argument("--scheduler", choices=["grid", "random", "asha"], help="default: tune.scheduler")
+    p.add_argument("--max-concurrent", type=int, help="trials at once (default: tune.max_concurrent_trials)")
+    p.add_argument("--out", help="sweep directory (default runs/sweeps/<config>-<space>)")
+    p.add_argument("--smoke-test", action="store_true", help="tiny log and models, at most 2 samples per point")
+    p.add_argument("overrides", nargs="*", help="dotted overrides of the base config")
+
+
+def sweep_command(a: argparse.Namespace) -> dict[str, Any]:
+    from recdistill.sweep.runner import run_sweep
+    from recdistill.sweep.space import check_space, load_space
+
+    space = load_space(a.space)
+    overrides = list(a.overrides) + (SMOKE if a.smoke_test else [])
+    n = check_space(space, a.config, overrides)
+    print(f"[sweep] {space.name}: {n} trials; {space.doc.splitlines()[0] if space.doc else ''}", flush=True)
+    out = Path(a.out) if a.out else Path("runs") / "sweeps" / (
+        f"{Path(a.config).stem}-{space.name.replace(':', '-')}{'-smoke' if a.smoke_test else ''}")
+    samples = min(a.num_samples or space.num_samples, 2) if a.smoke_test else a.num_samples
+    return run_sweep(a.config, overrides, space, out, num_samples=samples, scheduler=a.scheduler,
+                     max_concurrent=a.max_concurrent)

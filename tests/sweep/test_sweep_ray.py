@@ -1,0 +1,51 @@
+"""A small sweep on a real local Ray: one teacher for all trials, Tune runs the rest on
+its stored signals, raw students reused, reports and offline W&B runs written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from ray import tune
+
+from recdistill.sweep.runner import run_sweep
+from recdistill.sweep.space import SearchSpace
+
+pytestmark = pytest.mark.timeout(420)
+
+TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data.synthetic.max_cardinality=5000",
+        "teacher.arch=dcnv2", "teacher.depth=1", "teacher.width=16", "teacher.embed_dim=4", "teacher.batch_size=1024",
+        "students.0.embed_dim=4", "students.0.width=16", "students.0.depth=1", "students.0.batch_size=512",
+        "students.0.epochs=1", "tracking.wandb=offline"]
+
+
+def test_alpha_sweep_trains_one_teacher(tmp_path: Path, ray_local) -> None:
+    space = SearchSpace("alpha3", "Hypothesis: test. Budget: 3 trials.",
+                        {"students.0.alpha": tune.grid_search([0.5, 2.0, 8.0])}, 1)
+    out = tmp_path / "sweep"
+    s = run_sweep(None, [*TINY, f"data.path={tmp_path / 'data'}", f"platform.signal_store={tmp_path / 'store'}",
+                         "run.name=t"], space, out, max_concurrent=2, log=lambda _: None)
+    assert s["teachers_trained"] == 1 and s["teachers_reused"] == 0
+    trials = s["trials"]
+    assert [t["config"]["students.0.alpha"] for t in trials] == [0.5, 2.0, 8.0]
+    assert len({t["teacher_key"] for t in trials}) == 1
+    assert trials[0]["teacher_steps"] > 0 and all(t["teacher_steps"] == 0 for t in trials[1:])
+    # the raw student does not depend on α: trained by trial 0, read by the others
+    assert not trials[0]["raw_reused"] and all(t["raw_reused"] for t in trials[1:])
+    assert len({t["auc_raw"] for t in trials}) == 1
+    for t in trials:
+        assert {"config", "auc", "auc_raw", "eta", "params", "teacher_key"} <= t.keys()
+        assert 0.4 < t["auc"] < 1.0
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["teachers_trained"] == 1 and len(saved["trials"]) == 3
+    assert (out / "eta_vs_alpha.png").stat().st_size > 5000
+    html = (out / "report.html").read_text()
+    assert "<table>" in html and "data:image/png;base64" in html
+    # one offline W&B run per trial, plus the summary run with the trials table
+    runs = sorted(out.glob("tracking/trial-*/wandb/offline-run-*"))
+    assert len(runs) == 3 and all(any(r.glob("*.wandb")) for r in runs)
+    assert len({t["wandb_run_id"] for t in saved["trials"]}) == 3
+    assert list(out.glob("tracking/summary/wandb/offline-run-*"))
+    lines = [json.loads(x) for x in (out / "tracking" / "trial-000" / "metrics.jsonl").read_text().splitlines()]
+    assert lines[0]["kind"] == "config" and any(x["kind"] == "summary" for x in lines)
