@@ -179,6 +179,10 @@ class StudentConfig:
     batch_size: int = opt(2048, ge=1, help="rows per step")
     lr: float = opt(1e-3, gt=0.0, help="learning rate of dense parameters (Adam)")
     embedding_lr: float = opt(1e-2, gt=0.0, help="learning rate of embedding tables")
+    seed_slot: int | None = opt(
+        None, ge=0, help="position whose seeds (initial weights, row sample) this student uses; null = its own "
+                         "position. A sweep packs trials as students of one run with seed_slot 0, so each "
+                         "trains exactly as it would alone")
 
 
 @dataclass

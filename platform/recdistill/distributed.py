@@ -198,7 +198,10 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     # raw students already trained by an earlier run (another α, another teacher) are reused
     raw_keys = {i: raw_student_key(cfg, i) for i in range(n)}
     cached = {i: store.raw_result(k) for i, k in raw_keys.items()} if cfg.platform.reuse_signals else {}
-    skip_raw = sorted(i for i, r in cached.items() if r)
+    first_with: dict[str, int] = {}
+    for i, k in raw_keys.items():
+        first_with.setdefault(k, i)  # students that differ only in α share one raw student
+    skip_raw = sorted(i for i in range(n) if cached.get(i) or first_with[raw_keys[i]] != i)
     size = cfg.platform.students_per_group or n
     groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     t0 = time.perf_counter()
@@ -216,8 +219,10 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     timings["students_s"] = time.perf_counter() - t0
     members = {k: v for o in outs for k, v in o["members"].items()}
     for i, s in enumerate(cfg.students):
-        if i in skip_raw:
+        if cached.get(i):
             members[f"{s.name}/raw"] = cached[i]
+        elif i in skip_raw:
+            members[f"{s.name}/raw"] = members[f"{cfg.students[first_with[raw_keys[i]]].name}/raw"]
         else:
             store.write_raw_result(raw_keys[i], members[f"{s.name}/raw"])
 

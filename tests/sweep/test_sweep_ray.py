@@ -49,3 +49,16 @@ def test_alpha_sweep_trains_one_teacher(tmp_path: Path, ray_local) -> None:
     assert list(out.glob("tracking/summary/wandb/offline-run-*"))
     lines = [json.loads(x) for x in (out / "tracking" / "trial-000" / "metrics.jsonl").read_text().splitlines()]
     assert lines[0]["kind"] == "config" and any(x["kind"] == "summary" for x in lines)
+
+
+def test_rerun_packed_reuses_everything_and_trains_the_same_students(tmp_path: Path, ray_local) -> None:
+    space = SearchSpace("alpha2", "", {"students.0.alpha": tune.grid_search([0.5, 8.0])}, 1)
+    common = [*TINY, "tracking.wandb=disabled", f"data.path={tmp_path / 'data'}",
+              f"platform.signal_store={tmp_path / 'store'}", "run.name=t"]
+    alone = run_sweep(None, common, space, tmp_path / "alone", max_concurrent=2, log=lambda _: None)
+    # the same sweep again, its two trials packed as the students of one run
+    packed = run_sweep(None, common, space, tmp_path / "packed", pack=2, log=lambda _: None)
+    assert packed["runs"] == 1 and packed["teachers_trained"] == 0 and packed["teachers_reused"] == 1
+    assert packed["teacher_steps"] == 0 and all(t["raw_reused"] for t in packed["trials"])
+    for a, b in zip(alone["trials"], packed["trials"]):
+        assert a["auc"] == pytest.approx(b["auc"], abs=1e-6) and a["auc_raw"] == b["auc_raw"]

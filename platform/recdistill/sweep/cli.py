@@ -18,6 +18,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-samples", type=int, help="draws per grid point (default: the space's NUM_SAMPLES)")
     p.add_argument("--scheduler", choices=["grid", "random", "asha"], help="default: tune.scheduler")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: tune.max_concurrent_trials)")
+    p.add_argument("--pack", type=int, default=1,
+                   help="sweep trials trained as the students of one run (one pass over the distill stream, one "
+                        "Ray Train start); only for spaces over students.0.* (default 1: a run per trial)")
     p.add_argument("--out", help="sweep directory (default runs/sweeps/<config>-<space>)")
     p.add_argument("--smoke-test", action="store_true", help="tiny log and models, at most 2 samples per point")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config")
@@ -35,4 +38,4 @@ def sweep_command(a: argparse.Namespace) -> dict[str, Any]:
         f"{Path(a.config).stem}-{space.name.replace(':', '-')}{'-smoke' if a.smoke_test else ''}")
     samples = min(a.num_samples or space.num_samples, 2) if a.smoke_test else a.num_samples
     return run_sweep(a.config, overrides, space, out, num_samples=samples, scheduler=a.scheduler,
-                     max_concurrent=a.max_concurrent)
+                     max_concurrent=a.max_concurrent, pack=a.pack)

@@ -12,6 +12,7 @@ would wait forever, see RAY_NOTES).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -21,6 +22,8 @@ from recdistill.config import ExperimentConfig, to_dict
 from recdistill.sweep.space import SearchSpace, trial_config, trial_overrides
 
 TRIAL_METRICS = ("auc", "auc_raw", "eta", "logloss", "calibration", "params")
+EXTRA = ("teacher_auc", "teacher_steps", "teacher_reused", "raw_reused", "seconds", "train_seconds", "stream_auc",
+         "stream_eta")
 
 
 def teacher_key_of(cfg: ExperimentConfig) -> str:
@@ -29,18 +32,18 @@ def teacher_key_of(cfg: ExperimentConfig) -> str:
     return online_teacher_key(cfg) if cfg.stream.enabled else teacher_key(cfg)
 
 
-def trial_metrics(results: dict[str, Any]) -> dict[str, Any]:
-    """A trial's first student, flattened (sweep spaces address students.0)."""
-    s = results["students"][0]
+def trial_metrics(results: dict[str, Any], j: int = 0) -> dict[str, Any]:
+    """Student ``j`` of a run, flattened: a trial's metrics."""
+    s = results["students"][j]
     out = {"auc": s["auc_distill"], "auc_raw": s["auc_raw"], "eta": s["eta"], "params": s["params"],
            "logloss": s.get("logloss_distill"), "calibration": s.get("calibration_distill"),
            "teacher_auc": results["teacher"]["auc"], "seconds": results["seconds"]}
     if "stream_auc_distill" in s:
         out.update({"stream_auc": s["stream_auc_distill"], "stream_eta": s["stream_eta"]})
     p = results.get("platform", {})
-    out["teacher_steps"] = p.get("teacher_steps", results["teacher"].get("steps", 0)
-                                 if not results["teacher"].get("reused") else 0)
-    out["teacher_reused"] = bool(p.get("teacher_reused", results["teacher"].get("reused", False)))
+    teacher_reused = bool(p.get("teacher_reused", results["teacher"].get("reused", False)))
+    out["teacher_steps"] = p.get("teacher_steps", 0 if teacher_reused else results["teacher"].get("steps", 0))
+    out["teacher_reused"] = teacher_reused
     out["raw_reused"] = bool(s.get("raw_reused", False))
     # the trial's own training: its distilled student, and its raw one when not reused
     out["train_seconds"] = (s.get("train_seconds_distill") or 0.0) + (
@@ -48,25 +51,43 @@ def trial_metrics(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _run_trial(config: dict[str, Any], cfgs: list[dict[str, Any]]) -> None:
+def _run_unit(config: dict[str, Any], units: list[dict[str, Any]]) -> None:
+    """A Tune trial: one run of one or more packed sweep trials (students of one group)."""
     from ray import tune
 
     from recdistill.config import config_from_dict
     from recdistill.experiment import run_experiment
 
-    i = config["trial"]
-    results = run_experiment(config_from_dict(cfgs[i]), log=lambda m: print(f"[trial {i}] {m}", flush=True))
-    tune.report({"trial": i, **trial_metrics(results)})
+    u = config["unit"]
+    results = run_experiment(config_from_dict(units[u]["cfg"]), log=lambda m: print(f"[unit {u}] {m}", flush=True))
+    tune.report({"unit": u, "trials": json.dumps([trial_metrics(results, j) for j in range(len(units[u]["trials"]))],
+                                                 default=float)})
+
+
+def _packable(space: SearchSpace, base: ExperimentConfig) -> bool:
+    return len(base.students) == 1 and all(p.startswith("students.0.") for p in space.paths)
+
+
+def _unit_config(cfgs: list[ExperimentConfig], trials: list[int], out: Path, name: str) -> ExperimentConfig:
+    """Trials that differ only in their student, as the students of one run (one pass
+    over the distill stream); seed_slot 0 keeps each exactly as it would train alone."""
+    if len(trials) == 1:
+        return cfgs[trials[0]]
+    first = cfgs[trials[0]]
+    students = [dataclasses.replace(cfgs[i].students[0], name=f"t{i:03d}", seed_slot=0) for i in trials]
+    return dataclasses.replace(first, students=students, run=dataclasses.replace(
+        first.run, dir=str(out / "packs" / f"{trials[0]:03d}"), name=f"{name}-pack{trials[0]:03d}"))
 
 
 def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace, out: Path, *,
               num_samples: int | None = None, scheduler: str | None = None, max_concurrent: int | None = None,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
+              pack: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
     import ray
     from ray import tune
 
     from recdistill.experiment import run_experiment
     from recdistill.ray_env import ensure_ray
+    from recdistill.signals.key import raw_student_key
     from recdistill.signals.store import SignalStore
     from recdistill.sweep.report import write_sweep_report
 
@@ -86,27 +107,41 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
                                            "platform.cpus_per_worker": round(share, 3)})
             for i, v in enumerate(values)]
     keys = [teacher_key_of(c) for c in cfgs]
+    if pack > 1 and not _packable(space, base_cfg):
+        log(f"[sweep] --pack {pack} ignored: the space changes more than students.0 (or the base has several "
+            f"students), so trials cannot share one run")
+        pack = 1
     store = SignalStore(base_cfg.platform.signal_store)
     groups: dict[str, list[int]] = {}
     for i, k in enumerate(keys):
         groups.setdefault(k, []).append(i)
-    log(f"[sweep] {space.name}: {len(cfgs)} trials over {len(groups)} distinct teacher(s); Tune runs "
-        f"{concurrent} at a time, Train workers {share:.2f} CPU each")
+    # units: what one run trains, per teacher group: one trial, or a pack of trials
+    units: list[list[int]] = []
+    for members in groups.values():
+        units += [members[j:j + pack] for j in range(0, len(members), pack)]
+    log(f"[sweep] {space.name}: {len(cfgs)} trials over {len(groups)} distinct teacher(s) in {len(units)} run(s); "
+        f"Tune runs {concurrent} at a time, Train workers {share:.2f} CPU each")
 
     results: dict[int, dict[str, Any]] = {}
+    unit_cfgs = [_unit_config(cfgs, u, out, name) for u in units]
     trained, reused = [], []
-    for key, members in groups.items():
-        first = members[0]
+    done: set[int] = set()
+    for key in groups:
+        u = next(j for j, unit in enumerate(units) if keys[unit[0]] == key)
         stored = store.teacher_info(key) is not None and base_cfg.platform.reuse_signals
-        log(f"[sweep] teacher {key}: {'stored, reused by' if stored else 'training it with'} trial {first}, "
-            f"then {len(members) - 1} more trial(s) read its signals")
-        r = run_experiment(cfgs[first], log=lambda m: log(f"[trial {first}] {m}"))
-        results[first] = trial_metrics(r)
-        (trained if results[first]["teacher_steps"] > 0 else reused).append(key)
+        log(f"[sweep] teacher {key}: {'stored, reused by' if stored else 'training it with'} run {u} "
+            f"(trials {units[u]}); the other runs of this teacher read its signals")
+        r = run_experiment(unit_cfgs[u], log=lambda m, u=u: log(f"[unit {u}] {m}"))
+        for j, i in enumerate(units[u]):
+            results[i] = trial_metrics(r, j)
+        done.add(u)
+        (trained if results[units[u][0]]["teacher_steps"] > 0 else reused).append(key)
 
-    trainable = tune.with_resources(tune.with_parameters(_run_trial, cfgs=[to_dict(c) for c in cfgs]), {"cpu": 0.01})
+    trainable = tune.with_resources(
+        tune.with_parameters(_run_unit, units=[{"cfg": to_dict(c), "trials": u} for c, u in zip(unit_cfgs, units)]),
+        {"cpu": 0.01})
 
-    def tune_trials(indices: list[int], stage: str) -> None:
+    def tune_units(indices: list[int], stage: str) -> None:
         if not indices:
             return
         sched = None
@@ -114,49 +149,51 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
             from ray.tune.schedulers import ASHAScheduler
 
             # trials report once, at the end: ASHA ranks them but has nothing to stop early
-            sched = ASHAScheduler(metric=base_cfg.tune.metric, mode="max", max_t=100, grace_period=1)
-        log(f"[sweep] Tune: {len(indices)} trial(s) ({stage})")
+            sched = ASHAScheduler(metric="unit", mode="max", max_t=100, grace_period=1)
+        log(f"[sweep] Tune: {len(indices)} run(s) ({stage})")
         tuner = tune.Tuner(
-            trainable, param_space={"trial": tune.grid_search(indices)},
+            trainable, param_space={"unit": tune.grid_search(indices)},
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, scheduler=sched),
             run_config=tune.RunConfig(name=f"{name}-{space.name}-{stage}", verbose=0,
                                       storage_path=str((out / "tune").resolve())))
         for res in tuner.fit():
             if res.error is not None:
-                raise RuntimeError(f"sweep trial {res.config.get('trial')} failed: {res.error}")
-            m = dict(res.metrics)
-            results[int(m["trial"])] = m
+                raise RuntimeError(f"sweep run {res.config.get('unit')} failed: {res.error}")
+            u = int(res.metrics["unit"])
+            for i, m in zip(units[u], json.loads(res.metrics["trials"])):
+                results[i] = m
 
-    rest = [i for i in range(len(cfgs)) if i not in results]
-    # Raw students (no teacher) are stored by their own key: the first trial of each raw
-    # key trains it, in a first Tune stage, so that the other trials all read it.
+    rest = [u for u in range(len(units)) if u not in done]
+    # Raw students (no teacher) are stored by their own key: the first run holding each
+    # raw key trains it, in a first Tune stage, so that the other runs all read it.
     raw_first: dict[str, int] = {}
     if not base_cfg.stream.enabled:
-        from recdistill.signals.key import raw_student_key
+        seen = {raw_student_key(cfgs[i], 0) for u in done for i in units[u]}
+        for u in rest:
+            for i in units[u]:
+                k = raw_student_key(cfgs[i], 0)
+                if k not in seen and store.raw_result(k) is None:
+                    raw_first.setdefault(k, u)
+    first_stage = sorted(set(raw_first.values()))
+    tune_units(first_stage, "raw-students")
+    tune_units([u for u in rest if u not in first_stage], "trials")
 
-        seen = {raw_student_key(cfgs[i], 0) for i in results}
-        for i in rest:
-            k = raw_student_key(cfgs[i], 0)
-            if k not in seen and store.raw_result(k) is None:
-                raw_first.setdefault(k, i)
-    tune_trials(sorted(raw_first.values()), "raw-students")
-    tune_trials([i for i in rest if i not in raw_first.values()], "trials")
     trials = []
     for i, (c, v) in enumerate(zip(cfgs, values)):
         m = results[i]
-        trials.append({"trial": i, "config": v, "teacher_key": keys[i], "dir": str(c.run.out_dir),
-                       **{k: m.get(k) for k in (*TRIAL_METRICS, "teacher_auc", "teacher_steps", "teacher_reused",
-                                                "raw_reused", "seconds", "train_seconds", "stream_auc", "stream_eta")
-                                             if k in m}})
+        unit = next(u for u, members in enumerate(units) if i in members)
+        trials.append({"trial": i, "config": v, "teacher_key": keys[i], "dir": str(unit_cfgs[unit].run.out_dir),
+                       "run": unit, **{k: m.get(k) for k in (*TRIAL_METRICS, *EXTRA) if k in m}})
+    wall = time.perf_counter() - t0
     summary = {"space": space.name, "hypothesis": space.doc, "base_config": str(base), "overrides": overrides,
-               "teachers_trained": len(trained), "teachers_reused": len(reused),
-               "teacher_steps": sum(t.get("teacher_steps", 0) or 0 for t in trials),
-               "seconds": time.perf_counter() - t0,
-               "trial_seconds_sum": sum(t.get("seconds", 0) or 0 for t in trials),
+               "pack": pack, "runs": len(units), "teachers_trained": len(trained), "teachers_reused": len(reused),
+               "teacher_steps": sum(t.get("teacher_steps", 0) or 0 for t in trials), "seconds": wall,
+               # a packed run's wall time is shared by its trials
+               "trial_seconds_sum": sum(results[u[0]].get("seconds", 0) or 0 for u in units),
                "trial_train_seconds_sum": sum(t.get("train_seconds", 0) or 0 for t in trials), "trials": trials}
     (out / "results.json").write_text(json.dumps(summary, indent=2, default=str))
     write_sweep_report(out, summary, base_cfg, log)
-    log(f"[sweep] {len(trials)} trials, teachers trained {len(trained)}, reused {len(reused)}; "
-        f"{summary['seconds']:.0f} s wall vs {summary['trial_seconds_sum']:.0f} s summed over trials; "
-        f"{out / 'results.json'}")
+    log(f"[sweep] {len(trials)} trials in {len(units)} run(s), teachers trained {len(trained)}, reused "
+        f"{len(reused)}; {wall:.0f} s wall vs {summary['trial_seconds_sum']:.0f} s summed over the runs and "
+        f"{summary['trial_train_seconds_sum']:.0f} s of student training; {out / 'results.json'}")
     return summary

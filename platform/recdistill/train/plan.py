@@ -37,12 +37,17 @@ def teacher_sample_seed(cfg: ExperimentConfig) -> int:
     return cfg.run.seed * 1000 + 1
 
 
+def seed_slot(cfg: ExperimentConfig, i: int) -> int:
+    slot = cfg.students[i].seed_slot
+    return i if slot is None else slot
+
+
 def student_init_seed(cfg: ExperimentConfig, i: int) -> int:
-    return cfg.run.seed + 10 + i
+    return cfg.run.seed + 10 + seed_slot(cfg, i)
 
 
 def student_sample_seed(cfg: ExperimentConfig, i: int) -> int:
-    return cfg.run.seed * 1000 + 100 + i
+    return cfg.run.seed * 1000 + 100 + seed_slot(cfg, i)
 
 
 def student_objective(cfg: ExperimentConfig, i: int, distilled: bool) -> Objective:
