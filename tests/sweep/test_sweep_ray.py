@@ -20,12 +20,26 @@ TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data
         "students.0.epochs=1", "tracking.wandb=offline"]
 
 
-def test_alpha_sweep_trains_one_teacher(tmp_path: Path, ray_local) -> None:
-    space = SearchSpace("alpha3", "Hypothesis: test. Budget: 3 trials.",
-                        {"students.0.alpha": tune.grid_search([0.5, 2.0, 8.0])}, 1)
-    out = tmp_path / "sweep"
-    s = run_sweep(None, [*TINY, f"data.path={tmp_path / 'data'}", f"platform.signal_store={tmp_path / 'store'}",
-                         "run.name=t"], space, out, max_concurrent=2, log=lambda _: None)
+SPACE = SearchSpace("alpha3", "Hypothesis: test. Budget: 3 trials.",
+                    {"students.0.alpha": tune.grid_search([0.5, 2.0, 8.0])}, 1)
+
+
+def _common(tmp: Path) -> list[str]:
+    return [*TINY, f"data.path={tmp / 'data'}", f"platform.signal_store={tmp / 'store'}", "run.name=t"]
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("sweep")
+
+
+@pytest.fixture(scope="module")
+def first(tmp: Path, ray_local) -> dict:
+    return run_sweep(None, _common(tmp), SPACE, tmp / "sweep", max_concurrent=2, log=lambda _: None)
+
+
+def test_alpha_sweep_trains_one_teacher(first: dict, tmp: Path) -> None:
+    s, out = first, tmp / "sweep"
     assert s["teachers_trained"] == 1 and s["teachers_reused"] == 0
     trials = s["trials"]
     assert [t["config"]["students.0.alpha"] for t in trials] == [0.5, 2.0, 8.0]
@@ -51,14 +65,11 @@ def test_alpha_sweep_trains_one_teacher(tmp_path: Path, ray_local) -> None:
     assert lines[0]["kind"] == "config" and any(x["kind"] == "summary" for x in lines)
 
 
-def test_rerun_packed_reuses_everything_and_trains_the_same_students(tmp_path: Path, ray_local) -> None:
-    space = SearchSpace("alpha2", "", {"students.0.alpha": tune.grid_search([0.5, 8.0])}, 1)
-    common = [*TINY, "tracking.wandb=disabled", f"data.path={tmp_path / 'data'}",
-              f"platform.signal_store={tmp_path / 'store'}", "run.name=t"]
-    alone = run_sweep(None, common, space, tmp_path / "alone", max_concurrent=2, log=lambda _: None)
-    # the same sweep again, its two trials packed as the students of one run
-    packed = run_sweep(None, common, space, tmp_path / "packed", pack=2, log=lambda _: None)
+def test_rerun_packed_reuses_everything_and_trains_the_same_students(first: dict, tmp: Path) -> None:
+    # the same sweep again, its three trials packed as the students of one run
+    packed = run_sweep(None, [*_common(tmp), "tracking.wandb=disabled"], SPACE, tmp / "packed", pack=3,
+                       log=lambda _: None)
     assert packed["runs"] == 1 and packed["teachers_trained"] == 0 and packed["teachers_reused"] == 1
     assert packed["teacher_steps"] == 0 and all(t["raw_reused"] for t in packed["trials"])
-    for a, b in zip(alone["trials"], packed["trials"]):
+    for a, b in zip(first["trials"], packed["trials"]):
         assert a["auc"] == pytest.approx(b["auc"], abs=1e-6) and a["auc_raw"] == b["auc_raw"]
