@@ -77,3 +77,10 @@ def test_missing_file_and_non_mapping(tmp_path: Path) -> None:
 def test_real_source_requires_path() -> None:
     with pytest.raises(ConfigError, match="data.path is required"):
         load_config(None, ["data.source=criteo"])
+
+
+def test_yaml_booleans_map_back_to_the_option_meant() -> None:
+    # YAML 1.1 reads a bare `off` as False; the option is the string "off"
+    assert load_config(None, ["stream.replay=off"]).stream.replay == "off"
+    with pytest.raises(ConfigError, match="stream.replay"):
+        load_config(None, ["stream.replay=yes"])

@@ -345,6 +345,10 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key}={value!r}: expected {_describe(tp)}")
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool):
+            # YAML 1.1 reads a bare off/no/on/yes as a boolean: map it back to the option meant
+            words = ("on", "yes", "true") if value else ("off", "no", "false")
+            value = next((a for a in allowed if isinstance(a, str) and a in words), value)
         if value not in allowed:
             raise ConfigError(f"{key}={value!r}: expected one of {', '.join(repr(a) for a in allowed)}")
         return value
