@@ -4,7 +4,9 @@ its stored signals, raw students reused, reports and offline W&B runs written.""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 from ray import tune
@@ -25,7 +27,8 @@ SPACE = SearchSpace("alpha3", "Hypothesis: test. Budget: 3 trials.",
 
 
 def _common(tmp: Path) -> list[str]:
-    return [*TINY, f"data.path={tmp / 'data'}", f"platform.signal_store={tmp / 'store'}", "run.name=t"]
+    # relative paths on purpose: Tune runs trials in other working directories
+    return [*TINY, "platform.signal_store=store", "run.name=t"]
 
 
 @pytest.fixture(scope="module")
@@ -34,8 +37,13 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def first(tmp: Path, ray_local) -> dict:
-    return run_sweep(None, _common(tmp), SPACE, tmp / "sweep", max_concurrent=2, log=lambda _: None)
+def first(tmp: Path, ray_local) -> Iterator[dict]:
+    cwd = os.getcwd()
+    os.chdir(tmp)
+    try:
+        yield run_sweep(None, _common(tmp), SPACE, Path("sweep"), max_concurrent=2, log=lambda _: None)
+    finally:
+        os.chdir(cwd)
 
 
 def test_alpha_sweep_trains_one_teacher(first: dict, tmp: Path) -> None:
@@ -67,7 +75,8 @@ def test_alpha_sweep_trains_one_teacher(first: dict, tmp: Path) -> None:
 
 def test_rerun_packed_reuses_everything_and_trains_the_same_students(first: dict, tmp: Path) -> None:
     # the same sweep again, its three trials packed as the students of one run
-    packed = run_sweep(None, [*_common(tmp), "tracking.wandb=disabled"], SPACE, tmp / "packed", pack=3,
+    packed = run_sweep(None, [*_common(tmp), "tracking.wandb=disabled", f"data.path={tmp / 'sweep' / 'data'}",
+                                     f"platform.signal_store={tmp / 'store'}"], SPACE, tmp / "packed", pack=3,
                        log=lambda _: None)
     assert packed["runs"] == 1 and packed["teachers_trained"] == 0 and packed["teachers_reused"] == 1
     assert packed["teacher_steps"] == 0 and all(t["raw_reused"] for t in packed["trials"])

@@ -92,7 +92,19 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
     from recdistill.sweep.report import write_sweep_report
 
     t0 = time.perf_counter()
+    out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
+    base_cfg = trial_config(base, overrides, {})
+    # Tune runs each trial in its own working directory: relative paths would give every
+    # trial its own log and signal store (and its own teacher). Pin them down here.
+    shared: dict[str, Any] = {}
+    if base_cfg.data.path and "://" not in base_cfg.data.path:
+        shared["data.path"] = str(Path(base_cfg.data.path).resolve())
+    elif not base_cfg.data.path and base_cfg.data.source == "synthetic":
+        shared["data.path"] = str(out / "data")
+    if "://" not in base_cfg.platform.signal_store:
+        shared["platform.signal_store"] = str(Path(base_cfg.platform.signal_store).resolve())
+    overrides = [*overrides, *(f"{k}={v}" for k, v in shared.items())]
     base_cfg = trial_config(base, overrides, {})
     values = trial_overrides(space, num_samples, seed=base_cfg.run.seed)
     ensure_ray()
