@@ -13,10 +13,9 @@ from typing import Any
 import torch
 
 from recdistill.data.tensors import TensorLog
-from recdistill.distill.losses import task_loss
 from recdistill.distill.objective import Objective
 from recdistill.models import Ranker
-from recdistill.train.loop import optimizers
+from recdistill.train.loop import batch_loss, optimizers
 
 
 class StreamLearner:
@@ -38,14 +37,7 @@ class StreamLearner:
         main, aux = self.model(batch.cat, batch.dense, batch.seq)
         if self.interval is None:
             return main.detach()
-        if self.objective is None:
-            loss = task_loss(main, batch.label)
-        else:
-            zt = mask = None
-            if teacher_logits is not None:
-                mask = ~torch.isnan(teacher_logits)
-                zt = torch.nan_to_num(teacher_logits)
-            loss = self.objective(main, aux, self.model.decoupled, batch.label, zt, mask)["total"]
+        loss = batch_loss(self.model, main, aux, batch, self.objective, teacher_logits)
         # the mean gradient over the accumulated batches: τ changes how often, not how far
         (loss / self.interval).backward()
         self.pending += 1

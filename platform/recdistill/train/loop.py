@@ -47,6 +47,20 @@ def optimizers(model: Ranker, lr: float, embedding_lr: float) -> list[torch.opti
     return [emb(model.embedding_params(), lr=embedding_lr), torch.optim.Adam(model.dense_params(), lr=lr)]
 
 
+def batch_loss(model: Ranker, main: torch.Tensor, aux: torch.Tensor, batch: TensorLog,
+               objective: Objective | None, teacher_logits: torch.Tensor | None) -> torch.Tensor:
+    """The loss to backpropagate for one forward pass: the task loss, or the objective with
+    the teacher's logits (NaN = no signal: that row's distill loss is masked out)."""
+    if objective is None:
+        return task_loss(main, batch.label)
+    zt = mask = None
+    if teacher_logits is not None:
+        mask = ~torch.isnan(teacher_logits)
+        zt = torch.nan_to_num(teacher_logits)
+    decoupled = getattr(model, "module", model).decoupled  # DDP wraps the Ranker
+    return objective(main, aux, decoupled, batch.label, zt, mask)["total"]
+
+
 def train_step(model: Ranker, opts: list[torch.optim.Optimizer], batch: TensorLog, *,
                objective: Objective | None = None, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
     """One optimizer step on one batch (already on the model's device); returns the main
@@ -55,15 +69,7 @@ def train_step(model: Ranker, opts: list[torch.optim.Optimizer], batch: TensorLo
     NaN teacher logits mark rows without a signal: their distill loss is masked out.
     """
     main, aux = model(batch.cat, batch.dense, batch.seq)
-    if objective is None:
-        loss = task_loss(main, batch.label)
-    else:
-        zt = mask = None
-        if teacher_logits is not None:
-            mask = ~torch.isnan(teacher_logits)
-            zt = torch.nan_to_num(teacher_logits)
-        decoupled = getattr(model, "module", model).decoupled  # DDP wraps the Ranker
-        loss = objective(main, aux, decoupled, batch.label, zt, mask)["total"]
+    loss = batch_loss(model, main, aux, batch, objective, teacher_logits)
     for o in opts:
         o.zero_grad(set_to_none=True)
     loss.backward()
