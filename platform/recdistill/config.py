@@ -229,6 +229,68 @@ class StreamConfig:
     checkpoint_every_windows: int = opt(1, ge=1, help="streaming checkpoint cadence, in windows, per role")
 
 
+TRANSFER_VARIANTS = ("scratch", "progressive", "end_to_end", "progressive_noaug")
+
+
+@dataclass
+class TransferSamplingConfig:
+    """Strategic sampling of the offline rows (CrossAdapt), all at the same expected budget."""
+
+    strategy: Literal["all", "random", "biased", "temporal", "recent", "mixture"] = opt(
+        "all", help="all = every offline row once; random; biased = with replacement, rebalanced to "
+                    "target_positive_rate; temporal = weights rising with recency; recent = the last "
+                    "recent_fraction of the time span only; mixture = half biased, half temporal")
+    budget: float = opt(1.0, gt=0.0, help="expected sampled rows / offline rows (may exceed 1 with replacement)")
+    target_positive_rate: float = opt(0.5, gt=0.0, lt=1.0, help="biased: positive rate after rebalancing")
+    recency_strength: float = opt(3.0, ge=0.0, help="temporal: weight exp(strength·u), u = position in the time span")
+    recent_fraction: float = opt(0.25, gt=0.0, le=1.0, help="recent: the share of the time span kept")
+
+
+@dataclass
+class TransferAugmentConfig:
+    """Unclicked-sample augmentation: made-up (user, item) pairs scored by the teacher."""
+
+    ratio: float = opt(0.0, ge=0.0, help="augmented rows per real row (0 = off); they carry the teacher's soft "
+                                         "label only and get the distill loss only")
+    generator: Literal["random", "popularity", "session"] = opt(
+        "popularity", help="where a pair's item comes from: random = a distinct item of the batch, uniformly; "
+                           "popularity = another impression of the batch (popular items more often); "
+                           "session = another impression of the same user in the batch")
+    item_columns: list[str] = opt(
+        default_factory=list,
+        help="columns that describe the item, swapped in from the donor row (default: the schema's item field, "
+             "and for the synthetic log its item-side attribute fields and dense counts)")
+
+
+@dataclass
+class TransferConfig:
+    """CrossAdapt's offline stage: the teacher (the OLD model) → projected embeddings →
+    progressive distillation into students[0] (the NEW architecture), next to baselines."""
+
+    enabled: bool = opt(False, help="run the cross-architecture transfer instead of the 1→N experiment")
+    variants: list[str] = opt(
+        default_factory=lambda: ["scratch", "progressive", "end_to_end"],
+        help="scratch = random init, all epochs joint; progressive = projected, phase 1 frozen then joint; "
+             "end_to_end = projected, joint at once (no phase 1); progressive_noaug = progressive without "
+             "augmented rows")
+    phase1_epochs: int = opt(1, ge=1, help="progressive: epochs with the projected embeddings frozen")
+    phase2_epochs: int = opt(1, ge=1, help="epochs with everything trained (end_to_end trains phase1+phase2)")
+    scratch_epochs: int = opt(0, ge=0, help="epochs of the from-scratch student (0 = phase1 + phase2)")
+    l2_pull: float = opt(0.0, ge=0.0, help="phase 2: weight of an L2 pull of embedding rows to their phase-2 start")
+    eval_every: int = opt(20, ge=1, help="training steps between held-out AUC points (the learning curves)")
+    eval_rows: int = opt(50_000, ge=1, help="test rows the learning curves are scored on (final metrics: all)")
+    sampling: TransferSamplingConfig = opt(default_factory=TransferSamplingConfig, help="offline-data sampling")
+    augment: TransferAugmentConfig = opt(default_factory=TransferAugmentConfig, help="unclicked-sample augmentation")
+
+    def check(self) -> None:
+        bad = [v for v in self.variants if v not in TRANSFER_VARIANTS]
+        if bad or not self.variants:
+            raise ConfigError(f"transfer.variants={self.variants!r}: expected a non-empty list of "
+                              f"{', '.join(TRANSFER_VARIANTS)}")
+        if len(set(self.variants)) != len(self.variants):
+            raise ConfigError(f"transfer.variants={self.variants!r}: repeated variant")
+
+
 @dataclass
 class TuneConfig:
     num_samples: int = opt(1, ge=1, help="samples per point of the search space")
@@ -292,6 +354,7 @@ class ExperimentConfig:
     students: list[StudentConfig] = opt(default_factory=lambda: [StudentConfig()], help="the N students")
     distill: DistillConfig = opt(default_factory=DistillConfig, help="distillation loss and debias")
     stream: StreamConfig = opt(default_factory=StreamConfig, help="online (streaming) phase")
+    transfer: TransferConfig = opt(default_factory=TransferConfig, help="cross-architecture transfer (CrossAdapt)")
     tune: TuneConfig = opt(default_factory=TuneConfig, help="Ray Tune sweeps")
     tracking: TrackingConfig = opt(default_factory=TrackingConfig, help="W&B and local logs")
     platform: PlatformConfig = opt(default_factory=PlatformConfig, help="Ray workers, signal store, fault tolerance")
@@ -305,6 +368,9 @@ class ExperimentConfig:
         if self.stream.enabled and self.stream.batch_windows >= self.stream.windows:
             raise ConfigError(f"stream.batch_windows={self.stream.batch_windows} must be below stream.windows="
                               f"{self.stream.windows}: no window would be left to stream")
+        if self.transfer.enabled and self.stream.enabled:
+            raise ConfigError("transfer.enabled and stream.enabled: the transfer stage is offline; run the online "
+                              "pipeline as its own experiment")
 
 
 # ------------------------------------------------------------------------ loader
@@ -548,5 +614,6 @@ def smoke_test(cfg: ExperimentConfig) -> ExperimentConfig:
     students = [r(s, **_SMOKE_MODEL, tower_width=min(s.tower_width, 16)) for s in cfg.students]
     stream = r(cfg.stream, windows=min(cfg.stream.windows, 5), batch_windows=min(cfg.stream.batch_windows, 2),
                replay_capacity=min(cfg.stream.replay_capacity, 5000))
-    return r(cfg, data=data, teacher=teacher, students=students, stream=stream,
+    transfer = r(cfg.transfer, eval_every=min(cfg.transfer.eval_every, 10), eval_rows=min(cfg.transfer.eval_rows, 5000))
+    return r(cfg, data=data, teacher=teacher, students=students, stream=stream, transfer=transfer,
              run=r(cfg.run, name=f"{cfg.run.name}-smoke"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -113,18 +114,35 @@ def _fit_group(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict
     return result.metrics
 
 
-def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+@dataclass
+class RayRun:
+    """What every Ray pipeline shares once the log is prepared: splits, store, hub, names."""
+
+    prepared: Any
+    train_ds: Any  # the train split tagged history / students' window
+    test_ds: Any  # materialised: every model scores it
+    store: SignalStore
+    hub: Any
+    key: str  # the teacher's signal key
+    experiment: str
+    storage: Path
+    base: dict[str, Any]  # the loop config every Train worker gets
+    t_start: float
+
+    @property
+    def schema(self) -> Any:
+        return self.prepared.schema
+
+
+def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
+    """Write the config, join or start Ray, prepare the log and the signal hub."""
     import ray
 
     from recdistill.data.log import prepare_log
-    from recdistill.data.reduce import reduce_blocks
-    from recdistill.data.sampling import model_sample
     from recdistill.data.windows import tag_history
     from recdistill.ray_env import ensure_ray
     from recdistill.signals.hub import get_hub, hub_name
-    from recdistill.signals.key import raw_student_key, teacher_key
-    from recdistill.train.plan import teacher_sample_seed
-    from recdistill.train.ray_workers import students_loop, teacher_loop
+    from recdistill.signals.key import teacher_key
 
     t_start = time.perf_counter()
     out = cfg.run.out_dir
@@ -134,9 +152,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     log(f"[data] preparing {cfg.data.source} log (splits {cfg.data.splits}) on Ray "
         f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)")
     prepared = prepare_log(cfg)
-    schema, buckets = prepared.schema, prepared.preprocessor.buckets
-    t = cfg.teacher
-    train_ds, _ = tag_history(prepared.splits["train"], schema.order_column, t.history_fraction)
+    train_ds, _ = tag_history(prepared.splits["train"], prepared.schema.order_column, cfg.teacher.history_fraction)
     # Held out once into the object store (sharded across nodes, not on the driver): the
     # teacher and every student group score it, and training workers that hold every CPU
     # of a small node cannot starve a lazy read of it.
@@ -147,52 +163,85 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     # before, which would silently restore a finished teacher and write no signals.
     experiment = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     hub = get_hub(experiment, store.uri)
-    storage = out / "ray_train"
-    base = {"cfg": to_dict(cfg), "schema": schema, "buckets": buckets, "key": key, "store": store.uri,
-            "hub": hub_name(experiment)}
+    base = {"cfg": to_dict(cfg), "schema": prepared.schema, "buckets": prepared.preprocessor.buckets, "key": key,
+            "store": store.uri, "hub": hub_name(experiment)}
+    return RayRun(prepared, train_ds, test_ds, store, hub, key, experiment, out / "ray_train", base, t_start)
 
-    timings: dict[str, float] = {}
+
+def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None],
+                  timings: dict[str, float]) -> tuple[dict[str, Any], int, bool]:
+    """The teacher's stored info, steps run here and whether it was reused: its signals are
+    looked up in the store and it is trained only when they are missing."""
+    import ray
+
+    from recdistill.data.sampling import model_sample
+    from recdistill.train.plan import teacher_sample_seed
+    from recdistill.train.ray_workers import teacher_loop
+
+    t, key, store, hub = cfg.teacher, run.key, run.store, run.hub
     info = store.teacher_info(key) if cfg.platform.reuse_signals else None
     complete = ray.get(hub.complete.remote(key, 0, STUDENT_WINDOW)) if info else None
     if info and complete is not None:
         log(f"[teacher] reusing stored signals of teacher {key} ({complete['rows']:,} window rows, "
             f"{complete['blocks']} blocks): 0 teacher steps")
-        teacher_steps, reused = 0, True
-    else:
-        t0 = time.perf_counter()
-        teacher_ds = train_ds.map_batches(model_sample, batch_format="pyarrow", fn_kwargs={
-            "ratio": t.sampling_ratio, "negative_keep": t.negative_keep_rate, "seed": teacher_sample_seed(cfg)})
-        log(f"[teacher] training {t.arch} (key {key}) on {cfg.platform.teacher_workers} Ray Train worker(s)")
-        result = _trainer(teacher_loop, f"teacher-{key}-{experiment}", cfg, base,
-                          {"train": teacher_ds, "test": test_ds}, cfg.platform.teacher_workers, storage).fit()
-        m = result.metrics
-        for w in (0, STUDENT_WINDOW):
-            ray.get(hub.mark_complete.remote(key, 0, w))
-        info = {"key": key, "arch": t.arch, "config": to_dict(t), "steps": m["steps"], "rows": m["rows"],
-                "samples_per_s": m["rows"] / m["seconds"] if m["seconds"] else float("nan"),
-                "train_seconds": m["seconds"], "checkpoint_seconds": m["checkpoint_s"], "eval_seconds": m["eval_s"],
-                "resumed": m["resumed"], "checkpoint": _model_checkpoint(result), **m["teacher"]}
-        if "oracle" in m:
-            info["oracle"] = m["oracle"]
-        store.write_teacher(key, info)
-        teacher_steps, reused = m["steps"], False
-        timings["teacher_s"] = time.perf_counter() - t0
-        log(f"[teacher] AUC {info['auc']:.4f} after {teacher_steps} steps ({info['samples_per_s']:,.0f} samples/s, "
-            f"{timings['teacher_s']:.1f} s with Ray's fixed costs)")
+        return info, 0, True
+    t0 = time.perf_counter()
+    teacher_ds = run.train_ds.map_batches(model_sample, batch_format="pyarrow", fn_kwargs={
+        "ratio": t.sampling_ratio, "negative_keep": t.negative_keep_rate, "seed": teacher_sample_seed(cfg)})
+    log(f"[teacher] training {t.arch} (key {key}) on {cfg.platform.teacher_workers} Ray Train worker(s)")
+    result = _trainer(teacher_loop, f"teacher-{key}-{run.experiment}", cfg, run.base,
+                      {"train": teacher_ds, "test": run.test_ds}, cfg.platform.teacher_workers, run.storage).fit()
+    m = result.metrics
+    for w in (0, STUDENT_WINDOW):
+        ray.get(hub.mark_complete.remote(key, 0, w))
+    info = {"key": key, "arch": t.arch, "config": to_dict(t), "steps": m["steps"], "rows": m["rows"],
+            "samples_per_s": m["rows"] / m["seconds"] if m["seconds"] else float("nan"),
+            "train_seconds": m["seconds"], "checkpoint_seconds": m["checkpoint_s"], "eval_seconds": m["eval_s"],
+            "resumed": m["resumed"], "checkpoint": _model_checkpoint(result), **m["teacher"]}
+    if "oracle" in m:
+        info["oracle"] = m["oracle"]
+    store.write_teacher(key, info)
+    timings["teacher_s"] = time.perf_counter() - t0
+    log(f"[teacher] AUC {info['auc']:.4f} after {m['steps']} steps ({info['samples_per_s']:,.0f} samples/s, "
+        f"{timings['teacher_s']:.1f} s with Ray's fixed costs)")
+    return info, m["steps"], False
+
+
+def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, float]) -> tuple[Any, dict[str, int]]:
+    """The window's rows joined with the teacher's logits once, by row id, materialised in
+    the object store; with its coverage (rows, rows with a signal)."""
+    import ray
+
+    from recdistill.data.reduce import reduce_blocks
 
     t0 = time.perf_counter()
-    blocks = ray.get(hub.wait.remote(key, 0, STUDENT_WINDOW, 600.0))
+    blocks = ray.get(run.hub.wait.remote(run.key, 0, STUDENT_WINDOW, 600.0))
     if blocks is None:
-        raise RuntimeError(f"teacher {key}: window {STUDENT_WINDOW} signals not complete after 600 s")
-    stream = (train_ds.map_batches(_window_rows, batch_format="pyarrow", fn_kwargs={"window": STUDENT_WINDOW})
+        raise RuntimeError(f"teacher {run.key}: window {STUDENT_WINDOW} signals not complete after 600 s")
+    stream = (run.train_ds.map_batches(_window_rows, batch_format="pyarrow", fn_kwargs={"window": STUDENT_WINDOW})
               .map_batches(join_signals, batch_format="pyarrow",
-                           fn_kwargs={"store_uri": store.uri, "blocks": blocks})
+                           fn_kwargs={"store_uri": run.store.uri, "blocks": blocks})
               .materialize())
     cov = reduce_blocks(stream, _coverage, _sum_dicts) or {"rows": 0, "with_signal": 0}
     timings["stream_s"] = time.perf_counter() - t0
     log(f"[stream] window rows joined with teacher signals: {cov['rows']:,} rows, "
         f"{cov['with_signal']:,} with a signal ({cov['rows'] - cov['with_signal']:,} without: the aux loss is "
         f"masked there), {timings['stream_s']:.1f} s")
+    return stream, cov
+
+
+def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    import ray
+
+    from recdistill.signals.key import raw_student_key
+    from recdistill.train.ray_workers import students_loop
+
+    run = start_run(cfg, log)
+    store, key, experiment, storage, base = run.store, run.key, run.experiment, run.storage, run.base
+    timings: dict[str, float] = {}
+    info, teacher_steps, reused = teacher_stage(cfg, run, log, timings)
+    stream, cov = distill_stream(run, log, timings)
+    test_ds, prepared, t_start = run.test_ds, run.prepared, run.t_start
 
     n = len(cfg.students)
     # raw students already trained by an earlier run (another α, another teacher) are reused
@@ -255,5 +304,5 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
     results["seconds"] = time.perf_counter() - t_start
     write_results(cfg, results, log)
-    ray.kill(hub)
+    ray.kill(run.hub)
     return results

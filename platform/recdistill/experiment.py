@@ -50,7 +50,14 @@ def evaluate(z: torch.Tensor, data: TensorLog, negative_keep: float, user_col: i
 
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run with the configured engine (``run.engine``): Ray (default) or this process.
-    With ``stream.enabled`` the batch phase is followed by the streaming phase, on Ray."""
+    With ``stream.enabled`` the batch phase is followed by the streaming phase, on Ray;
+    with ``transfer.enabled`` the cross-architecture transfer stage runs instead, on Ray."""
+    if cfg.transfer.enabled:
+        from recdistill.transfer.pipeline import run_transfer
+
+        if cfg.run.engine != "ray":
+            log("[run] transfer.enabled: the transfer stage runs on Ray (a local one unless RAY_ADDRESS is set)")
+        return run_transfer(cfg, log)
     if cfg.stream.enabled:
         from recdistill.online.pipeline import run_online
 

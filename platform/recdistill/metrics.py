@@ -43,7 +43,6 @@ def group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> flo
     order = np.lexsort((s, g))
     gs, ss, ys = g[order], s[order], y[order]
     n = y.size
-    idx = np.arange(n)
     new_group = np.r_[True, gs[1:] != gs[:-1]]
     gid = np.cumsum(new_group) - 1
     group_start = np.flatnonzero(new_group)[gid]

@@ -12,7 +12,7 @@ import html
 import json
 import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 _IMG = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
 
@@ -76,6 +76,18 @@ def write_html(directory: Path, title: str) -> Path:
     return out
 
 
+def write_run_outputs(directory: Path, title: str, results: dict[str, Any], markdown: str,
+                      plots: dict[str, Callable[[dict[str, Any], Path], None]]) -> list[Path]:
+    """results.json, each plot (file name → plotting function), report.md and report.html."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "results.json").write_text(json.dumps(results, indent=2, default=float))
+    for name, plot in plots.items():
+        plot(results, directory / name)
+    (directory / "report.md").write_text(markdown)
+    return [directory / "results.json", directory / "report.md", write_html(directory, title),
+            *(directory / name for name in plots)]
+
+
 def report_dir(directory: Path, log: Callable[[str], None] = print) -> None:
     """Rebuild the report of a run (batch or online) or of a sweep from its results.json."""
     from recdistill.config import ConfigError, load_config
@@ -97,6 +109,11 @@ def report_dir(directory: Path, log: Callable[[str], None] = print) -> None:
         from recdistill.online.report import plot_auc_over_windows, report_markdown
 
         plot_auc_over_windows(results, directory / "auc_over_windows.png")
+        (directory / "report.md").write_text(report_markdown(cfg, results))
+    elif results.get("kind") == "transfer":
+        from recdistill.transfer.report import plot_curves, report_markdown
+
+        plot_curves(results, directory / "curves.png")
         (directory / "report.md").write_text(report_markdown(cfg, results))
     else:
         from recdistill.results import report_markdown

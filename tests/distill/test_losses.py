@@ -110,3 +110,23 @@ def test_objective_forms_and_towers() -> None:
     assert raw["total"].item() == pytest.approx((task_loss(main, y) + task_loss(aux, y)).item())
     with pytest.raises(ValueError, match="convex"):
         Objective(alpha=2.0, form="convex")
+
+
+def test_crossadapt_loss_with_unlabelled_rows_matches_formula() -> None:
+    """CrossAdapt's transfer loss, α·T²·BCE(z_S/T, σ(z_T/T)) + (1−α)·BCE(z_S, y), where
+    augmented rows (no label) get the distill term only: written per row from the formula."""
+    T, alpha = 4.0, 0.7
+    y = [1.0, 0.0, 0.0, 1.0, 0.0]
+    labelled = [True, True, False, True, False]
+    kd = [-(_sig(zt / T) * math.log(_sig(zs / T)) + (1 - _sig(zt / T)) * math.log(1 - _sig(zs / T)))
+          for zs, zt in zip(Z_S, Z_T)]
+    bce = [-(yy * math.log(_sig(zs)) + (1 - yy) * math.log(1 - _sig(zs))) for zs, yy in zip(Z_S, y)]
+    naive = (alpha * T * T * sum(kd) / len(kd)
+             + (1 - alpha) * sum(b for b, m in zip(bce, labelled) if m) / sum(labelled))
+    z = torch.tensor(Z_S, dtype=torch.float64)
+    got = Objective(alpha=alpha, form="convex", temperature=T, debias=False)(
+        z, z, False, torch.tensor(y, dtype=torch.float64), torch.tensor(Z_T, dtype=torch.float64),
+        label_mask=torch.tensor(labelled))
+    assert got["total"].item() == pytest.approx(naive, rel=1e-12)
+    assert task_loss(z, torch.tensor(y), torch.tensor(labelled)).item() == pytest.approx(
+        sum(b for b, m in zip(bce, labelled) if m) / sum(labelled), rel=1e-12)

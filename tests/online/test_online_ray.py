@@ -4,7 +4,6 @@ whose signals never come, and a killed streaming teacher that resumes at a windo
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest

@@ -12,16 +12,19 @@ import torch
 import torch.nn.functional as F
 
 
-def task_loss(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy on click labels."""
-    return F.binary_cross_entropy_with_logits(z, y.to(z.dtype))
-
-
 def _masked_mean(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     if mask is None:
         return x.mean()
     m = mask.to(x.dtype)
     return (x * m).sum() / m.sum().clamp(min=1.0)
+
+
+def task_loss(z: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Binary cross-entropy on click labels; ``mask`` keeps the rows that have one (rows
+    made up by augmentation have none)."""
+    if mask is None:
+        return F.binary_cross_entropy_with_logits(z, y.to(z.dtype))
+    return _masked_mean(F.binary_cross_entropy_with_logits(z, y.to(z.dtype), reduction="none"), mask)
 
 
 def soft_ce(z_s: torch.Tensor, z_t: torch.Tensor, T: float = 1.0,

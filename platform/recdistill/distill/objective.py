@@ -37,18 +37,20 @@ class Objective:
 
     def __call__(self, main: torch.Tensor, aux: torch.Tensor, decoupled: bool, y: torch.Tensor,
                  z_teacher: torch.Tensor | None = None,
-                 mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """Loss terms for one batch; ``total`` is what to backpropagate."""
-        l_main = task_loss(main, y)
+                 mask: torch.Tensor | None = None,
+                 label_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Loss terms for one batch; ``total`` is what to backpropagate. ``mask``: rows with a
+        teacher signal; ``label_mask``: rows with a click label (None = all)."""
+        l_main = task_loss(main, y, label_mask)
         out = {"task_main": l_main}
         if z_teacher is None or self.alpha == 0:
-            l_aux_task = task_loss(aux, y) if decoupled else l_main
+            l_aux_task = task_loss(aux, y, label_mask) if decoupled else l_main
             out["total"] = l_main + (l_aux_task if decoupled else 0)
             return out
         t, s = distill_targets(z_teacher, aux, self.student_sampling, self.teacher_sampling,
                                self.debias, self.debias_with)
         l_kd = DISTILL_LOSSES[self.loss](s, t, self.temperature, mask)
-        l_aux_task = task_loss(aux, y) if decoupled else l_main
+        l_aux_task = task_loss(aux, y, label_mask) if decoupled else l_main
         if self.form == "free_alpha":
             l_aux = l_aux_task + self.alpha * l_kd
         else:

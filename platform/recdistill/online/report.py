@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.reports import write_html
+from recdistill.reports import write_run_outputs
 
 
 def plot_auc_over_windows(results: dict[str, Any], path: Path) -> None:
@@ -97,11 +96,7 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
 
 
 def write_online_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> None:
-    out = cfg.run.out_dir
-    (out / "results.json").write_text(json.dumps(results, indent=2, default=float))
-    plot_auc_over_windows(results, out / "auc_over_windows.png")
-    (out / "report.md").write_text(report_markdown(cfg, results))
-    write_html(out, cfg.run.name)
+    paths = write_run_outputs(cfg.run.out_dir, cfg.run.name, results, report_markdown(cfg, results),
+                              {"auc_over_windows.png": plot_auc_over_windows})
     log("\n".join(online_table(results)))
-    log(f"[run] wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'auc_over_windows.png'} "
-        f"({results['seconds']:.0f} s)")
+    log(f"[run] wrote {', '.join(map(str, paths))} ({results['seconds']:.0f} s)")

@@ -44,6 +44,22 @@ def _varied(trials: list[dict[str, Any]], path: str) -> bool:
     return len({json.dumps(t["config"].get(path)) for t in trials if path in t["config"]}) > 1
 
 
+def _params_axis(ax: Any, values: list[float], label: str) -> None:
+    """Parameter counts in k/M: a log axis only over a wide range (students that differ
+    only in their dense layers share millions of embedding rows, and a log axis over
+    22.956M–22.971M printed its minor ticks on top of each other)."""
+    from matplotlib.ticker import EngFormatter, MaxNLocator, NullFormatter
+
+    wide = min(values) > 0 and max(values) / min(values) > 10
+    if wide:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.xaxis.set_major_formatter(EngFormatter(places=0 if wide else 3, sep=""))
+    ax.set_xlabel(label + (" (log scale)" if wide else ""))
+
+
 def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
     plt = _plt()
     trials = summary["trials"]
@@ -86,8 +102,7 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
         ok = [t for t in trials if _finite(t.get("params")) and _finite(t.get("auc"))]
         a1.scatter([t["params"] for t in ok], [t["eta"] if _finite(t.get("eta")) else float("nan") for t in ok], s=18)
-        a1.set_xscale("log")
-        a1.set_xlabel("student parameters")
+        _params_axis(a1, [p[0] for p in pts], "student parameters")
         a1.set_ylabel("η")
         a1.grid(alpha=0.3)
         a1.set_title("η vs student size")
@@ -95,8 +110,7 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
         front = pareto_front(pts)
         a2.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-o", color="tab:red", ms=5,
                 label="Pareto front")
-        a2.set_xscale("log")
-        a2.set_xlabel("student parameters (serving cost)")
+        _params_axis(a2, [p[0] for p in pts], "student parameters (serving cost)")
         a2.set_ylabel("AUC (distilled)")
         a2.grid(alpha=0.3)
         a2.legend(fontsize=8)
@@ -104,22 +118,31 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
         fig.tight_layout()
         plots.append(("η and AUC vs student parameters", _save(fig, out / "eta_vs_params.png", plt)))
 
-    curves = []
+    # per trial (x, AUC): streaming windows of online trials, held-out AUC over steps of
+    # transfer trials (their first variant); batch trials report once and have no curve
+    curves: dict[str, list[tuple[int, list[float], list[float]]]] = {"window": [], "training step": []}
     for t in trials:
         p = Path(t["dir"]) / "results.json"
-        if p.exists():
-            r = json.loads(p.read_text())
-            if r.get("windows"):
-                curves.append((t["trial"], r["windows"]))
-    if curves:
+        if not p.exists():
+            continue
+        r = json.loads(p.read_text())
+        if r.get("windows"):
+            ws = r["windows"]
+            curves["window"].append((t["trial"], [w["window"] for w in ws], [w["students"][0]["auc"] for w in ws]))
+        elif r.get("kind") == "transfer" and r.get("variants"):
+            c = next(iter(r["variants"].values()))["curve"]
+            curves["training step"].append((t["trial"], [q["step"] for q in c], [q["auc"] for q in c]))
+    for xlabel, series in curves.items():
+        if not series:
+            continue
         fig, ax = plt.subplots(figsize=(7, 4))
-        for i, ws in curves:
-            ax.plot([w["window"] for w in ws], [w["students"][0]["auc"] for w in ws], "-o", ms=3, label=f"trial {i}")
-        ax.set_xlabel("window")
-        ax.set_ylabel("AUC (prequential)")
+        for i, xs, ys in series:
+            ax.plot(xs, ys, "-o", ms=3, label=f"trial {i}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel("AUC (prequential)" if xlabel == "window" else "held-out AUC")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-        ax.set_title("learning curves: student AUC per streaming window")
+        ax.set_title(f"learning curves: student AUC per {xlabel}")
         plots.append(("learning curves", _save(fig, out / "learning_curves.png", plt)))
     return plots
 

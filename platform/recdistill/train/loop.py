@@ -48,17 +48,19 @@ def optimizers(model: Ranker, lr: float, embedding_lr: float) -> list[torch.opti
 
 
 def batch_loss(model: Ranker, main: torch.Tensor, aux: torch.Tensor, batch: TensorLog,
-               objective: Objective | None, teacher_logits: torch.Tensor | None) -> torch.Tensor:
+               objective: Objective | None, teacher_logits: torch.Tensor | None,
+               label_mask: torch.Tensor | None = None) -> torch.Tensor:
     """The loss to backpropagate for one forward pass: the task loss, or the objective with
-    the teacher's logits (NaN = no signal: that row's distill loss is masked out)."""
+    the teacher's logits (NaN = no signal: that row's distill loss is masked out).
+    ``label_mask`` marks rows with a click label (augmented rows have only the teacher's)."""
     if objective is None:
-        return task_loss(main, batch.label)
+        return task_loss(main, batch.label, label_mask)
     zt = mask = None
     if teacher_logits is not None:
         mask = ~torch.isnan(teacher_logits)
         zt = torch.nan_to_num(teacher_logits)
     decoupled = getattr(model, "module", model).decoupled  # DDP wraps the Ranker
-    return objective(main, aux, decoupled, batch.label, zt, mask)["total"]
+    return objective(main, aux, decoupled, batch.label, zt, mask, label_mask)["total"]
 
 
 def train_step(model: Ranker, opts: list[torch.optim.Optimizer], batch: TensorLog, *,

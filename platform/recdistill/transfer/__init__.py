@@ -1,0 +1,1 @@
+"""Cross-architecture transfer (CrossAdapt offline stage)."""

@@ -1,0 +1,139 @@
+"""The Ray Train loop of one transfer variant: a student initialised from scratch or from the
+teacher's projected embeddings, trained in phases over the offline stream, with held-out
+AUC every ``transfer.eval_every`` steps (the learning curve the speed-up is read from).
+
+A phase is (epochs, frozen): with the embeddings frozen only the dense layers learn and the
+table gets no gradient at all (cheaper steps, CrossAdapt's phase 1). Training time excludes
+the curve's evaluations, so variants compare on the time they spent learning.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from recdistill.config import config_from_dict
+from recdistill.data.tensors import from_table
+from recdistill.signals.store import LOGIT
+from recdistill.train.evaluate import Evaluator
+from recdistill.train.loop import batch_loss, optimizers
+from recdistill.train.plan import build_model, feature_spec, sequence_length, student_init_seed, student_objective
+from recdistill.train.ray_workers import _finish, _maybe_fail, _quiet_train_logs, _threads
+from recdistill.transfer.augment import AUGMENTED, load_teacher_state
+from recdistill.transfer.projection import project_table
+
+
+def projected_student(config: dict[str, Any], spec: Any, sparse: bool) -> tuple[Any, list[dict[str, Any]]]:
+    """students[0] with the teacher's embeddings projected into its table (every rank
+    computes the same projection from the same seed, so DDP replicas start equal)."""
+    cfg = config_from_dict(config["cfg"])
+    s = cfg.students[0]
+    model = build_model(spec, s, s.towers, student_init_seed(cfg, 0), sparse)
+    if not config["projected"]:
+        return model, []
+    t = config_from_dict({"teacher": config["teacher_config"]}).teacher
+    teacher = build_model(spec, t, "single", 0, sparse_embeddings=False)
+    teacher.load_state_dict(load_teacher_state(config["checkpoint"]))
+    reports = project_table(teacher.features, model.features, None, cfg.run.seed)
+    return model, [r.to_dict() for r in reports]
+
+
+def _auc(model: torch.nn.Module, shard: Any, schema: Any, seq_len: int, device: torch.device,
+         negative_keep: float) -> dict[str, float]:
+    ev = Evaluator(["s"], {"s": negative_keep})
+    model.eval()
+    with torch.no_grad():
+        for table in shard.iter_batches(batch_size=16384, batch_format="pyarrow"):
+            b = from_table(table, schema, seq_len).to(device)
+            ev.update("s", model(b.cat, b.dense, b.seq)[0], b.label)
+    model.train()
+    ev.all_reduce()
+    return ev.metrics("s")
+
+
+def transfer_loop(config: dict[str, Any]) -> None:
+    import ray.train
+    import ray.train.torch
+
+    _quiet_train_logs()
+    cfg = config_from_dict(config["cfg"])
+    # the offline sampling's label rebalancing counts as the student's negative down-sampling
+    s = dataclasses.replace(cfg.students[0], negative_keep_rate=config["negative_keep"])
+    cfg = dataclasses.replace(cfg, students=[s, *cfg.students[1:]])
+    schema, seq_len, tc = config["schema"], sequence_length(cfg), cfg.transfer
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    threads = _threads(cfg)
+    device = ray.train.torch.get_device()
+    sparse = not (world > 1 and device.type == "cuda")  # NCCL cannot all-reduce sparse gradients
+    spec = feature_spec(schema, config["buckets"])
+    t_init = time.perf_counter()
+    model, fields = projected_student(config, spec, sparse)
+    init_s = time.perf_counter() - t_init
+    model.to(device)
+    objective = student_objective(cfg, 0, True)
+    table = model.features.table
+    curve_shard = ray.train.get_dataset_shard("curve")
+    shard = ray.train.get_dataset_shard("train")
+    state = {"steps": 0, "rows": 0, "augmented_rows": 0, "seconds": 0.0, "phase_seconds": []}
+    curve = [{"step": 0, "rows": 0, "seconds": 0.0, "phase": 0,
+              **_auc(model, curve_shard, schema, seq_len, device, s.negative_keep_rate)}]
+    name = config["variant"]
+    for p, (epochs, frozen) in enumerate(config["phases"], start=1):
+        table.weight.requires_grad_(not frozen)
+        opts = optimizers(model, s.lr, s.embedding_lr)[1 if frozen else 0:]
+        net = ray.train.torch.prepare_model(model) if world > 1 else model
+        pull = tc.l2_pull if (p > 1 and not frozen and tc.l2_pull > 0) else 0.0
+        anchor = table.weight.detach().clone() if pull else None
+        t_phase = 0.0
+        for _ in range(epochs):
+            t0 = time.perf_counter()
+            for batch in shard.iter_batches(batch_size=s.batch_size, batch_format="pyarrow"):
+                b = from_table(batch, schema, seq_len).to(device)
+                zt = torch.from_numpy(batch.column(LOGIT).to_numpy(zero_copy_only=False).astype(np.float32))
+                real = None
+                if AUGMENTED in batch.column_names:
+                    real = torch.from_numpy(batch.column(AUGMENTED).to_numpy(zero_copy_only=False) == 0).to(device)
+                main, aux = net(b.cat, b.dense, b.seq)
+                loss = batch_loss(net, main, aux, b, objective, zt.to(device), real)
+                if anchor is not None:
+                    idx = b.cat + model.features.offsets
+                    loss = loss + pull * (table(idx) - anchor[idx]).pow(2).sum(-1).mean()
+                for o in opts:
+                    o.zero_grad(set_to_none=True)
+                loss.backward()
+                for o in opts:
+                    o.step()
+                state["steps"] += 1
+                n_real = len(b) if real is None else int(real.sum())
+                state["rows"] += n_real
+                state["augmented_rows"] += len(b) - n_real
+                _maybe_fail("transfer", state["steps"])
+                if state["steps"] % tc.eval_every == 0:
+                    dt = time.perf_counter() - t0
+                    state["seconds"] += dt
+                    t_phase += dt
+                    curve.append({"step": state["steps"], "rows": state["rows"], "seconds": state["seconds"],
+                                  "phase": p, **_auc(model, curve_shard, schema, seq_len, device,
+                                                     s.negative_keep_rate)})
+                    t0 = time.perf_counter()
+            dt = time.perf_counter() - t0
+            state["seconds"] += dt
+            t_phase += dt
+        state["phase_seconds"].append(t_phase)
+        if curve[-1]["step"] != state["steps"]:
+            curve.append({"step": state["steps"], "rows": state["rows"], "seconds": state["seconds"], "phase": p,
+                          **_auc(model, curve_shard, schema, seq_len, device, s.negative_keep_rate)})
+        if rank == 0:
+            print(f"[transfer {name}] phase {p} ({'embeddings frozen' if frozen else 'joint'}): "
+                  f"{state['steps']} steps, curve AUC {curve[-1]['auc']:.4f}, {state['seconds']:.1f} s", flush=True)
+    table.weight.requires_grad_(True)
+    t_eval = time.perf_counter()
+    final = _auc(model, ray.train.get_dataset_shard("test"), schema, seq_len, device, s.negative_keep_rate)
+    _finish({"variant": name, "curve": curve, "fields": fields, "final": final, "params": model.num_params(),
+             "init_s": init_s, "eval_s": time.perf_counter() - t_eval, "threads": threads, "world": world,
+             "device": device.type, **state}, rank)

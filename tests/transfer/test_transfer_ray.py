@@ -1,0 +1,101 @@
+"""The transfer stage on a real local Ray, on the shipped demo config shrunk to a smoke
+test: every variant's learning curve, the projection report, sampling and augmentation
+in the offline stream, the report files, and a second run that reuses the teacher."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recdistill.config import load_config, smoke_test
+from recdistill.transfer.pipeline import run_transfer, speedups, time_to_match
+
+pytestmark = pytest.mark.timeout(400)
+
+CONFIG = Path(__file__).parents[2] / "jobs" / "configs" / "transfer_demo.yaml"
+
+
+@pytest.fixture(scope="module")
+def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("transfer")
+
+
+def _config(tmp: Path, name: str, *extra: str):
+    import dataclasses
+
+    cfg = smoke_test(load_config(CONFIG, [f"data.path={tmp / 'data'}", f"platform.signal_store={tmp / 'store'}",
+                                          f"run.dir={tmp / name}", "transfer.eval_every=5", *extra]))
+    return dataclasses.replace(cfg, students=[dataclasses.replace(cfg.students[0], embed_dim=16)])
+
+
+@pytest.fixture(scope="module")
+def first(tmp: Path, ray_local) -> dict:
+    return run_transfer(_config(tmp, "first", "transfer.sampling.strategy=biased", "transfer.sampling.budget=0.8"),
+                        log=lambda _: None)
+
+
+def test_every_variant_has_a_curve_and_final_metrics(first: dict, tmp: Path) -> None:
+    assert list(first["variants"]) == ["scratch", "progressive", "end_to_end", "progressive_noaug"]
+    for name, v in first["variants"].items():
+        steps = [p["step"] for p in v["curve"]]
+        assert steps[0] == 0 and steps == sorted(steps) and steps[-1] == v["steps"] > 0
+        assert 0.5 < v["final"]["auc"] < 1.0 and v["seconds"] > 0
+        assert [p["seconds"] for p in v["curve"]] == sorted(p["seconds"] for p in v["curve"])
+    prog, e2e = first["variants"]["progressive"], first["variants"]["end_to_end"]
+    assert {p["phase"] for p in prog["curve"][1:]} == {1, 2} and {p["phase"] for p in e2e["curve"][1:]} == {1}
+    assert prog["steps"] == e2e["steps"] == first["variants"]["scratch"]["steps"]  # same data, same epochs
+    # the augmented rows are in the stream; the no-augmentation variant saw none
+    assert first["data"]["augmented_rows"] > 0 and prog["augmented_rows"] > 0
+    assert first["variants"]["progressive_noaug"]["augmented_rows"] == 0
+    assert prog["rows"] == first["variants"]["progressive_noaug"]["rows"]  # the same labelled budget
+
+
+def test_projection_report_grows_tables_without_distortion(first: dict) -> None:
+    scratch, prog = first["variants"]["scratch"], first["variants"]["progressive"]
+    assert scratch["fields"] == []
+    assert first["teacher_embed_dim"] == 8 and first["student"]["embed_dim"] == 16
+    assert prog["fields"] and all(f["method"] == "qr" and f["d_t"] == 8 and f["d_s"] == 16 for f in prog["fields"])
+    assert max(f["gram_distortion"] for f in prog["fields"]) < 1e-5
+    assert all(f["unmapped"] == 0 for f in prog["fields"])  # one encoder: every id maps
+
+
+def test_biased_sampling_rebalances_and_is_recorded(first: dict) -> None:
+    d = first["data"]
+    assert d["sampling"]["strategy"] == "biased"
+    assert d["train_positive_rate"] == pytest.approx(0.5, abs=0.05)
+    assert d["train_rows"] == pytest.approx(0.8 * d["offline_rows"], rel=0.1)
+    # the effective negative keep rate relative to positives feeds the debias correction
+    assert 0 < d["negative_keep_effective"] < 0.5
+
+
+def test_reports_are_written(first: dict, tmp: Path) -> None:
+    out = tmp / "first"
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["kind"] == "transfer" and saved["speedup"]["target_auc"] == first["speedup"]["target_auc"]
+    assert (out / "curves.png").stat().st_size > 10_000
+    md = (out / "report.md").read_text()
+    assert "Embedding projection per field" in md and "progressive" in md and "curves.png" in md
+    assert (out / "report.html").exists()
+
+
+def test_second_run_reuses_the_teacher(first: dict, tmp: Path) -> None:
+    again = run_transfer(_config(tmp, "again", "transfer.variants=[progressive]"), log=lambda _: None)
+    assert again["platform"]["teacher_reused"] and again["platform"]["teacher_steps"] == 0
+    assert again["platform"]["teacher_key"] == first["platform"]["teacher_key"]
+    assert again["data"]["augmented_rows"] > 0 and "sampling" not in again["data"]
+
+
+def test_time_to_match_and_speedups() -> None:
+    curve = [{"step": 0, "seconds": 0.0, "auc": 0.5}, {"step": 10, "seconds": 2.0, "auc": 0.7},
+             {"step": 20, "seconds": 4.0, "auc": 0.72}]
+    assert time_to_match(curve, 0.7) == {"step": 10, "seconds": 2.0, "auc": 0.7}
+    assert time_to_match(curve, 0.8) is None
+    base = {"curve": curve, "steps": 20, "seconds": 4.0}
+    fast = {"curve": [{"step": 0, "seconds": 0.0, "auc": 0.71}, {"step": 20, "seconds": 3.0, "auc": 0.74}]}
+    slow = {"curve": [{"step": 0, "seconds": 0.0, "auc": 0.6}, {"step": 20, "seconds": 3.0, "auc": 0.65}]}
+    sp = speedups({"scratch": base, "progressive": fast, "end_to_end": slow})
+    assert sp["target_auc"] == 0.72
+    assert sp["progressive"] == {"reached": True, "steps": 20, "seconds": 3.0, "step_ratio": 1.0, "time_ratio": 0.75}
+    assert not sp["end_to_end"]["reached"] and sp["end_to_end"]["step_ratio"] is None
