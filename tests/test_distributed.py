@@ -53,20 +53,17 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, ray_loca
     p = first["platform"]
     assert p["stream_rows"] == p["stream_rows_with_signal"] > 0
 
-    # Same teacher key (only a student changed): no teacher step, the same teacher numbers.
-    second = run_experiment(_cfg(shared, "ray2", "students.1.alpha=2.0"), log=lambda _: None)
+    # Same teacher key (only a student changed): no teacher step, the same teacher numbers;
+    # and the students in two groups (two concurrent Train runs) learn as in one group.
+    second = run_experiment(_cfg(shared, "ray2", "students.1.alpha=2.0", "platform.students_per_group=1"),
+                            log=lambda _: None)
     assert second["platform"]["teacher_reused"] and second["platform"]["teacher_steps"] == 0
-    assert second["platform"]["teacher_key"] == p["teacher_key"]
+    assert second["platform"]["teacher_key"] == p["teacher_key"] and second["platform"]["student_groups"] == 2
     assert second["teacher"]["auc"] == first["teacher"]["auc"]
     assert second["students"][0]["auc_distill"] == pytest.approx(first["students"][0]["auc_distill"], abs=1e-6)
+    assert second["students"][1]["auc_raw"] == pytest.approx(first["students"][1]["auc_raw"], abs=1e-6)
     saved = json.loads((shared / "ray2" / "results.json").read_text())
     assert saved["platform"]["teacher_reused"] is True
-
-    # Students in two groups: two concurrent Train runs, the same students as one group.
-    split = run_experiment(_cfg(shared, "ray3", "platform.students_per_group=1"), log=lambda _: None)
-    assert split["platform"]["student_groups"] == 2 and split["platform"]["teacher_steps"] == 0
-    for a, b in zip(first["students"], split["students"]):
-        assert a["auc_distill"] == pytest.approx(b["auc_distill"], abs=1e-6)
 
     # A different teacher seed is a different key: the teacher trains again.
     assert _key(shared, "run.seed=1") != p["teacher_key"]
@@ -78,43 +75,48 @@ def _key(shared: Path, *extra: str) -> str:
     return teacher_key(_cfg(shared, "k", *extra))
 
 
-def test_missing_signal_blocks_are_masked_and_reported(shared: Path, ray_local) -> None:
+# One uninterrupted run with small signal blocks and frequent checkpoints: the reference of
+# the gap test (which then deletes some of its blocks) and of the crash test.
+GAP_EXTRA = ("run.seed=5", "platform.signal_block_rows=1024", "platform.checkpoint_every_blocks=2")
+
+
+@pytest.fixture(scope="module")
+def reference(shared: Path, ray_local) -> dict:
+    return run_experiment(_cfg(shared, "reference", *GAP_EXTRA), log=lambda _: None)
+
+
+def test_killed_teacher_worker_resumes_from_its_checkpoint(shared: Path, reference: dict, tmp_path: Path) -> None:
+    """A worker process dies mid-teacher; Train restarts it from the last checkpoint and the
+    run ends with the metrics of an uninterrupted run."""
+    marker = tmp_path / "killed"
+    os.environ[FAIL_ENV] = f"teacher:7:{marker}"
+    try:
+        crashed = run_experiment(_cfg(shared, "crashed", *GAP_EXTRA, "platform.signal_store=" + str(tmp_path / "s2")),
+                                 log=lambda _: None)
+    finally:
+        del os.environ[FAIL_ENV]
+    assert marker.exists(), "the failure hook did not fire"
+    assert crashed["teacher"]["resumed"] == 1
+    assert crashed["teacher"]["steps"] == reference["teacher"]["steps"]
+    _close(reference, crashed, tol=2e-3)
+
+
+def test_missing_signal_blocks_are_masked_and_reported(shared: Path, reference: dict) -> None:
     """Delete half the window's signal blocks: students still train, the gap is counted."""
     from recdistill.signals.store import SignalStore
 
-    cfg = _cfg(shared, "gap-ref", "run.seed=5", "platform.signal_block_rows=1024")
-    ref = run_experiment(cfg, log=lambda _: None)
-    key = ref["platform"]["teacher_key"]
+    key = reference["platform"]["teacher_key"]
     blocks, _ = SignalStore(str(shared / "store")).scan(key)
     window = [b for b in blocks if b.window == 1]
     assert len(window) >= 2
     for b in window[::2]:
         os.remove(b.path)
-    gap = run_experiment(_cfg(shared, "gap", "run.seed=5", "platform.signal_block_rows=1024"), log=lambda _: None)
+    gap = run_experiment(_cfg(shared, "gap", *GAP_EXTRA), log=lambda _: None)
     p = gap["platform"]
     assert p["teacher_reused"]
     missing = sum(b.rows for b in window[::2])
     assert p["stream_rows"] - p["stream_rows_with_signal"] == missing
     for s in gap["students"]:
         assert 0 < s["signal_coverage"] < 1
-        assert s["auc_raw"] == pytest.approx(next(r for r in ref["students"] if r["name"] == s["name"])["auc_raw"],
+        assert s["auc_raw"] == pytest.approx(next(r for r in reference["students"] if r["name"] == s["name"])["auc_raw"],
                                              abs=1e-6)
-
-
-def test_killed_teacher_worker_resumes_from_its_checkpoint(shared: Path, ray_local, tmp_path: Path) -> None:
-    """A worker process dies mid-teacher; Train restarts it from the last checkpoint and the
-    run ends with the metrics of an uninterrupted run."""
-    extra = ("run.seed=3", "platform.signal_block_rows=1024", "platform.checkpoint_every_blocks=2")
-    clean = run_experiment(_cfg(shared, "clean", *extra, "platform.signal_store=" + str(tmp_path / "s1")),
-                           log=lambda _: None)
-    marker = tmp_path / "killed"
-    os.environ[FAIL_ENV] = f"teacher:7:{marker}"
-    try:
-        crashed = run_experiment(_cfg(shared, "crashed", *extra, "platform.signal_store=" + str(tmp_path / "s2")),
-                                 log=lambda _: None)
-    finally:
-        del os.environ[FAIL_ENV]
-    assert marker.exists(), "the failure hook did not fire"
-    assert crashed["teacher"]["resumed"] == 1
-    assert crashed["teacher"]["steps"] == clean["teacher"]["steps"]
-    _close(clean, crashed, tol=2e-3)

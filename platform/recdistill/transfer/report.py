@@ -9,6 +9,7 @@ from typing import Any, Callable
 from recdistill.config import ExperimentConfig
 from recdistill.reports import write_run_outputs
 
+_ZOOM = 0.03  # AUC range shown below the scratch student's final AUC
 _COLOURS = {"scratch": "tab:gray", "progressive": "tab:blue", "end_to_end": "tab:red",
             "progressive_noaug": "tab:green"}
 
@@ -35,9 +36,15 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
             ax.axhline(target, color="k", lw=0.8, ls="--", label="scratch's final AUC")
         ax.set_xlabel(label)
         ax.grid(alpha=0.3)
+    aucs = [p["auc"] for v in results["variants"].values() for p in v["curve"]]
+    note = ""
+    if target is not None and min(aucs) < target - _ZOOM:
+        # the first few points (an untrained head) would squash the range the variants differ in
+        axes[0].set_ylim(target - _ZOOM, max(aucs) + _ZOOM / 10)
+        note = f"; AUC below {target - _ZOOM:.3f} (the first steps) is off the chart"
     axes[0].set_ylabel("held-out AUC")
     axes[0].legend(fontsize=8, loc="lower right")
-    fig.suptitle("transfer: learning curves (dotted: end of phase 1)", fontsize=10)
+    fig.suptitle(f"transfer: learning curves (dotted: end of phase 1{note})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
