@@ -42,9 +42,20 @@ def _close(a: dict, b: dict, tol: float = 1e-3) -> None:
             assert sa[k] == pytest.approx(sb[k], abs=tol), (sa["name"], k)
 
 
-def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, ray_local) -> None:
-    local = run_experiment(_cfg(shared, "local", "run.engine=local"), log=lambda _: None)
-    first = run_experiment(_cfg(shared, "ray1"), log=lambda _: None)
+# One Ray run with small signal blocks and frequent checkpoints, shared by the module: it is
+# checked against the local engine, it is the uninterrupted reference of the crash test,
+# and the gap test deletes some of its blocks (so it runs last).
+GAP_EXTRA = ("run.seed=5", "platform.signal_block_rows=1024", "platform.checkpoint_every_blocks=2")
+
+
+@pytest.fixture(scope="module")
+def reference(shared: Path, ray_local) -> dict:
+    return run_experiment(_cfg(shared, "ray1", *GAP_EXTRA), log=lambda _: None)
+
+
+def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, reference: dict) -> None:
+    local = run_experiment(_cfg(shared, "local", *GAP_EXTRA, "run.engine=local"), log=lambda _: None)
+    first = reference
     assert first["engine"] == "ray" and not first["platform"]["teacher_reused"]
     assert first["platform"]["teacher_steps"] > 0
     _close(local, first)
@@ -55,8 +66,8 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, ray_loca
 
     # Same teacher key (only a student changed): no teacher step, the same teacher numbers;
     # and the students in two groups (two concurrent Train runs) learn as in one group.
-    second = run_experiment(_cfg(shared, "ray2", "students.1.alpha=2.0", "platform.students_per_group=1"),
-                            log=lambda _: None)
+    second = run_experiment(_cfg(shared, "ray2", *GAP_EXTRA, "students.1.alpha=2.0",
+                                 "platform.students_per_group=1"), log=lambda _: None)
     assert second["platform"]["teacher_reused"] and second["platform"]["teacher_steps"] == 0
     assert second["platform"]["teacher_key"] == p["teacher_key"] and second["platform"]["student_groups"] == 2
     assert second["teacher"]["auc"] == first["teacher"]["auc"]
@@ -66,23 +77,13 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, ray_loca
     assert saved["platform"]["teacher_reused"] is True
 
     # A different teacher seed is a different key: the teacher trains again.
-    assert _key(shared, "run.seed=1") != p["teacher_key"]
+    assert _key(shared, *GAP_EXTRA, "run.seed=1") != p["teacher_key"]
 
 
 def _key(shared: Path, *extra: str) -> str:
     from recdistill.signals.key import teacher_key
 
     return teacher_key(_cfg(shared, "k", *extra))
-
-
-# One uninterrupted run with small signal blocks and frequent checkpoints: the reference of
-# the gap test (which then deletes some of its blocks) and of the crash test.
-GAP_EXTRA = ("run.seed=5", "platform.signal_block_rows=1024", "platform.checkpoint_every_blocks=2")
-
-
-@pytest.fixture(scope="module")
-def reference(shared: Path, ray_local) -> dict:
-    return run_experiment(_cfg(shared, "reference", *GAP_EXTRA), log=lambda _: None)
 
 
 def test_killed_teacher_worker_resumes_from_its_checkpoint(shared: Path, reference: dict, tmp_path: Path) -> None:

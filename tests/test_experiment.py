@@ -77,7 +77,9 @@ def test_run_experiment_writes_results(tmp_path: Path, ray_local) -> None:
         "data.synthetic.max_cardinality=20000", "teacher.arch=dcnv2", "teacher.depth=1", "teacher.width=32",
         "teacher.embed_dim=8", "students.0.embed_dim=4", "students.0.width=16", "students.0.depth=1",
         "students.1.name=single", "students.1.towers=single", "students.1.embed_dim=4",
-        "students.1.width=16", "students.1.depth=1", "students.1.arch=deepfm", f"run.dir={tmp_path}"])
+        "students.1.width=16", "students.1.depth=1", "students.1.arch=deepfm", f"run.dir={tmp_path}",
+        # the single-process engine: tests/test_distributed.py runs the Ray engine against it
+        "run.engine=local"])
     r = run_experiment(cfg, log=lambda _: None)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["teacher"]["auc"] == pytest.approx(r["teacher"]["auc"])

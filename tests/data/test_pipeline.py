@@ -138,18 +138,20 @@ def test_row_order_splits_across_files_are_exact(tmp_path: Path, ray_local) -> N
     assert parts == {"train": 250, "valid": 250, "test": 500}
 
 
-def test_cli_inspect_reports_rejects_and_fails_past_budget(tmp_path: Path) -> None:
-    exe = [sys.executable, "-m", "recdistill.cli", "data", "inspect"]
+def test_cli_inspect_reports_rejects_and_fails_past_budget(tmp_path: Path, ray_local,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """In this process, on the module's Ray (test_cli_synth_then_inspect runs the installed
+    entry point as a subprocess; each of those starts a Ray of its own, ~10 s here)."""
+    from recdistill.cli import main
+
     good = "\t".join(["1"] + ["3"] * 13 + ["68fd1e64"] * 26)
     path = tmp_path / "log.txt"
     path.write_text("\n".join([good] * 8 + ["1\t2\t3", good]) + "\n")  # line 9 is short
-    ok = subprocess.run([*exe, str(path), "--format", "criteo", "--error-budget", "0.2"],
-                        capture_output=True, text=True, timeout=180)
-    assert ok.returncode == 0, ok.stderr
-    assert "rows            9" in ok.stdout and "wrong field count" in ok.stdout
-    bad = subprocess.run([*exe, str(path), "--format", "criteo"], capture_output=True, text=True, timeout=180)
-    assert bad.returncode == 2
-    assert "data error" in bad.stderr and str(path) in bad.stderr and "9" in bad.stderr
-    missing = subprocess.run([*exe, str(tmp_path / "nope.txt"), "--format", "criteo"],
-                             capture_output=True, text=True, timeout=60)
-    assert missing.returncode == 2 and "does not exist" in missing.stderr
+    assert main(["data", "inspect", str(path), "--format", "criteo", "--error-budget", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "rows            9" in out and "wrong field count" in out
+    assert main(["data", "inspect", str(path), "--format", "criteo"]) == 2
+    err = capsys.readouterr().err
+    assert "data error" in err and str(path) in err and "9" in err
+    assert main(["data", "inspect", str(tmp_path / "nope.txt"), "--format", "criteo"]) == 2
+    assert "does not exist" in capsys.readouterr().err

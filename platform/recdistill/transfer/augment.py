@@ -153,8 +153,9 @@ class TeacherScorer:
         return batch.set_column(batch.schema.get_field_index(LOGIT), LOGIT, pa.array(z, pa.float32()))
 
 
-def load_teacher_state(checkpoint: str) -> dict[str, torch.Tensor]:
-    """The teacher's weights from a Ray Train checkpoint directory (or its ``state.pt``)."""
+def teacher_state_path(checkpoint: str) -> str:
+    """The teacher's ``state.pt`` in a Ray Train checkpoint directory (or the file itself);
+    a clear error when it is gone."""
     import os
 
     path = os.path.join(checkpoint, "state.pt") if os.path.isdir(checkpoint) else checkpoint
@@ -162,4 +163,9 @@ def load_teacher_state(checkpoint: str) -> dict[str, torch.Tensor]:
         raise FileNotFoundError(
             f"teacher checkpoint {path} is gone (its run directory was removed?): the transfer stage needs the "
             f"old model's weights; set platform.reuse_signals=false to retrain the teacher")
-    return torch.load(path, map_location="cpu", weights_only=False)["model"]
+    return path
+
+
+def load_teacher_state(checkpoint: str) -> dict[str, torch.Tensor]:
+    """The teacher's weights from a Ray Train checkpoint directory (or its ``state.pt``)."""
+    return torch.load(teacher_state_path(checkpoint), map_location="cpu", weights_only=False)["model"]

@@ -5,9 +5,9 @@
 2. The offline stream: the students' window joined with those logits, then strategically
    sampled (``transfer.sampling``) and augmented with made-up pairs the teacher scores
    (``transfer.augment``), all Ray Data steps; materialised once in the object store.
-3. Each variant (``transfer.variants``) is a one-worker Ray Train run of students[0]:
-   from scratch, or from the teacher's projected embeddings progressively (phase 1 frozen,
-   phase 2 joint) or end to end. Each logs held-out AUC over its steps.
+3. The variants (``transfer.variants``) of students[0], one after another in one Ray Train
+   run: from scratch, or from the teacher's projected embeddings progressively (phase 1
+   frozen, phase 2 joint) or end to end. Each logs held-out AUC over its steps.
 4. Speed-up: the steps and training seconds a variant needs to reach the scratch
    student's final AUC, as a share of the scratch student's own.
 """
@@ -170,7 +170,7 @@ def _flag_real(batch: pa.Table) -> pa.Table:
 
 def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     from recdistill.distributed import _trainer, distill_stream, start_run, teacher_stage
-    from recdistill.transfer.augment import load_teacher_state
+    from recdistill.transfer.augment import teacher_state_path
     from recdistill.transfer.report import write_transfer_results
     from recdistill.transfer.workers import transfer_loop
 
@@ -181,7 +181,7 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
     if not checkpoint:
         raise RuntimeError(f"teacher {run.key} has no model checkpoint in the store; set "
                            f"platform.reuse_signals=false to retrain it")
-    load_teacher_state(checkpoint)  # fail here, not in every worker, when it is gone
+    teacher_state_path(checkpoint)  # fail here, not in every worker, when it is gone
     stream, cov = distill_stream(run, log, timings)
     train, data_info = offline_stream(cfg, run, stream, log, timings, checkpoint, info["config"])
     curve_ds = run.test_ds.limit(cfg.transfer.eval_rows).materialize()
@@ -192,19 +192,22 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
     # training time is then its own, not a filter's
     real_only = (train.map_batches(_real_rows, batch_format="pyarrow").materialize()
                  if "progressive_noaug" in cfg.transfer.variants else None)
-    variants: dict[str, dict[str, Any]] = {}
-    for name in cfg.transfer.variants:
-        t0 = time.perf_counter()
-        ds = real_only if name == "progressive_noaug" else train
-        loop_config = {**run.base, "variant": name, "checkpoint": checkpoint, "teacher_config": info["config"],
-                       "negative_keep": data_info["negative_keep_effective"], **variant_plan(cfg, name)}
-        result = _trainer(transfer_loop, f"transfer-{name}-{run.experiment}", cfg, loop_config,
-                          {"train": ds, "test": run.test_ds, "curve": curve_ds}, 1, run.storage).fit()
-        m = result.metrics
-        m["wall_s"] = time.perf_counter() - t0
-        variants[name] = m
-        log(f"[transfer {name}] AUC {m['final']['auc']:.4f} after {m['steps']} steps, {m['seconds']:.1f} s training "
-            f"({m['wall_s']:.1f} s with Ray's fixed costs)")
+    plans = [{"variant": name, "dataset": "train_real" if name == "progressive_noaug" else "train",
+              **variant_plan(cfg, name)} for name in cfg.transfer.variants]
+    loop_config = {**run.base, "variants": plans, "checkpoint": checkpoint, "teacher_config": info["config"],
+                   "negative_keep": data_info["negative_keep_effective"]}
+    datasets = {"train": train, "test": run.test_ds, "curve": curve_ds}
+    if real_only is not None:
+        datasets["train_real"] = real_only
+    t0 = time.perf_counter()
+    result = _trainer(transfer_loop, f"transfer-{run.experiment}", cfg, loop_config, datasets, 1,
+                      run.storage).fit()
+    variants: dict[str, dict[str, Any]] = result.metrics["variants"]
+    timings["variants_s"] = time.perf_counter() - t0
+    for name, m in variants.items():
+        log(f"[transfer {name}] AUC {m['final']['auc']:.4f} after {m['steps']} steps, {m['seconds']:.1f} s training")
+    log(f"[transfer] {len(variants)} variant(s) in one Ray Train run: {timings['variants_s']:.1f} s with Ray's "
+        f"fixed costs")
     results: dict[str, Any] = {
         "engine": "ray", "kind": "transfer",
         "teacher": {k: v for k, v in info.items() if k not in ("config", "oracle")},
