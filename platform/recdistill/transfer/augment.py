@@ -55,7 +55,7 @@ def _donors(items: np.ndarray, users: np.ndarray | None, base: np.ndarray, gener
             rng: np.random.Generator) -> np.ndarray:
     n = len(items)
     if generator == "random":
-        _, first, inverse = np.unique(items, return_index=True, return_inverse=True)
+        _, first = np.unique(items, return_index=True)
         return first[rng.integers(0, len(first), len(base))]
     donors = rng.integers(0, n, len(base))
     if generator == "session":

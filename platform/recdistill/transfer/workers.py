@@ -1,6 +1,6 @@
-"""The Ray Train loop of one transfer variant: a student initialised from scratch or from the
-teacher's projected embeddings, trained in phases over the offline stream, with held-out
-AUC every ``transfer.eval_every`` steps (the learning curve the speed-up is read from).
+"""The Ray Train loop of the transfer variants: each a student initialised from scratch or
+from the teacher's projected embeddings, trained in phases over the offline stream, with
+held-out AUC every ``transfer.eval_every`` steps (the learning curve the speed-up is read from).
 
 A phase is (epochs, frozen): with the embeddings frozen only the dense layers learn and the
 table gets no gradient at all (cheaper steps, CrossAdapt's phase 1). Training time excludes
@@ -27,19 +27,17 @@ from recdistill.transfer.augment import AUGMENTED, load_teacher_state
 from recdistill.transfer.projection import project_table
 
 
-def projected_student(config: dict[str, Any], spec: Any, sparse: bool) -> tuple[Any, list[dict[str, Any]]]:
-    """students[0] with the teacher's embeddings projected into its table (every rank
-    computes the same projection from the same seed, so DDP replicas start equal)."""
-    cfg = config_from_dict(config["cfg"])
+def projected_table(config: dict[str, Any], cfg: Any, spec: Any) -> tuple[torch.Tensor, list[dict[str, Any]]]:
+    """students[0]'s embedding table with the teacher's embeddings projected into it, and the
+    per-field report. Every rank computes the same projection from the same seed, so DDP
+    replicas start equal; computed once per run, however many variants start from it."""
     s = cfg.students[0]
-    model = build_model(spec, s, s.towers, student_init_seed(cfg, 0), sparse)
-    if not config["projected"]:
-        return model, []
+    student = build_model(spec, s, s.towers, student_init_seed(cfg, 0), sparse_embeddings=False)
     t = config_from_dict({"teacher": config["teacher_config"]}).teacher
     teacher = build_model(spec, t, "single", 0, sparse_embeddings=False)
     teacher.load_state_dict(load_teacher_state(config["checkpoint"]))
-    reports = project_table(teacher.features, model.features, None, cfg.run.seed)
-    return model, [r.to_dict() for r in reports]
+    reports = project_table(teacher.features, student.features, None, cfg.run.seed)
+    return student.features.table.weight.detach(), [r.to_dict() for r in reports]
 
 
 def _auc(model: torch.nn.Module, shard: Any, schema: Any, seq_len: int, device: torch.device,
@@ -55,18 +53,22 @@ def _auc(model: torch.nn.Module, shard: Any, schema: Any, seq_len: int, device: 
     return ev.metrics("s")
 
 
-def _train_variant(v: dict[str, Any], config: dict[str, Any], cfg: Any, device: torch.device, world: int,
-                   rank: int) -> dict[str, Any]:
-    """One variant from its initialisation to its final test metrics."""
+def _train_variant(v: dict[str, Any], config: dict[str, Any], cfg: Any, projected: dict[str, Any] | None,
+                   device: torch.device, world: int, rank: int) -> dict[str, Any]:
+    """One variant from its initialisation (``projected``: the projected table, its report and
+    the seconds it took) to its final test metrics."""
     import ray.train
     import ray.train.torch
 
     schema, seq_len, tc, s = config["schema"], sequence_length(cfg), cfg.transfer, cfg.students[0]
     sparse = not (world > 1 and device.type == "cuda")  # NCCL cannot all-reduce sparse gradients
-    t_init = time.perf_counter()
-    model, fields = projected_student({**config, "projected": v["projected"]},
-                                      feature_spec(schema, config["buckets"]), sparse)
-    init_s = time.perf_counter() - t_init
+    model = build_model(feature_spec(schema, config["buckets"]), s, s.towers, student_init_seed(cfg, 0), sparse)
+    fields, init_s = [], 0.0
+    if v["projected"]:
+        assert projected is not None
+        with torch.no_grad():
+            model.features.table.weight.copy_(projected["table"])
+        fields, init_s = projected["fields"], projected["seconds"]
     model.to(device)
     objective = student_objective(cfg, 0, True)
     table = model.features.table
@@ -150,5 +152,11 @@ def transfer_loop(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     threads = _threads(cfg)
     device = ray.train.torch.get_device()
-    variants = {v["variant"]: _train_variant(v, config, cfg, device, world, rank) for v in config["variants"]}
+    projected = None
+    if any(v["projected"] for v in config["variants"]):
+        t0 = time.perf_counter()
+        table, fields = projected_table(config, cfg, feature_spec(config["schema"], config["buckets"]))
+        projected = {"table": table, "fields": fields, "seconds": time.perf_counter() - t0}
+    variants = {v["variant"]: _train_variant(v, config, cfg, projected, device, world, rank)
+                for v in config["variants"]}
     _finish({"variants": variants, "threads": threads, "world": world, "device": device.type}, rank)
