@@ -95,3 +95,34 @@ def test_missing_and_empty_inputs_fail_before_reading(tmp_path):
     (tmp_path / "empty.txt").write_text("")
     with pytest.raises(DataError, match="empty.txt is empty, expected criteo rows"):
         read_log(str(tmp_path / "empty.txt"), "criteo")
+
+
+def _parquet_part(path: Path, row_ids: list[int]) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recdistill.data.schema import LogSchema
+
+    s = LogSchema(dense=("d0",), categorical=("c0",), categorical_type="int64", source="synthetic")
+    n = len(row_ids)
+    pq.write_table(pa.Table.from_pydict({
+        "row_id": pa.array(row_ids, pa.int64()), "label": pa.array([0] * n, pa.int8()),
+        "d0": pa.array([0.5] * n, pa.float32()), "c0": pa.array(range(n), pa.int64())},
+        schema=s.arrow_schema()), path)
+
+
+def test_parquet_row_id_in_two_files_fails_the_read(tmp_path):
+    # Interleaved id ranges are fine as long as no id is in two files; without a ledger
+    # passed, read_log makes its own for the check.
+    (tmp_path / "ok").mkdir()
+    _parquet_part(tmp_path / "ok" / "a.parquet", [1, 3, 5])
+    _parquet_part(tmp_path / "ok" / "b.parquet", [2, 4, 6])
+    _parquet_part(tmp_path / "ok" / "c.parquet", [10, 11])
+    ds, _ = read_log(str(tmp_path / "ok"), "parquet")
+    assert sorted(r["row_id"] for r in ds.take_all()) == [1, 2, 3, 4, 5, 6, 10, 11]
+    (tmp_path / "dup").mkdir()
+    _parquet_part(tmp_path / "dup" / "a.parquet", [1, 3, 5])
+    _parquet_part(tmp_path / "dup" / "b.parquet", [2, 5, 6])
+    ds, _ = read_log(str(tmp_path / "dup"), "parquet")
+    with pytest.raises(DataError, match=r"row_id 5 occurs in both .*dup/[ab]\.parquet and .*dup/[ab]\.parquet"):
+        ds.materialize()

@@ -489,3 +489,124 @@ def test_real_samples(rel, fmt, rows, positives):
             assert round(100 * positives / rows, 2) == 17.27
     if fmt == "libsvm":
         assert t.schema.names[2:] == [f"f{i}" for i in range(16)]
+
+
+# ------------------------------------------------- issue 13: reader defects found
+
+
+def test_criteo_missing_dense_value_kept_beside_a_non_numeric_one(tmp_path):
+    # One bad value in a column sends the block down the regex path, where a missing value
+    # (null) must still count as fine: `or_` gave null there and rejected it.
+    p = write(tmp_path, "d.txt", [criteo_line("0", dense={3: "abc"}), criteo_line("1", dense={3: ""}),
+                                  criteo_line("1", dense={3: "7"})])
+    t, tally = read(p, "criteo")
+    assert ids(t) == [2, 3] and math.isnan(t["I3"][0].as_py()) and t["I3"][1].as_py() == 7.0
+    assert tally.counts == {"non-numeric dense value": 1}
+
+
+def test_avazu_empty_and_impossible_hours_are_rejected(tmp_path):
+    hours = ["", "14023100", "14022900", "16022900", "14113100", "14103123", "99123123"]
+    p = write(tmp_path, "h.csv", [avazu_line("1", hour=h) for h in hours])
+    t, tally = read(p, "avazu")
+    assert ids(t) == [4, 6, 7]  # 2016 is a leap year; 31 Nov, 29 Feb 2014, 31 Feb are not days
+    assert t["ts"].to_pylist() == [1456704000, 1414796400, 946681200]
+    assert t["ts"].null_count == 0
+    assert tally.counts == {"bad timestamp": 4}
+    assert [e[1] for e in tally.examples["bad timestamp"]] == [1, 2, 3, 5]
+
+
+@pytest.mark.parametrize("ext", ["gz", "bz2", "zst"])
+def test_truncated_or_corrupt_compressed_file_names_the_file(tmp_path, ext):
+    text = ("\n".join(criteo_line(str(i % 2)) for i in range(400)) + "\n").encode()
+    good = tmp_path / f"ok.txt.{ext}"
+    with pa.CompressedOutputStream(str(good), {"gz": "gzip", "bz2": "bz2", "zst": "zstd"}[ext]) as f:
+        f.write(text)
+    t, _ = read(good, "criteo")
+    assert t.num_rows == 400
+    data = good.read_bytes()
+    cut = tmp_path / f"cut.txt.{ext}"
+    cut.write_bytes(data[: len(data) // 2])
+    bad = tmp_path / f"bad.txt.{ext}"
+    bad.write_bytes(data[:16] + bytes(b ^ 0x5A for b in data[16:80]) + data[80:])
+    for p in (cut, bad):
+        with pytest.raises(DataError, match=rf"{p}: compressed data is truncated or corrupt"):
+            read(p, "criteo")
+
+
+def test_movielens_timestamps_beyond_int64_are_rejected(tmp_path):
+    p = write(tmp_path, "u.data", ["1\t2\t4\t9223372036854775808", "1\t3\t4\t1e30", "1\t4\t4\t100",
+                                   "1\t5\t4\t9223372036854774784", "1\t6\t4\t9223372036854775807"])
+    t, tally = read(p, "movielens")
+    assert ids(t) == [3, 4] and t["ts"].to_pylist() == [100, 9223372036854774784]
+    assert tally.counts == {"bad timestamp": 3}  # ..807 reads as the float 2**63
+
+
+@pytest.mark.parametrize("fmt", ["criteo", "avazu", "movielens", "libsvm"])
+def test_lines_that_are_not_utf8_are_counted(tmp_path, capfd, fmt):
+    good = {"criteo": [criteo_line("1"), criteo_line("0")], "avazu": [avazu_line("1"), avazu_line("0")],
+            "movielens": ["1\t2\t4\t100", "3\t4\t1\t200"], "libsvm": ["1 2:1 3:1", "0 4:1 5:1"]}[fmt]
+    sep = {"criteo": "\t", "avazu": ",", "movielens": "\t", "libsvm": " "}[fmt]
+    bad_same = good[1].replace("1", "1\udcff", 1)  # right field count, one bad byte
+    bad_short = "\udcfe" + good[1].rsplit(sep, 1)[0]  # and a wrong field count: the handler's path
+    p = tmp_path / f"x.{fmt}"
+    p.write_bytes("\n".join([good[0], bad_same, good[1], bad_short, good[0]]).encode("utf-8", "surrogateescape") + b"\n")
+    t, tally = read(p, fmt)
+    assert ids(t) == [1, 3, 5]
+    assert tally.counts == {"invalid UTF-8": 2} and tally.total == 5
+    ex = tally.examples["invalid UTF-8"]
+    assert [e[1] for e in ex] == [2, 4] and "\\xff" in ex[0][3] and "\\xfe" in ex[1][3]
+    assert "Exception ignored" not in capfd.readouterr().err
+
+
+def test_libsvm_byte_order_mark_and_bare_cr_line_endings(tmp_path):
+    for name, raw in [("bom1", b"\xef\xbb\xbf1 2:1 3:1\n"), ("bom2", b"\xef\xbb\xbf-1 2:1 3:1 \n0 4:1 5:1\n"),
+                      ("cr", b"1 2:1 3:1\r0 4:1 5:1\r+1 6:1 7:1"), ("cr2", b"1 2:1 3:1 \r0 4:1\t5:1\r")]:
+        p = tmp_path / f"{name}.fm.txt"
+        p.write_bytes(raw)
+        t, tally = read(p, "libsvm")
+        n = raw.count(b"\r") + raw.count(b"\n") + (not raw.endswith((b"\r", b"\n")))
+        assert tally.rejected == 0 and ids(t) == list(range(1, n + 1)), name
+        assert t["f0"][0].as_py() == "2" and t["f1"][0].as_py() == "3"
+
+
+def _parquet(tmp_path: Path, name: str, row_ids: list[int], dense: list[float]) -> Path:
+    s = LogSchema(dense=("d0",), categorical=("c0",), categorical_type="int64", has_ts=True, source="synthetic")
+    n = len(row_ids)
+    t = pa.Table.from_pydict({
+        "row_id": pa.array(row_ids, pa.int64()), "label": pa.array([i % 2 for i in range(n)], pa.int8()),
+        "d0": pa.array(dense, pa.float32()), "c0": pa.array(range(n), pa.int64()),
+        "ts": pa.array([100] * n, pa.int64())}, schema=s.arrow_schema())
+    p = tmp_path / name
+    pq.write_table(t, p, row_group_size=2)
+    return p
+
+
+def test_parquet_infinite_dense_values_rejected_nan_kept(tmp_path):
+    p = _parquet(tmp_path, "inf.parquet", [1, 2, 3, 4], [0.5, float("inf"), float("nan"), -float("inf")])
+    t, tally = read(p, "parquet")
+    assert t["row_id"].to_pylist() == [1, 3] and math.isnan(t["d0"][1].as_py())  # NaN = missing
+    assert tally.counts == {"non-numeric dense value": 2}
+    assert tally.examples["non-numeric dense value"][0][1:3] == (2, "infinite dense value in d0")
+    assert tally.id_ranges == {str(p): (1, 4)}
+
+
+def test_parquet_row_id_twice_in_a_file_is_an_error(tmp_path):
+    for name, row_ids, rows in [("inc.parquet", [1, 2, 2, 3, 4], (2, 3)),   # in order, one repeat
+                                ("mix.parquet", [9, 3, 7, 5, 3], (2, 5)),   # out of order
+                                ("far.parquet", [1, 2, 3, 4, 1], (1, 5))]:  # across batches
+        p = _parquet(tmp_path, name, row_ids, [0.0] * len(row_ids))
+        with pytest.raises(DataError, match=rf"{p}: row_id {row_ids[rows[0] - 1]} occurs more than once "
+                                            rf"\(rows {rows[0]} and {rows[1]}\)"):
+            list(formats._iter_parquet(str(p), 0, RejectTally(), None, None, batch_rows=2))
+    ok = _parquet(tmp_path, "ok.parquet", [5, 1, 4, 2], [0.0] * 4)
+    t, _ = read(ok, "parquet")
+    assert t["row_id"].to_pylist() == [5, 1, 4, 2]
+
+
+def test_inspect_report_shows_timestamps_past_year_9999() -> None:
+    """MovieLens accepts any int64 second count; the report must not crash on one."""
+    from recdistill.data.inspect import LogReport
+    from recdistill.data.rejects import RejectTally
+
+    lines = LogReport("x", "movielens", 1, 0, [], RejectTally(), (0, 2 ** 62)).lines()
+    assert any("1970-01-01 00:00 → 4611686018427387904 s UTC" in line for line in lines)

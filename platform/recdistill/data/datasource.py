@@ -6,6 +6,12 @@ at once if that file alone is over the error budget. The driver checks the budge
 files with ``read_rejects(ledger)`` once the dataset has been consumed, since Ray Data
 reads lazily and in parallel.
 
+Parquet ``row_id``s (the join key) must be unique over all files. A read task checks its
+own file (``formats``); across files the ledger compares each file's id range with those
+reported before it, and only when two ranges overlap does the later task read both files'
+``row_id`` columns and intersect them. No ids travel to the driver, and files with disjoint
+ranges (as recdistill writes them) cost nothing more.
+
     ledger = new_ledger()
     ds, schema = read_log("logs/*.txt", "criteo", ledger=ledger)
     ds = ds.materialize()
@@ -17,12 +23,15 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any, Iterator
 
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import ray
 from ray.data.datasource import FileBasedDatasource
 
 from recdistill.data import formats
 from recdistill.data.rejects import DataError, RejectTally, empty_file_error
-from recdistill.data.schema import LogSchema
+from recdistill.data.schema import ROW_ID, LogSchema
 
 if TYPE_CHECKING:
     import pyarrow
@@ -39,10 +48,21 @@ class RejectLedger:
 
     def __init__(self) -> None:
         self._by_file: dict[str, dict] = {}
+        self._ranges: dict[str, tuple[int, int]] = {}  # parquet file -> (min, max) row_id
 
-    def add(self, tally_dict: dict) -> None:
+    def add(self, tally_dict: dict) -> list[str]:
+        """Record a file's tally; returns the files reported earlier whose row_id ranges overlap its own."""
         files = tally_dict.get("files") or ["<unknown>"]
         self._by_file[files[0] if len(files) == 1 else "|".join(files)] = tally_dict
+        overlapping: set[str] = set()
+        for path, (lo, hi) in tally_dict.get("id_ranges", {}).items():
+            others = [p for p in self._ranges if p != path]
+            if others:
+                bounds = np.array([self._ranges[p] for p in others], dtype=np.int64)
+                hit = (bounds[:, 0] <= hi) & (lo <= bounds[:, 1])
+                overlapping.update(p for p, h in zip(others, hit) if h)
+            self._ranges[path] = (int(lo), int(hi))
+        return sorted(overlapping)
 
     def tally(self) -> dict:
         total = RejectTally()
@@ -100,8 +120,25 @@ class ClickLogDatasource(FileBasedDatasource):
                                      num_fields=self._num_fields, schema=self._log_schema)
         if self._ledger is not None:
             # Wait for the ledger, so that everything is recorded once the dataset is consumed.
-            ray.get(self._ledger.add.remote(tally.to_dict()))
+            overlapping = ray.get(self._ledger.add.remote(tally.to_dict()))
+            if overlapping:
+                self._check_no_shared_ids(path, overlapping)
         tally.check_budget(self._error_budget, path)
+
+    def _row_ids(self, path: str) -> np.ndarray:
+        with self._filesystem.open_input_file(path) as f:
+            col = pq.read_table(f, columns=[ROW_ID]).column(ROW_ID)
+        return pc.drop_null(col).to_numpy().astype(np.int64, copy=False)
+
+    def _check_no_shared_ids(self, path: str, others: list[str]) -> None:
+        # Each file's ids are unique already (checked by its own read task).
+        mine = self._row_ids(path)
+        for other in others:
+            common = np.intersect1d(mine, self._row_ids(other), assume_unique=True)
+            if len(common):
+                raise DataError(f"row_id {int(common[0])} occurs in both {other} and {path} "
+                                f"({len(common):,} shared ids); row_id is the join key and must be unique "
+                                f"over the input: was a file repeated or were two logs mixed?")
 
 
 def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_budget: float = 0.001,
@@ -110,7 +147,7 @@ def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_bud
     """A lazy Ray Dataset of a click log (file, directory, glob or list of them) and its schema.
 
     Missing, empty and (parquet) schema-less inputs fail here, before any task runs. A file
-    over ``error_budget`` fails its read task; pass a ``ledger`` (``new_ledger()``) and call
+    over ``error_budget``, or a parquet ``row_id`` found twice, fails its read task; pass a ``ledger`` (``new_ledger()``) and call
     ``read_rejects(ledger).check_budget(...)`` after consumption for the budget over all files.
     """
     if fmt not in formats.FORMATS:
@@ -125,6 +162,8 @@ def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_bud
         num_fields = len(log_schema.categorical)
     if fmt == "parquet":
         schema = log_schema
+        if ledger is None and len(paths) > 1:
+            ledger = new_ledger()  # the check that no row_id is in two files goes through it
     source = ClickLogDatasource(paths, fmt, header=header, error_budget=error_budget, ledger=ledger,
                                 num_fields=num_fields, schema=schema)
     # One read task per file already yields ~4 MiB blocks as it streams. Left to itself Ray

@@ -11,7 +11,36 @@ tools can call them directly. Every text format goes through one streaming path:
 * The physical line of every accepted row is recovered from the handler's line numbers
   (``_TextStream``), so row ids stay true even after rejected or blank lines.
 * Values are checked and converted with ``pyarrow.compute`` on whole columns; a row that
-  fails a check is counted in the ``RejectTally`` under a reason and not yielded.
+  fails a check is counted in the ``RejectTally`` under a reason and not yielded. Masks are
+  combined with the Kleene forms (``and_kleene``/``or_kleene``): with the plain forms a null
+  (missing value) poisons the result and the row lands under the wrong verdict.
+* Bytes reach the CSV reader through ``_Utf8Lines``: a line that is not valid UTF-8 is
+  rejected as ``invalid UTF-8`` (Arrow would otherwise fail the whole file), and a read or
+  decompression error (truncated .gz/.bz2/.zst) is a ``DataError`` naming the file.
+
+Per-row rules (each failing row counted under the first reason, in this order):
+
+* all text formats: a line with bytes that are not UTF-8 -> ``invalid UTF-8``; a line that
+  holds nothing, or (criteo, avazu, movielens) only empty fields, is blank: counted apart,
+  not a reject. A UTF-8 byte order mark at the start and ``\n``, ``\r\n`` or ``\r`` line
+  endings are accepted.
+* criteo: 40 tab-separated fields, else ``wrong field count``; label ``0``/``1``; each of
+  I1..I13 empty (missing, NaN) or a decimal number (``NUMBER_RE``) that is finite as float32,
+  else ``non-numeric dense value``.
+* avazu: 24 comma-separated fields; click ``0``/``1``; ``hour`` exactly 8 digits YYMMDDHH
+  naming a real hour of the calendar (no 31 February), else ``bad timestamp`` (an empty hour
+  too).
+* movielens: tab-separated user, item, rating, timestamp (a RecBole header may reorder them);
+  as many fields as line 1, else ``wrong field count``; rating a finite number, else
+  ``non-numeric rating``; timestamp a number in [0, 2**63) seconds, else ``bad timestamp``.
+* libsvm: ``label idx:1 ... idx:1`` split on any whitespace; label in ``0 1 -1 +1``; every
+  feature token ``digits:1`` (``:1.0`` too), else ``bad libsvm token``; then label, else
+  ``label not in {0,1}``; then exactly k features (k from the first valid line), else
+  ``wrong field count``.
+* parquet: null ``row_id`` -> ``missing row_id``; label not 0/1 -> ``label not in {0,1}``; an
+  infinite dense value -> ``non-numeric dense value`` (NaN is the layout's missing value, so
+  it stays). A ``row_id`` seen twice in a file is a ``DataError`` naming the file, the id and
+  both rows (ids are the join key; rows already streamed cannot be taken back).
 
 ``row_id = (file_index << 40) | line`` makes ids unique and increasing in log order across
 the sorted file list.
@@ -52,8 +81,9 @@ NON_NUMERIC_RATING = "non-numeric rating"
 BAD_TIMESTAMP = "bad timestamp"
 BAD_LIBSVM_TOKEN = "bad libsvm token"
 MISSING_ROW_ID = "missing row_id"
+INVALID_UTF8 = "invalid UTF-8"
 REASONS = (WRONG_FIELD_COUNT, BAD_LABEL, NON_NUMERIC_DENSE, NON_NUMERIC_RATING, BAD_TIMESTAMP,
-           BAD_LIBSVM_TOKEN, MISSING_ROW_ID)
+           BAD_LIBSVM_TOKEN, MISSING_ROW_ID, INVALID_UTF8)
 
 # RE2 (pyarrow) and Python `re` agree on these.
 NUMBER_RE = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
@@ -65,6 +95,8 @@ _LIBSVM_PLAIN_LINE = re.compile(r"^(0|1|-1|\+1)( [0-9]+:1)+\r?$")
 LIBSVM_LABELS = ("0", "1", "-1", "+1")
 LIBSVM_POSITIVE = ("1", "+1")
 _LABELS01 = pa.array(["0", "1"])
+MAX_TS = 2.0 ** 63  # timestamps at or above this do not fit the int64 ts column
+COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4", ".br")  # what compression="detect" opens
 
 CRITEO_DENSE = tuple(f"I{i}" for i in range(1, 14))
 CRITEO_CATEGORICAL = tuple(f"C{i}" for i in range(1, 27))
@@ -210,13 +242,15 @@ def iter_file(path: str, fmt: str, file_index: int, tally: RejectTally, header: 
     own = f is None
     source = pa.input_stream(path, compression="detect") if own else f
     try:
-        text_source = source
+        checked = _Utf8Lines(source, path, fmt)
+        text_source: Any = checked
         if fmt == "libsvm":
-            k, plain, text_source = _peek_libsvm(source, path)
+            k, plain, text_source = _peek_libsvm(checked, path)
             parser = _LibSVM(path, fmt, file_index, tally, header, num_fields or k, plain)
         else:
             parser = _PARSERS[fmt](path, fmt, file_index, tally, header, num_fields)
-        stream = _TextStream(text_source, path, fmt, tally, parser.layout, header, block_size)
+        stream = _TextStream(text_source, path, fmt, tally, parser.layout, header, block_size,
+                             checked.bad_lines)
         for batch, lines in stream:
             table = parser.convert(batch, lines, stream)
             if table is not None and table.num_rows:
@@ -227,6 +261,93 @@ def iter_file(path: str, fmt: str, file_index: int, tally: RejectTally, header: 
 
 
 # ------------------------------------------------------------- streaming text read
+
+
+class _Utf8Lines:
+    """A read-only byte stream over ``source`` that passes on only valid UTF-8.
+
+    Arrow's CSV reader fails a whole block on a string field that is not UTF-8, and cannot
+    hand such a row to the invalid-row handler at all (decoding its text fails before the
+    handler runs: "Exception ignored", then the file fails). So each line with bad bytes is
+    recorded in ``bad_lines`` (physical line number -> text with the bytes escaped) and
+    passed on with them replaced by U+FFFD, for ``_TextStream`` to reject by line number.
+    Bytes below 0x80 are always valid, so delimiters and line breaks (hence field counts
+    and line numbers) are untouched. Lines are counted as Arrow counts them: ``\n``,
+    ``\r\n`` and a lone ``\r`` each end one.
+
+    Read and decompression errors (a truncated or corrupt .gz/.bz2/.zst) become a
+    ``DataError`` naming the file: how many rows were lost past the damage is unknowable,
+    so they cannot be counted against the error budget.
+    """
+
+    def __init__(self, source: Any, path: str, fmt: str) -> None:
+        self._src, self.path, self.fmt = source, path, fmt
+        self.bad_lines: dict[int, str] = {}
+        self._pending = b""  # raw bytes after the last complete line break
+        self._out = bytearray()  # checked bytes not yet handed out
+        self._breaks = 0  # line breaks in the bytes checked so far
+        self._eof = False
+        self.closed = False
+
+    def read(self, n: int = -1) -> bytes:
+        want = n if n is not None and n >= 0 else None
+        while not self._eof and (want is None or len(self._out) < want):
+            chunk = self._read_raw(max(want or 0, 1 << 20))
+            if not chunk:
+                self._eof = True
+                self._check(self._pending)
+                self._pending = b""
+                break
+            data = self._pending + chunk
+            cut = max(data.rfind(b"\n"), data.rfind(b"\r")) + 1
+            if cut == len(data) and data.endswith(b"\r"):
+                # A \r at the very end may be the first half of \r\n: wait for the next byte.
+                cut = max(data.rfind(b"\n", 0, cut - 1), data.rfind(b"\r", 0, cut - 1)) + 1
+            self._check(data[:cut])
+            self._pending = data[cut:]
+        if want is None:
+            out = bytes(self._out)
+            self._out.clear()
+        else:
+            # Arrow takes a short read for the end of the file, so this fills the request.
+            out = bytes(self._out[:want])
+            del self._out[:want]
+        return out
+
+    def _read_raw(self, n: int) -> bytes:
+        try:
+            return self._src.read(n)
+        except OSError as e:
+            compressed = self.path.lower().endswith(COMPRESSED_SUFFIXES)
+            what = "compressed data is truncated or corrupt" if compressed else "read failed"
+            raise DataError(f"{self.path}: {what} ({e}); {self._breaks:,} complete lines of {self.fmt} "
+                            f"text came before it, nothing after it can be read") from e
+
+    def _check(self, seg: bytes) -> None:
+        first = self._breaks + 1  # line number of seg's first line
+        self._breaks += seg.count(b"\n")
+        if b"\r" in seg:
+            self._breaks += seg.count(b"\r") - seg.count(b"\r\n")
+        if seg.isascii():
+            self._out += seg
+            return
+        try:
+            seg.decode("utf-8")
+            self._out += seg
+            return
+        except UnicodeDecodeError:
+            pass
+        # bytes.splitlines breaks on exactly \n, \r\n and \r, as Arrow does.
+        for i, line in enumerate(seg.splitlines(keepends=True)):
+            try:
+                line.decode("utf-8")
+            except UnicodeDecodeError:
+                self.bad_lines[first + i] = line.decode("utf-8", "backslashreplace").rstrip("\r\n")
+                line = line.decode("utf-8", "replace").encode("utf-8")
+            self._out += line
+
+    def close(self) -> None:
+        self.closed = True
 
 
 @dataclass
@@ -242,13 +363,16 @@ class _TextStream:
     """Batches of string columns of one delimited file, each row paired with its physical line.
 
     Header and blank lines are removed here; rows with the wrong number of fields are
-    rejected by the CSV reader's handler and counted. ``header`` holds line 1's fields when
-    it was a header.
+    rejected by the CSV reader's handler and counted, and so are the lines in ``bad_lines``
+    (``_Utf8Lines``: not UTF-8), whichever way they come. ``header`` holds line 1's fields
+    when it was a header.
     """
 
     def __init__(self, source: Any, path: str, fmt: str, tally: RejectTally, layout: _Layout,
-                 header_mode: str, block_size: int) -> None:
+                 header_mode: str, block_size: int, bad_lines: dict[int, str] | None = None) -> None:
         self.path, self.fmt, self.tally, self.layout = path, fmt, tally, layout
+        self._bad_lines = bad_lines if bad_lines is not None else {}
+        self._bad_found: list[int] = []  # bad lines the handler took, reported with their batch
         self.header_mode = header_mode
         self.header: list[str] | None = None
         self._bad_header: str | None = None
@@ -288,6 +412,9 @@ class _TextStream:
             if self.header_mode == "yes" or self.layout.looks_like_header(fields):
                 self._bad_header = row.text
                 return "skip"
+        if row.number in self._bad_lines:
+            self._bad_found.append(row.number)
+            return "skip"
         if self.layout.defer_invalid:
             self._deferred_lines.append(row.number)
             self._deferred_texts.append(row.text)
@@ -297,6 +424,18 @@ class _TextStream:
         detail = f"wrong number of fields (expected {row.expected_columns}, got {row.actual_columns})"
         self.tally.add(WRONG_FIELD_COUNT, self.path, row.number, row.text, detail)
         return "skip"
+
+    def _reject_bad_lines(self, in_batch: list[int]) -> None:
+        # Lines from the handler and from the batch together, so examples come in line order.
+        numbers = sorted(self._bad_found + in_batch)
+        self._bad_found.clear()
+        if not numbers:
+            return
+        texts = [self._bad_lines.pop(n) for n in numbers]
+        self.tally.seen(len(numbers))
+        self.rejected_lines += len(numbers)
+        self.tally.add_many(INVALID_UTF8, self.path, numbers[:5], texts[:5],
+                            ["bytes that are not UTF-8 (shown escaped)"] * min(5, len(numbers)))
 
     def _raise_bad_header(self) -> None:
         if self._bad_header is not None:
@@ -337,6 +476,7 @@ class _TextStream:
             try:
                 batch = self._reader.read_next_batch()
             except StopIteration:
+                self._reject_bad_lines([])
                 self._upto = np.iinfo(np.int64).max
                 if self._deferred_lines:
                     # Set-aside lines after the last returned row still need a parser pass.
@@ -358,6 +498,10 @@ class _TextStream:
             if blank is not None:
                 self.tally.blank(int((blank & keep).sum()))
                 keep &= ~blank
+            if self._bad_lines:
+                bad = keep & np.isin(lines, np.fromiter(self._bad_lines, np.int64, len(self._bad_lines)))
+                self._reject_bad_lines([int(x) for x in lines[bad]])
+                keep &= ~bad
             if not keep.all():
                 batch, lines = batch.filter(pa.array(keep)), lines[keep]
             self.data_rows += batch.num_rows
@@ -377,7 +521,7 @@ class _TextStream:
             return None
         mask = pc.is_null(first)
         for col in batch.columns[1:]:
-            mask = pc.and_(mask, pc.is_null(col))
+            mask = pc.and_kleene(mask, pc.is_null(col))
         return mask.to_numpy(zero_copy_only=False)
 
 
@@ -429,7 +573,8 @@ def _to_float(col: pa.Array, typ: pa.DataType) -> tuple[pa.Array, np.ndarray | N
         bad = None
     except pa.ArrowInvalid:
         # Rare path: find the offending values, blank them and parse the rest.
-        ok = pc.or_(pc.match_substring_regex(col, NUMBER_RE), pc.is_null(col))
+        # Kleene: a missing value (null) is fine; plain or_ would make it null, i.e. bad.
+        ok = pc.or_kleene(pc.match_substring_regex(col, NUMBER_RE), pc.is_null(col))
         bad = ~_np_mask(ok)
         cleaned = pc.if_else(pa.array(bad), pa.scalar(None, pa.string()), col)
         try:
@@ -527,9 +672,14 @@ class _Avazu:
         ok, label = _label01(batch.column("click"))
         rej.flag(pc.invert(ok), BAD_LABEL)
         hour = batch.column("hour")
-        # YYMMDDHH in UTC; strptime alone would accept short forms like "1410210".
+        # YYMMDDHH in UTC; strptime alone would accept short forms like "1410210", and rolls
+        # an impossible day over (31 February reads as 3 March), so the day must survive.
+        # Kleene: a missing hour (null) must come out False, not null (= not flagged).
         stamp = pc.strptime(hour, format="%y%m%d%H", unit="s", error_is_null=True)
-        good = pc.and_(pc.match_substring_regex(hour, r"^[0-9]{8}$"), pc.is_valid(stamp))
+        same_day = pc.equal(pc.utf8_lpad(pc.cast(pc.day(stamp), pa.string()), 2, "0"),
+                            pc.utf8_slice_codeunits(hour, 4, 6))
+        good = pc.and_kleene(pc.and_kleene(pc.match_substring_regex(hour, r"^[0-9]{8}$"), pc.is_valid(stamp)),
+                             pc.fill_null(same_day, False))
         rej.flag(pc.invert(good), BAD_TIMESTAMP, "bad timestamp in hour (expected YYMMDDHH)")
         cols: dict[str, pa.Array] = {ROW_ID: _row_ids(self.file_index, lines), LABEL: label,
                                      TS: pc.cast(stamp, pa.int64())}
@@ -577,7 +727,11 @@ class _MovieLens:
         rating, _ = _to_float(rating_s, pa.float64())
         rej.flag(pc.is_null(rating), NON_NUMERIC_RATING, "non-numeric rating")
         ts_f, _ = _to_float(ts_s, pa.float64())
-        rej.flag(pc.invert(pc.fill_null(pc.greater_equal(ts_f, 0.0), False)), BAD_TIMESTAMP, "bad timestamp (expected unix seconds)")
+        in_range = pc.and_kleene(pc.greater_equal(ts_f, 0.0), pc.less(ts_f, MAX_TS))
+        rej.flag(pc.invert(pc.fill_null(in_range, False)), BAD_TIMESTAMP, "bad timestamp (expected unix seconds)")
+        # Rejected rows still go through the int64 cast below (they are filtered after), so
+        # their values are zeroed first: one out-of-range value would fail the whole block.
+        ts_f = pc.if_else(pc.fill_null(in_range, False), ts_f, 0.0)
         label = pc.cast(pc.fill_null(pc.greater_equal(rating, MOVIELENS_POSITIVE_RATING), False), pa.int8())
         cols = {ROW_ID: _row_ids(self.file_index, lines), LABEL: label, "user_id": user, "item_id": item,
                 TS: pc.cast(pc.floor(pc.fill_null(ts_f, 0.0)), pa.int64())}
@@ -625,7 +779,7 @@ class _LibSVM:
         idx = []
         for col in batch.columns[1:]:
             i = pc.utf8_slice_codeunits(col, 0, -2)
-            ok = pc.and_(ok, pc.and_(pc.ends_with(col, ":1"), pc.ascii_is_decimal(i)))
+            ok = pc.and_kleene(ok, pc.and_kleene(pc.ends_with(col, ":1"), pc.ascii_is_decimal(i)))
             idx.append(i)
         ok_np = _np_mask(ok)
         parts = []
@@ -708,8 +862,10 @@ class _LibSVM:
 def _first_libsvm_line(lines: list[bytes]) -> tuple[int, bool] | None:
     """(feature count, plain style?) of the first valid libSVM line (the checks of ``_LibSVM``)."""
     token = re.compile(LIBSVM_TOKEN_RE)
-    for raw in lines:
+    for i, raw in enumerate(lines):
         line = raw.decode("utf-8", errors="replace")
+        if i == 0:
+            line = line.removeprefix("\ufeff")  # a byte order mark, which the CSV reader skips too
         parts = line.split(None)
         if len(parts) >= 2 and parts[0] in LIBSVM_LABELS and all(token.match(p) for p in parts[1:]):
             return len(parts) - 1, bool(_LIBSVM_PLAIN_LINE.match(line))
@@ -741,7 +897,7 @@ def _peek_libsvm(source: Any, path: str, head_bytes: int = LIBSVM_SNIFF_BYTES) -
     head = source.read(head_bytes)
     if not head:
         raise empty_file_error(path, "libsvm")
-    lines = head.split(b"\n")
+    lines = head.splitlines()  # \n, \r\n and a lone \r, as the CSV reader splits
     if len(head) == head_bytes:
         lines = lines[:-1]  # possibly cut mid-line
     found = _first_libsvm_line(lines)
@@ -776,15 +932,22 @@ def _iter_parquet(path: str, file_index: int, tally: RejectTally, f: Any,
     if pfile.metadata.num_rows == 0:
         raise empty_file_error(path, "parquet")
     done = 0
-    for batch in pfile.iter_batches(batch_size=batch_rows, columns=list(target.names)):
+    ids = _UniqueIds(path)
+    for batch in _parquet_batches(pfile, path, batch_rows, list(target.names)):
         n = batch.num_rows
         lines = np.arange(done + 1, done + n + 1, dtype=np.int64)  # 1-based row number in the file
         done += n
         tally.seen(n)
+        ids.add(batch.column(ROW_ID))
         rej = _Rejects(n)
         rej.flag(pc.is_null(batch.column(ROW_ID)), MISSING_ROW_ID)
         label = batch.column(LABEL)
         rej.flag(pc.invert(pc.is_in(label, value_set=pa.array([0, 1]).cast(label.type))), BAD_LABEL)
+        for name in log_schema.dense:
+            col = batch.column(name)
+            if pa.types.is_floating(col.type):
+                # NaN is the layout's missing value; an infinity is no value at all.
+                rej.flag(pc.is_inf(col), NON_NUMERIC_DENSE, f"infinite dense value in {name}")
 
         def text(i: int, b: pa.RecordBatch = batch, first: int = done - n) -> str:
             return f"row {first + i + 1}: row_id={b.column(ROW_ID)[i].as_py()} label={b.column(LABEL)[i].as_py()}"
@@ -800,3 +963,62 @@ def _iter_parquet(path: str, file_index: int, tally: RejectTally, f: Any,
                             f"({target.to_string(show_schema_metadata=False)}): {e}") from e
         if table.num_rows:
             yield table
+    ids.finish(pfile)
+    if ids.range is not None:
+        tally.id_ranges[path] = ids.range
+
+
+def _parquet_batches(pfile: pq.ParquetFile, path: str, batch_rows: int,
+                     columns: list[str]) -> Iterator[pa.RecordBatch]:
+    try:
+        yield from pfile.iter_batches(batch_size=batch_rows, columns=columns)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise DataError(f"{path}: Parquet data is corrupt or truncated: {e}") from e
+
+
+class _UniqueIds:
+    """Checks that no ``row_id`` occurs twice in one Parquet file, in one streaming pass.
+
+    Ids written by recdistill increase through a file, which a running maximum confirms at
+    no memory cost. Only when they do not is the ``row_id`` column read once more, sorted
+    and searched for a repeat. Rejected rows count too: two rows with one id mean that
+    files were mixed or repeated, whichever of them parses.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.increasing = True
+        self.range: tuple[int, int] | None = None
+
+    def add(self, col: pa.Array) -> None:
+        vals = pc.drop_null(col).to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+        if not len(vals):
+            return
+        lo, hi = int(vals.min()), int(vals.max())
+        if self.increasing and (np.any(vals[1:] <= vals[:-1]) or (self.range and vals[0] <= self.range[1])):
+            self.increasing = False
+        self.range = (lo, hi) if self.range is None else (min(lo, self.range[0]), max(hi, self.range[1]))
+
+    def finish(self, pfile: pq.ParquetFile) -> None:
+        if self.increasing:
+            return
+        col = pfile.read(columns=[ROW_ID]).column(ROW_ID)
+        valid = _np_mask(pc.is_valid(col))
+        vals = pc.fill_null(col, 0).to_numpy().astype(np.int64, copy=False)
+        dup = first_duplicate(vals[valid], np.flatnonzero(valid))
+        if dup is not None:
+            value, a, b = dup
+            raise DataError(f"{self.path}: row_id {value} occurs more than once (rows {a + 1} and {b + 1}); "
+                            f"row_id is the join key and must be unique: was a file repeated or "
+                            f"were two logs mixed?")
+
+
+def first_duplicate(ids: np.ndarray, rows: np.ndarray) -> tuple[int, int, int] | None:
+    """(id, its first row, its second row) for the smallest id in ``ids`` that occurs twice, or None."""
+    order = np.argsort(ids, kind="stable")
+    s = ids[order]
+    hit = np.flatnonzero(s[1:] == s[:-1])
+    if not len(hit):
+        return None
+    i = int(hit[0])
+    return int(s[i]), int(rows[order[i]]), int(rows[order[i + 1]])

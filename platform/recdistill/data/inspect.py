@@ -35,7 +35,13 @@ class LogReport:
         if self.ts_range:
             from datetime import datetime, timezone
 
-            a, b = (datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M") for t in self.ts_range)
+            def when(t: int) -> str:
+                try:
+                    return datetime.fromtimestamp(t, timezone.utc).strftime("%Y-%m-%d %H:%M")
+                except (OverflowError, OSError, ValueError):  # valid int64 seconds past year 9999
+                    return f"{t} s"
+
+            a, b = (when(t) for t in self.ts_range)
             out.append(f"time            {a} → {b} UTC")
         for k, v in self.extras.items():
             out.append(f"{k:15s} {v:.4f}")

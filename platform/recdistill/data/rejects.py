@@ -36,6 +36,8 @@ class RejectTally:
     examples: dict[str, list[Example]] = field(default_factory=dict)
     blank_lines: int = 0  # empty lines: not data, so not rejects, but still reported
     files: list[str] = field(default_factory=list)
+    # Parquet: file -> (smallest, largest) row_id in it, for the check that no id is in two files.
+    id_ranges: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ recording
 
@@ -75,6 +77,7 @@ class RejectTally:
         self.blank_lines += other.blank_lines
         for f in other.files:
             self.add_file(f)
+        self.id_ranges.update(other.id_ranges)
         for reason, n in other.counts.items():
             self.counts[reason] = self.counts.get(reason, 0) + n
         for reason in set(self.examples) | set(other.examples):
@@ -108,6 +111,7 @@ class RejectTally:
         return {"total": self.total, "counts": dict(self.counts),
                 "examples": {k: [list(e) for e in v] for k, v in self.examples.items()},
                 "blank_lines": self.blank_lines, "files": list(self.files),
+                "id_ranges": {k: list(v) for k, v in self.id_ranges.items()},
                 "rejected": self.rejected, "rate": self.rate}
 
     @classmethod
@@ -115,7 +119,8 @@ class RejectTally:
         return cls(total=int(d["total"]), counts={k: int(v) for k, v in d["counts"].items()},
                    examples={k: [(str(e[0]), int(e[1]), str(e[2]), str(e[3])) for e in v]
                              for k, v in d.get("examples", {}).items()},
-                   blank_lines=int(d.get("blank_lines", 0)), files=list(d.get("files", [])))
+                   blank_lines=int(d.get("blank_lines", 0)), files=list(d.get("files", [])),
+                   id_ranges={k: (int(v[0]), int(v[1])) for k, v in d.get("id_ranges", {}).items()})
 
     def check_budget(self, budget: float, where: str) -> None:
         """Raise DataError when more than ``budget`` (a fraction) of the rows were rejected."""
