@@ -54,7 +54,10 @@ def _window(cfg: ExperimentConfig, key: str) -> tuple[Any, TensorLog, torch.Tens
     data = collect(train, prepared.schema, sequence_length(cfg))
     data = data.take(torch.from_numpy(np.flatnonzero((data.window == STUDENT_WINDOW).numpy())))
     store = SignalStore(cfg.platform.signal_store)
-    blocks, _ = store.scan(key)
+    sid = store.committed(key)
+    if sid is None:
+        raise RuntimeError(f"teacher {key} has no committed signals in {store.uri}")
+    blocks, _ = store.scan(sid)
     sig = store.read_range([b for b in blocks if b.window == STUDENT_WINDOW], 0, 2 ** 62)
     sid, z = sig.column("row_id").to_numpy(), sig.column(LOGIT).to_numpy()
     ids = data.row_id.numpy()
@@ -97,10 +100,11 @@ def _inline(members: list[Any], data: TensorLog, zt: torch.Tensor, teacher: Any 
 
 def _load_teacher(cfg: ExperimentConfig, prepared: Any, checkpoint: str) -> Any:
     from recdistill.train.plan import build_model, teacher_init_seed
+    from recdistill.transfer.augment import load_teacher_state
 
     spec = feature_spec(prepared.schema, prepared.preprocessor.buckets)
     teacher = build_model(spec, cfg.teacher, "single", teacher_init_seed(cfg))
-    teacher.load_state_dict(torch.load(Path(checkpoint) / "state.pt", weights_only=False)["model"])
+    teacher.load_state_dict(load_teacher_state(checkpoint))
     return teacher.eval()
 
 

@@ -22,16 +22,19 @@ import sys
 
 from recdistill.config import ConfigError, load_config, smoke_test
 from recdistill.online.pipeline import run_online
+from recdistill.run_dir import OVERWRITE_HELP
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="experiment YAML, e.g. jobs/configs/online_demo.yaml")
     p.add_argument("--smoke-test", action="store_true", help="tiny log, small models, 5 windows")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. stream.teacher_update_interval=5")
     args = p.parse_args(argv)
     try:
-        cfg = load_config(args.config, ["stream.enabled=true", *args.overrides])
+        cfg = load_config(args.config, ["stream.enabled=true", *args.overrides,
+                                        *(["run.overwrite=true"] if args.overwrite else [])])
         run_online(smoke_test(cfg) if args.smoke_test else cfg)
     except ConfigError as e:
         print(f"online.py: config error: {e}", file=sys.stderr)

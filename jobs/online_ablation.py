@@ -63,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--memory-rows-per-window", type=int, default=10_000)
     p.add_argument("--out", default="runs/online_ablation")
     p.add_argument("--smoke-test", action="store_true")
+    p.add_argument("--overwrite", action="store_true", help="runs under <out>/runs/ that exist already are "
+                                                             "deleted and run again (without it they are refused)")
     p.add_argument("overrides", nargs="*")
     a = p.parse_args(argv)
     todo = a.only or list(ABLATIONS)
@@ -71,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def cfg_for(name: str, *extra: str) -> Any:
         cfg = load_config(a.config, ["stream.enabled=true", *a.overrides, *extra, f"run.dir={out / 'runs' / name}",
-                                     f"run.name={name}"])
+                                     f"run.name={name}", *(["run.overwrite=true"] if a.overwrite else [])])
         return smoke_test(cfg) if a.smoke_test else cfg
 
     try:

@@ -23,12 +23,17 @@ from recdistill.config import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:
+    from recdistill.run_dir import SWEEP_OVERWRITE_HELP
     from recdistill.sweep.cli import add_sweep_args, sweep_command
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_sweep_args(p)
+    p.add_argument("--overwrite", action="store_true", help=SWEEP_OVERWRITE_HELP)
+    args = p.parse_args(argv)
+    if args.overwrite:
+        args.overrides = [*args.overrides, "run.overwrite=true"]
     try:
-        sweep_command(p.parse_args(argv))
+        sweep_command(args)
     except ConfigError as e:
         print(f"sweep.py: config error: {e}", file=sys.stderr)
         return 2

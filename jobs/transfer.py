@@ -23,6 +23,7 @@ import argparse
 import sys
 
 from recdistill.config import ConfigError, load_config, smoke_test
+from recdistill.run_dir import OVERWRITE_HELP
 from recdistill.transfer.compare import STRATEGIES, compare_sampling
 from recdistill.transfer.pipeline import run_transfer
 
@@ -34,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--compare-sampling", metavar="S1,S2,...", nargs="?", const=",".join(STRATEGIES),
                    help="instead of the variants: the progressive student once per sampling strategy at "
                         f"transfer.sampling.budget, one table (default: {','.join(STRATEGIES)})")
+    p.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. transfer.augment.ratio=0.5")
     args = p.parse_args(argv)
     try:
-        cfg = load_config(args.config, ["transfer.enabled=true", *args.overrides])
+        cfg = load_config(args.config, ["transfer.enabled=true", *args.overrides,
+                                        *(["run.overwrite=true"] if args.overwrite else [])])
         cfg = smoke_test(cfg) if args.smoke_test else cfg
         if args.compare_sampling:
             compare_sampling(cfg, [s for s in args.compare_sampling.split(",") if s])

@@ -6,6 +6,7 @@ Real local Ray, real Parquet signal store; one tiny synthetic log shared by the 
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -44,8 +45,10 @@ def _close(a: dict, b: dict, tol: float = 1e-3) -> None:
 
 # One Ray run with small signal blocks and frequent checkpoints, shared by the module: it is
 # checked against the local engine, it is the uninterrupted reference of the crash test,
-# and the gap test deletes some of its blocks (so it runs last).
-GAP_EXTRA = ("run.seed=5", "platform.signal_block_rows=1024", "platform.checkpoint_every_blocks=2")
+# and the gap test deletes some of its blocks (so it runs last). Student 0 trains two
+# epochs, so its group checkpoints once (after epoch 1) and a crash can resume there.
+GAP_EXTRA = ("run.seed=5", "platform.signal_block_rows=1024", "platform.checkpoint_every_blocks=2",
+             "students.0.epochs=2")
 
 
 @pytest.fixture(scope="module")
@@ -86,28 +89,37 @@ def _key(shared: Path, *extra: str) -> str:
     return teacher_key(_cfg(shared, "k", *extra))
 
 
-def test_killed_teacher_worker_resumes_from_its_checkpoint(shared: Path, reference: dict, tmp_path: Path) -> None:
-    """A worker process dies mid-teacher; Train restarts it from the last checkpoint and the
-    run ends with the metrics of an uninterrupted run."""
-    marker = tmp_path / "killed"
-    os.environ[FAIL_ENV] = f"teacher:7:{marker}"
+def test_killed_teacher_and_student_workers_resume_from_their_checkpoints(shared: Path, reference: dict,
+                                                                          tmp_path: Path) -> None:
+    """A worker process dies mid-teacher, and the student group's worker dies in its second
+    epoch; Train restarts each from its last checkpoint and the run ends with the metrics
+    of an uninterrupted run."""
+    teacher_marker, students_marker = tmp_path / "teacher_killed", tmp_path / "students_killed"
+    # the group's stream batches (of the smallest student batch size) over both epochs: the
+    # kill lands halfway through epoch 2, after the group's checkpoint of epoch 1
+    per_epoch = math.ceil(reference["platform"]["stream_rows"] / 512)
+    os.environ[FAIL_ENV] = f"teacher:7:{teacher_marker};students:{per_epoch + per_epoch // 2}:{students_marker}"
     try:
         crashed = run_experiment(_cfg(shared, "crashed", *GAP_EXTRA, "platform.signal_store=" + str(tmp_path / "s2")),
                                  log=lambda _: None)
     finally:
         del os.environ[FAIL_ENV]
-    assert marker.exists(), "the failure hook did not fire"
-    assert crashed["teacher"]["resumed"] == 1
+    assert teacher_marker.exists() and students_marker.exists(), "a failure hook did not fire"
+    assert crashed["teacher"]["resumed"] == 1 and crashed["platform"]["student_resumed"] == 1
     assert crashed["teacher"]["steps"] == reference["teacher"]["steps"]
     _close(reference, crashed, tol=2e-3)
+    # raw students do not see the teacher: resumed, they end exactly where the reference did
+    for sa, sb in zip(reference["students"], crashed["students"]):
+        assert sa["auc_raw"] == pytest.approx(sb["auc_raw"], abs=1e-6), sa["name"]
 
 
 def test_missing_signal_blocks_are_masked_and_reported(shared: Path, reference: dict) -> None:
     """Delete half the window's signal blocks: students still train, the gap is counted."""
     from recdistill.signals.store import SignalStore
 
-    key = reference["platform"]["teacher_key"]
-    blocks, _ = SignalStore(str(shared / "store")).scan(key)
+    store = SignalStore(str(shared / "store"))
+    assert store.committed(reference["platform"]["teacher_key"]) == reference["platform"]["signal_id"]
+    blocks, _ = store.scan(reference["platform"]["signal_id"])
     window = [b for b in blocks if b.window == 1]
     assert len(window) >= 2
     for b in window[::2]:

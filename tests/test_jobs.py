@@ -1,10 +1,12 @@
 """Entry points as users run them: cluster.yaml for `ray up`, and `ray job submit` of
-jobs/distill.py against a real local Ray head with its dashboard and job server."""
+jobs/distill.py against a real local Ray head with its dashboard, job server and token
+authentication; ensure_ray beside that head."""
 
 from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -34,15 +36,102 @@ def test_cluster_yaml_is_a_valid_launcher_config() -> None:
     assert "--dashboard-host=127.0.0.1" in start  # reached by port-forward only
 
 
+def test_cluster_yaml_starts_every_node_with_token_auth() -> None:
+    """The job agent listens on each node's IP: without token auth anyone in the security
+    group could submit code (ShadowRay, CVE-2023-48022)."""
+    text = (ROOT / "cluster.yaml").read_text()
+    raw = yaml.safe_load(text)
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in raw[key] if "ray start" in c]
+        assert starts, f"cluster.yaml: {key} has no `ray start`"
+        for cmd in starts:
+            assert "RAY_AUTH_MODE=token" in cmd.split("ray start")[0].split(), \
+                f"cluster.yaml: {key}: `{cmd}` starts Ray without RAY_AUTH_MODE=token"
+    # The token reaches the nodes as a file from outside the repository, never in it.
+    sources = [local for remote, local in raw.get("file_mounts", {}).items() if remote.endswith("/.ray/auth_token")]
+    assert sources, "cluster.yaml: file_mounts has no <home>/.ray/auth_token for the nodes"
+    for local in sources:
+        path = Path(os.path.expanduser(local)).resolve()
+        assert path.is_absolute() and ROOT not in path.parents, f"cluster.yaml: the token comes from {local}"
+    for needle in ("RAY_AUTH_MODE=disabled", "RAY_AUTH_TOKEN="):
+        assert needle not in text, f"cluster.yaml holds {needle}"
+
+
+@pytest.mark.parametrize("value", ["0", "false", "False", "no"])
+def test_ensure_ray_refuses_train_v1(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    import ray
+
+    from recdistill.ray_env import ensure_ray
+
+    assert not ray.is_initialized()  # else ensure_ray returns before its checks
+    monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", value)
+    with pytest.raises(RuntimeError, match=f"RAY_TRAIN_V2_ENABLED='{value}'.*Train V2"):
+        ensure_ray()
+    assert not ray.is_initialized()
+
+
+def test_quiet_train_worker_quiets_trains_report_logger() -> None:
+    import logging
+
+    from ray.train.v2._internal.execution import context  # the module whose logger it is
+
+    from recdistill.ray_env import quiet_train_worker
+
+    context.logger.setLevel(logging.NOTSET)
+    quiet_train_worker()
+    assert context.logger.level == logging.WARNING, context.logger.name
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
+# Joins the head as `RAY_ADDRESS=auto recdistill run` does on a laptop whose
+# ~/.ray/auth_token made `ray start` turn token auth on: RAY_AUTH_MODE is not set.
+JOIN = """
+import ray
+from recdistill.ray_env import ensure_ray
+ensure_ray()
+print("joined", ray.get_runtime_context().gcs_address)
+"""
+
+# A second local Ray beside the head: its processes must find their own cluster when Ray
+# calls the State API without an address (Train's placement-group cleaner does).
+BESIDE = """
+import json, os, time, warnings
+import ray
+from recdistill.ray_env import actor_restarted, ensure_ray
+t0 = time.perf_counter()
+ensure_ray(num_cpus=1)
+t1 = time.perf_counter()
+
+@ray.remote(num_cpus=0)
+class Probe:
+    def look(self):
+        from ray._private.services import canonicalize_bootstrap_address_or_die  # the State API's lookup
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            restarted = actor_restarted()
+        return {"found": canonicalize_bootstrap_address_or_die(None), "restarted": restarted,
+                "warnings": [str(w.message) for w in caught],
+                "watcher": os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")}
+
+seen = ray.get(Probe.remote().look.remote())
+print(json.dumps({**seen, "own": ray.get_runtime_context().gcs_address, "driver_address": os.environ.get("RAY_ADDRESS"),
+                  "init_s": round(t1 - t0, 1), "probe_s": round(time.perf_counter() - t1, 1)}))
+"""
+
+
 @pytest.mark.timeout(400)
 def test_ray_job_submit_smoke_test(tmp_path: Path) -> None:
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}
+    # The head authenticates as cluster.yaml's nodes do: token mode, the token in a file.
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_ADDRESS")}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
     gcs, dash = _free_port(), _free_port()
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
@@ -57,19 +146,49 @@ def test_ray_job_submit_smoke_test(tmp_path: Path) -> None:
             assert head.poll() is None, head.stdout.read() if head.stdout else "ray start exited"
             assert time.time() < deadline, "the job server did not come up in 90 s"
             time.sleep(1)
-        out = tmp_path / "run"
-        job = subprocess.run(
+        anonymous = subprocess.run([RAY, "job", "list", "--address", address], capture_output=True, text=True,
+                                   env={**env, "RAY_AUTH_MODE": "disabled"})
+        assert anonymous.returncode != 0, "the job server answered a client without the token"
+        assert "Unauthorized" in anonymous.stdout + anonymous.stderr, anonymous.stdout[-2000:] + anonymous.stderr[-2000:]
+        # Two jobs of the same teacher key at once (a sweep and a colleague's run): one trains
+        # the teacher, the other waits on its lease in the store and reads its signals.
+        outs = [tmp_path / "run-a", tmp_path / "run-b"]
+        jobs = [subprocess.Popen(
             [RAY, "job", "submit", "--address", address, "--working-dir", str(ROOT), "--",
              sys.executable, "jobs/distill.py", "--config", "jobs/configs/demo.yaml", "--smoke-test",
-             f"run.dir={out}", f"platform.signal_store={tmp_path / 'store'}"],
-            env=env, capture_output=True, text=True, timeout=300)
-        assert job.returncode == 0, job.stdout[-4000:] + job.stderr[-4000:]
-        assert "succeeded" in job.stdout + job.stderr
-        results = json.loads((out / "results.json").read_text())
-        assert results["engine"] == "ray"
-        assert [s["name"] for s in results["students"]] == ["decoupled", "single"]
-        assert results["platform"]["teacher_steps"] > 0
-        assert 0.5 < results["teacher"]["auc"] <= 1
+             f"run.dir={out}", f"platform.signal_store={tmp_path / 'store'}",
+             # both jobs' students at once leave a whole CPU of the 2 for Ray Data
+             "platform.cpus_per_worker=0.5", "platform.lease_poll_s=0.5"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for out in outs]
+        logs = [j.communicate(timeout=300)[0] for j in jobs]
+        for j, text in zip(jobs, logs):
+            assert j.returncode == 0, text[-6000:]
+            assert "succeeded" in text
+        runs = [json.loads((out / "results.json").read_text()) for out in outs]
+        for results in runs:
+            assert results["engine"] == "ray"
+            assert [s["name"] for s in results["students"]] == ["decoupled", "single"]
+            assert 0.5 < results["teacher"]["auc"] <= 1
+        steps = sorted(r["platform"]["teacher_steps"] for r in runs)
+        assert steps[0] == 0 and steps[1] > 0, steps  # exactly one teacher trained
+        assert runs[0]["platform"]["signal_id"] == runs[1]["platform"]["signal_id"]
+        assert runs[0]["teacher"]["auc"] == runs[1]["teacher"]["auc"]
+        waiter = logs[[r["platform"]["teacher_steps"] for r in runs].index(0)]
+        assert "waiting for its signals" in waiter or "reusing stored signals" in waiter, waiter[-4000:]
+
+        # A laptop user's driver joining a `ray start` head that has token auth on.
+        auto = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}
+        joined = subprocess.run([sys.executable, "-c", JOIN], env={**auto, "RAY_ADDRESS": "auto"},
+                                capture_output=True, text=True, timeout=120)
+        assert joined.returncode == 0 and f":{gcs}\n" in joined.stdout, joined.stdout[-2000:] + joined.stderr[-3000:]
+        # A plain local run beside the head: a second local Ray on this host.
+        local = {k: v for k, v in auto.items() if k != "RAY_AUTH_TOKEN_PATH"}
+        beside = subprocess.run([sys.executable, "-c", BESIDE], env=local, capture_output=True, text=True, timeout=120)
+        assert beside.returncode == 0, beside.stdout[-2000:] + beside.stderr[-3000:]
+        seen = json.loads(beside.stdout.strip().splitlines()[-1])
+        assert seen["found"] == seen["own"] and not seen["own"].endswith(f":{gcs}"), seen
+        assert seen["watcher"] == "0" and seen["driver_address"] is None, seen
+        assert seen["restarted"] is False and seen["warnings"] == [], seen
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: the head takes its processes down with it
         try:

@@ -50,7 +50,7 @@ def test_ddp_teacher_across_two_nodes(two_nodes, tmp_path: Path) -> None:
         "platform.teacher_workers=2", "platform.cpus_per_worker=0.4", "platform.signal_block_rows=1024",
         f"platform.signal_store={tmp_path / 'store'}", f"run.dir={tmp_path / 'run'}"])
     r = run_experiment(cfg, log=print)
-    blocks, complete = SignalStore(str(tmp_path / "store")).scan(r["platform"]["teacher_key"])
+    blocks, complete = SignalStore(str(tmp_path / "store")).scan(r["platform"]["signal_id"])
     ranks = {Path(b.path).name.split("-")[1] for b in blocks}
     assert ranks == {"r0000", "r0001"}  # both DDP ranks wrote signals
     p = r["platform"]

@@ -37,3 +37,52 @@ def test_jsonl_tracker_and_wandb_mode(tmp_path: Path, monkeypatch) -> None:
     assert wandb_mode("auto") == "offline" and wandb_mode("disabled") is None
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert wandb_mode("auto") == "online"
+
+
+PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24  # magic bytes: enough for the check, not a drawable image
+
+
+def test_html_embeds_only_the_runs_own_pngs_and_escapes_names(tmp_path: Path) -> None:
+    """A student's name is config text: it must not pull a file into report.html."""
+    import base64
+
+    from recdistill.config import dump_config, load_config
+    from recdistill.reports import report_dir
+    from recdistill.results import write_results
+
+    run, outside = tmp_path / "run", tmp_path / "outside"
+    run.mkdir()
+    outside.mkdir()
+    (outside / ".netrc").write_bytes(b"machine x password hunter2")
+    (outside / "evil.png").write_bytes(PNG + b"outside the run")
+    (run / "link.png").symlink_to(outside / "evil.png")  # a link inside the run, pointing out
+    (run / "fake.png").write_bytes(b"machine x password hunter2")  # .png, not a PNG
+    (run / "plot.png").write_bytes(PNG + b"the run's own plot")
+    names = [f"![a]({outside / '.netrc'})", "![b](../outside/evil.png)", "![c](link.png)", "![d](fake.png)",
+             "<script>alert('x')</script>", "![plot](plot.png)"]
+    cfg = load_config(None, [f"run.dir={run}", "run.name=<b>n</b>",
+                             *(f"students.{i}.name={n!r}" for i, n in enumerate(names))])
+    results = {"teacher": {"arch": "dnn", "params": 1, "auc": 0.7, "logloss": 0.5, "calibration": 0.0},
+               "students": [{"name": n, "arch": "dnn", "towers": "single", "params": 1, "auc_distill": 0.6,
+                             "logloss_distill": 0.5, "calibration_distill": 0.0, "auc_raw": 0.6, "eta": 0.0}
+                            for n in names], "seconds": 1.0}
+    (run / "config.yaml").write_text(dump_config(cfg))
+    write_results(cfg, results, log=lambda _: None)
+    page = (run / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 1 and base64.b64encode(PNG + b"the run's own plot").decode() in page
+    for secret in (b"hunter2", b"outside the run", b"machine x password hunter2", PNG + b"outside the run"):
+        assert base64.b64encode(secret).decode()[:-4] not in page and secret.decode(errors="ignore") not in page
+    assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
+    assert "<b>n</b>" not in page and "&lt;b&gt;n&lt;/b&gt;" in page
+    assert html_text_of(page).count("![") == 4  # the refused references stay as text
+
+    # `recdistill report DIR` rewrites the reports of a finished run in place
+    (run / "report.md").write_text("stale")
+    report_dir(run, log=lambda _: None)
+    assert "stale" not in (run / "report.md").read_text() and (run / "report.html").read_text() == page
+
+
+def html_text_of(page: str) -> str:
+    import re
+
+    return re.sub(r"<[^>]+>", "", page)

@@ -9,6 +9,7 @@ import typing
 from pathlib import Path
 
 from recdistill.config import ConfigError, ExperimentConfig, dump_config, load_config
+from recdistill.run_dir import OVERWRITE_HELP, SWEEP_OVERWRITE_HELP
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -44,6 +45,8 @@ def _run(args: argparse.Namespace) -> int:
     from recdistill.experiment import run_experiment
 
     cfg = _config_from_args(args)
+    if args.overwrite:
+        cfg = dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, overwrite=True))
     run_experiment(smoke_test(cfg) if args.smoke_test else cfg)
     return 0
 
@@ -51,6 +54,8 @@ def _run(args: argparse.Namespace) -> int:
 def _sweep(args: argparse.Namespace) -> int:
     from recdistill.sweep.cli import sweep_command
 
+    if args.overwrite:
+        args.overrides = [*args.overrides, "run.overwrite=true"]
     sweep_command(args)
     return 0
 
@@ -113,13 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="one experiment: teacher → N students, raw and distilled, η table",
                        description="Train the teacher (recording forward-distillation logits) and every "
-                                   "student raw and distilled; write results.json, config.yaml, report.md. "
-                                   "With run.engine=ray (default) it joins the Ray cluster named by "
-                                   "RAY_ADDRESS or starts a local one.")
+                                   "student raw and distilled; write results.json, config.yaml, report.md to "
+                                   "run.dir (default runs/<run.name>/). A directory that already holds a run's "
+                                   "outputs is refused unless --overwrite. With run.engine=ray (default) it joins "
+                                   "the Ray cluster named by RAY_ADDRESS or starts a local one.")
     r.add_argument("config", nargs="?", help="experiment YAML (e.g. jobs/configs/demo.yaml)")
     r.add_argument("overrides", nargs="*", help="dotted overrides, e.g. students.0.alpha=2 run.dir=/tmp/x")
     r.add_argument("--smoke-test", action="store_true",
                    help="shrink the experiment (tiny synthetic log, small models, one pass) to check the wiring")
+    r.add_argument("--overwrite", action="store_true", help=OVERWRITE_HELP)
     r.set_defaults(fn=_run)
 
     w = sub.add_parser("sweep", help="Ray Tune sweep over a search space, one teacher per distinct teacher key",
@@ -129,9 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
     from recdistill.sweep.cli import add_sweep_args
 
     add_sweep_args(w)
+    w.add_argument("--overwrite", action="store_true", help=SWEEP_OVERWRITE_HELP)
     w.set_defaults(fn=_sweep)
 
-    rp = sub.add_parser("report", help="(re)write report.md and report.html of a run or sweep directory")
+    rp = sub.add_parser("report", help="(re)write report.md and report.html of a run or sweep directory",
+                        description="Rewrite the reports in place from results.json (not a new run: no --overwrite "
+                                    "needed).")
     rp.add_argument("dir", help="a run directory (results.json + config.yaml) or a sweep directory")
     rp.set_defaults(fn=_report)
 
@@ -160,10 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from recdistill.data.rejects import DataError
+    from recdistill.run_dir import RunDirError
 
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
+    except RunDirError as e:
+        print(f"recdistill: {e}", file=sys.stderr)
+        return 2
     except ConfigError as e:
         print(f"recdistill: config error: {e}", file=sys.stderr)
         return 2

@@ -330,12 +330,23 @@ class PlatformConfig:
     checkpoint_every_blocks: int = opt(
         32, ge=1, help="teacher checkpoint every this many signal blocks (a checkpoint holds the model and its "
                        "optimizer state: with a large teacher it costs seconds, so not every block)")
+    lease_ttl_s: float = opt(
+        60.0, gt=0.0, help="a run training a teacher key holds a lease on it in the signal store and renews it every "
+                           "third of this; another run of the same key waits for its signals, and takes the lease "
+                           "over only when it has not been renewed for this long (its driver died)")
+    lease_poll_s: float = opt(2.0, gt=0.0, help="how often a run waiting on another run's teacher looks again")
+    lease_wait_s: float | None = opt(
+        None, help="give up waiting on another run's teacher after this many seconds (null: wait while its lease "
+                   "is renewed)")
 
 
 @dataclass
 class RunConfig:
     name: str = opt("demo", help="run name; outputs go to runs/<name>/ unless run.dir is set")
     dir: str | None = opt(None, help="output directory (default runs/<name>)")
+    overwrite: bool = opt(
+        False, help="a run directory that already holds outputs is refused unless this is true; then its outputs "
+                    "are deleted first (the data/ cache stays). `--overwrite` on the command line")
     seed: int = opt(0, help="seed for model initialisation and sampling")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", help="auto picks CUDA when present")
     engine: Literal["ray", "local"] = opt(

@@ -24,11 +24,11 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from recdistill.config import ExperimentConfig, dump_config, to_dict
+from recdistill.config import ExperimentConfig, to_dict
 from recdistill.data.schema import ROW_ID
 from recdistill.data.windows import STUDENT_WINDOW, WINDOW
 from recdistill.results import transferability, write_results
-from recdistill.signals.store import LOGIT, BlockMeta, SignalStore
+from recdistill.signals.store import LOGIT, BlockMeta, SignalStore, new_generation, signal_id
 
 _STORES: dict[str, SignalStore] = {}
 
@@ -123,11 +123,12 @@ class RayRun:
     test_ds: Any  # materialised: every model scores it
     store: SignalStore
     hub: Any
-    key: str  # the teacher's signal key
+    key: str  # the teacher's key
     experiment: str
     storage: Path
     base: dict[str, Any]  # the loop config every Train worker gets
     t_start: float
+    signal_id: str = ""  # the teacher's signals: ``<key>/<generation>``, set by teacher_stage
 
     @property
     def schema(self) -> Any:
@@ -145,9 +146,8 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
     from recdistill.signals.key import teacher_key
 
     t_start = time.perf_counter()
-    out = cfg.run.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(cfg))
+    from recdistill.run_dir import open_run_dir
+    out = open_run_dir(cfg)
     ensure_ray()
     log(f"[data] preparing {cfg.data.source} log (splits {cfg.data.splits}) on Ray "
         f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)")
@@ -171,7 +171,42 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
 def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None],
                   timings: dict[str, float]) -> tuple[dict[str, Any], int, bool]:
     """The teacher's stored info, steps run here and whether it was reused: its signals are
-    looked up in the store and it is trained only when they are missing."""
+    looked up in the store and it is trained only when they are missing. A run that finds
+    another run training the same key waits for that run's signals instead of training
+    it a second time (a lease in the store)."""
+    import ray
+
+    from recdistill.signals.lease import acquire_or_wait
+
+    key, store, hub = run.key, run.store, run.hub
+
+    def stored() -> dict[str, Any] | None:
+        info = store.teacher_info(key) if cfg.platform.reuse_signals else None
+        if info is None:
+            return None
+        sid = signal_id(key, info["generation"])
+        return info if ray.get(hub.complete.remote(sid, 0, STUDENT_WINDOW)) is not None else None
+
+    info = stored()
+    while info is None:
+        p = cfg.platform
+        lease = acquire_or_wait(store, key, run.experiment, p.lease_ttl_s, p.lease_poll_s,
+                                lambda: stored() is not None, log, p.lease_wait_s)
+        if lease is not None:
+            with lease:
+                info, steps = _train_teacher(cfg, run, log, timings)
+            return info, steps, False
+        info = stored()
+    run.signal_id = signal_id(key, info["generation"])
+    complete = ray.get(hub.complete.remote(run.signal_id, 0, STUDENT_WINDOW))
+    log(f"[teacher] reusing stored signals of teacher {key} ({complete['rows']:,} window rows, "
+        f"{complete['blocks']} blocks): 0 teacher steps")
+    return info, 0, True
+
+
+def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None],
+                   timings: dict[str, float]) -> tuple[dict[str, Any], int]:
+    """Train the teacher into a fresh generation of its key and commit it (under the lease)."""
     import ray
 
     from recdistill.data.sampling import model_sample
@@ -179,32 +214,32 @@ def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
     from recdistill.train.ray_workers import teacher_loop
 
     t, key, store, hub = cfg.teacher, run.key, run.store, run.hub
-    info = store.teacher_info(key) if cfg.platform.reuse_signals else None
-    complete = ray.get(hub.complete.remote(key, 0, STUDENT_WINDOW)) if info else None
-    if info and complete is not None:
-        log(f"[teacher] reusing stored signals of teacher {key} ({complete['rows']:,} window rows, "
-            f"{complete['blocks']} blocks): 0 teacher steps")
-        return info, 0, True
+    generation = new_generation()
+    run.signal_id = signal_id(key, generation)
     t0 = time.perf_counter()
     teacher_ds = run.train_ds.map_batches(model_sample, batch_format="pyarrow", fn_kwargs={
         "ratio": t.sampling_ratio, "negative_keep": t.negative_keep_rate, "seed": teacher_sample_seed(cfg)})
-    log(f"[teacher] training {t.arch} (key {key}) on {cfg.platform.teacher_workers} Ray Train worker(s)")
-    result = _trainer(teacher_loop, f"teacher-{key}-{run.experiment}", cfg, run.base,
+    log(f"[teacher] training {t.arch} (key {key}, generation {generation}) on {cfg.platform.teacher_workers} "
+        f"Ray Train worker(s)")
+    result = _trainer(teacher_loop, f"teacher-{key}-{run.experiment}", cfg, {**run.base, "key": run.signal_id},
                       {"train": teacher_ds, "test": run.test_ds}, cfg.platform.teacher_workers, run.storage).fit()
     m = result.metrics
     for w in (0, STUDENT_WINDOW):
-        ray.get(hub.mark_complete.remote(key, 0, w))
-    info = {"key": key, "arch": t.arch, "config": to_dict(t), "steps": m["steps"], "rows": m["rows"],
-            "samples_per_s": m["rows"] / m["seconds"] if m["seconds"] else float("nan"),
+        ray.get(hub.mark_complete.remote(run.signal_id, 0, w))
+    info = {"key": key, "generation": generation, "arch": t.arch, "config": to_dict(t), "steps": m["steps"],
+            "rows": m["rows"], "samples_per_s": m["rows"] / m["seconds"] if m["seconds"] else float("nan"),
             "train_seconds": m["seconds"], "checkpoint_seconds": m["checkpoint_s"], "eval_seconds": m["eval_s"],
             "resumed": m["resumed"], "checkpoint": _model_checkpoint(result), **m["teacher"]}
     if "oracle" in m:
         info["oracle"] = m["oracle"]
+    previous = store.teacher_info(key)
     store.write_teacher(key, info)
+    # blocks of crashed trainings go; the generation committed before stays for runs reading it now
+    store.remove_generations(key, {generation} | ({previous["generation"]} if previous else set()))
     timings["teacher_s"] = time.perf_counter() - t0
     log(f"[teacher] AUC {info['auc']:.4f} after {m['steps']} steps ({info['samples_per_s']:,.0f} samples/s, "
         f"{timings['teacher_s']:.1f} s with Ray's fixed costs)")
-    return info, m["steps"], False
+    return info, m["steps"]
 
 
 def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, float]) -> tuple[Any, dict[str, int]]:
@@ -215,9 +250,9 @@ def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, f
     from recdistill.data.reduce import reduce_blocks
 
     t0 = time.perf_counter()
-    blocks = ray.get(run.hub.wait.remote(run.key, 0, STUDENT_WINDOW, 600.0))
+    blocks = ray.get(run.hub.wait.remote(run.signal_id, 0, STUDENT_WINDOW, 600.0))
     if blocks is None:
-        raise RuntimeError(f"teacher {run.key}: window {STUDENT_WINDOW} signals not complete after 600 s")
+        raise RuntimeError(f"teacher {run.signal_id}: window {STUDENT_WINDOW} signals not complete after 600 s")
     stream = (run.train_ds.map_batches(_window_rows, batch_format="pyarrow", fn_kwargs={"window": STUDENT_WINDOW})
               .map_batches(join_signals, batch_format="pyarrow",
                            fn_kwargs={"store_uri": run.store.uri, "blocks": blocks})
@@ -279,7 +314,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         "engine": "ray",
         "teacher": {k: v for k, v in info.items() if k not in ("config", "oracle")},
         "students": [],
-        "platform": {"teacher_key": key, "teacher_reused": reused, "teacher_steps": teacher_steps,
+        "platform": {"teacher_key": key, "signal_id": run.signal_id, "teacher_reused": reused, "teacher_steps": teacher_steps,
                      "signal_store": store.uri, "stream_rows": cov["rows"], "stream_rows_with_signal":
                      cov["with_signal"], "student_groups": len(groups),
                      "student_resumed": sum(o["resumed"] for o in outs), "raw_reused": len(skip_raw),

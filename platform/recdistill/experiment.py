@@ -7,7 +7,8 @@
    same initial weights;
 4. evaluate on the test split: AUC, LogLoss, calibration per model, η per student, and
    the oracle AUC when the log knows the true click probability;
-5. write ``results.json``, the resolved ``config.yaml`` and ``report.md`` to the run dir.
+5. write ``results.json``, the resolved ``config.yaml`` and ``report.md`` to the run dir (a new
+   one: an earlier run's directory is refused unless ``run.overwrite``, see ``run_dir``).
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from recdistill.config import ExperimentConfig, dump_config
+from recdistill.config import ExperimentConfig
 from recdistill.data.sampling import model_sample_mask
 from recdistill.data.tensors import TensorLog, collect
 from recdistill.data.windows import STUDENT_WINDOW, tag_history
 from recdistill.metrics import auc, calibration, group_auc, log_loss
 from recdistill.results import transferability, write_results
+from recdistill.run_dir import open_run_dir
 from recdistill.train.loop import fit, pick_device, predict
 from recdistill.train.plan import (build_model, feature_spec, sequence_length, student_init_seed, student_objective,
                                    student_sample_seed, teacher_init_seed, teacher_sample_seed)
@@ -77,9 +79,7 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
     from recdistill.ray_env import ensure_ray
 
     t_start = time.perf_counter()
-    out = cfg.run.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(cfg))
+    open_run_dir(cfg)
     device = pick_device(cfg.run.device)
     ensure_ray()
     log(f"[data] preparing {cfg.data.source} log (splits {cfg.data.splits})")

@@ -1,8 +1,9 @@
 """``recdistill report DIR``: (re)write a run's or a sweep's report.md and report.html.
 
 The HTML is the Markdown report rendered by a small converter (headings, tables,
-paragraphs, code blocks, images embedded as base64 so the file stands alone): reports
-are produced on clusters without a Markdown package, and read in a browser.
+paragraphs, code blocks, the run's own PNG plots embedded as base64 so the file stands
+alone; all text HTML-escaped): reports are produced on clusters without a Markdown
+package, and read in a browser.
 """
 
 from __future__ import annotations
@@ -15,14 +16,34 @@ from pathlib import Path
 from typing import Any, Callable
 
 _IMG = re.compile(r"!\[([^\]]*)\]\(([^)]+)\)")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def run_png(directory: Path, ref: str) -> Path | None:
+    """The PNG an image reference names, only when the run itself could have written it:
+    a relative path without ``..``, ending in ``.png``, that resolves (links followed)
+    inside ``directory`` to a file starting with PNG's magic bytes. Names in a report come
+    from configs (student names, sweep values): anything else stays text, so a name such
+    as ``![x](/root/.netrc)`` cannot pull a file into report.html."""
+    rel = Path(ref)
+    if rel.is_absolute() or ".." in rel.parts or rel.suffix.lower() != ".png":
+        return None
+    root = directory.resolve()
+    p = (root / rel).resolve()
+    if not p.is_relative_to(root) or not p.is_file():
+        return None
+    with p.open("rb") as f:
+        if f.read(len(_PNG_MAGIC)) != _PNG_MAGIC:
+            return None
+    return p
 
 
 def _inline(text: str, directory: Path) -> str:
     out, last = [], 0
     for m in _IMG.finditer(text):
         out.append(html.escape(text[last:m.start()]))
-        p = directory / m.group(2)
-        if p.exists():
+        p = run_png(directory, m.group(2).strip())
+        if p is not None:
             data = base64.b64encode(p.read_bytes()).decode()
             out.append(f"<img alt='{html.escape(m.group(1))}' src='data:image/png;base64,{data}'>")
         else:

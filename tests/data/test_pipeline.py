@@ -13,6 +13,7 @@ import pytest
 from recdistill.config import load_config
 from recdistill.data.log import ensure_synthetic, open_log, prepare_log
 from recdistill.data.preprocess import FIRST_ID, MISSING, OOV, build_preprocessor, fit_vocab
+from recdistill.data.synthetic import manifest_problem
 from recdistill.data.windows import WINDOW, time_splits, with_windows
 
 pytestmark = pytest.mark.timeout(240)
@@ -38,6 +39,10 @@ def test_synthetic_cache_reuses_only_identical_logs(cfg, tmp_path: Path) -> None
     assert (out / "part-00000.parquet").stat().st_mtime_ns == stamp
     other = load_config(None, ["data.rows=12000", "data.days=3", "data.seed=7"]).data
     assert ensure_synthetic(other, out) is True
+    # a shard lost after the fact: the log no longer matches its manifest and is written again
+    (out / "part-00000.parquet").unlink()
+    assert ensure_synthetic(other, out) is True
+    assert manifest_problem(out) is None
 
 
 def test_time_splits_windows_and_preprocessing(cfg, ray_local) -> None:

@@ -198,3 +198,81 @@ def test_shards_hold_exactly_shard_rows_even_when_a_chunk_spans_several(tmp_path
     summary = generate(data, tmp_path)
     sizes = [pq.read_metadata(tmp_path / f).num_rows for f in summary.files]
     assert sizes == [1000] * 5 + [500]
+
+
+SMALL = ("data.rows=3000", "data.days=2", "data.shard_rows=1000", "data.synthetic.num_users=500",
+         "data.synthetic.num_items=500", "data.synthetic.max_cardinality=5000", "data.synthetic.warmup_days=0")
+
+
+def _files(d: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(d.iterdir())}
+
+
+def test_a_crash_mid_write_leaves_the_earlier_log_whole_and_the_rerun_regenerates(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from recdistill.data import synthetic
+    from recdistill.data.log import ensure_synthetic
+
+    out = tmp_path / "data"
+    a, b = _data(*SMALL), _data(*SMALL, "data.seed=1")
+    generate(a, out)
+    log_a = _files(out)
+    real_next = synthetic._ShardWriter._next
+
+    def dies_at_the_second_shard(self) -> None:  # a crash (disk full, kill) mid-log
+        if len(self.files) == 1:
+            raise OSError("injected: no space left on device")
+        real_next(self)
+
+    monkeypatch.setattr(synthetic._ShardWriter, "_next", dies_at_the_second_shard)
+    with pytest.raises(OSError, match="injected"):
+        generate(b, out)
+    monkeypatch.undo()
+    # no partial shard of b next to a's manifest: a is there, whole, and nothing else
+    assert _files(out) == log_a and synthetic.manifest_problem(out) is None
+    assert [p.name for p in tmp_path.iterdir()] == ["data"]
+    assert ensure_synthetic(a, out) is False  # a is what it says it is
+    assert ensure_synthetic(b, out) is True  # b was never finished: generated now
+    assert synthetic.manifest_problem(out) is None
+    assert pq.read_table(out).num_rows == 3000 and _files(out) != log_a
+
+
+def test_the_manifest_lists_every_shard_and_a_mismatch_is_named(tmp_path: Path) -> None:
+    import json
+    import shutil
+
+    from recdistill.data.synthetic import MANIFEST, manifest_problem, verified_manifest
+
+    out = tmp_path / "data"
+    generate(_data(*SMALL), out)
+    listed = verified_manifest(out)["files"]
+    assert [f["name"] for f in listed] == ["part-00000.parquet", "part-00001.parquet", "part-00002.parquet"]
+    assert [f["rows"] for f in listed] == [1000, 1000, 1000]
+    assert all(f["bytes"] == (out / f["name"]).stat().st_size for f in listed)
+
+    shutil.copy(out / "part-00000.parquet", out / "part-00003.parquet")  # a shard the manifest does not list
+    assert "part-00003.parquet" in manifest_problem(out) and verified_manifest(out) is None
+    (out / "part-00003.parquet").unlink()
+    shard = out / "part-00001.parquet"
+    whole = shard.read_bytes()
+    shard.write_bytes(whole[: len(whole) // 2])  # a shard cut short
+    assert "part-00001.parquet" in manifest_problem(out)
+    shard.unlink()  # a shard gone
+    assert "lacks ['part-00001.parquet']" in manifest_problem(out)
+    shard.write_bytes(whole)
+    manifest = json.loads((out / MANIFEST).read_text())
+    manifest["files"][2]["rows"] = 999  # same bytes, other rows: the manifest is what is wrong
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert "999" in manifest_problem(out)
+    del manifest["files"]  # written before manifests listed files
+    (out / MANIFEST).write_text(json.dumps(manifest))
+    assert "lists no files" in manifest_problem(out)
+
+
+def test_generate_refuses_a_directory_that_holds_more_than_a_log(tmp_path: Path) -> None:
+    from recdistill.data.rejects import DataError
+
+    (tmp_path / "results.json").write_text("{}")  # e.g. --out pointed at a run directory
+    with pytest.raises(DataError, match=r"results\.json.*not part of a synthetic log"):
+        generate(_data(*SMALL), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]

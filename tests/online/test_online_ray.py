@@ -1,5 +1,6 @@
 """The online pipeline on a real local Ray: per-window results, teacher reuse, a window
-whose signals never come, and a killed streaming teacher that resumes at a window."""
+whose signals never come, a killed streaming teacher and a killed student worker that
+resume at a window, and the signal hub killed while the students wait on it."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 
 from recdistill.config import load_config, smoke_test
 from recdistill.online.pipeline import run_online
-from recdistill.train.ray_workers import DROP_ENV, FAIL_ENV
+from recdistill.train.ray_workers import DROP_ENV, FAIL_ENV, KILL_HUB_ENV
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -19,7 +20,13 @@ CONFIG = Path(__file__).parents[2] / "jobs" / "configs" / "online_demo.yaml"
 
 def _cfg(tmp: Path, store: str, name: str, *extra: str):
     return smoke_test(load_config(CONFIG, [f"data.path={tmp / 'data'}", f"platform.signal_store={tmp / store}",
-                                           f"run.dir={tmp / name}", "stream.signal_timeout_s=20", *extra]))
+                                           f"run.dir={tmp / name}", f"stream.signal_timeout_s={TIMEOUT_S}", *extra]))
+
+
+# How long students wait for a window's signals (config, not a sleep). In the faults run
+# the killed teacher must restart and publish window 4 while the students wait out window 3
+# (the retried wait on the restarted hub starts over) and then wait for window 4.
+TIMEOUT_S = 15
 
 
 @pytest.fixture(scope="module")
@@ -49,27 +56,39 @@ def test_results_per_window_and_shift(first: dict, tmp: Path) -> None:
     assert "AUC per window" in (tmp / "first" / "report.md").read_text()
 
 
-def test_second_run_reuses_the_online_teacher(first: dict, tmp: Path) -> None:
+def test_second_run_reuses_the_online_teacher(first: dict, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # the student worker dies after scoring and learning window 3, before its checkpoint: it
+    # resumes from the one after window 2 (learners, label-only copies, replay buffer)
+    monkeypatch.setenv(FAIL_ENV, f"online-students:3:{tmp / 'students_killed'}")
     again = run_online(_cfg(tmp, "store", "again"), log=lambda _: None)
+    assert (tmp / "students_killed").exists() and again["stream"]["student_resumed"] == 1
     assert again["teacher"]["reused"] and again["teacher"]["key"] == first["teacher"]["key"]
     assert [w["teacher"] for w in again["windows"]] == [w["teacher"] for w in first["windows"]]
-    # the same signals and seeds: the students learn exactly the same
+    # the same signals and seeds: the students learn exactly the same, crash or not
+    assert [w["window"] for w in again["windows"]] == [w["window"] for w in first["windows"]]
     for a, b in zip(again["windows"], first["windows"]):
-        assert [s["auc"] for s in a["students"]] == pytest.approx([s["auc"] for s in b["students"]], abs=1e-6)
+        for kind in ("auc", "auc_raw", "auc_label_only"):
+            assert [s[kind] for s in a["students"]] == pytest.approx([s[kind] for s in b["students"]], abs=1e-6)
     # a different τ is a different teacher
     other = _cfg(tmp, "store", "x", "stream.teacher_update_interval=1")
     from recdistill.signals.key import online_teacher_key
     assert online_teacher_key(other) != first["teacher"]["key"]
 
 
-def test_missing_signals_and_a_killed_teacher(first: dict, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # window 3's signals never complete (the student waits signal_timeout_s, 20 s, for
-    # them); the teacher worker dies right after window 3, before its checkpoint, and
-    # resumes from the one after window 2 while the student waits for window 4
+def test_missing_signals_a_killed_teacher_and_a_killed_hub(first: dict, tmp: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # window 3's signals never complete (the student waits signal_timeout_s for them); the
+    # signal hub is killed while that wait is in flight (Ray restarts it, the wait is
+    # retried on the new one, which rebuilds its index from the store); the teacher worker
+    # dies right after window 3, before its checkpoint, and resumes from the one after
+    # window 2 while the student waits for window 4, through the restarted hub
     monkeypatch.setenv(DROP_ENV, "3")
     monkeypatch.setenv(FAIL_ENV, f"online-teacher:3:{tmp / 'killed'}")
+    monkeypatch.setenv(KILL_HUB_ENV, f"3:{tmp / 'hub_killed'}")
     res = run_online(_cfg(tmp, "store2", "faults"), log=lambda _: None)
     assert (tmp / "killed").exists() and res["stream"]["teacher_resumed"] >= 1
+    assert (tmp / "hub_killed").exists(), "the hub-kill hook did not fire"
+    assert res["stream"]["student_resumed"] == 0  # the hub's death did not crash the students
     by_w = {w["window"]: w for w in res["windows"]}
     assert not by_w[3]["signals"] and by_w[3]["lag"] is None and by_w[3]["signal_rows"] == 0
     assert by_w[2]["signals"] and by_w[4]["signals"]  # distillation resumes after the gap

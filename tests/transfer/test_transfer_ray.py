@@ -1,7 +1,8 @@
 """The transfer stage on a real local Ray, on the shipped demo config shrunk to a smoke
 test: every variant's learning curve, the projection report, sampling and augmentation
-in the offline stream and the report files. (Its teacher stage is the 1→N experiment's,
-whose reuse from the signal store tests/test_distributed.py covers.)"""
+in the offline stream, the report files, and a worker killed mid-variant that resumes from
+its checkpoint. (Its teacher stage is the 1→N experiment's, whose reuse from the signal
+store tests/test_distributed.py covers.)"""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from recdistill.config import load_config, smoke_test
+from recdistill.train.ray_workers import FAIL_ENV
 from recdistill.transfer.pipeline import run_transfer, speedups, time_to_match
 
 pytestmark = pytest.mark.timeout(400)
@@ -31,10 +33,35 @@ def _config(tmp: Path, name: str, *extra: str):
     return dataclasses.replace(cfg, students=[dataclasses.replace(cfg.students[0], embed_dim=16)])
 
 
+# The worker dies in end_to_end's second epoch (5 steps an epoch here): scratch and
+# progressive are done, end_to_end has its epoch-1 checkpoint.
+KILL_STEP = 7
+
+
 @pytest.fixture(scope="module")
 def first(tmp: Path, ray_local) -> dict:
-    return run_transfer(_config(tmp, "first", "transfer.sampling.strategy=biased", "transfer.sampling.budget=0.8"),
-                        log=lambda _: None)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv(FAIL_ENV, f"transfer-end_to_end:{KILL_STEP}:{tmp / 'transfer_killed'}")
+        return run_transfer(_config(tmp, "first", "transfer.sampling.strategy=biased", "transfer.sampling.budget=0.8"),
+                            log=lambda _: None)
+
+
+def test_a_killed_worker_resumes_the_variant_at_its_last_epoch(first: dict, tmp: Path) -> None:
+    assert (tmp / "transfer_killed").exists(), "the failure hook did not fire (fewer steps per variant?)"
+    v = first["variants"]
+    # the variants finished before the crash come from the checkpoint, not trained again
+    assert [n for n in v if v[n].get("restored")] == ["scratch", "progressive"]
+    assert [n for n in v if v[n]["resumed"]] == ["end_to_end"] and v["end_to_end"]["resumed"] == 1
+    e2e, scratch = v["end_to_end"], v["scratch"]
+    check = e2e["resume_check"]
+    assert 0 < check["step"] < KILL_STEP  # an epoch boundary before the kill
+    # the restored weights score exactly what they scored when checkpointed
+    assert check["auc_restored"] == pytest.approx(check["auc_saved"], abs=1e-12)
+    # nothing lost or counted twice: the same steps, rows and curve points as the scratch
+    # student, which trains on the same rows for the same epochs in one phase
+    assert (e2e["steps"], e2e["rows"], e2e["augmented_rows"]) == (scratch["steps"], scratch["rows"],
+                                                                  scratch["augmented_rows"])
+    assert [(p["step"], p["rows"]) for p in e2e["curve"]] == [(p["step"], p["rows"]) for p in scratch["curve"]]
 
 
 def test_every_variant_has_a_curve_and_final_metrics(first: dict, tmp: Path) -> None:

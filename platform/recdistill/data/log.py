@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,12 +25,12 @@ def ensure_synthetic(data: DataConfig, out: Path, progress: Any = None) -> bool:
     Returns True when it generated. Identity is the generation-relevant config recorded
     in the manifest, so a changed seed or size never silently reuses stale shards.
     """
-    from recdistill.data.synthetic import generate
+    from recdistill.data.synthetic import generate, verified_manifest
 
     want = {k: to_dict(data)[k] for k in _GENERATION_KEYS}
-    manifest = out / "_manifest.json"
-    if manifest.is_file():
-        have = json.loads(manifest.read_text()).get("data", {})
+    manifest = verified_manifest(out)  # None unless exactly the listed shards are there, whole
+    if manifest is not None:
+        have = manifest.get("data", {})
         if {k: have.get(k) for k in _GENERATION_KEYS} == want:
             return False
     generate(data, out, progress=progress)

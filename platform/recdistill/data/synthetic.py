@@ -17,12 +17,20 @@ context-side factors rotate slowly, so user-item affinities change while every v
 norm stays put; item popularity can slide; shift events replace part of the first-order
 weights and user factors, make new ids popular and move the click odds, all at once. Rows are generated day by day in chunks and written as
 Parquet shards, so memory stays bounded by the chunk and the model's parameter tables.
+
+A log is written into a temporary directory beside its target and renamed into place
+only when complete, with ``_manifest.json`` listing every shard (name, bytes, rows):
+a crash leaves the target as it was, and ``verified_manifest`` accepts a log only when
+the files there are exactly the listed ones.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
+import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +42,7 @@ import pyarrow.parquet as pq
 from scipy.optimize import brentq
 
 from recdistill.config import DataConfig, SyntheticConfig, to_dict
+from recdistill.data.rejects import DataError
 from recdistill.data.schema import DAY, LABEL, P_TRUE, ROW_ID, SAMPLE_RATE, TS, LogSchema
 from recdistill.metrics import StreamingAUC
 
@@ -41,6 +50,7 @@ START_TS = 1_767_225_600  # 2026-01-01 00:00 UTC: a fixed origin keeps output by
 DAY_S = 86_400
 USER, ITEM, HISTORY = "user_id", "item_id", "hist_item_id"
 _CHUNK_ROWS = 65_536
+MANIFEST = "_manifest.json"
 _HIDDEN = 32
 
 
@@ -339,13 +349,27 @@ class SynthSummary:
 
 def generate(data: DataConfig, out_dir: str | Path,
              progress: Callable[[int], None] | None = None) -> SynthSummary:
-    """Write ``data.rows`` rows of the synthetic log as Parquet shards under ``out_dir``."""
+    """Write ``data.rows`` rows of the synthetic log as Parquet shards under ``out_dir``,
+    replacing the log there only once the new one is complete."""
+    out = Path(out_dir).resolve()  # a linked data dir: replace what it points to, not the link
+    _check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_dead_partials(out)
+    partial = out.parent / f"{_partial_prefix(out)}{socket.gethostname()}-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir()
+    try:
+        summary = _write_log(data, partial, progress)
+        _swap_in(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return summary
+
+
+def _write_log(data: DataConfig, out: Path, progress: Callable[[int], None] | None) -> SynthSummary:
     t0 = time.perf_counter()
     cfg = data.synthetic
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for old in out.glob("part-*.parquet"):
-        old.unlink()
     schema = synthetic_schema(cfg)
     arrow_schema = schema.arrow_schema()
     model = ClickModel(cfg, data.seed)
@@ -372,7 +396,8 @@ def generate(data: DataConfig, out_dir: str | Path,
         w_sum += float((1.0 / rate).sum())  # impressions before down-sampling
         if progress is not None:
             progress(table.num_rows)
-    files = shards.close()
+    listed = shards.close()
+    files = [f["name"] for f in listed]
     rows = int(rows_by_day.sum())
     summary = SynthSummary(
         rows=rows,
@@ -387,10 +412,93 @@ def generate(data: DataConfig, out_dir: str | Path,
         files=files,
         seconds=time.perf_counter() - t0,
     )
-    manifest = {"schema": json.loads(schema.to_json()), "data": to_dict(data),
+    manifest = {"schema": json.loads(schema.to_json()), "data": to_dict(data), "files": listed,
                 "summary": {k: v for k, v in summary.__dict__.items() if k != "seconds"}}
-    (out / "_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
     return summary
+
+
+def manifest_problem(out: Path) -> str | None:
+    """Why the synthetic log in ``out`` cannot be trusted, or None when its manifest lists
+    exactly the files there, with their sizes and Parquet row counts."""
+    path = out / MANIFEST
+    if not path.is_file():
+        return f"{path} does not exist"
+    try:
+        listed = json.loads(path.read_text()).get("files")
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return f"{path} is not valid JSON ({e})"
+    if not isinstance(listed, list):
+        return f"{path} lists no files (written before manifests did)"
+    want = {f["name"]: f for f in listed}
+    have = {p.name for p in out.iterdir() if p.name != MANIFEST}
+    if have != set(want):
+        return (f"{out} holds {sorted(have - set(want))} not in {MANIFEST} and lacks {sorted(set(want) - have)} "
+                f"that it lists")
+    for name, f in want.items():
+        p = out / name
+        if p.stat().st_size != f["bytes"]:
+            return f"{p}: {p.stat().st_size} bytes, {MANIFEST} says {f['bytes']}"
+        try:
+            rows = pq.read_metadata(p).num_rows
+        except (OSError, pa.ArrowInvalid) as e:
+            return f"{p}: not a readable Parquet file ({e})"
+        if rows != f["rows"]:
+            return f"{p}: {rows} rows, {MANIFEST} says {f['rows']}"
+    return None
+
+
+def verified_manifest(out: Path) -> dict | None:
+    """The manifest of the log in ``out`` when ``manifest_problem`` finds none, else None."""
+    return None if manifest_problem(out) else json.loads((out / MANIFEST).read_text())
+
+
+def _check_replaceable(out: Path) -> None:
+    # The whole directory is replaced: refuse one that holds anything but a synthetic log.
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: a file, not a directory; the synthetic log needs a directory of its own")
+    foreign = sorted(p.name for p in out.iterdir() if p.name != MANIFEST and not
+                     (p.name.startswith("part-") and p.name.endswith(".parquet"))) if out.is_dir() else []
+    if foreign:
+        raise DataError(f"{out}: holds {foreign[:5]}, which are not part of a synthetic log; writing the log "
+                        f"replaces the whole directory, so remove them or choose a directory of its own "
+                        f"(data.path, or --out for recdistill synth)")
+
+
+def _partial_prefix(out: Path) -> str:
+    return f".{out.name}.partial-"
+
+
+def _remove_dead_partials(out: Path) -> None:
+    """Temporary logs of generations killed on this host (their process is gone)."""
+    host = socket.gethostname()
+    for p in out.parent.glob(f"{_partial_prefix(out)}{host}-*"):
+        pid = p.name.rsplit("-", 1)[-1].removesuffix(".old")
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _swap_in(partial: Path, out: Path) -> None:
+    """Rename the complete log into place. A crash between the two renames leaves no log
+    at ``out`` (the next run regenerates), never a mix of old and new shards."""
+    if out.exists():
+        old = partial.with_name(partial.name + ".old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+        partial.rename(out)
+        shutil.rmtree(old)
+    else:
+        partial.rename(out)
 
 
 class _ShardWriter:
@@ -400,6 +508,7 @@ class _ShardWriter:
     def __init__(self, out: Path, schema: pa.Schema, shard_rows: int) -> None:
         self.out, self.schema, self.shard_rows = out, schema, shard_rows
         self.files: list[str] = []
+        self.counts: list[int] = []
         self.writer: pq.ParquetWriter | None = None
         self.rows = 0
 
@@ -410,6 +519,7 @@ class _ShardWriter:
             take = min(self.shard_rows - self.rows, table.num_rows)
             self.writer.write_table(table.slice(0, take))
             self.rows += take
+            self.counts[-1] += take
             table = table.slice(take)
 
     def _next(self) -> None:
@@ -417,13 +527,15 @@ class _ShardWriter:
             self.writer.close()
         name = f"part-{len(self.files):05d}.parquet"
         self.files.append(name)
+        self.counts.append(0)
         self.writer = pq.ParquetWriter(self.out / name, self.schema, compression="zstd")
         self.rows = 0
 
-    def close(self) -> list[str]:
+    def close(self) -> list[dict[str, int | str]]:
+        """The shards written: name, bytes and rows of each (the manifest's file list)."""
         if self.writer is not None:
             self.writer.close()
-        return self.files
+        return [{"name": n, "bytes": (self.out / n).stat().st_size, "rows": r} for n, r in zip(self.files, self.counts)]
 
 
 def _chunks(model: ClickModel, data: DataConfig) -> Iterator[pa.Table]:

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from recdistill.config import ConfigError, ExperimentConfig, dump_config, to_dict
+from recdistill.config import ConfigError, ExperimentConfig, to_dict
 from recdistill.results import transferability
 
 
@@ -28,17 +28,17 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     from recdistill.online.spool import build_spool
     from recdistill.online.workers import online_students_loop, online_teacher_loop
     from recdistill.ray_env import ensure_ray
+    from recdistill.run_dir import open_run_dir
     from recdistill.signals.hub import get_hub, hub_name
     from recdistill.signals.key import online_teacher_key
-    from recdistill.signals.store import SignalStore
+    from recdistill.signals.lease import acquire_or_wait
+    from recdistill.signals.store import SignalStore, new_generation, signal_id
 
     if cfg.platform.teacher_workers != 1:
         raise ConfigError(f"platform.teacher_workers={cfg.platform.teacher_workers}: the streaming teacher runs on "
                           f"one worker (a window is what one update cycle sees); set platform.teacher_workers=1")
     t_start = time.perf_counter()
-    out = cfg.run.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(cfg))
+    out = open_run_dir(cfg)
     ensure_ray()
     cpus = ray.cluster_resources().get("CPU", 0)
     if not ray.cluster_resources().get("GPU", 0) and 2 * cfg.platform.cpus_per_worker > cpus - 1 + 1e-9:
@@ -56,9 +56,25 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     s = cfg.stream
     tau = "∞ (frozen)" if s.teacher_update_interval is None else s.teacher_update_interval
 
-    info = store.teacher_info(key) if cfg.platform.reuse_signals else None
-    reused = bool(info) and all(ray.get(hub.complete.remote(key, w, w)) is not None
-                                for w in range(s.batch_windows, s.windows))
+    def stored() -> dict[str, Any] | None:
+        info = store.teacher_info(key) if cfg.platform.reuse_signals else None
+        if info is None:
+            return None
+        sid = signal_id(key, info["generation"])
+        whole = all(ray.get(hub.complete.remote(sid, w, w)) is not None for w in range(s.batch_windows, s.windows))
+        return info if whole else None
+
+    # One run trains a key at a time: another run's teacher of this key is waited for (its
+    # signals are then read), not trained a second time.
+    info, lease = stored(), None
+    while info is None and lease is None:
+        p = cfg.platform
+        lease = acquire_or_wait(store, key, experiment, p.lease_ttl_s, p.lease_poll_s,
+                                lambda: stored() is not None, log, p.lease_wait_s)
+        info = stored() if lease is None else None
+    reused = info is not None
+    generation = info["generation"] if reused else new_generation()
+    base["key"] = signal_id(key, generation)
     runs = [("students", online_students_loop, f"online-students-{experiment}")]
     if reused:
         log(f"[teacher] reusing the stored online teacher {key} (signals of all {s.windows} windows): 0 teacher steps")
@@ -77,14 +93,21 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     # the trainers are built in tasks: they read the hooks from their own environment
     hooks = {k: os.environ[k] for k in TEST_HOOKS if os.environ.get(k)}
     remote = ray.remote(num_cpus=0)(fit).options(runtime_env={"env_vars": hooks} if hooks else None)
-    metrics = dict(zip([r[0] for r in runs], ray.get([remote.remote(fn, name) for _, fn, name in runs])))
-    if reused:
-        teacher = info
-    else:
-        m = metrics["teacher"]
-        teacher = {"key": key, "arch": cfg.teacher.arch, "config": to_dict(cfg.teacher), "params": m["params"],
-                   "steps": m["steps"], "batch": m["batch"], "windows": m["windows"], "resumed": m["resumed"]}
-        store.write_teacher(key, teacher)
+    try:
+        metrics = dict(zip([r[0] for r in runs], ray.get([remote.remote(fn, name) for _, fn, name in runs])))
+        if reused:
+            teacher = info
+        else:
+            m = metrics["teacher"]
+            teacher = {"key": key, "generation": generation, "arch": cfg.teacher.arch, "config": to_dict(cfg.teacher),
+                       "params": m["params"], "steps": m["steps"], "batch": m["batch"], "windows": m["windows"],
+                       "resumed": m["resumed"]}
+            previous = store.teacher_info(key)
+            store.write_teacher(key, teacher)
+            store.remove_generations(key, {generation} | ({previous["generation"]} if previous else set()))
+    finally:
+        if lease is not None:
+            lease.release()
     results = assemble(cfg, teacher, metrics["students"], reused)
     results["seconds"] = time.perf_counter() - t_start
     write_online_results(cfg, results, log)

@@ -71,10 +71,13 @@ class ReplayBuffer:
         return self.rows.take(idx), self.logits[idx]
 
     def state(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "seen": self.seen, "rows": self.rows, "logits": self.logits,
+        """Tensors, ints and the RNG's state dict: a checkpoint payload loadable as data only."""
+        rows = None if self.rows is None else {f.name: getattr(self.rows, f.name) for f in fields(self.rows)}
+        return {"capacity": self.capacity, "seen": self.seen, "rows": rows, "logits": self.logits,
                 "rng": self.rng.bit_generator.state}
 
     def load(self, state: dict[str, Any]) -> None:
         self.capacity, self.seen = state["capacity"], state["seen"]
-        self.rows, self.logits = state["rows"], state["logits"]
+        self.rows = None if state["rows"] is None else TensorLog(**state["rows"])
+        self.logits = state["logits"]
         self.rng.bit_generator.state = state["rng"]

@@ -3,7 +3,15 @@ partitioned by window, so the streaming phase can replay one window at a time as
 system would receive it, each reader touching only that window's files.
 
 It lives next to the signal store (any pyarrow filesystem URI), keyed by the data and
-the window cut, so every experiment and sweep over the same log shares it.
+the window cut, so every experiment and sweep over the same log shares it::
+
+    _windows/<spool key>/_SPOOL.json                 rows, bounds, schema, buckets, generation
+    _windows/<spool key>/<generation>/window=<w>/    Parquet
+
+Each build writes its own generation and commits it by creating ``_SPOOL.json``
+exclusively, last: a crashed build leaves nothing a reader accepts, and of two builds at
+once the first to commit wins. The record is JSON (never pickle): a store is data, and
+whoever can write to it must not be able to run code in the readers.
 """
 
 from __future__ import annotations
@@ -11,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -31,6 +39,7 @@ class Spool:
     schema: LogSchema
     buckets: dict[str, int]
     rows: list[int]  # rows per window
+    # (a Spool travels to Train workers inside their loop config; it holds plain data only)
 
     def path(self, window: int) -> str:
         return f"{self.uri}/{WINDOW}={window}"
@@ -48,24 +57,20 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
     """Write (or find) the spool for ``cfg``'s log: one Ray Data pass, sharded, nothing on
     the driver but per-window counts. The vocabulary (encoding=vocab) is fitted on the
     batch-phase windows only: what a live system knows when streaming starts."""
-    import pickle
-
     from recdistill.data.datasource import new_ledger, read_rejects
     from recdistill.data.log import open_log
     from recdistill.data.preprocess import build_preprocessor, fit_vocab
     from recdistill.signals.key import spool_key
+    from recdistill.signals.store import SignalStore, new_generation
 
     s = cfg.stream
-    uri = f"{store_root.rstrip('/')}/_windows/{spool_key(cfg)}"
-    fs, root = _fs(uri)
-    done = f"{root}/{DONE}"
-    if fs.get_file_info(done).type == pafs.FileType.File:
-        with fs.open_input_stream(done) as f:
-            meta = json.loads(f.read())
-        with fs.open_input_stream(f"{root}/_schema.pkl") as f:
-            schema, buckets = pickle.loads(f.read())
-        log(f"[spool] reusing the window spool {uri} ({sum(meta['rows']):,} rows in {len(meta['rows'])} windows)")
-        return Spool(uri, schema, buckets, meta["rows"])
+    store = SignalStore(store_root)
+    base = f"{store.uri.rstrip('/')}/_windows/{spool_key(cfg)}"
+    done = f"{store.root}/_windows/{spool_key(cfg)}/{DONE}"
+    found = _committed(store, done, base)
+    if found is not None:
+        log(f"[spool] reusing the window spool {found.uri} ({sum(found.rows):,} rows in {len(found.rows)} windows)")
+        return found
 
     t0 = time.perf_counter()
     ledger = new_ledger()
@@ -79,8 +84,9 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
                           schema, cfg.data.min_count)
     pre = build_preprocessor(schema, cfg.data, vocab)
     encoded = tagged.map_batches(pre, batch_format="pyarrow")
-    if fs.get_file_info(root).type != pafs.FileType.NotFound:
-        fs.delete_dir(root)  # an interrupted earlier write
+    generation = new_generation()
+    uri = f"{base}/{generation}"
+    fs, root = _fs(uri)
     encoded.write_parquet(uri, partition_cols=[WINDOW])
     rows = []
     for w in range(s.windows):
@@ -88,16 +94,40 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
         rows.append(pads.dataset(d, filesystem=fs, format="parquet").count_rows()
                     if fs.get_file_info(d).type == pafs.FileType.Directory else 0)
     if min(rows) == 0:
+        fs.delete_dir(root)
         raise ValueError(f"stream.windows={s.windows}: window(s) {[w for w, n in enumerate(rows) if n == 0]} of "
                          f"the log are empty (the time column has too few distinct values); use fewer windows")
     read_rejects(ledger).check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
-    with fs.open_output_stream(f"{root}/_schema.pkl") as f:
-        f.write(pickle.dumps((schema, pre.buckets)))
-    with fs.open_output_stream(done) as f:
-        f.write(json.dumps({"rows": rows, "bounds": bounds}).encode())
+    record = {"generation": generation, "rows": rows, "bounds": bounds, "schema": json.loads(schema.to_json()),
+              "buckets": pre.buckets}
+    if not store.create_json_exclusive(done, record):
+        fs.delete_dir(root)  # another run committed the same spool first: use theirs
+        found = _committed(store, done, base)
+        if found is None:
+            raise RuntimeError(f"window spool {base}: {DONE} appeared but cannot be read")
+        log(f"[spool] another run wrote the window spool first; using {found.uri}")
+        return found
     log(f"[spool] {sum(rows):,} rows in {s.windows} windows ({min(rows):,}–{max(rows):,} rows each) written to "
         f"{uri} in {time.perf_counter() - t0:.1f} s")
     return Spool(uri, schema, pre.buckets, rows)
+
+
+def _committed(store: Any, done: str, base: str) -> Spool | None:
+    """The committed spool described by ``done``, or None when there is none yet."""
+    rec = store.read_json(done)
+    if rec is None:
+        return None
+    try:
+        schema = LogSchema.from_json(json.dumps(rec["schema"]))
+        buckets = {str(k): int(v) for k, v in rec["buckets"].items()}
+        rows = [int(n) for n in rec["rows"]]
+        generation = str(rec["generation"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ValueError(f"window spool {done}: not a recdistill spool record ({type(e).__name__}: {e}); "
+                         f"delete {base} to rebuild it") from None
+    if "/" in generation or generation.startswith("."):
+        raise ValueError(f"window spool {done}: bad generation {generation!r}; delete {base} to rebuild it")
+    return Spool(f"{base}/{generation}", schema, buckets, rows)
 
 
 def read_window(spool: Spool, window: int, columns: list[str] | None = None) -> pa.Table:

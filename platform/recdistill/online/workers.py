@@ -20,6 +20,7 @@ from __future__ import annotations
 import copy
 import os
 import time
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -32,14 +33,14 @@ from recdistill.data.tensors import TensorLog, from_table
 from recdistill.metrics import auc
 from recdistill.online.learner import StreamLearner
 from recdistill.online.replay import ReplayBuffer
-from recdistill.online.shift import ShiftDetector, profile
+from recdistill.online.shift import ShiftDetector, WindowProfile, profile
 from recdistill.online.spool import Spool, read_window
 from recdistill.signals.store import LOGIT, SignalStore
 from recdistill.train.loop import predict
 from recdistill.train.plan import (build_model, feature_spec, sequence_length, student_init_seed, student_objective,
                                    student_sample_seed, teacher_init_seed, teacher_sample_seed)
-from recdistill.train.ray_workers import (_dropped, _finish, _maybe_fail, _quiet_train_logs, _restore, _save,
-                                          _threads)
+from recdistill.train.ray_workers import (_dropped, _finish, _maybe_fail, _maybe_kill_hub, _quiet_train_logs, _restore,
+                                          _save, _threads)
 
 
 def rss_mb() -> float:
@@ -52,6 +53,18 @@ def rss_mb() -> float:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except OSError:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def profiles_state(past: list[WindowProfile]) -> list[dict[str, Any]]:
+    """The shift detector's memory as checkpoint data (tensors and plain dicts: checkpoints
+    are loaded as data only, never as pickled objects)."""
+    return [{"labels": torch.from_numpy(p.labels), "predictions": torch.from_numpy(p.predictions),
+             "fields": [dict(c) for c in p.fields]} for p in past]
+
+
+def profiles_from_state(state: list[dict[str, Any]]) -> list[WindowProfile]:
+    return [WindowProfile(d["labels"].numpy(), d["predictions"].numpy(), [Counter(f) for f in d["fields"]])
+            for d in state]
 
 
 def window_metrics(z: torch.Tensor, rows: TensorLog, negative_keep: float) -> dict[str, float]:
@@ -112,7 +125,7 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
     if saved:
         learner.load(saved["learner"])
         buffer.load(saved["buffer"])
-        detector.load(saved["detector"])
+        detector.load(profiles_from_state(saved["detector"]))
         st = {**saved["state"], "resumed": saved["state"]["resumed"] + 1}
 
     def publish(version: int, window: int, ids: np.ndarray, z: np.ndarray, extra: dict[str, Any]) -> None:
@@ -125,7 +138,8 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
             ray.get(hub.mark_complete.remote(key, version, window, extra))
 
     def checkpoint() -> None:
-        _save({"learner": learner.state(), "buffer": buffer.state(), "detector": detector.state(), "state": dict(st)},
+        _save({"learner": learner.state(), "buffer": buffer.state(), "detector": profiles_state(detector.state()),
+               "state": dict(st)},
               {"next": st["next"]}, 0)
 
     def sample(rows: TensorLog) -> torch.Tensor:
@@ -289,7 +303,9 @@ def online_students_loop(config: dict[str, Any]) -> None:
 
     def wait(window: int, version: int) -> tuple[dict[str, Any] | None, float]:
         t0 = time.perf_counter()
-        got = ray.get(hub.wait_window.remote(key, version, window, s.signal_timeout_s))
+        pending = hub.wait_window.remote(key, version, window, s.signal_timeout_s)
+        _maybe_kill_hub(hub, window)  # a test hook: the hub dies with this wait in flight (it is retried)
+        got = ray.get(pending)
         return got, time.perf_counter() - t0
 
     if st["next"] == 0:

@@ -16,6 +16,7 @@ from typing import Any
 
 import ray
 
+from recdistill.ray_env import actor_restarted
 from recdistill.signals.store import BlockMeta, SignalStore
 
 Slot = tuple[str, int, int]  # (teacher key, version, window)
@@ -28,7 +29,7 @@ class SignalHub:
         self._complete: dict[Slot, dict[str, Any]] = {}
         self._events: dict[Slot, asyncio.Event] = {}
         self._loaded: set[str] = set()
-        self.restarted = ray.get_runtime_context().was_current_actor_reconstructed
+        self.restarted = actor_restarted()
 
     def _event(self, slot: Slot) -> asyncio.Event:
         if slot not in self._events:

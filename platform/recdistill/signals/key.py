@@ -4,8 +4,8 @@ Two experiments with the same key would train bit-for-bit the same teacher (up t
 hardware numerics), so the second one reads the first one's signals instead. What goes
 in: the whole data section (source, files, generation, preprocessing, splits, sampling),
 a fingerprint of the input files (path, size, mtime) for real logs, the teacher section,
-the seed, the number of teacher workers (DDP changes the optimisation) and the signal
-format version. What stays out: students, distillation, device, run name.
+the seed, the number of teacher workers (DDP changes the optimisation), the rows per
+signal block (the blocks' layout) and the store layout version. What stays out: students, distillation, device, run name.
 """
 
 from __future__ import annotations
@@ -16,7 +16,8 @@ from typing import Any
 
 from recdistill.config import ExperimentConfig, to_dict
 
-SIGNAL_FORMAT = 1
+# 2: generations under each key, JSON spool schema (older stores' keys are not reused)
+SIGNAL_FORMAT = 2
 
 
 def _file_fingerprint(path: str | None) -> list[tuple[str, int, int]]:
@@ -50,7 +51,8 @@ def _digest(ident: dict[str, Any]) -> str:
 
 def teacher_key(cfg: ExperimentConfig) -> str:
     return _digest({**_data_identity(cfg), "teacher": to_dict(cfg.teacher), "seed": cfg.run.seed,
-                    "teacher_workers": cfg.platform.teacher_workers})
+                    "teacher_workers": cfg.platform.teacher_workers,
+                    "signal_block_rows": cfg.platform.signal_block_rows})
 
 
 # Stream settings that change what the online teacher learns (replay feeds it too);

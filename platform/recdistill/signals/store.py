@@ -2,19 +2,29 @@
 
 Layout under the store root (a local path or any pyarrow filesystem URI)::
 
-    <key>/teacher.json                       the teacher's config, metrics and step count
-    <key>/v<version>/w<window>/part-r<rank>-<seq>.parquet    columns row_id, logit
-    <key>/v<version>/w<window>/_COMPLETE.json                rows and blocks, once whole
+    <key>/teacher.json        the committed training: its generation, config, metrics, steps
+    <key>/_LEASE.json         held while a run trains this key (signals/lease.py)
+    <key>/<generation>/v<version>/w<window>/part-r<rank>-<seq>.parquet   row_id, logit
+    <key>/<generation>/v<version>/w<window>/_COMPLETE.json               rows and blocks, once whole
+
+Every training of a key writes a fresh generation, so blocks of a crashed or earlier
+training are never indexed beside the new ones (a join would pick between duplicate row
+ids); ``teacher.json``, written last and atomically, names the generation readers use.
+Writers and readers address one generation by its signal id, ``<key>/<generation>``.
 
 A block's file name is fixed by (rank, seq), so a worker restarted from a checkpoint
 rewrites the same file instead of adding a duplicate. Its row-id range comes from the
-Parquet footer statistics, so the hub rebuilds its index from the files alone.
+Parquet footer statistics, so the hub rebuilds its index from the files alone. Every JSON
+record is written to a temporary name and renamed, so no reader sees half of one.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import secrets
+import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -28,6 +38,19 @@ from recdistill.data.schema import ROW_ID
 LOGIT = "teacher_logit"
 _PART = re.compile(r"part-r(\d+)-(\d+)\.parquet$")
 SIGNAL_SCHEMA = pa.schema([(ROW_ID, pa.int64()), (LOGIT, pa.float32())])
+_GENERATION = re.compile(r"g\d{8}T\d{6}-[0-9a-f]+$")
+
+
+def new_generation() -> str:
+    """A fresh, time-sortable generation name for one training of a key."""
+    return f"g{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}-{secrets.token_hex(4)}"
+
+
+def signal_id(key: str, generation: str) -> str:
+    """What writers, the hub and readers name one training's signals by."""
+    if not _GENERATION.match(generation):
+        raise ValueError(f"signal generation {generation!r}: expected a name made by new_generation()")
+    return f"{key}/{generation}"
 
 
 @dataclass(frozen=True)
@@ -56,6 +79,7 @@ class SignalStore:
             self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(uri)
             self.uri = self.root
         self.root = self.root.rstrip("/")
+        self.local = isinstance(self.fs, pafs.LocalFileSystem)
 
     def __reduce__(self) -> tuple[Any, ...]:  # filesystems pickle; keep the URI as the identity
         return (SignalStore, (self.uri,))
@@ -84,44 +108,95 @@ class SignalStore:
                       extra: dict[str, Any] | None = None) -> None:
         """``extra``: what the teacher knew of the window when it published it (its shift
         detector's verdict), kept next to the blocks for every reader."""
-        d = self._dir(key, version, window)
-        self.fs.create_dir(d, recursive=True)
-        with self.fs.open_output_stream(f"{d}/_COMPLETE.json") as f:
-            f.write(json.dumps({"rows": rows, "blocks": blocks, **(extra or {})}, default=float).encode())
+        self.write_json(f"{self._dir(key, version, window)}/_COMPLETE.json",
+                        {"rows": rows, "blocks": blocks, **(extra or {})})
 
     def write_teacher(self, key: str, info: dict[str, Any]) -> None:
-        self.fs.create_dir(f"{self.root}/{key}", recursive=True)
-        with self.fs.open_output_stream(f"{self.root}/{key}/teacher.json") as f:
-            f.write(json.dumps(info, indent=2, default=str).encode())
+        """Commit a training of ``key``: from now on readers use ``info["generation"]``."""
+        signal_id(key, info.get("generation", ""))  # refuse a commit that names no generation
+        self.write_json(f"{self.root}/{key}/teacher.json", info, indent=2)
 
     def write_raw_result(self, key: str, info: dict[str, Any]) -> None:
         """A raw student's test metrics, shared by every run that trains the same raw student."""
-        self.fs.create_dir(f"{self.root}/_raw", recursive=True)
-        with self.fs.open_output_stream(f"{self.root}/_raw/{key}.json") as f:
-            f.write(json.dumps(info, default=str).encode())
+        self.write_json(f"{self.root}/_raw/{key}.json", info)
+
+    def write_json(self, path: str, obj: Any, indent: int | None = None) -> None:
+        """Write a JSON record under a temporary name, then rename it into place."""
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+        with self.fs.open_output_stream(tmp) as f:
+            f.write(json.dumps(obj, indent=indent, default=_json_default).encode())
+        self.fs.move(tmp, path)
+
+    def create_json_exclusive(self, path: str, obj: Any) -> bool:
+        """Create ``path`` holding ``obj`` unless it exists; True when this call created it.
+
+        Atomic on a local or shared POSIX filesystem (O_EXCL). Object stores have no
+        create-if-absent in pyarrow: there the record is written and read back, which
+        narrows but does not close the window in which two writers both win."""
+        data = json.dumps(obj, default=_json_default).encode()
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        if self.local:
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            except FileExistsError:
+                return False
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            return True
+        if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
+            return False
+        self.write_json(path, obj)
+        return self.read_json(path) == json.loads(data)
+
+    def delete(self, path: str) -> None:
+        if self.fs.get_file_info(path).type == pafs.FileType.File:
+            self.fs.delete_file(path)
+
+    def remove_generations(self, key: str, keep: set[str]) -> list[str]:
+        """Delete the generations of ``key`` not in ``keep`` (crashed or superseded trainings)."""
+        base = f"{self.root}/{key}"
+        if self.fs.get_file_info(base).type != pafs.FileType.Directory:
+            return []
+        gone = []
+        for info in self.fs.get_file_info(pafs.FileSelector(base)):
+            if info.type == pafs.FileType.Directory and _GENERATION.match(info.base_name) \
+                    and info.base_name not in keep:
+                self.fs.delete_dir(info.path)
+                gone.append(info.base_name)
+        return gone
 
     # ------------------------------------------------------------------------- reading
 
-    def raw_result(self, key: str) -> dict[str, Any] | None:
-        path = f"{self.root}/_raw/{key}.json"
+    def read_json(self, path: str) -> Any | None:
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return None
         with self.fs.open_input_stream(path) as f:
-            return json.loads(f.read())
+            raw = f.read()
+        try:
+            return json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"signal store: {path} is not valid JSON ({e}); it was not written by recdistill "
+                             f"or was damaged: delete it to let the teacher train again") from None
+
+    def raw_result(self, key: str) -> dict[str, Any] | None:
+        return self.read_json(f"{self.root}/_raw/{key}.json")
 
     def teacher_info(self, key: str) -> dict[str, Any] | None:
-        path = f"{self.root}/{key}/teacher.json"
-        if self.fs.get_file_info(path).type != pafs.FileType.File:
+        """The committed training of ``key``, or None. A record from an older store layout
+        (no generation) counts as none: the teacher trains again."""
+        info = self.read_json(f"{self.root}/{key}/teacher.json")
+        if not isinstance(info, dict) or not _GENERATION.match(str(info.get("generation", ""))):
             return None
-        with self.fs.open_input_stream(path) as f:
-            return json.loads(f.read())
+        return info
+
+    def committed(self, key: str) -> str | None:
+        """The signal id of ``key``'s committed training, or None."""
+        info = self.teacher_info(key)
+        return signal_id(key, info["generation"]) if info else None
 
     def completion(self, key: str, version: int, window: int) -> dict[str, Any] | None:
-        path = f"{self._dir(key, version, window)}/_COMPLETE.json"
-        if self.fs.get_file_info(path).type != pafs.FileType.File:
-            return None
-        with self.fs.open_input_stream(path) as f:
-            return json.loads(f.read())
+        return self.read_json(f"{self._dir(key, version, window)}/_COMPLETE.json")
 
     def scan(self, key: str) -> tuple[list[BlockMeta], list[tuple[int, int]]]:
         """Every block of a teacher key found in the store (from footers), and the
@@ -152,3 +227,11 @@ class SignalStore:
             return SIGNAL_SCHEMA.empty_table()
         t = pa.concat_tables(parts)
         return t.take(pa.compute.sort_indices(t, sort_keys=[(ROW_ID, "ascending")]))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating, float)):
+        return float(value)
+    return str(value)

@@ -87,14 +87,18 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
 
     from recdistill.experiment import run_experiment
     from recdistill.ray_env import ensure_ray
+    from recdistill.run_dir import claim_dir
     from recdistill.signals.key import raw_student_key
     from recdistill.signals.store import SignalStore
     from recdistill.sweep.report import write_sweep_report
 
     t0 = time.perf_counter()
     out = out.resolve()
-    out.mkdir(parents=True, exist_ok=True)
     base_cfg = trial_config(base, overrides, {})
+    # A sweep directory is refused like a run directory: a re-run says run.overwrite=true
+    # (--overwrite) or gets another --out; stored teachers are reused either way (they
+    # live in the signal store, not here).
+    claim_dir(out, base_cfg.run.overwrite, "sweep")
     # Tune runs each trial in its own working directory: relative paths would give every
     # trial its own log and signal store (and its own teacher). Pin them down here.
     shared: dict[str, Any] = {}

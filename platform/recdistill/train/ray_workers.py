@@ -20,6 +20,7 @@ import torch
 from recdistill.config import config_from_dict
 from recdistill.data.tensors import from_table
 from recdistill.signals.store import LOGIT, SignalStore
+from recdistill.train.checkpoint import STATE_FILE, load_dir
 from recdistill.train.evaluate import Evaluator
 from recdistill.train.group import StudentGroup
 from recdistill.train.loop import optimizers, train_step
@@ -27,24 +28,52 @@ from recdistill.train.plan import (build_model, feature_spec, sequence_length, s
                                    teacher_init_seed)
 
 # A test hook that kills the worker process (a real crash, not an exception) once:
-# "<role>:<step>:<marker file>", e.g. "teacher:5:/tmp/x". The marker makes it fire once.
+# "<role>:<step>:<marker file>", e.g. "teacher:5:/tmp/x"; several specs separated by ";"
+# crash several workers of one run. The marker makes each fire once.
 FAIL_ENV = "RECDISTILL_FAIL_ONCE"
 
 
+def _fail_specs(spec: str) -> list[tuple[str, int, str]]:
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        bits = part.split(":", 2)
+        if len(bits) != 3 or not bits[1].lstrip("-").isdigit():
+            raise ValueError(f"{FAIL_ENV}={spec!r}: expected '<role>:<step>:<marker file>' specs separated by ';', "
+                             f"got {part!r}")
+        out.append((bits[0], int(bits[1]), bits[2]))
+    return out
+
+
 def _maybe_fail(role: str, step: int) -> None:
-    spec = os.environ.get(FAIL_ENV, "")
-    if not spec:
-        return
-    want_role, want_step, marker = spec.split(":", 2)
-    if want_role == role and step == int(want_step) and not os.path.exists(marker):
-        Path(marker).write_text(f"{role} worker {os.getpid()} killed at step {step}\n")
-        os._exit(1)
+    for want_role, want_step, marker in _fail_specs(os.environ.get(FAIL_ENV, "")):
+        if want_role == role and step == want_step and not os.path.exists(marker):
+            Path(marker).write_text(f"{role} worker {os.getpid()} killed at step {step}\n")
+            # Train's controller takes a worker's last report (and so its checkpoint) off a
+            # one-slot queue when it next polls; a crash before that poll loses the checkpoint,
+            # which is Train's contract, not the fault this hook simulates. Die after two polls.
+            time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
+            os._exit(1)
 
 
 # A test hook: windows whose signals the online teacher writes but never marks complete,
 # as if it lagged behind or the hub lost them: "3,4".
 DROP_ENV = "RECDISTILL_DROP_SIGNALS"
-TEST_HOOKS = (FAIL_ENV, DROP_ENV)
+# A test hook: the online students kill the signal hub actor (Ray restarts it) once, while
+# their wait for a window's signals is in flight: "<window>:<marker file>".
+KILL_HUB_ENV = "RECDISTILL_KILL_HUB"
+TEST_HOOKS = (FAIL_ENV, DROP_ENV, KILL_HUB_ENV)
+
+
+def _maybe_kill_hub(hub: Any, window: int) -> None:
+    spec = os.environ.get(KILL_HUB_ENV, "")
+    if not spec:
+        return
+    want, marker = spec.split(":", 1)
+    if window == int(want) and not os.path.exists(marker):
+        import ray
+
+        Path(marker).write_text(f"hub killed by students worker {os.getpid()} waiting on window {window}\n")
+        ray.kill(hub, no_restart=False)
 
 
 def _dropped(window: int) -> bool:
@@ -55,11 +84,9 @@ def _dropped(window: int) -> bool:
 def _quiet_train_logs() -> None:
     """Ray Train logs every report (metrics included) at INFO from a logger named after
     its file, which ``LoggingConfig`` does not reach; long runs drowned the progress lines."""
-    import logging
+    from recdistill.ray_env import quiet_train_worker
 
-    from ray.train.v2._internal.execution import context
-
-    logging.getLogger(context.__file__).setLevel(logging.WARNING)
+    quiet_train_worker()
 
 
 def _threads(cfg: Any) -> int:
@@ -83,7 +110,7 @@ def _save(payload: dict[str, Any], metrics: dict[str, Any], rank: int) -> None:
         ray.train.report(metrics)
         return
     with tempfile.TemporaryDirectory() as d:
-        torch.save(payload, os.path.join(d, "state.pt"))
+        torch.save(payload, os.path.join(d, STATE_FILE))
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
 
 
@@ -103,14 +130,14 @@ def _finish(metrics: dict[str, Any], rank: int) -> None:
 
 
 def _restore() -> dict[str, Any] | None:
+    """The payload of the run's latest checkpoint (loaded as data only), None on a fresh start."""
     import ray.train
 
     ckpt = ray.train.get_checkpoint()
     if ckpt is None:
         return None
     with ckpt.as_directory() as d:
-        path = os.path.join(d, "state.pt")
-        return torch.load(path, weights_only=False) if os.path.exists(path) else None
+        return load_dir(d)
 
 
 def teacher_loop(config: dict[str, Any]) -> None:
@@ -225,14 +252,15 @@ def students_loop(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     group = StudentGroup(student_members(cfg, feature_spec(schema, config["buckets"]), config["students"],
                                          config.get("skip_raw", ())), device)
-    start, resumed = 0, 0
+    # ``batches`` counts stream batches over the whole run (restored on resume), so the
+    # failure hook's step names one point of the run however often it restarted
+    start, resumed, batches = 0, 0, 0
     saved = _restore()
     if saved:
         group.load(saved["group"])
-        start, resumed = saved["epoch"], saved["resumed"] + 1
+        start, resumed, batches = saved["epoch"], saved["resumed"] + 1, saved["batches"]
     rank = ray.train.get_context().get_world_rank()
     shard = ray.train.get_dataset_shard("train")
-    batches = 0
     timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
     for epoch in range(start, group.epochs):
         t_data = time.perf_counter()
@@ -252,7 +280,8 @@ def students_loop(config: dict[str, Any]) -> None:
                 f"{m.name} {m.rows:,} rows {m.rows / max(m.seconds, 1e-9):,.0f}/s" for m in group.members), flush=True)
         if epoch + 1 < group.epochs:  # the last epoch's models go straight to scoring
             t_ck = time.perf_counter()
-            _save({"group": group.state(), "epoch": epoch + 1, "resumed": resumed}, {"epoch": epoch + 1}, rank)
+            _save({"group": group.state(), "epoch": epoch + 1, "resumed": resumed, "batches": batches},
+                  {"epoch": epoch + 1}, rank)
             timing["checkpoint_s"] += time.perf_counter() - t_ck
 
     t_eval = time.perf_counter()
@@ -269,4 +298,5 @@ def students_loop(config: dict[str, Any]) -> None:
                         "steps": m.steps, "seconds": m.seconds, "signal_rows": m.signal_rows}
                for m in group.members}
     timing["eval_s"] = time.perf_counter() - t_eval
-    _finish({"members": members, "threads": threads, "resumed": resumed, "device": device.type, **timing}, rank)
+    _finish({"members": members, "threads": threads, "resumed": resumed, "batches": batches, "device": device.type,
+             **timing}, rank)

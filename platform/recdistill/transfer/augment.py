@@ -167,5 +167,13 @@ def teacher_state_path(checkpoint: str) -> str:
 
 
 def load_teacher_state(checkpoint: str) -> dict[str, torch.Tensor]:
-    """The teacher's weights from a Ray Train checkpoint directory (or its ``state.pt``)."""
-    return torch.load(teacher_state_path(checkpoint), map_location="cpu", weights_only=False)["model"]
+    """The teacher's weights from a Ray Train checkpoint directory (or its ``state.pt``).
+    The path comes from the signal store's ``teacher.json``: the file is loaded as data only."""
+    from recdistill.train.checkpoint import load_state
+
+    path = teacher_state_path(checkpoint)
+    state = load_state(path)
+    if "model" not in state:
+        raise KeyError(f"teacher checkpoint {path}: no 'model' entry (keys {sorted(state)}); expected the teacher "
+                       f"run's model checkpoint")
+    return state["model"]

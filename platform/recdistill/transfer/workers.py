@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -22,7 +22,8 @@ from recdistill.signals.store import LOGIT
 from recdistill.train.evaluate import Evaluator
 from recdistill.train.loop import batch_loss, optimizers
 from recdistill.train.plan import build_model, feature_spec, sequence_length, student_init_seed, student_objective
-from recdistill.train.ray_workers import _finish, _maybe_fail, _quiet_train_logs, _threads
+from recdistill.train.checkpoint import plain
+from recdistill.train.ray_workers import _finish, _maybe_fail, _quiet_train_logs, _restore, _save, _threads
 from recdistill.transfer.augment import AUGMENTED, load_teacher_state
 from recdistill.transfer.projection import project_table
 
@@ -54,9 +55,11 @@ def _auc(model: torch.nn.Module, shard: Any, schema: Any, seq_len: int, device: 
 
 
 def _train_variant(v: dict[str, Any], config: dict[str, Any], cfg: Any, projected: dict[str, Any] | None,
-                   device: torch.device, world: int, rank: int) -> dict[str, Any]:
+                   device: torch.device, world: int, rank: int, resume: dict[str, Any] | None,
+                   save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """One variant from its initialisation (``projected``: the projected table, its report and
-    the seconds it took) to its final test metrics."""
+    the seconds it took) to its final test metrics. ``save`` checkpoints the variant at each
+    epoch boundary (all but its last); ``resume`` is such a checkpoint to go on from."""
     import ray.train
     import ray.train.torch
 
@@ -74,22 +77,43 @@ def _train_variant(v: dict[str, Any], config: dict[str, Any], cfg: Any, projecte
     table = model.features.table
     curve_shard = ray.train.get_dataset_shard("curve")
     shard = ray.train.get_dataset_shard(v["dataset"])
-    state = {"steps": 0, "rows": 0, "augmented_rows": 0, "seconds": 0.0, "phase_seconds": []}
+    state: dict[str, Any] = {"steps": 0, "rows": 0, "augmented_rows": 0, "seconds": 0.0, "phase_seconds": [],
+                             "resumed": 0}
 
     def point(phase: int) -> dict[str, Any]:
         return {"step": state["steps"], "rows": state["rows"], "seconds": state["seconds"], "phase": phase,
                 **_auc(model, curve_shard, schema, seq_len, device, s.negative_keep_rate)}
 
-    curve = [point(0)]
     name = v["variant"]
+    at = (1, 0)  # (phase, epoch within it) to run next
+    if resume:
+        model.load_state_dict(resume["model"])
+        state, curve, at = {**resume["state"], "resumed": resume["state"]["resumed"] + 1}, resume["curve"], \
+            (resume["phase"], resume["epoch"])
+        # the restored model scored again: equal to the checkpoint's last curve point when the
+        # weights came back exactly (the evidence a test compares)
+        state["resume_check"] = {"step": curve[-1]["step"], "auc_saved": curve[-1]["auc"],
+                                 "auc_restored": _auc(model, curve_shard, schema, seq_len, device,
+                                                      s.negative_keep_rate)["auc"]}
+    else:
+        curve = [point(0)]
+    last = (len(v["phases"]), v["phases"][-1][0])
     for p, (epochs, frozen) in enumerate(v["phases"], start=1):
+        if p < at[0]:
+            continue
         table.weight.requires_grad_(not frozen)
         opts = optimizers(model, s.lr, s.embedding_lr)[1 if frozen else 0:]
         net = ray.train.torch.prepare_model(model) if world > 1 else model
         pull = tc.l2_pull if (p > 1 and not frozen and tc.l2_pull > 0) else 0.0
         anchor = table.weight.detach().clone() if pull else None
         t_phase = 0.0
-        for _ in range(epochs):
+        first = at[1] if p == at[0] else 0
+        if first:  # mid-phase: the phase's optimizers and anchor as they were
+            for o, st in zip(opts, resume["opts"]):
+                o.load_state_dict(st)
+            anchor = resume["anchor"].to(device) if resume["anchor"] is not None else None
+            t_phase = resume["t_phase"]
+        for epoch in range(first, epochs):
             t0 = time.perf_counter()
             for batch in shard.iter_batches(batch_size=s.batch_size, batch_format="pyarrow"):
                 b = from_table(batch, schema, seq_len).to(device)
@@ -111,7 +135,7 @@ def _train_variant(v: dict[str, Any], config: dict[str, Any], cfg: Any, projecte
                 n_real = len(b) if real is None else int(real.sum())
                 state["rows"] += n_real
                 state["augmented_rows"] += len(b) - n_real
-                _maybe_fail("transfer", state["steps"])
+                _maybe_fail(f"transfer-{name}", state["steps"])
                 if state["steps"] % tc.eval_every == 0:
                     dt = time.perf_counter() - t0
                     state["seconds"] += dt
@@ -121,12 +145,19 @@ def _train_variant(v: dict[str, Any], config: dict[str, Any], cfg: Any, projecte
             dt = time.perf_counter() - t0
             state["seconds"] += dt
             t_phase += dt
+            if epoch + 1 < epochs:
+                save({"variant": name, "phase": p, "epoch": epoch + 1, "model": model.state_dict(),
+                      "opts": [o.state_dict() for o in opts], "anchor": anchor, "t_phase": t_phase,
+                      "state": dict(state), "curve": curve})
         state["phase_seconds"].append(t_phase)
         if curve[-1]["step"] != state["steps"]:
             curve.append(point(p))
         if rank == 0:
             print(f"[transfer {name}] phase {p} ({'embeddings frozen' if frozen else 'joint'}): "
                   f"{state['steps']} steps, curve AUC {curve[-1]['auc']:.4f}, {state['seconds']:.1f} s", flush=True)
+        if (p, epochs) != last:  # the next phase starts with fresh optimizers and anchor
+            save({"variant": name, "phase": p + 1, "epoch": 0, "model": model.state_dict(), "opts": [],
+                  "anchor": None, "t_phase": 0.0, "state": dict(state), "curve": curve})
     table.weight.requires_grad_(True)
     t_eval = time.perf_counter()
     final = _auc(model, ray.train.get_dataset_shard("test"), schema, seq_len, device, s.negative_keep_rate)
@@ -139,7 +170,9 @@ def _train_variant(v: dict[str, Any], config: dict[str, Any], cfg: Any, projecte
 
 def transfer_loop(config: dict[str, Any]) -> None:
     """Every variant, one after another on the same worker(s): one Ray Train start for all
-    (its fixed cost is seconds), each variant timed on its own."""
+    (its fixed cost is seconds), each variant timed on its own. Checkpoints at variant and
+    epoch boundaries: a restarted worker keeps the finished variants' results and goes on
+    with the current one from its last epoch."""
     import ray.train
     import ray.train.torch
 
@@ -152,11 +185,27 @@ def transfer_loop(config: dict[str, Any]) -> None:
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     threads = _threads(cfg)
     device = ray.train.torch.get_device()
+    saved = _restore() or {}
+    done: dict[str, dict[str, Any]] = saved.get("done", {})
+    for result in done.values():  # finished before a restart: their results are the checkpoint's
+        result["restored"] = True
+    current = saved.get("current")
+    todo = [v for v in config["variants"] if v["variant"] not in done]
     projected = None
-    if any(v["projected"] for v in config["variants"]):
+    if any(v["projected"] for v in todo):
         t0 = time.perf_counter()
         table, fields = projected_table(config, cfg, feature_spec(config["schema"], config["buckets"]))
         projected = {"table": table, "fields": fields, "seconds": time.perf_counter() - t0}
-    variants = {v["variant"]: _train_variant(v, config, cfg, projected, device, world, rank)
-                for v in config["variants"]}
+
+    def save(position: dict[str, Any]) -> None:
+        # the curve and counters made plain; model and optimizer states are tensors already
+        position = {**position, "state": plain(position["state"]), "curve": plain(position["curve"])}
+        _save({"done": done, "current": position}, {"variant": position["variant"]}, rank)
+
+    for v in todo:
+        resume = current if current and current["variant"] == v["variant"] else None
+        done[v["variant"]] = plain(_train_variant(v, config, cfg, projected, device, world, rank, resume, save))
+        if len(done) < len(config["variants"]):
+            _save({"done": done, "current": None}, {"variant": v["variant"]}, rank)
+    variants = {v["variant"]: done[v["variant"]] for v in config["variants"]}
     _finish({"variants": variants, "threads": threads, "world": world, "device": device.type}, rank)
