@@ -116,7 +116,8 @@ class Probe:
             restarted = actor_restarted()
         return {"found": canonicalize_bootstrap_address_or_die(None), "restarted": restarted,
                 "warnings": [str(w.message) for w in caught],
-                "watcher": os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER")}
+                "watcher": os.environ.get("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"),
+                "data_log": os.environ.get("RAY_DATA_LOG_LEVEL")}
 
 seen = ray.get(Probe.remote().look.remote())
 print(json.dumps({**seen, "own": ray.get_runtime_context().gcs_address, "driver_address": os.environ.get("RAY_ADDRESS"),
@@ -187,7 +188,7 @@ def test_ray_job_submit_smoke_test(tmp_path: Path) -> None:
         assert beside.returncode == 0, beside.stdout[-2000:] + beside.stderr[-3000:]
         seen = json.loads(beside.stdout.strip().splitlines()[-1])
         assert seen["found"] == seen["own"] and not seen["own"].endswith(f":{gcs}"), seen
-        assert seen["watcher"] == "0" and seen["driver_address"] is None, seen
+        assert seen["watcher"] == "0" and seen["data_log"] == "WARNING" and seen["driver_address"] is None, seen
         assert seen["restarted"] is False and seen["warnings"] == [], seen
     finally:
         os.killpg(head.pid, signal.SIGTERM)  # --block: the head takes its processes down with it

@@ -67,6 +67,10 @@ def _start_local(num_cpus: int | None) -> None:
         # Train's preemption watcher (node-drain notices) logs a core_worker error on each
         # Train start; nothing drains the node of a local single-host cluster.
         "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0",
+        # Ray Data logs four INFO lines per dataset (start, plan, finish) from the processes
+        # that execute it (Train's split coordinators), beyond the reach of quiet_data();
+        # a run executes a dozen datasets. Warnings and errors still show.
+        "RAY_DATA_LOG_LEVEL": "WARNING",
     }
     # Without the dashboard the State API is absent, and Ray Train's placement-group
     # cleaner warns about it every few seconds; Ray's own INFO/WARNING lines from worker
@@ -104,7 +108,9 @@ def quiet_data() -> None:
     Per process: every driver, Tune trial and Train worker that runs a Dataset."""
     from ray.data import DataContext
 
-    DataContext.get_current().enable_progress_bars = False
+    ctx = DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False  # travels with each dataset to where it executes
     logging.getLogger("ray.data").setLevel(logging.WARNING)
 
 
