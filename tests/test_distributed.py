@@ -46,9 +46,16 @@ def _close(a: dict, b: dict, tol: float = 1e-3) -> None:
 # One Ray run with small signal blocks and frequent checkpoints, shared by the module: it is
 # checked against the local engine, it is the uninterrupted reference of the crash test,
 # and the gap test deletes some of its blocks (so it runs last). Student 0 trains two
-# epochs, so its group checkpoints once (after epoch 1) and a crash can resume there.
+# epochs, so its group checkpoints once (after epoch 1) and a crash can resume there; with
+# patience it keeps its best weights in that checkpoint. The teacher trains on after its
+# recording pass, so η's teacher and the final one differ.
 GAP_EXTRA = ("run.seed=5", "platform.signal_block_rows=1024", "platform.checkpoint_every_blocks=2",
-             "students.0.epochs=2")
+             "students.0.epochs=2", "students.0.patience=1", "teacher.epochs=2")
+
+
+def _curve(r: dict, *path: str) -> list[float]:
+    m = r["teacher"] if path[0] == "teacher" else next(s for s in r["students"] if s["name"] == path[0])
+    return [c["auc"] for c in m["valid_curve" + path[1]]]
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +70,18 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     assert first["platform"]["teacher_steps"] > 0
     _close(local, first)
     assert first["oracle"]["auc"] == pytest.approx(local["oracle"]["auc"], abs=1e-3)
+    # validation, early stopping and both teachers as on the local engine
+    for k in ("signal_auc_history", "signal_auc_window", "signal_auc"):
+        assert first["teacher"][k] == pytest.approx(local["teacher"][k], abs=1e-3), k
+    assert first["teacher"]["signal_rows"] == local["teacher"]["signal_rows"]
+    assert first["teacher"]["final"]["auc"] == pytest.approx(local["teacher"]["final"]["auc"], abs=1e-3)
+    assert first["teacher"]["stopped_epoch"] == local["teacher"]["stopped_epoch"] == 2
+    assert _curve(first, "teacher", "") == pytest.approx(_curve(local, "teacher", ""), abs=1e-3)
+    for sa, sb in zip(first["students"], local["students"]):
+        for kind in ("_raw", "_distill"):
+            assert sa["stopped_epoch" + kind] == sb["stopped_epoch" + kind], (sa["name"], kind)
+            assert _curve(first, sa["name"], kind) == pytest.approx(_curve(local, sa["name"], kind), abs=1e-3)
+    assert [len(_curve(first, "student", k)) for k in ("_raw", "_distill")] == [2, 2]
     assert all(s["signal_coverage"] == 1.0 for s in first["students"])
     p = first["platform"]
     assert p["stream_rows"] == p["stream_rows_with_signal"] > 0
@@ -108,6 +127,11 @@ def test_killed_teacher_and_student_workers_resume_from_their_checkpoints(shared
     assert crashed["teacher"]["resumed"] == 1 and crashed["platform"]["student_resumed"] == 1
     assert crashed["teacher"]["steps"] == reference["teacher"]["steps"]
     _close(reference, crashed, tol=2e-3)
+    # the signals' AUC accumulated before the crash came back with the checkpoint
+    assert crashed["teacher"]["signal_rows"] == reference["teacher"]["signal_rows"]
+    for k in ("signal_auc_history", "signal_auc_window"):
+        assert crashed["teacher"][k] == pytest.approx(reference["teacher"][k], abs=1e-4), k
+    assert _curve(crashed, "student", "_raw") == pytest.approx(_curve(reference, "student", "_raw"), abs=1e-6)
     # raw students do not see the teacher: resumed, they end exactly where the reference did
     for sa, sb in zip(reference["students"], crashed["students"]):
         assert sa["auc_raw"] == pytest.approx(sb["auc_raw"], abs=1e-6), sa["name"]

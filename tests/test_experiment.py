@@ -18,6 +18,16 @@ from recdistill.train.loop import fit
 pytestmark = pytest.mark.timeout(300)
 
 
+def test_early_stopping_without_a_valid_split_fails_before_training() -> None:
+    from recdistill.train.plan import check_validation
+
+    cfg = load_config(None, ["data.splits=[0.9, 0.0, 0.1]", "students.0.patience=2"])
+    with pytest.raises(ValueError, match=r"students\.0\.patience=2: early stopping needs a validation split.*0\.0"):
+        check_validation(cfg, 0)
+    check_validation(cfg, 10)
+    check_validation(load_config(None, ["data.splits=[0.9, 0.0, 0.1]"]), 0)  # no patience: nothing to stop
+
+
 def test_transferability_definition() -> None:
     assert transferability(0.80, 0.70, 0.76) == pytest.approx(0.6)
     assert math.isnan(transferability(0.70, 0.72, 0.75))  # no teacher gain: undefined
@@ -79,11 +89,28 @@ def test_run_experiment_writes_results(tmp_path: Path, ray_local) -> None:
         "students.1.name=single", "students.1.towers=single", "students.1.embed_dim=4",
         "students.1.width=16", "students.1.depth=1", "students.1.arch=deepfm", f"run.dir={tmp_path}",
         # the single-process engine: tests/test_distributed.py runs the Ray engine against it
-        "run.engine=local"])
+        "run.engine=local",
+        # a teacher that trains on after recording; students validated per epoch / every 3 steps
+        "teacher.epochs=2", "students.0.epochs=3", "students.0.patience=1", "students.1.eval_every=3"])
     r = run_experiment(cfg, log=lambda _: None)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["teacher"]["auc"] == pytest.approx(r["teacher"]["auc"])
     assert 0.5 < saved["teacher"]["auc"] < saved["oracle"]["auc"]
+    # η's teacher is the one the signals came from (after its first pass), the one trained on is beside it
+    t = saved["teacher"]
+    assert t["signal_auc"] == t["auc"] and t["steps"] == 2 * t["pass_steps"]
+    assert t["final"]["epochs"] == t["stopped_epoch"] == 2 and t["final"]["auc"] != t["auc"]
+    assert [c["epoch"] for c in t["valid_curve"]] == [1, 2] and t["best_epoch"] in (1, 2)
+    assert 0.5 < t["signal_auc_history"] < 1 and 0.5 < t["signal_auc_window"] < 1
+    for st in saved["students"]:
+        assert st["eta"] == pytest.approx(transferability(t["auc"], st["auc_raw"], st["auc_distill"]))
+    s0, s1 = saved["students"]
+    for kind in ("raw", "distill"):
+        curve = s0[f"valid_curve_{kind}"]
+        assert len(curve) == s0[f"stopped_epoch_{kind}"] <= 3 and s0[f"best_epoch_{kind}"] >= 1
+        assert all(c["step"] % 3 == 0 for c in s1[f"valid_curve_{kind}"][:-1]) and s1[f"stopped_epoch_{kind}"] == 1
+        assert s1[f"valid_curve_{kind}"][-1]["step"] == s1[f"steps_{kind}"]
+    assert "| raw 1 (1), distilled 1 (1) |" in (tmp_path / "report.md").read_text()
     assert [s["name"] for s in saved["students"]] == ["student", "single"]
     for s in saved["students"]:
         assert {"params", "auc_raw", "auc_distill", "eta"} <= set(s)

@@ -95,10 +95,20 @@ class DataConfig:
         "synthetic", help="where rows come from: the built-in synthetic log or a real-log format")
     path: str | None = opt(
         None, help="file, directory or glob of the log (real formats); for synthetic, a "
-                   "directory to cache the generated shards in (default: <run.dir>/data)")
+                   "directory to cache the generated shards in (default: <run.dir>/data). Files are "
+                   "read in sorted path order; where the format has no time column that order (then "
+                   "line) is the log's order, else rows are ordered by time whatever the file order")
+    valid_path: str | None = opt(
+        None, help="file, directory or glob of the validation split (same format as data.path). "
+                   "Given: it is the valid split, and data.splits cuts only data.path (see splits)")
+    test_path: str | None = opt(
+        None, help="file, directory or glob of the test split (same format as data.path). Given: it "
+                   "is the test split, and data.splits cuts only data.path (see splits). Test ids "
+                   "the train split never had map to OOV and are counted per field in results.json")
     rows: int = opt(200_000, ge=1, help="synthetic: rows written, after negative down-sampling")
     days: int = opt(7, ge=1, help="synthetic: days the log spans")
-    seed: int = opt(0, help="synthetic: generator seed (same seed → same bytes)")
+    seed: int = opt(0, help="seed of the data's own randomness: the synthetic generator (same seed → "
+                            "same bytes), negative_keep_rate's coins and data.shuffle's order")
     negative_keep_rate: float = opt(
         1.0, gt=0.0, le=1.0,
         help="experiment-level negative down-sampling of any source (a Ray Data step after "
@@ -115,12 +125,29 @@ class DataConfig:
     error_budget: float = opt(0.001, ge=0.0, le=1.0, help="largest share of rejected rows before reading fails")
     splits: list[float] = opt(
         default_factory=lambda: [0.8, 0.1, 0.1],
-        help="time-ordered train/valid/test fractions (must sum to 1)")
+        help="time-ordered train/valid/test fractions of data.path (must sum to 1). With "
+             "valid_path and test_path both given, data.path is all train and splits is unused; "
+             "with only test_path, data.path is cut into train/valid in the ratio "
+             "splits[0]:splits[1] (default 0.8:0.1 → 8/9 train, 1/9 valid); with only "
+             "valid_path, into train/test in the ratio splits[0]:splits[2]")
+    shuffle: Literal["auto", "none", "window", "global"] = opt(
+        "auto", help="training order of the train split, seeded by data.seed and the same on every "
+                     "engine and run: none = log order; window = shuffled within the teacher-only "
+                     "history and within the students' window (history still first); global = the "
+                     "whole train split shuffled (the students' window is still the later rows). "
+                     "auto = none for logs with a time column, window for logs without. Shuffled train rows get a permuted row_id (a seeded "
+                     "bijection, negative, so never equal to a valid/test id); results.json says "
+                     "which order a run used (data.shuffle)")
 
     def check(self) -> None:
         if len(self.splits) != 3 or any(s < 0 for s in self.splits) or abs(sum(self.splits) - 1) > 1e-6:
             raise ConfigError(f"data.splits={self.splits!r}: expected three non-negative fractions "
                               f"(train, valid, test) summing to 1")
+        if self.splits[0] <= 0 and not (self.valid_path and self.test_path):
+            raise ConfigError(f"data.splits={self.splits!r}: the train fraction must be positive")
+        if (self.valid_path or self.test_path) and self.source == "synthetic":
+            raise ConfigError("data.valid_path / data.test_path need a real log (data.source is synthetic, "
+                              "whose splits are cut by time from the generated log)")
         if self.source != "synthetic" and not self.path:
             raise ConfigError(f"data.path is required when data.source={self.source!r}")
         syn = self.synthetic
@@ -158,6 +185,13 @@ class TeacherConfig:
         help="earliest share of the train split that only the teacher learns from (CrossAdapt: "
              "40% history, 40% offline); students train on the later rows, whose forward "
              "signals then come from a teacher that has learned the history but not those rows")
+    eval_every: int = opt(
+        0, ge=0, help="validation: AUC on the valid split every this many optimizer steps (and after the last); "
+                      "0 = after each epoch. Skipped when the valid split is empty")
+    patience: int = opt(
+        0, ge=0, help="early stopping: stop after this many validations in a row without a better valid AUC and "
+                      "restore the best weights; 0 = off (all epochs run, the curve is still reported). The "
+                      "teacher always finishes its first epoch, the pass that records the students' signals")
 
 
 @dataclass
@@ -179,6 +213,13 @@ class StudentConfig:
     batch_size: int = opt(2048, ge=1, help="rows per step")
     lr: float = opt(1e-3, gt=0.0, help="learning rate of dense parameters (Adam)")
     embedding_lr: float = opt(1e-2, gt=0.0, help="learning rate of embedding tables")
+    eval_every: int = opt(
+        0, ge=0, help="validation: AUC on the valid split every this many of this model's optimizer steps (and "
+                      "after the last); 0 = after each epoch. Skipped when the valid split is empty")
+    patience: int = opt(
+        0, ge=0, help="early stopping: stop after this many validations in a row without a better valid AUC and "
+                      "restore the best weights; 0 = off (all epochs run, the curve is still reported). Raw and "
+                      "distilled models stop on their own; the group trains on while one is left")
     seed_slot: int | None = opt(
         None, ge=0, help="position whose seeds (initial weights, row sample) this student uses; null = its own "
                          "position. A sweep packs trials as students of one run with seed_slot 0, so each "

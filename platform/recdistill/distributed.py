@@ -11,6 +11,9 @@ student groups (Ray Train) → the same results as the single-process engine.
    id, and materialised in the object store; every student group reads it.
 4. Student groups (``platform.students_per_group``) run as concurrent one-worker Ray
    Train runs; each trains its students raw and distilled in one pass per epoch.
+
+Every model is validated on the valid split (materialised once, sharded to the workers,
+merged across them) and stops as ``train.evaluate.EarlyStop`` says, as on the local engine.
 """
 
 from __future__ import annotations
@@ -121,6 +124,8 @@ class RayRun:
     prepared: Any
     train_ds: Any  # the train split tagged history / students' window
     test_ds: Any  # materialised: every model scores it
+    valid_ds: Any  # materialised: every model validates on it (no rows: no validation)
+    valid_rows: int
     store: SignalStore
     hub: Any
     key: str  # the teacher's key
@@ -144,6 +149,7 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
     from recdistill.ray_env import ensure_ray
     from recdistill.signals.hub import get_hub, hub_name
     from recdistill.signals.key import teacher_key
+    from recdistill.train.plan import check_validation
 
     t_start = time.perf_counter()
     from recdistill.run_dir import open_run_dir
@@ -157,6 +163,9 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
     # teacher and every student group score it, and training workers that hold every CPU
     # of a small node cannot starve a lazy read of it.
     test_ds = prepared.splits["test"].materialize()
+    valid_ds = prepared.splits["valid"].materialize()
+    valid_rows = valid_ds.count()
+    check_validation(cfg, valid_rows)
     key = teacher_key(cfg)
     store = SignalStore(cfg.platform.signal_store)
     # Unique per driver: Ray Train resumes a run whose name and storage path it has seen
@@ -164,8 +173,14 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
     experiment = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     hub = get_hub(experiment, store.uri)
     base = {"cfg": to_dict(cfg), "schema": prepared.schema, "buckets": prepared.preprocessor.buckets, "key": key,
-            "store": store.uri, "hub": hub_name(experiment)}
-    return RayRun(prepared, train_ds, test_ds, store, hub, key, experiment, out / "ray_train", base, t_start)
+            "store": store.uri, "hub": hub_name(experiment), "valid_rows": valid_rows}
+    return RayRun(prepared, train_ds, test_ds, valid_ds, valid_rows, store, hub, key, experiment, out / "ray_train",
+                  base, t_start)
+
+
+def eval_datasets(run: RayRun) -> dict[str, Any]:
+    """The held-out splits every Train run gets: test, and valid when it has rows."""
+    return {"test": run.test_ds, **({"valid": run.valid_ds} if run.valid_rows else {})}
 
 
 def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None],
@@ -222,7 +237,7 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
     log(f"[teacher] training {t.arch} (key {key}, generation {generation}) on {cfg.platform.teacher_workers} "
         f"Ray Train worker(s)")
     result = _trainer(teacher_loop, f"teacher-{key}-{run.experiment}", cfg, {**run.base, "key": run.signal_id},
-                      {"train": teacher_ds, "test": run.test_ds}, cfg.platform.teacher_workers, run.storage).fit()
+                      {"train": teacher_ds, **eval_datasets(run)}, cfg.platform.teacher_workers, run.storage).fit()
     m = result.metrics
     for w in (0, STUDENT_WINDOW):
         ray.get(hub.mark_complete.remote(run.signal_id, 0, w))
@@ -238,7 +253,9 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
     store.remove_generations(key, {generation} | ({previous["generation"]} if previous else set()))
     timings["teacher_s"] = time.perf_counter() - t0
     log(f"[teacher] AUC {info['auc']:.4f} after {m['steps']} steps ({info['samples_per_s']:,.0f} samples/s, "
-        f"{timings['teacher_s']:.1f} s with Ray's fixed costs)")
+        f"{timings['teacher_s']:.1f} s with Ray's fixed costs); stopped in epoch {info['stopped_epoch']}/{t.epochs}"
+        + (f"; trained on after its recording pass: AUC {info['final']['auc']:.4f} (η uses the recorded one)"
+           if "final" in info else ""))
     return info, m["steps"]
 
 
@@ -269,6 +286,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     import ray
 
     from recdistill.signals.key import raw_student_key
+    from recdistill.train.plan import early_fields
     from recdistill.train.ray_workers import students_loop
 
     run = start_run(cfg, log)
@@ -276,7 +294,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     timings: dict[str, float] = {}
     info, teacher_steps, reused = teacher_stage(cfg, run, log, timings)
     stream, cov = distill_stream(run, log, timings)
-    test_ds, prepared, t_start = run.test_ds, run.prepared, run.t_start
+    prepared, t_start = run.prepared, run.t_start
 
     n = len(cfg.students)
     # raw students already trained by an earlier run (another α, another teacher) are reused
@@ -290,7 +308,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     t0 = time.perf_counter()
     stream_batch = min(s.batch_size for s in cfg.students)
-    datasets = {"train": stream, "test": test_ds}
+    datasets = {"train": stream, **eval_datasets(run)}
     configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw} for g in groups]
     names = [f"students-{j}-{experiment}" for j in range(len(groups))]
     log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
@@ -326,17 +344,20 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     for i, s in enumerate(cfg.students):
         raw, dist = members[f"{s.name}/raw"], members[f"{s.name}/distill"]
         entry = {"name": s.name, "arch": s.arch, "towers": s.towers, "params": dist["params"],
-                 "rows": dist["rows_trained"] // max(1, s.epochs), "raw_reused": i in skip_raw,
+                 "rows": dist["sample_rows"], "raw_reused": i in skip_raw,
                  "signal_coverage": dist["signal_rows"] / dist["rows_trained"] if dist["rows_trained"] else 0.0}
         for kind, mm in (("raw", raw), ("distill", dist)):
             entry.update({f"{k}_{kind}": mm[k] for k in ("auc", "logloss", "calibration")})
             entry[f"samples_per_s_{kind}"] = mm["rows_trained"] / mm["seconds"] if mm["seconds"] else float("nan")
             entry[f"train_seconds_{kind}"] = mm["seconds"]
+            entry[f"steps_{kind}"] = mm["steps"]
+            entry.update(early_fields(mm, f"_{kind}"))
         entry["eta"] = transferability(info["auc"], entry["auc_raw"], entry["auc_distill"])
         results["students"].append(entry)
         log(f"[student {s.name}] AUC raw {entry['auc_raw']:.4f} → distilled {entry['auc_distill']:.4f}, "
             f"η {entry['eta']:.2f}")
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
+    results["data"] = prepared.describe()
     results["seconds"] = time.perf_counter() - t_start
     write_results(cfg, results, log)
     ray.kill(run.hub)

@@ -40,16 +40,32 @@ def result_table(r: dict[str, Any]) -> list[str]:
 def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
     lines = [f"# {cfg.run.name}", "", f"Log: {cfg.data.source}, {cfg.data.rows:,} rows" if cfg.data.source == "synthetic"
              else f"Log: {cfg.data.source} {cfg.data.path}", "",
-             "| model | params | AUC | GAUC (user) | LogLoss | calibration | AUC raw | AUC distilled | η |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+             "| model | params | AUC | GAUC (user) | LogLoss | calibration | AUC raw | AUC distilled | η | "
+             "stopped in epoch (best) |",
+             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
     t = r["teacher"]
     lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t['auc']:.4f} | {t.get('gauc', float('nan')):.4f} | "
-                 f"{t['logloss']:.4f} | {t['calibration']:+.3f} | | | |")
+                 f"{t['logloss']:.4f} | {t['calibration']:+.3f} | | | | {_epochs(t)} |")
     for s in r["students"]:
         lines.append(f"| {s['name']} ({s['arch']}, {s['towers']}) | {s['params']:,} | {s['auc_distill']:.4f} | "
                      f"{s.get('gauc_distill', float('nan')):.4f} | {s['logloss_distill']:.4f} | "
-                     f"{s['calibration_distill']:+.3f} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | {s['eta']:.2f} |")
+                     f"{s['calibration_distill']:+.3f} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | {s['eta']:.2f} | "
+                     f"raw {_epochs(s, '_raw')}, distilled {_epochs(s, '_distill')} |")
     if "oracle" in r:
         lines += ["", f"Oracle AUC (true click probability): {r['oracle']['auc']:.4f}"]
-    lines += ["", "η = (AUC distilled − AUC raw) / (AUC teacher − AUC raw), same student, same rows.", ""]
-    return "\n".join(lines)
+    lines += ["", "η = (AUC distilled − AUC raw) / (AUC teacher − AUC raw), same student, same rows. The teacher "
+              "is the one whose signals the students got: as its first (recording) pass over the log left it. "
+              "Best = the epoch of the best validation AUC; with patience a model ends with those weights."]
+    if "final" in t:
+        f = t["final"]
+        lines += ["", f"The teacher trained on after that pass (to epoch {f['epochs']}): AUC {f['auc']:.4f}, "
+                      f"LogLoss {f['logloss']:.4f}; not η's teacher."]
+    return "\n".join(lines + [""])
+
+
+def _epochs(m: dict[str, Any], suffix: str = "") -> str:
+    """``stopped (best)`` from a model's results; blank for results without them."""
+    stopped, best = m.get(f"stopped_epoch{suffix}"), m.get(f"best_epoch{suffix}")
+    if stopped is None:
+        return ""
+    return f"{stopped}" + (f" ({best})" if best is not None else "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from recdistill.data.sampling import model_sample_mask
@@ -70,3 +71,124 @@ def test_group_state_round_trip() -> None:
     for a, b in zip(g1.members[0].model.parameters(), g2.members[0].model.parameters()):
         assert torch.equal(a, b)
     assert g2.members[0].steps == g1.members[0].steps == 5
+
+
+def test_a_stopping_members_state_loads_back_as_data(tmp_path) -> None:
+    """Mid-run (validated, best weights kept for a later restore), a member's state goes
+    through a weights_only checkpoint and the resumed member ends exactly as the original."""
+    from recdistill.train.checkpoint import load_state
+
+    data, valid = _valid_log(1200), _valid_log(600)
+
+    def group() -> StudentGroup:
+        m = _member("x/raw", 3, "decoupled", False, 1.0, 1.0, 64, 4)
+        m.patience, m.lr, m.embedding_lr = 2, 0.05, 0.05
+        m.__post_init__()
+        return StudentGroup([m], torch.device("cpu"), _validator(valid))
+
+    g1, g2 = group(), group()
+    for epoch in range(2):
+        g1.feed(data, None, epoch)
+        g1.end_epoch(epoch)
+    assert g1.members[0].early.best_state is not None
+    torch.save(g1.state(), tmp_path / "state.pt")
+    g2.load(load_state(tmp_path / "state.pt"))
+    for g in (g1, g2):
+        for epoch in range(2, 4):
+            if g.active:
+                g.feed(data, None, epoch)
+                g.end_epoch(epoch)
+    a, b = g1.members[0], g2.members[0]
+    assert a.early.summary() == b.early.summary() and len(a.early.curve) >= 3
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def _valid_log(n: int) -> TensorLog:
+    # labels that depend on the features, so validation AUC moves as the models (over)fit
+    g = torch.Generator().manual_seed(5)
+    cat = torch.stack([torch.randint(0, 7, (n,), generator=g), torch.randint(0, 11, (n,), generator=g)], 1)
+    dense = torch.randn(n, 3, generator=g)
+    p = torch.sigmoid(dense[:, 0] + (cat[:, 0] % 3 == 0).float() - 1.5)
+    return TensorLog(cat=cat, dense=dense, seq=torch.zeros(n, 0, 1, dtype=torch.long),
+                     label=(torch.rand(n, generator=g) < p).float(), sample_rate=torch.ones(n),
+                     row_id=torch.arange(n) * 3 + 2)
+
+
+def _validator(valid: TensorLog):
+    from recdistill.train.evaluate import validation_auc
+
+    return lambda models: validation_auc(models, (valid.take(slice(s, s + 500)) for s in range(0, len(valid), 500)))
+
+
+def test_members_validate_and_stop_on_their_own_as_each_would_alone() -> None:
+    """Each member validates (per epoch or every k steps), stops after ``patience`` bad
+    validations and restores its best weights, exactly as ``fit`` does alone; a stopped
+    member takes no more rows while the others train on."""
+    data, valid = _valid_log(4000), _valid_log(1500)
+    zt = torch.randn(4000)
+    validate = _validator(valid)
+    # name, seed, towers, distilled, ratio, keep, batch, epochs, eval_every, patience
+    specs = [("a/raw", 1, "decoupled", False, 0.6, 1.0, 64, 8, 0, 1),
+             ("a/distill", 1, "decoupled", True, 0.6, 1.0, 64, 8, 7, 2),
+             ("b/raw", 2, "single", False, 0.4, 1.0, 96, 3, 0, 0)]
+
+    def member(s):
+        m = _member(*s[:8])
+        m.eval_every, m.patience = s[8], s[9]
+        m.__post_init__()
+        m.lr = m.embedding_lr = 0.05  # fast, so it overfits within a few epochs
+        return m
+
+    group = StudentGroup([member(s) for s in specs], torch.device("cpu"), validate)
+    for epoch in range(group.epochs):
+        if not group.active:
+            break
+        for s in range(0, len(data), 250):
+            group.feed(data.take(slice(s, s + 250)), zt[s:s + 250], epoch)
+        group.end_epoch(epoch)
+    assert not group.active
+    for spec, m in zip(specs, group.members):
+        alone = member(spec)
+        keep = torch.from_numpy(np.flatnonzero(model_sample_mask(
+            data.row_id.numpy(), data.label.numpy(), alone.ratio, alone.negative_keep, alone.seed)))
+        stats, _ = fit(alone.model, data.take(keep), epochs=alone.epochs, batch_size=alone.batch_size, lr=0.05,
+                       embedding_lr=0.05, device=torch.device("cpu"), objective=alone.objective,
+                       teacher_logits=zt[keep] if alone.uses_teacher else None, validate=validate,
+                       eval_every=alone.eval_every, patience=alone.patience)
+        assert m.steps == stats.steps and m.rows == stats.rows and m.sample_rows == len(keep), m.name
+        assert m.early.summary() == stats.early.summary(), m.name
+        for (k, a), b in zip(m.model.state_dict().items(), alone.model.state_dict().values()):
+            assert torch.allclose(a, b, atol=1e-6), (m.name, k)
+        curve = m.early.summary()["valid_curve"]
+        if m.patience:  # it ends with its best weights
+            assert validate({"m": m.model})["m"] == pytest.approx(max(c["auc"] for c in curve), abs=1e-9)
+    a_raw, a_distill, b_raw = (m.early.summary() for m in group.members)
+    assert a_raw["stopped_epoch"] < 8 and len(a_raw["valid_curve"]) == a_raw["stopped_epoch"]
+    assert a_raw["best_epoch"] == a_raw["stopped_epoch"] - 1  # patience 1: one bad epoch stops it
+    assert all(c["step"] % 7 == 0 for c in a_distill["valid_curve"][:-1])  # every 7 steps (and after the last)
+    assert a_distill["stopped_epoch"] < 8
+    assert b_raw["stopped_epoch"] == 3 and len(b_raw["valid_curve"]) == 3  # no patience: all its epochs
+
+
+def test_a_recording_teacher_finishes_its_first_epoch_before_it_stops() -> None:
+    data, valid = _valid_log(2000), _valid_log(800)
+    torch.manual_seed(0)
+    teacher = Ranker(SPEC, "dcnv2", 4, 1, 8)
+    seen = []
+    stats, recorded = fit(teacher, data, epochs=4, batch_size=100, lr=0.05, embedding_lr=0.05,
+                          device=torch.device("cpu"), record=True, validate=_validator(valid), eval_every=2,
+                          patience=1,
+                          on_pass_end=lambda m: seen.append({k: v.clone() for k, v in m.state_dict().items()}))
+    s = stats.early.summary()
+    # patience 1 at every 2nd step is exhausted long before the pass ends, yet the pass completes
+    assert any(not (c["auc"] > max([d["auc"] for d in s["valid_curve"][:i]], default=-1))
+               for i, c in enumerate(s["valid_curve"]) if c["epoch"] == 1)
+    assert stats.pass_steps == 20 and stats.steps >= 20 and not torch.isnan(recorded).any()
+    assert s["stopped_epoch"] >= 1 and stats.early.final_step == s["best_step"]
+    # the recorded teacher (what on_pass_end saw) is the teacher after exactly one epoch
+    torch.manual_seed(0)
+    one = Ranker(SPEC, "dcnv2", 4, 1, 8)
+    fit(one, data, epochs=1, batch_size=100, lr=0.05, embedding_lr=0.05, device=torch.device("cpu"), record=True)
+    assert len(seen) == 1
+    for k, v in one.state_dict().items():
+        assert torch.allclose(seen[0][k], v, atol=1e-6), k

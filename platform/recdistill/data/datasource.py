@@ -89,7 +89,7 @@ class ClickLogDatasource(FileBasedDatasource):
 
     def __init__(self, paths: list[str], fmt: str, *, header: str = "auto", error_budget: float = 0.001,
                  ledger: Any = None, num_fields: int | None = None, schema: LogSchema | None = None,
-                 **file_based_datasource_kwargs: Any) -> None:
+                 file_offset: int = 0, **file_based_datasource_kwargs: Any) -> None:
         super().__init__(paths, **file_based_datasource_kwargs)
         self._fmt = fmt
         self._header = header
@@ -97,8 +97,9 @@ class ClickLogDatasource(FileBasedDatasource):
         self._ledger = ledger
         self._num_fields = num_fields
         self._log_schema = schema
-        # Row ids encode the file's position in the sorted list, whichever task reads it.
-        self._file_index = {p: i for i, p in enumerate(sorted(self._paths()))}
+        # Row ids encode the file's position in the sorted list, whichever task reads it;
+        # ``file_offset`` numbers a second read's files (a valid or test path) after the first's.
+        self._file_index = {p: file_offset + i for i, p in enumerate(sorted(self._paths()))}
 
     def _index_of(self, path: str) -> int:
         index = self._file_index.get(path)
@@ -143,8 +144,11 @@ class ClickLogDatasource(FileBasedDatasource):
 
 def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_budget: float = 0.001,
              ledger: Any = None, num_fields: int | None = None, schema: LogSchema | None = None,
-             override_num_blocks: int | None = None) -> tuple[ray.data.Dataset, LogSchema]:
+             override_num_blocks: int | None = None, file_offset: int = 0) -> tuple[ray.data.Dataset, LogSchema]:
     """A lazy Ray Dataset of a click log (file, directory, glob or list of them) and its schema.
+
+    Files are numbered in sorted path order from ``file_offset`` and ``row_id = file << 40 | line``,
+    so reads of disjoint file sets with disjoint offset ranges never share an id.
 
     Missing, empty and (parquet) schema-less inputs fail here, before any task runs. A file
     over ``error_budget``, or a parquet ``row_id`` found twice, fails its read task; pass a ``ledger`` (``new_ledger()``) and call
@@ -165,7 +169,7 @@ def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_bud
         if ledger is None and len(paths) > 1:
             ledger = new_ledger()  # the check that no row_id is in two files goes through it
     source = ClickLogDatasource(paths, fmt, header=header, error_budget=error_budget, ledger=ledger,
-                                num_fields=num_fields, schema=schema)
+                                num_fields=num_fields, schema=schema, file_offset=file_offset)
     # One read task per file already yields ~4 MiB blocks as it streams. Left to itself Ray
     # asks for >= 200 blocks and splits each task's output into ~2k-row slivers, one
     # downstream task each: 7x slower end to end on a 500k-row file (see benchmarks/).

@@ -153,3 +153,35 @@ def fit_vocab(ds: Any, schema: LogSchema, min_count: int) -> dict[str, pd.Index]
         order = pc.sort_indices(sub, sort_keys=[("n", "descending"), ("value", "ascending")])
         vocab[name] = pd.Index(sub.column("value").take(order).to_pylist(), dtype=object)
     return vocab
+
+
+_ROWS = "\0rows"  # not a valid column name of any reader, so it never meets a field
+
+
+def _oov_batch(batch: pa.Table, fields: tuple[str, ...]) -> dict[str, int]:
+    """Rows of an encoded batch, and per field the rows whose code is OOV."""
+    out = {name: int(np.count_nonzero(batch.column(name).to_numpy() == OOV)) for name in fields}
+    out[_ROWS] = batch.num_rows
+    return out
+
+
+def _add_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
+
+
+def oov_counts(encoded: Any, pre: Preprocessor) -> dict[str, Any]:
+    """Rows of an encoded split whose id is unknown to the encoding, per categorical field.
+
+    A distributed block reduce (no rows on the driver). Hashed fields have no OOV (every id
+    lands in a bucket, colliding instead), so they are listed apart, not counted as 0.
+    """
+    from recdistill.data.reduce import reduce_blocks
+
+    can_oov = tuple(name for name, enc in pre.fields.items() if enc.kind != "hash")
+    hashed = sorted(name for name, enc in pre.fields.items() if enc.kind == "hash")
+    counts = reduce_blocks(encoded, _oov_batch, _add_counts, {"fields": can_oov}) or {}
+    out: dict[str, Any] = {"rows": int(counts.pop(_ROWS, 0)),
+                           "fields": {name: int(counts.get(name, 0)) for name in can_oov}}
+    if hashed:
+        out["hashed_no_oov"] = hashed
+    return out

@@ -136,6 +136,13 @@ def time_splits(ds: Any, column: str, fractions: Sequence[float]) -> dict[str, A
             for i, name in enumerate(SPLIT_NAMES)}
 
 
+def two_way_split(ds: Any, column: str, first_fraction: float) -> tuple[Any, Any]:
+    """The earliest ``first_fraction`` of rows and the rest (lazy), cut as ``time_splits`` cuts."""
+    bounds = boundaries(ds, column, [first_fraction])
+    return tuple(ds.map_batches(_select, batch_format="pyarrow",  # type: ignore[return-value]
+                                fn_kwargs={"column": column, "bounds": bounds, "index": i}) for i in (0, 1))
+
+
 def with_windows(ds: Any, column: str, num_windows: int) -> tuple[Any, list[float]]:
     """Add an int32 ``window`` column: equal-count time windows 0..num_windows-1."""
     bounds = boundaries(ds, column, [i / num_windows for i in range(1, num_windows)])
@@ -149,9 +156,78 @@ HISTORY, STUDENT_WINDOW = 0, 1
 def tag_history(train: Any, column: str, history_fraction: float) -> tuple[Any, float | None]:
     """Tag the train split's rows: ``window`` 0 = the teacher-only history (the earliest
     ``history_fraction`` of rows in time), 1 = the students' window. One deterministic cut,
-    shared by every engine, so they train on the same rows."""
+    shared by every engine, so they train on the same rows.
+
+    A train split that ``shuffled_train`` already tagged and ordered comes back as it is
+    (cut None): the engines call this on whatever ``prepare_log`` gave them."""
+    if _already_tagged(train):
+        return train, None
     if history_fraction <= 0:
         return train.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"column": column, "bounds": []}), None
     cut = boundaries(train, column, [history_fraction])
     tagged = train.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"column": column, "bounds": cut})
     return tagged, cut[0]
+
+
+# ------------------------------------------------------------------ data.shuffle
+
+SHUFFLES = ("none", "window", "global")
+_ID_BITS = 62
+_M62 = np.uint64((1 << _ID_BITS) - 1)
+_MIN_ID = np.int64(np.iinfo(np.int64).min)
+
+
+def resolve_shuffle(mode: str, has_ts: bool) -> str:
+    """``auto`` → ``none`` for a log with a time column (its order means something),
+    ``window`` for one without (file order is often sorted by label, user or source)."""
+    if mode == "auto":
+        return "none" if has_ts else "window"
+    if mode not in SHUFFLES:
+        raise ValueError(f"data.shuffle={mode!r}: expected auto or one of {', '.join(SHUFFLES)}")
+    return mode
+
+
+def permuted_ids(row_ids: np.ndarray, window: np.ndarray, mode: str, seed: int) -> np.ndarray:
+    """New row ids whose ascending order is the shuffled training order.
+
+    A seeded bijection of the 62-bit id space (xor, odd multiplies and xorshifts mod 2^62),
+    so no two rows ever share an id, unlike a hash, whose collisions would merge two rows in
+    the signal join. Shifted into the negative int64 range, where no reader id (file << 40 |
+    line ≥ 0) lies, so they never meet a valid or test id. ``window`` mode puts the window
+    above the permuted bits: history rows first, then the students' window.
+    """
+    ids = np.asarray(row_ids, dtype=np.int64)
+    if ids.size and (ids.min() < 0 or ids.max() > int(_M62)):
+        raise ValueError(f"row_id {int(ids.min()) if ids.min() < 0 else int(ids.max())} is outside [0, 2^62): "
+                         f"data.shuffle permutes reader ids only (file index < 2^22)")
+    x = ids.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15 + 0x632BE59BD9B4E019) & int(_M62))
+    for mul, shift in ((0xBF58476D1CE4E5B9, 29), (0x94D049BB133111EB, 32), (0xD6E8FEB86659FD93, 29)):
+        x = (x * np.uint64(mul)) & _M62  # odd multiplier: a bijection mod 2^62 (uint64 wraps mod 2^64)
+        x = x ^ (x >> np.uint64(shift))
+    high = (np.asarray(window, dtype=np.int64) << _ID_BITS) if mode == "window" else np.int64(0)
+    return _MIN_ID + high + x.astype(np.int64)
+
+
+def _permute_batch(batch: pa.Table, mode: str, seed: int) -> pa.Table:
+    new = permuted_ids(batch.column(ROW_ID).to_numpy(), batch.column(WINDOW).to_numpy(), mode, seed)
+    return batch.set_column(batch.schema.get_field_index(ROW_ID), ROW_ID, pa.array(new, pa.int64()))
+
+
+def shuffled_train(train: Any, column: str, history_fraction: float, mode: str, seed: int) -> Any:
+    """The train split tagged with its windows (cut in log order, as ``tag_history`` does),
+    then in ``mode``'s seeded order: row ids permuted and sorted, materialised.
+
+    The order lives in the row ids, so every consumer that reads rows by ascending row id
+    (the local engine's ``collect``, Ray Train's ordered shards, the signal join's ranges)
+    sees the same order; the history/window cut is taken before the ids change.
+    """
+    tagged, _ = tag_history(train, column, history_fraction)
+    permuted = tagged.map_batches(_permute_batch, batch_format="pyarrow", fn_kwargs={"mode": mode, "seed": seed})
+    return permuted.sort(ROW_ID).materialize()
+
+
+def _already_tagged(ds: Any) -> bool:
+    # Only a materialised dataset tells its schema without running its plan.
+    from ray.data.dataset import MaterializedDataset
+
+    return isinstance(ds, MaterializedDataset) and WINDOW in (ds.schema().names if ds.schema() else [])

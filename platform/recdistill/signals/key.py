@@ -3,9 +3,9 @@
 Two experiments with the same key would train bit-for-bit the same teacher (up to
 hardware numerics), so the second one reads the first one's signals instead. What goes
 in: the whole data section (source, files, generation, preprocessing, splits, sampling),
-a fingerprint of the input files (path, size, mtime) for real logs, the teacher section,
-the seed, the number of teacher workers (DDP changes the optimisation), the rows per
-signal block (the blocks' layout) and the store layout version. What stays out: students, distillation, device, run name.
+a fingerprint of the input files (path, size, mtime) for real logs (valid and test files
+and a glob's matches included), the teacher section, the seed, the number of teacher
+workers (DDP changes the optimisation), the rows per signal block (the blocks' layout) and the store layout version. What stays out: students, distillation, device, run name.
 """
 
 from __future__ import annotations
@@ -26,6 +26,14 @@ def _file_fingerprint(path: str | None) -> list[tuple[str, int, int]]:
         return []
     import pyarrow.fs as pafs
 
+    if "://" not in path:
+        import glob
+
+        if glob.has_magic(path):
+            # a glob names no file itself: fingerprint the files it matches (as the reader does)
+            from recdistill.data.formats import expand_paths
+
+            return sorted(fp for p in expand_paths(path) for fp in _file_fingerprint(p))
     fs, root = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.Directory:
@@ -41,8 +49,13 @@ def _data_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     if cfg.data.source == "synthetic":
         data["path"] = None  # where the log was generated does not change its rows
     # a synthetic log is identified by its generation config (in ``data``); files are its output
-    return {"format": SIGNAL_FORMAT, "data": data,
-            "files": _file_fingerprint(cfg.data.path) if cfg.data.source != "synthetic" else []}
+    real = cfg.data.source != "synthetic"
+    ident = {"format": SIGNAL_FORMAT, "data": data, "files": _file_fingerprint(cfg.data.path) if real else []}
+    # the valid and test files decide what the teacher is scored on (and later stops on)
+    for name in ("valid_path", "test_path"):
+        if real and getattr(cfg.data, name):
+            ident[f"{name}_files"] = _file_fingerprint(getattr(cfg.data, name))
+    return ident
 
 
 def _digest(ident: dict[str, Any]) -> str:

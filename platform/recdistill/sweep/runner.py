@@ -106,6 +106,10 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
         shared["data.path"] = str(Path(base_cfg.data.path).resolve())
     elif not base_cfg.data.path and base_cfg.data.source == "synthetic":
         shared["data.path"] = str(out / "data")
+    for key in ("valid_path", "test_path"):
+        value = getattr(base_cfg.data, key)
+        if value and "://" not in value:
+            shared[f"data.{key}"] = str(Path(value).resolve())
     if "://" not in base_cfg.platform.signal_store:
         shared["platform.signal_store"] = str(Path(base_cfg.platform.signal_store).resolve())
     overrides = [*overrides, *(f"{k}={v}" for k, v in shared.items())]

@@ -1,18 +1,24 @@
-"""Held-out metrics accumulated shard by shard and merged across workers.
+"""Held-out metrics accumulated shard by shard and merged across workers, and the
+validation that drives early stopping.
 
-Each worker scores its shard of the test split; per model it keeps a StreamingAUC
-histogram and a few sums, packed into one tensor so DDP workers merge them with a
-single all-reduce. Nothing row-level leaves a worker.
+Each worker scores its shard of the test (or valid) split; per model it keeps a
+StreamingAUC histogram and a few sums, packed into one tensor so DDP workers merge them
+with a single all-reduce. Nothing row-level leaves a worker. Every engine (the local
+loop, the Ray teacher, the student groups) validates and stops through ``EarlyStop``,
+so they stop at the same step.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import torch
 
+from recdistill.data.tensors import TensorLog
 from recdistill.metrics import StreamingAUC
+from recdistill.models import Ranker
 
 _BINS = 1 << 20
 
@@ -71,3 +77,101 @@ class Evaluator:
         a, (sp, sy) = self.acc[name], self.sums[name]
         return {"auc": a.auc(), "logloss": a.log_loss(),
                 "calibration": float(sp / sy - 1) if sy > 0 else float("nan"), "rows": a.n}
+
+    def state(self) -> dict[str, torch.Tensor]:
+        """The accumulators as plain tensors for a checkpoint; sparse, since the histograms of
+        a few thousand rows fill a few thousand of their million bins."""
+        t = self.pack()
+        nz = torch.nonzero(t).flatten()
+        return {"size": torch.tensor(len(t)), "index": nz, "value": t[nz]}
+
+    def load_state(self, state: dict[str, torch.Tensor]) -> None:
+        t = torch.zeros(int(state["size"]), dtype=torch.float64)
+        t[state["index"]] = state["value"]
+        self.unpack(t)
+
+
+Validator = Callable[[dict[str, Ranker]], dict[str, float]]
+
+
+def validation_auc(models: dict[str, Ranker], batches: Iterable[TensorLog]) -> dict[str, float]:
+    """Validation AUC of each model over one pass of ``batches`` (already on the models'
+    device), merged across DDP workers: every worker gets the same numbers, so all of
+    them take the same early-stopping decision. Call on every worker."""
+    ev = Evaluator(list(models), {})
+    for m in models.values():
+        m.eval()
+    with torch.no_grad():
+        for b in batches:
+            for name, m in models.items():
+                ev.update(name, m(b.cat, b.dense, b.seq)[0], b.label)
+    for m in models.values():
+        m.train()
+    ev.all_reduce()
+    return {name: ev.metrics(name)["auc"] for name in models}
+
+
+class EarlyStop:
+    """One model's validation curve and, with ``patience``, its best weights.
+
+    A validation is better when its AUC is strictly higher than every earlier one (NaN, a
+    one-class valid split, never is). ``exhausted`` once ``patience`` validations in a row
+    were not better; ``finish`` then puts the best weights back. Its ``state`` is plain
+    (tensors, numbers, lists), so it rides in the training checkpoints.
+    """
+
+    def __init__(self, patience: int = 0, eval_every: int = 0) -> None:
+        self.patience, self.eval_every = patience, eval_every
+        self.curve: list[dict[str, Any]] = []  # {"epoch": 1-based, "step": optimizer steps so far, "auc"}
+        self.best_auc = -math.inf
+        self.best_epoch: int | None = None
+        self.best_step: int | None = None
+        self.bad = 0
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.stopped_epoch: int | None = None
+        self.final_step: int | None = None  # the step whose weights the model ends with
+
+    def due(self, steps: int) -> bool:
+        """Whether step ``steps`` ends a validation interval (``eval_every`` > 0)."""
+        return self.eval_every > 0 and steps % self.eval_every == 0
+
+    def observe(self, auc: float, epoch: int, step: int, model: Ranker) -> None:
+        if self.curve and self.curve[-1]["step"] == step:
+            return  # already validated at this step (an interval that ends with the epoch)
+        self.curve.append({"epoch": epoch, "step": step, "auc": auc})
+        if auc > self.best_auc:
+            self.best_auc, self.best_epoch, self.best_step, self.bad = auc, epoch, step, 0
+            if self.patience:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+        else:
+            self.bad += 1
+
+    @property
+    def exhausted(self) -> bool:
+        return self.patience > 0 and self.bad >= self.patience
+
+    def finish(self, model: Ranker, epoch: int, steps: int) -> None:
+        """Training ended in ``epoch`` (1-based) after ``steps`` steps: with patience, restore
+        the best weights. Once only: a run resumed after it finished keeps its record."""
+        if self.stopped_epoch is not None:
+            return
+        self.stopped_epoch, self.final_step = epoch, steps
+        if self.patience and self.best_state is not None and self.best_step != steps:
+            model.load_state_dict(self.best_state)
+            self.final_step = self.best_step
+        self.best_state = None
+
+    def summary(self) -> dict[str, Any]:
+        return {"stopped_epoch": self.stopped_epoch, "best_epoch": self.best_epoch, "best_step": self.best_step,
+                "valid_curve": [dict(c) for c in self.curve]}
+
+    def state(self) -> dict[str, Any]:
+        return {"curve": [dict(c) for c in self.curve], "best_auc": self.best_auc, "best_epoch": self.best_epoch,
+                "best_step": self.best_step, "bad": self.bad, "best_state": self.best_state,
+                "stopped_epoch": self.stopped_epoch, "final_step": self.final_step}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.curve = [dict(c) for c in state["curve"]]
+        self.best_auc, self.best_epoch, self.best_step = state["best_auc"], state["best_epoch"], state["best_step"]
+        self.bad, self.best_state = state["bad"], state["best_state"]
+        self.stopped_epoch, self.final_step = state["stopped_epoch"], state["final_step"]

@@ -4,6 +4,10 @@ Each member (a student, raw or distilled) picks its own rows from every incoming
 with its sample mask and re-batches them to its own batch size, so it sees exactly the
 batches it would see training alone on its sample in log order; adding a member adds
 its own compute and no data pass. Members are independent: no shared parameters.
+
+With a validator, each member validates and stops on its own, exactly as ``fit`` would
+alone (``EarlyStop``: after each of its epochs or every ``eval_every`` of its steps); a
+stopped member takes no more rows and ends with its best weights, the others train on.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from recdistill.data.sampling import model_sample_mask
 from recdistill.data.tensors import TensorLog
 from recdistill.distill.objective import Objective
 from recdistill.models import Ranker
+from recdistill.train.evaluate import EarlyStop, Validator
 from recdistill.train.loop import optimizers, train_step
 
 
@@ -38,9 +43,17 @@ class Member:
     steps: int = 0
     seconds: float = 0.0
     signal_rows: int = 0  # rows trained with a teacher signal present
+    eval_every: int = 0
+    patience: int = 0
+    sample_rows: int = 0  # rows of its sample (picked in the first epoch, stopped or not)
+    done: bool = False  # stopped early or through its epochs
+    early: EarlyStop = field(init=False)
     opts: list[torch.optim.Optimizer] = field(default_factory=list)
     _parts: list[tuple[TensorLog, torch.Tensor | None]] = field(default_factory=list)
     _buffered: int = 0
+
+    def __post_init__(self) -> None:
+        self.early = EarlyStop(self.patience, self.eval_every)
 
     def push(self, rows: TensorLog, zt: torch.Tensor | None) -> None:
         self._parts.append((rows, zt))
@@ -58,23 +71,31 @@ class Member:
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "opts": [o.state_dict() for o in self.opts],
-                "rows": self.rows, "steps": self.steps, "seconds": self.seconds, "signal_rows": self.signal_rows}
+                "rows": self.rows, "steps": self.steps, "seconds": self.seconds, "signal_rows": self.signal_rows,
+                "sample_rows": self.sample_rows, "done": self.done, "early": self.early.state()}
 
     def load(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         for o, s in zip(self.opts, state["opts"]):
             o.load_state_dict(s)
         self.rows, self.steps, self.seconds = state["rows"], state["steps"], state["seconds"]
-        self.signal_rows = state["signal_rows"]
+        self.signal_rows, self.sample_rows, self.done = state["signal_rows"], state["sample_rows"], state["done"]
+        self.early.load(state["early"])
+
+    def summary(self) -> dict:
+        """Rows, steps and where it stopped, for results."""
+        return {"rows_trained": self.rows, "sample_rows": self.sample_rows, "steps": self.steps,
+                "seconds": self.seconds, "signal_rows": self.signal_rows, **self.early.summary()}
 
 
 class StudentGroup:
-    def __init__(self, members: list[Member], device: torch.device) -> None:
+    def __init__(self, members: list[Member], device: torch.device, validate: Validator | None = None) -> None:
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise ValueError(f"StudentGroup: member names must be unique, got {names}")
         self.members = members
         self.device = device
+        self.validate = validate
         for m in members:
             m.model.to(device).train()
             m.opts = optimizers(m.model, m.lr, m.embedding_lr)
@@ -83,28 +104,56 @@ class StudentGroup:
     def epochs(self) -> int:
         return max(m.epochs for m in self.members)
 
+    @property
+    def active(self) -> bool:
+        """Whether any member still trains (the pass can end when none does)."""
+        return not all(m.done for m in self.members)
+
     def feed(self, batch: TensorLog, teacher_logits: torch.Tensor | None, epoch: int) -> None:
         """One batch of the stream (CPU tensors; NaN logits = no signal for that row)."""
         ids, y = batch.row_id.numpy(), batch.label.numpy()
         for m in self.members:
-            if epoch >= m.epochs:
+            if epoch >= m.epochs or (m.done and epoch > 0):
                 continue
             keep = model_sample_mask(ids, y, m.ratio, m.negative_keep, m.seed)
-            if not keep.any():
+            if epoch == 0:
+                m.sample_rows += int(keep.sum())
+            if m.done or not keep.any():
                 continue
             idx = torch.from_numpy(np.flatnonzero(keep))
             zt = teacher_logits[idx] if (m.uses_teacher and teacher_logits is not None) else None
             m.push(batch.take(idx), zt)
-            while m._buffered >= m.batch_size:
-                self._step(m, *m.pop(m.batch_size))
+            while m._buffered >= m.batch_size and not m.done:
+                self._step(m, *m.pop(m.batch_size), epoch)
 
     def end_epoch(self, epoch: int) -> None:
-        """Train on what is left in each buffer: the epoch's last, partial batch."""
+        """Train on what is left in each buffer (the epoch's last, partial batch), validate
+        the members whose epoch (or last interval) ends here and stop the exhausted ones."""
+        due = []
         for m in self.members:
-            if epoch < m.epochs and m._buffered:
-                self._step(m, *m.pop(m._buffered))
+            if epoch >= m.epochs or m.done:
+                continue
+            if m._buffered:
+                self._step(m, *m.pop(m._buffered), epoch)
+            if not m.done and (not m.eval_every or epoch + 1 == m.epochs):
+                due.append(m)
+        self._validate(due, epoch)
+        for m in self.members:
+            if not m.done and (m.early.exhausted or epoch + 1 == m.epochs):
+                self._finish(m, epoch)
 
-    def _step(self, m: Member, rows: TensorLog, zt: torch.Tensor | None) -> None:
+    def _validate(self, members: list[Member], epoch: int) -> None:
+        if self.validate is None or not members:
+            return
+        aucs = self.validate({m.name: m.model for m in members})
+        for m in members:
+            m.early.observe(aucs[m.name], epoch + 1, m.steps, m.model)
+
+    def _finish(self, m: Member, epoch: int) -> None:
+        m.early.finish(m.model, epoch + 1, m.steps)
+        m.done, m._parts, m._buffered = True, [], 0
+
+    def _step(self, m: Member, rows: TensorLog, zt: torch.Tensor | None, epoch: int) -> None:
         t0 = time.perf_counter()
         if zt is not None:
             m.signal_rows += int((~torch.isnan(zt)).sum())
@@ -115,6 +164,10 @@ class StudentGroup:
         m.seconds += time.perf_counter() - t0
         m.rows += len(rows)
         m.steps += 1
+        if m.early.due(m.steps):
+            self._validate([m], epoch)
+            if m.early.exhausted:
+                self._finish(m, epoch)
 
     def state(self) -> dict:
         return {m.name: m.state() for m in self.members}

@@ -3,13 +3,15 @@
 Forward distillation: when ``record`` is on, the logit each row gets in the teacher's
 training forward pass is kept, so a signal always comes from a teacher that had not yet
 learned from that row (Rec-Distill §4.1), at the cost of a copy and not of a second pass.
-Signals are recorded in the first epoch only: later epochs have seen every row.
+Signals are recorded in the first epoch only: later epochs have seen every row. Early
+stopping (``EarlyStop``) never ends that first epoch early.
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -17,6 +19,7 @@ from recdistill.data.tensors import TensorLog
 from recdistill.distill.losses import task_loss
 from recdistill.distill.objective import Objective
 from recdistill.models import Ranker
+from recdistill.train.evaluate import EarlyStop, Validator
 
 
 @dataclass
@@ -24,6 +27,8 @@ class FitStats:
     rows: int
     steps: int
     seconds: float
+    pass_steps: int = 0  # steps of the first epoch (a teacher's recording pass)
+    early: EarlyStop | None = None  # the validation curve and where it stopped
 
     @property
     def samples_per_s(self) -> float:
@@ -82,15 +87,33 @@ def train_step(model: Ranker, opts: list[torch.optim.Optimizer], batch: TensorLo
 
 def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: float, embedding_lr: float,
         device: torch.device, objective: Objective | None = None, teacher_logits: torch.Tensor | None = None,
-        record: bool = False) -> tuple[FitStats, torch.Tensor | None]:
-    """Train in log order; return stats and, with ``record``, the forward-distillation logits."""
+        record: bool = False, validate: Validator | None = None, eval_every: int = 0, patience: int = 0,
+        on_pass_end: Callable[[Ranker], None] | None = None) -> tuple[FitStats, torch.Tensor | None]:
+    """Train in log order; return stats and, with ``record``, the forward-distillation logits.
+
+    With ``validate`` (valid AUC of ``{"model": model}``) the model is validated after each
+    epoch or every ``eval_every`` steps and, with ``patience``, stops early and ends with its
+    best weights (``EarlyStop``). A recording model never stops inside its first epoch: the
+    signals need the whole pass. ``on_pass_end`` sees the model as that pass left it.
+    """
     model.to(device).train()
     opts = optimizers(model, lr, embedding_lr)
     n = len(data)
     recorded = torch.full((n,), float("nan")) if record else None
     d = data.to(device)
     zt_all = teacher_logits.to(device) if teacher_logits is not None else None
-    steps = 0
+    early = EarlyStop(patience, eval_every)
+    aside = 0.0  # seconds spent validating and in on_pass_end: not training throughput
+
+    def check(epoch: int) -> None:
+        nonlocal aside
+        if validate is not None:
+            t_v = time.perf_counter()
+            early.observe(validate({"model": model})["model"], epoch + 1, steps, model)
+            aside += time.perf_counter() - t_v
+
+    steps = rows = pass_steps = 0
+    epoch = 0
     t0 = time.perf_counter()
     for epoch in range(epochs):
         for start in range(0, n, batch_size):
@@ -100,9 +123,25 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
             if recorded is not None and epoch == 0:
                 recorded[start:end] = main.float().cpu()
             steps += 1
+            rows += end - start
+            if early.due(steps):
+                check(epoch)
+                if early.exhausted and not (record and epoch == 0):
+                    break
+        if epoch == 0:
+            pass_steps = steps
+            if on_pass_end is not None:
+                t_p = time.perf_counter()
+                on_pass_end(model)
+                aside += time.perf_counter() - t_p
+        if not early.eval_every or epoch + 1 == epochs:
+            check(epoch)  # per epoch, or after the last step when validating by steps
+        if early.exhausted:
+            break
+    early.finish(model, epoch + 1, steps)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return FitStats(n * epochs, steps, time.perf_counter() - t0), recorded
+    return FitStats(rows, steps, time.perf_counter() - t0 - aside, pass_steps, early), recorded
 
 
 @torch.no_grad()

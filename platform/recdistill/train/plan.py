@@ -81,5 +81,22 @@ def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int]
                 name=f"{s.name}/{kind}", model=build_model(spec, s, s.towers, student_init_seed(cfg, i)),
                 objective=student_objective(cfg, i, distilled), uses_teacher=distilled,
                 ratio=s.sampling_ratio, negative_keep=s.negative_keep_rate, seed=student_sample_seed(cfg, i),
-                batch_size=s.batch_size, epochs=s.epochs, lr=s.lr, embedding_lr=s.embedding_lr))
+                batch_size=s.batch_size, epochs=s.epochs, lr=s.lr, embedding_lr=s.embedding_lr,
+                eval_every=s.eval_every, patience=s.patience))
     return members
+
+
+def check_validation(cfg: ExperimentConfig, valid_rows: int) -> None:
+    """Early stopping needs validation rows: fail before any training when there are none."""
+    if valid_rows:
+        return
+    stopping = ([f"teacher.patience={cfg.teacher.patience}"] if cfg.teacher.patience else []) + [
+        f"students.{i}.patience={s.patience}" for i, s in enumerate(cfg.students) if s.patience]
+    if stopping:
+        raise ValueError(f"{', '.join(stopping)}: early stopping needs a validation split, but the valid split has "
+                         f"no rows (data.splits={cfg.data.splits}); give it a share or set patience to 0")
+
+
+def early_fields(summary: dict[str, Any], suffix: str = "") -> dict[str, Any]:
+    """Where a model stopped and its validation curve, as results.json names them."""
+    return {f"{k}{suffix}": summary[k] for k in ("stopped_epoch", "best_epoch", "valid_curve")}

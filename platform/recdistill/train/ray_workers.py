@@ -19,9 +19,10 @@ import torch
 
 from recdistill.config import config_from_dict
 from recdistill.data.tensors import from_table
+from recdistill.data.windows import STUDENT_WINDOW
 from recdistill.signals.store import LOGIT, SignalStore
-from recdistill.train.checkpoint import STATE_FILE, load_dir
-from recdistill.train.evaluate import Evaluator
+from recdistill.train.checkpoint import STATE_FILE, load_dir, plain
+from recdistill.train.evaluate import EarlyStop, Evaluator, Validator, validation_auc
 from recdistill.train.group import StudentGroup
 from recdistill.train.loop import optimizers, train_step
 from recdistill.train.plan import (build_model, feature_spec, sequence_length, student_members,
@@ -140,7 +141,47 @@ def _restore() -> dict[str, Any] | None:
         return load_dir(d)
 
 
+def _shard_validator(config: dict[str, Any], schema: Any, seq_len: int, device: torch.device) -> Validator | None:
+    """Validation AUC on this worker's shard of the valid split, merged across workers
+    (None when the driver found the split empty and passed no "valid" dataset)."""
+    import ray.train
+
+    if not config.get("valid_rows"):
+        return None
+    shard = ray.train.get_dataset_shard("valid")
+    return lambda models: validation_auc(models, (
+        from_table(t, schema, seq_len).to(device)
+        for t in shard.iter_batches(batch_size=16384, batch_format="pyarrow")))
+
+
+def _test_metrics(model: torch.nn.Module, schema: Any, seq_len: int, device: torch.device,
+                  negative_keep: float) -> dict[str, Any]:
+    """The teacher (and the oracle, when the log knows p_true) on the test split, merged
+    across workers; every rank calls it."""
+    import ray.train
+
+    ev = Evaluator(["teacher", "oracle"], {"teacher": negative_keep})
+    model.eval()
+    with torch.no_grad():
+        for table in ray.train.get_dataset_shard("test").iter_batches(batch_size=16384, batch_format="pyarrow"):
+            b = from_table(table, schema, seq_len).to(device)
+            ev.update("teacher", model(b.cat, b.dense, b.seq)[0], b.label)
+            if b.p_true is not None:
+                ev.update_probs("oracle", b.p_true, b.label)
+    model.train()
+    ev.all_reduce()
+    out = {"teacher": ev.metrics("teacher")}
+    if ev.acc["oracle"].n:
+        out["oracle"] = ev.metrics("oracle")
+    return out
+
+
 def teacher_loop(config: dict[str, Any]) -> None:
+    """Forward distillation on DDP workers. The first epoch records the signals (and their
+    AUC on history / window rows); at its end the teacher is scored on test: that is the
+    teacher the students learn from. Validation after each epoch (or every ``eval_every``
+    steps) and early stopping from the second epoch on; a teacher that trained on after
+    its first epoch is scored again as ``final``."""
     import ray
     import ray.train
     import ray.train.torch
@@ -160,37 +201,70 @@ def teacher_loop(config: dict[str, Any]) -> None:
     net = ray.train.torch.prepare_model(model) if world > 1 else model
     store, hub = SignalStore(config["store"]), ray.get_actor(config["hub"])
     key, seq_len = config["key"], sequence_length(cfg)
-    state = {"epoch": 0, "batch": 0, "seq": 0, "steps": 0, "rows": 0, "seconds": 0.0, "resumed": 0,
-             "checkpoint_s": 0.0}
+    state: dict[str, Any] = {"epoch": 0, "batch": 0, "seq": 0, "steps": 0, "rows": 0, "seconds": 0.0, "resumed": 0,
+                             "checkpoint_s": 0.0, "pass_steps": 0, "recorded": None, "signal_auc": None,
+                             "signal_rows": None}
+    early = EarlyStop(t.patience, t.eval_every)
+    # the recorded signals' AUC on the rows they were recorded for: history (0) and window (1)
+    signals = Evaluator(["history", "window"], {})
     saved = _restore()
     if saved:
         model.load_state_dict(saved["model"])
         for o, s in zip(opts, saved["opts"]):
             o.load_state_dict(s)
         state = {**saved["state"], "resumed": saved["state"]["resumed"] + 1}
+        early.load(saved["early"])
+        if rank == 0 and saved["signals"] is not None:  # the merged sums; other ranks add what follows
+            signals.load_state(saved["signals"])
+    validate = _shard_validator(config, schema, seq_len, device)
     # Signals are flushed every ``flush_every`` steps and a checkpoint follows every few
     # flushes: a function of the step count, the same on every rank.
     flush_every = max(1, cfg.platform.signal_block_rows // t.batch_size)
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
 
     def flush() -> None:
         if not pending:
             return
-        ids, z, w = (np.concatenate(x) for x in zip(*pending))
+        ids, z, w, y = (np.concatenate(x) for x in zip(*pending))
         pending.clear()
         metas = [store.write_block(key, 0, int(win), rank, state["seq"], ids[w == win], z[w == win]).to_dict()
                  for win in np.unique(w)]
         ray.get(hub.register.remote(metas))
         state["seq"] += 1
+        # per block, not per step: a histogram update costs the same for 1 row or 65k
+        for win, name in ((0, "history"), (STUDENT_WINDOW, "window")):
+            if (w == win).any():
+                signals.update(name, torch.from_numpy(z[w == win]), torch.from_numpy(y[w == win]))
 
     def checkpoint(extra: dict[str, Any]) -> None:
         t_ck = time.perf_counter()
-        _save({"model": model.state_dict(), "opts": [o.state_dict() for o in opts], "state": dict(state)},
-              {**extra, **state}, rank)
+        merged = None
+        if state["signal_auc"] is None:  # still recording: every rank's sums, merged, go with rank 0
+            merged = Evaluator(signals.names, {})
+            merged.unpack(signals.pack())
+            merged.all_reduce()
+        _save({"model": model.state_dict(), "opts": [o.state_dict() for o in opts], "state": plain(dict(state)),
+               "early": early.state(), "signals": merged.state() if merged else None},
+              {**extra, **{k: v for k, v in state.items() if k != "recorded"}}, rank)
         state["checkpoint_s"] += time.perf_counter() - t_ck
 
+    def check(epoch: int) -> None:
+        if validate is not None:
+            early.observe(validate({"teacher": model})["teacher"], epoch + 1, state["steps"], model)
+
+    def end_of_pass() -> None:
+        """The recording pass is over: its signals' AUC and the teacher as it left it."""
+        signals.all_reduce()
+        state["signal_auc"] = {n: signals.metrics(n)["auc"] for n in signals.names}
+        state["signal_rows"] = {n: signals.metrics(n)["rows"] for n in signals.names}
+        state["recorded"] = _test_metrics(model, schema, seq_len, device, t.negative_keep_rate)
+        state["pass_steps"] = state["steps"]
+
     shard = ray.train.get_dataset_shard("train")
+    stop = early.exhausted and state["epoch"] > 0  # resumed after it stopped
     for epoch in range(state["epoch"], t.epochs):
+        if stop:
+            break
         skip = state["batch"]
         t0 = time.perf_counter()
         for i, table in enumerate(shard.iter_batches(batch_size=t.batch_size, batch_format="pyarrow")):
@@ -202,7 +276,8 @@ def teacher_loop(config: dict[str, Any]) -> None:
             state["rows"] += len(b)
             state["batch"] = i + 1
             if epoch == 0:
-                pending.append((b.row_id.cpu().numpy(), main.float().cpu().numpy(), b.window.cpu().numpy()))
+                pending.append((b.row_id.cpu().numpy(), main.float().cpu().numpy(), b.window.cpu().numpy(),
+                                b.label.cpu().numpy()))
                 if state["steps"] % flush_every == 0:
                     flush()
                     if rank == 0:
@@ -213,30 +288,42 @@ def teacher_loop(config: dict[str, Any]) -> None:
                         state["seconds"] += time.perf_counter() - t0
                         t0 = time.perf_counter()
                         checkpoint({"phase": "train"})
+            if early.due(state["steps"]):
+                state["seconds"] += time.perf_counter() - t0
+                check(epoch)
+                t0 = time.perf_counter()
+                if early.exhausted and epoch > 0:  # never inside the recording pass
+                    stop = True
+                    break
             _maybe_fail("teacher", state["steps"])
+        state["seconds"] += time.perf_counter() - t0
         if epoch == 0:
             flush()
-        state["seconds"] += time.perf_counter() - t0
+            end_of_pass()
+        if not early.eval_every or epoch + 1 == t.epochs:
+            check(epoch)
+        stop = stop or early.exhausted
         state["epoch"], state["batch"] = epoch + 1, 0
-        if epoch + 1 < t.epochs:
+        if epoch + 1 < t.epochs and not stop:
             checkpoint({"phase": "epoch"})
+    early.finish(model, state["epoch"], state["steps"])  # the epoch it trained in last
 
     t_eval = time.perf_counter()
-    ev = Evaluator(["teacher", "oracle"], {"teacher": t.negative_keep_rate})
-    net.eval()
-    with torch.no_grad():
-        for table in ray.train.get_dataset_shard("test").iter_batches(batch_size=16384, batch_format="pyarrow"):
-            b = from_table(table, schema, seq_len).to(device)
-            ev.update("teacher", net(b.cat, b.dense, b.seq)[0], b.label)
-            if b.p_true is not None:
-                ev.update_probs("oracle", b.p_true, b.label)
-    ev.all_reduce()
-    metrics = {"teacher": {**ev.metrics("teacher"), "params": model.num_params()}, "threads": threads, "world": world,
-               "device": device.type, "eval_s": time.perf_counter() - t_eval, **state}
-    if ev.acc["oracle"].n:
-        metrics["oracle"] = ev.metrics("oracle")
-    # The trained teacher, for users who want to serve or inspect it (and the co-training
-    # benchmark); its signals are already in the store.
+    recorded = state["recorded"]
+    teacher = {**recorded["teacher"], "params": model.num_params(), "signal_auc": recorded["teacher"]["auc"],
+               "signal_auc_history": state["signal_auc"]["history"],
+               "signal_auc_window": state["signal_auc"]["window"], "signal_rows": state["signal_rows"],
+               "pass_steps": state["pass_steps"],
+               **early.summary()}
+    if early.final_step != state["pass_steps"]:  # it learned on (or went back) after recording
+        final = _test_metrics(model, schema, seq_len, device, t.negative_keep_rate)["teacher"]
+        teacher["final"] = {**final, "epochs": early.stopped_epoch, "step": early.final_step}
+    metrics = {"teacher": teacher, "threads": threads, "world": world, "device": device.type,
+               "eval_s": time.perf_counter() - t_eval, **{k: v for k, v in state.items() if k != "recorded"}}
+    if "oracle" in recorded:
+        metrics["oracle"] = recorded["oracle"]
+    # The trained teacher (its best weights with early stopping), for users who want to
+    # serve or inspect it (and the transfer stage); its signals are already in the store.
     checkpoint({"phase": "final"})
     _finish(metrics, rank)
 
@@ -251,7 +338,8 @@ def students_loop(config: dict[str, Any]) -> None:
     threads = _threads(cfg)
     device = ray.train.torch.get_device()
     group = StudentGroup(student_members(cfg, feature_spec(schema, config["buckets"]), config["students"],
-                                         config.get("skip_raw", ())), device)
+                                         config.get("skip_raw", ())), device,
+                         _shard_validator(config, schema, seq_len, device))
     # ``batches`` counts stream batches over the whole run (restored on resume), so the
     # failure hook's step names one point of the run however often it restarted
     start, resumed, batches = 0, 0, 0
@@ -263,6 +351,8 @@ def students_loop(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
     for epoch in range(start, group.epochs):
+        if not group.active:  # every member stopped early
+            break
         t_data = time.perf_counter()
         for table in shard.iter_batches(batch_size=config["stream_batch"], batch_format="pyarrow"):
             b = from_table(table, schema, seq_len)
@@ -278,7 +368,7 @@ def students_loop(config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"[students] epoch {epoch + 1}/{group.epochs}: " + ", ".join(
                 f"{m.name} {m.rows:,} rows {m.rows / max(m.seconds, 1e-9):,.0f}/s" for m in group.members), flush=True)
-        if epoch + 1 < group.epochs:  # the last epoch's models go straight to scoring
+        if epoch + 1 < group.epochs and group.active:  # finished models go straight to scoring
             t_ck = time.perf_counter()
             _save({"group": group.state(), "epoch": epoch + 1, "resumed": resumed, "batches": batches},
                   {"epoch": epoch + 1}, rank)
@@ -294,9 +384,7 @@ def students_loop(config: dict[str, Any]) -> None:
             for m in group.members:
                 ev.update(m.name, m.model(b.cat, b.dense, b.seq)[0], b.label)
     ev.all_reduce()
-    members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), "rows_trained": m.rows,
-                        "steps": m.steps, "seconds": m.seconds, "signal_rows": m.signal_rows}
-               for m in group.members}
+    members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary()} for m in group.members}
     timing["eval_s"] = time.perf_counter() - t_eval
     _finish({"members": members, "threads": threads, "resumed": resumed, "batches": batches, "device": device.type,
              **timing}, rank)

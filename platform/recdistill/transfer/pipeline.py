@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from recdistill.config import ConfigError, ExperimentConfig, to_dict
 from recdistill.data.schema import LABEL
+from recdistill.data.windows import resolve_shuffle
 from recdistill.transfer.augment import AUGMENTED, TeacherScorer, augment_batch, default_item_columns
 
 
@@ -117,6 +118,12 @@ def offline_stream(cfg: ExperimentConfig, run: Any, stream: Any, log: Callable[[
                          order_max=before["order_max"])
         strategy = Strategy(kind=sp.strategy, budget=sp.budget, target_positive_rate=sp.target_positive_rate,
                             recency_strength=sp.recency_strength, recent_fraction=sp.recent_fraction)
+        if strategy.uses_time and not schema.has_ts and resolve_shuffle(cfg.data.shuffle, False) != "none":
+            # without a time column recency is the row order, and a shuffled log's row ids
+            # no longer follow the files' order
+            raise ConfigError(f"transfer.sampling.strategy={sp.strategy}: weighs rows by recency, but this log has no "
+                              f"time column and data.shuffle={cfg.data.shuffle} reorders its rows; set data.shuffle=none "
+                              f"(rows keep file order) or use random or biased sampling")
         # time weights normalised over the log as it is, not as if rows were spread evenly in time
         sums = {kind: reduce_blocks(stream, weight_sum, operator.add, {
                     "strategy": strategy, "stats": stats, "order_column": order, "kind": kind})

@@ -1,0 +1,179 @@
+"""Splits users bring: data.valid_path / data.test_path, glob file order, OOV on test, data.shuffle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from recdistill.config import ConfigError, load_config
+from recdistill.data.formats import AVAZU_COLUMNS
+from recdistill.data.windows import HISTORY, STUDENT_WINDOW, WINDOW, permuted_ids, resolve_shuffle
+from recdistill.signals.key import _file_fingerprint, teacher_key
+
+pytestmark = pytest.mark.timeout(240)
+LINE = 1 << 40
+
+
+# ----------------------------------------------------------------- fixtures (tiny files)
+
+
+def criteo_line(label: int, c1: str, n: int) -> str:
+    """One Criteo TSV row; C1 carries ``c1`` (the id the OOV test is about), the rest vary with ``n``."""
+    dense = [str((n * 7 + i) % 50) for i in range(13)]
+    cats = [c1] + [f"{(n + i) % 5:08x}" for i in range(1, 26)]
+    return "\t".join([str(label), *dense, *cats])
+
+
+def write_criteo(path: Path, rows: int, start: int, c1: str = "aaaa0000") -> Path:
+    path.write_text("".join(criteo_line(int((start + i) % 3 == 0), c1 if i % 2 else f"{i % 4:08x}", start + i) + "\n"
+                            for i in range(rows)))
+    return path
+
+
+def avazu_line(click: int, hour: int, site: str) -> str:
+    return ",".join([str(1000 + hour), str(click), str(hour), "1005", "0", site, "f3845767", "28905ebd",
+                     "ecad2386", "7801e8d9", "07d7df22", "a99f214a", "ddd2926e", "44956a24", "1", "2",
+                     "15706", "320", "50", "1722", "0", "35", "-1", "79"])
+
+
+def criteo_cfg(tmp_path: Path, *over: str):
+    return load_config(None, ["data.source=criteo", f"data.path={tmp_path}/train-*.txt",
+                              "data.encoding=vocab", "data.min_count=1", f"run.dir={tmp_path / 'run'}", *over])
+
+
+# ----------------------------------------------------------------- pure
+
+
+def test_shuffle_auto_follows_the_time_column() -> None:
+    assert resolve_shuffle("auto", has_ts=True) == "none"
+    assert resolve_shuffle("auto", has_ts=False) == "window"
+    assert resolve_shuffle("global", has_ts=True) == "global"
+    with pytest.raises(ValueError, match="data.shuffle='sometimes'"):
+        resolve_shuffle("sometimes", has_ts=False)
+
+
+def test_permuted_ids_are_a_seeded_bijection_in_window_order() -> None:
+    # ids as readers write them: several files, lines 1..n each
+    ids = np.concatenate([(np.int64(f) << 40) | np.arange(1, 20001, dtype=np.int64) for f in (0, 1, 7)])
+    window = (np.arange(ids.size) >= ids.size // 2).astype(np.int32)
+    new = permuted_ids(ids, window, "window", seed=3)
+    assert np.unique(new).size == ids.size  # never two rows on one id
+    assert (new < 0).all()  # below every reader id, so never equal to a valid/test id
+    order = np.argsort(new)
+    assert (np.diff(window[order]) >= 0).all()  # history first, then the students' window
+    assert np.array_equal(new, permuted_ids(ids, window, "window", seed=3))  # deterministic
+    other = permuted_ids(ids, window, "window", seed=4)
+    assert not np.array_equal(np.argsort(other), order)
+    # shuffled, not log order: the rank correlation with the file/line order is ~0 within a window
+    hist = order[: ids.size // 2]
+    assert abs(np.corrcoef(hist, np.arange(hist.size))[0, 1]) < 0.05
+    # global: the windows interleave
+    g = window[np.argsort(permuted_ids(ids, window, "global", seed=3))]
+    assert 0.4 < g[: g.size // 2].mean() < 0.6
+    with pytest.raises(ValueError, match="outside"):
+        permuted_ids(np.array([1 << 62]), np.array([0]), "window", 0)
+
+
+def test_split_paths_config_rules(tmp_path: Path) -> None:
+    from recdistill.data.log import _path_cut
+
+    cfg = criteo_cfg(tmp_path, f"data.test_path={tmp_path}/t.txt")
+    share, parts, sources = _path_cut(cfg.data)
+    assert parts == ("train", "valid") and share == pytest.approx(0.8 / 0.9)
+    assert sources == {"train": "data.path", "valid": "data.path", "test": "data.test_path"}
+    cfg = criteo_cfg(tmp_path, f"data.valid_path={tmp_path}/v.txt", "data.splits=[0.6,0.1,0.3]")
+    share, parts, _ = _path_cut(cfg.data)
+    assert parts == ("train", "test") and share == pytest.approx(0.6 / 0.9)
+    cfg = criteo_cfg(tmp_path, f"data.valid_path={tmp_path}/v.txt", f"data.test_path={tmp_path}/t.txt")
+    assert _path_cut(cfg.data)[:2] == (1.0, ("train", ""))
+    with pytest.raises(ConfigError, match="valid_path / data.test_path need a real log"):
+        load_config(None, [f"data.test_path={tmp_path}/t.txt"])
+
+
+def test_teacher_key_fingerprints_split_files_and_glob_matches(tmp_path: Path) -> None:
+    write_criteo(tmp_path / "train-a.txt", 10, 0)
+    write_criteo(tmp_path / "train-b.txt", 10, 10)
+    test = write_criteo(tmp_path / "test.txt", 5, 100)
+    fp = _file_fingerprint(f"{tmp_path}/train-*.txt")
+    assert [Path(p).name for p, _, _ in fp] == ["train-a.txt", "train-b.txt"]
+    cfg = criteo_cfg(tmp_path, f"data.test_path={test}")
+    before = teacher_key(cfg)
+    write_criteo(test, 6, 100)  # the test file changed: the teacher is scored on other rows
+    assert teacher_key(cfg) != before
+    before = teacher_key(cfg)
+    write_criteo(tmp_path / "train-b.txt", 11, 10)  # a file matched by the glob changed
+    assert teacher_key(cfg) != before
+
+
+# ----------------------------------------------------------------- through Ray
+
+
+def _table(ds) -> pa.Table:
+    return pa.concat_tables([b for b in ds.iter_batches(batch_format="pyarrow", batch_size=None)])
+
+
+def test_criteo_glob_with_valid_and_test_files(tmp_path: Path, ray_local) -> None:
+    from recdistill.data.log import prepare_log
+    from recdistill.data.preprocess import OOV
+    from recdistill.data.schema import ROW_ID
+    from recdistill.data.tensors import collect
+    from recdistill.data.windows import tag_history
+
+    # named so that sorted-by-name is not the order they were written in
+    write_criteo(tmp_path / "train-b.txt", 300, 300, c1="bbbb0000")
+    write_criteo(tmp_path / "train-a.txt", 300, 0, c1="aaaa0000")
+    write_criteo(tmp_path / "valid.txt", 40, 600)
+    # test: C1 is a value train never had on every other row → exactly 20 OOV rows in C1
+    write_criteo(tmp_path / "test.txt", 40, 700, c1="ffff9999")
+    cfg = criteo_cfg(tmp_path, f"data.valid_path={tmp_path}/valid.txt", f"data.test_path={tmp_path}/test.txt",
+                     "data.seed=5")
+    prepared = prepare_log(cfg)
+    assert prepared.shuffle == "window"  # Criteo has no time column
+    valid, test = _table(prepared.splits["valid"]), _table(prepared.splits["test"])
+    assert valid.num_rows == 40 and test.num_rows == 40
+    # files numbered train-a, train-b (sorted by name), then valid, then test: ids never meet
+    assert set(valid.column(ROW_ID).to_numpy() >> 40) == {2}
+    assert set(test.column(ROW_ID).to_numpy() >> 40) == {3}
+    train_ds, cut = tag_history(prepared.splits["train"], prepared.schema.order_column, 0.5)
+    assert cut is None and train_ds is prepared.splits["train"]  # tagged and ordered by prepare_log
+    train = _table(train_ds)
+    assert train.num_rows == 600 and np.unique(train.column(ROW_ID).to_numpy()).size == 600
+    # the order every engine sees: ascending (permuted) row id, history first
+    ids, win = train.column(ROW_ID).to_numpy(), train.column(WINDOW).to_numpy()
+    assert (np.diff(ids) > 0).all() and (np.diff(win) >= 0).all()
+    assert np.count_nonzero(win == HISTORY) == 300 and np.count_nonzero(win == STUDENT_WINDOW) == 300
+    # files are numbered by name: train-a's rows are the history (window 0), train-b's the window
+    c1 = prepared.preprocessor.fields["C1"].vocab
+    code = {v: c1.get_loc(v) + 2 for v in ("aaaa0000", "bbbb0000")}
+    hist_c1 = train.column("C1").to_numpy()[win == HISTORY]
+    assert (hist_c1 == code["aaaa0000"]).sum() == 150 and (hist_c1 == code["bbbb0000"]).sum() == 0
+    local = collect(train_ds, prepared.schema, 0)
+    assert np.array_equal(local.row_id.numpy(), ids)  # local engine's order = Ray's
+    info = prepared.describe()
+    assert info["shuffle"] == "window"
+    assert info["oov_test"]["rows"] == 40 and info["oov_test"]["fields"]["C1"] == 20
+    assert info["oov_test"]["fields"]["C1"] == int(np.count_nonzero(test.column("C1").to_numpy() == OOV))
+    assert info["oov_test"]["fields"]["C2"] == 0
+
+
+def test_avazu_test_file_only_cuts_path_into_train_and_valid_by_time(tmp_path: Path, ray_local) -> None:
+    from recdistill.data.log import prepare_log
+
+    # 27 hours × 8 rows, written newest first: the 8:1 cut (192 rows) falls after hour 24 in time
+    hours = [d * 100 + h for d, h in [(141021, h) for h in range(24)] + [(141022, h) for h in range(3)]]
+    rows = [avazu_line(i % 2, h, "s1") for i, h in enumerate(hours[::-1] * 8)]
+    (tmp_path / "train-1.csv").write_text("\n".join([",".join(AVAZU_COLUMNS), *rows]) + "\n")
+    (tmp_path / "test.csv").write_text("\n".join(avazu_line(0, 14102203, "new-site") for _ in range(10)) + "\n")
+    cfg = load_config(None, ["data.source=avazu", f"data.path={tmp_path}/train-*.csv", "data.encoding=hash",
+                             f"data.test_path={tmp_path}/test.csv", f"run.dir={tmp_path / 'run'}"])
+    prepared = prepare_log(cfg)
+    assert prepared.shuffle == "none"  # a log with time keeps its order
+    train, valid = _table(prepared.splits["train"]), _table(prepared.splits["valid"])
+    assert train.num_rows == 192 and valid.num_rows == 24  # 8:1 of 216 rows
+    assert train.column("ts").to_numpy().max() < valid.column("ts").to_numpy().min()
+    assert WINDOW not in train.column_names  # not shuffled: the engines tag the windows as before
+    oov = prepared.describe()["oov_test"]
+    assert oov["rows"] == 10 and "site_id" in oov["hashed_no_oov"] and oov["fields"] == {}
