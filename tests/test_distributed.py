@@ -69,6 +69,8 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     assert first["engine"] == "ray" and not first["platform"]["teacher_reused"]
     assert first["platform"]["teacher_steps"] > 0
     _close(local, first)
+    # the rows it trained on (every pass), not the test split it was scored on
+    assert first["teacher"]["rows"] >= local["teacher"]["rows"] > first["teacher"]["test_rows"] > 0
     assert first["oracle"]["auc"] == pytest.approx(local["oracle"]["auc"], abs=1e-3)
     # validation, early stopping and both teachers as on the local engine
     for k in ("signal_auc_history", "signal_auc_window", "signal_auc"):

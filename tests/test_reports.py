@@ -86,3 +86,20 @@ def html_text_of(page: str) -> str:
     import re
 
     return re.sub(r"<[^>]+>", "", page)
+
+
+def test_gauc_column_only_where_it_was_computed() -> None:
+    from recdistill.config import load_config
+    from recdistill.results import report_markdown
+
+    teacher = {"arch": "dcnv2", "params": 10, "auc": 0.7, "logloss": 0.5, "calibration": 0.0}
+    student = {"name": "s", "arch": "dnn", "towers": "single", "params": 5, "auc_raw": 0.6, "auc_distill": 0.65,
+               "logloss_distill": 0.55, "calibration_distill": 0.0, "eta": 0.5}
+    cfg = load_config(None, [])
+    without = report_markdown(cfg, {"teacher": teacher, "students": [student]})
+    assert "GAUC" not in without and "nan" not in without
+    with_gauc = report_markdown(cfg, {"teacher": {**teacher, "gauc": 0.61},
+                                      "students": [{**student, "gauc_distill": 0.58}]})
+    rows = [line for line in with_gauc.splitlines() if line.startswith("|")]
+    assert "GAUC (user)" in rows[0] and "| 0.6100 |" in rows[2] and "| 0.5800 |" in rows[3]
+    assert len({line.count("|") for line in rows}) == 1  # every row has every column

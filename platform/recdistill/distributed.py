@@ -241,10 +241,12 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
     m = result.metrics
     for w in (0, STUDENT_WINDOW):
         ray.get(hub.mark_complete.remote(run.signal_id, 0, w))
-    info = {"key": key, "generation": generation, "arch": t.arch, "config": to_dict(t), "steps": m["steps"],
-            "rows": m["rows"], "samples_per_s": m["rows"] / m["seconds"] if m["seconds"] else float("nan"),
+    scored = dict(m["teacher"])  # its test metrics; their row count is the test split's, not its training rows
+    info = {**scored, "key": key, "generation": generation, "arch": t.arch, "config": to_dict(t), "steps": m["steps"],
+            "rows": m["rows"], "test_rows": scored.pop("rows", None),
+            "samples_per_s": m["rows"] / m["seconds"] if m["seconds"] else float("nan"),
             "train_seconds": m["seconds"], "checkpoint_seconds": m["checkpoint_s"], "eval_seconds": m["eval_s"],
-            "resumed": m["resumed"], "checkpoint": _model_checkpoint(result), **m["teacher"]}
+            "resumed": m["resumed"], "checkpoint": _model_checkpoint(result)}
     if "oracle" in m:
         info["oracle"] = m["oracle"]
     previous = store.teacher_info(key)

@@ -38,17 +38,23 @@ def result_table(r: dict[str, Any]) -> list[str]:
 
 
 def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
+    t = r["teacher"]
+    # GAUC only where it was computed (a log with a user field, an engine that groups by it)
+    gauc = "gauc" in t or any("gauc_distill" in s for s in r["students"])
+
+    def g(value: float | None) -> str:
+        return f" {value:.4f} |" if gauc and value is not None else (" |" if gauc else "")
+
     lines = [f"# {cfg.run.name}", "", f"Log: {cfg.data.source}, {cfg.data.rows:,} rows" if cfg.data.source == "synthetic"
              else f"Log: {cfg.data.source} {cfg.data.path}", "",
-             "| model | params | AUC | GAUC (user) | LogLoss | calibration | AUC raw | AUC distilled | η | "
-             "stopped in epoch (best) |",
-             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    t = r["teacher"]
-    lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t['auc']:.4f} | {t.get('gauc', float('nan')):.4f} | "
+             "| model | params | AUC |" + (" GAUC (user) |" if gauc else "") + " LogLoss | calibration | AUC raw | "
+             "AUC distilled | η | stopped in epoch (best) |",
+             "| --- | ---: | ---: |" + (" ---: |" if gauc else "") + " ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t['auc']:.4f} |{g(t.get('gauc'))} "
                  f"{t['logloss']:.4f} | {t['calibration']:+.3f} | | | | {_epochs(t)} |")
     for s in r["students"]:
-        lines.append(f"| {s['name']} ({s['arch']}, {s['towers']}) | {s['params']:,} | {s['auc_distill']:.4f} | "
-                     f"{s.get('gauc_distill', float('nan')):.4f} | {s['logloss_distill']:.4f} | "
+        lines.append(f"| {s['name']} ({s['arch']}, {s['towers']}) | {s['params']:,} | {s['auc_distill']:.4f} |"
+                     f"{g(s.get('gauc_distill'))} {s['logloss_distill']:.4f} | "
                      f"{s['calibration_distill']:+.3f} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | {s['eta']:.2f} | "
                      f"raw {_epochs(s, '_raw')}, distilled {_epochs(s, '_distill')} |")
     if "oracle" in r:
