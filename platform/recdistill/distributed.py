@@ -147,12 +147,12 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
     from recdistill.data.log import prepare_log
     from recdistill.data.windows import tag_history
     from recdistill.ray_env import ensure_ray
+    from recdistill.run_dir import open_run_dir
     from recdistill.signals.hub import get_hub, hub_name
     from recdistill.signals.key import teacher_key
     from recdistill.train.plan import check_validation
 
     t_start = time.perf_counter()
-    from recdistill.run_dir import open_run_dir
     out = open_run_dir(cfg)
     ensure_ray()
     log(f"[data] preparing {cfg.data.source} log (splits {cfg.data.splits}) on Ray "
@@ -191,7 +191,7 @@ def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
     it a second time (a lease in the store)."""
     import ray
 
-    from recdistill.signals.lease import acquire_or_wait
+    from recdistill.signals.lease import reuse_or_lease
 
     key, store, hub = run.key, run.store, run.hub
 
@@ -202,16 +202,13 @@ def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
         sid = signal_id(key, info["generation"])
         return info if ray.get(hub.complete.remote(sid, 0, STUDENT_WINDOW)) is not None else None
 
-    info = stored()
-    while info is None:
-        p = cfg.platform
-        lease = acquire_or_wait(store, key, run.experiment, p.lease_ttl_s, p.lease_poll_s,
-                                lambda: stored() is not None, log, p.lease_wait_s)
-        if lease is not None:
-            with lease:
-                info, steps = _train_teacher(cfg, run, log, timings)
-            return info, steps, False
-        info = stored()
+    p = cfg.platform
+    info, lease = reuse_or_lease(store, key, run.experiment, p.lease_ttl_s, p.lease_poll_s, stored, log,
+                                 p.lease_wait_s)
+    if lease is not None:
+        with lease:
+            info, steps = _train_teacher(cfg, run, log, timings)
+        return info, steps, False
     run.signal_id = signal_id(key, info["generation"])
     complete = ray.get(hub.complete.remote(run.signal_id, 0, STUDENT_WINDOW))
     log(f"[teacher] reusing stored signals of teacher {key} ({complete['rows']:,} window rows, "
@@ -249,10 +246,7 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
             "resumed": m["resumed"], "checkpoint": _model_checkpoint(result)}
     if "oracle" in m:
         info["oracle"] = m["oracle"]
-    previous = store.teacher_info(key)
-    store.write_teacher(key, info)
-    # blocks of crashed trainings go; the generation committed before stays for runs reading it now
-    store.remove_generations(key, {generation} | ({previous["generation"]} if previous else set()))
+    store.commit_teacher(key, info)
     timings["teacher_s"] = time.perf_counter() - t0
     log(f"[teacher] AUC {info['auc']:.4f} after {m['steps']} steps ({info['samples_per_s']:,.0f} samples/s, "
         f"{timings['teacher_s']:.1f} s with Ray's fixed costs); stopped in epoch {info['stopped_epoch']}/{t.epochs}"

@@ -17,7 +17,7 @@ import pytest
 
 from recdistill.data.schema import LogSchema
 from recdistill.online.spool import DONE, _committed
-from recdistill.signals.lease import acquire_or_wait, holder, try_acquire
+from recdistill.signals.lease import holder, reuse_or_lease, try_acquire
 from recdistill.signals.store import SignalStore, new_generation, signal_id
 
 
@@ -122,14 +122,15 @@ def test_lease_holder_renews_and_a_waiter_reads_the_signals_instead(tmp_path: Pa
     done = {"v": False}
     lines: list[str] = []
 
-    def ready() -> bool:
+    def stored() -> str | None:
         if not done["v"] and lease.held():
             _train(store, "k", 0.5, np.arange(4))  # the holder commits while run-b waits
             done["v"] = True
             lease.release()
-        return store.committed("k") is not None
+        return store.committed("k")
 
-    assert acquire_or_wait(store, "k", "run-b", 0.6, 0.05, ready, lines.append, timeout_s=10) is None
+    found, got = reuse_or_lease(store, "k", "run-b", 0.6, 0.05, stored, lines.append, timeout_s=10)
+    assert got is None and found == store.committed("k") is not None
     assert holder(store, "k") is None
 
 

@@ -31,7 +31,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     from recdistill.run_dir import open_run_dir
     from recdistill.signals.hub import get_hub, hub_name
     from recdistill.signals.key import online_teacher_key
-    from recdistill.signals.lease import acquire_or_wait
+    from recdistill.signals.lease import reuse_or_lease
     from recdistill.signals.store import SignalStore, new_generation, signal_id
 
     if cfg.platform.teacher_workers != 1:
@@ -66,12 +66,8 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
 
     # One run trains a key at a time: another run's teacher of this key is waited for (its
     # signals are then read), not trained a second time.
-    info, lease = stored(), None
-    while info is None and lease is None:
-        p = cfg.platform
-        lease = acquire_or_wait(store, key, experiment, p.lease_ttl_s, p.lease_poll_s,
-                                lambda: stored() is not None, log, p.lease_wait_s)
-        info = stored() if lease is None else None
+    p = cfg.platform
+    info, lease = reuse_or_lease(store, key, experiment, p.lease_ttl_s, p.lease_poll_s, stored, log, p.lease_wait_s)
     reused = info is not None
     generation = info["generation"] if reused else new_generation()
     base["key"] = signal_id(key, generation)
@@ -102,9 +98,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
             teacher = {"key": key, "generation": generation, "arch": cfg.teacher.arch, "config": to_dict(cfg.teacher),
                        "params": m["params"], "steps": m["steps"], "batch": m["batch"], "windows": m["windows"],
                        "resumed": m["resumed"]}
-            previous = store.teacher_info(key)
-            store.write_teacher(key, teacher)
-            store.remove_generations(key, {generation} | ({previous["generation"]} if previous else set()))
+            store.commit_teacher(key, teacher)
     finally:
         if lease is not None:
             lease.release()

@@ -65,8 +65,9 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
 
     s = cfg.stream
     store = SignalStore(store_root)
-    base = f"{store.uri.rstrip('/')}/_windows/{spool_key(cfg)}"
-    done = f"{store.root}/_windows/{spool_key(cfg)}/{DONE}"
+    key = spool_key(cfg)
+    base = f"{store.uri.rstrip('/')}/_windows/{key}"
+    done = f"{store.root}/_windows/{key}/{DONE}"
     found = _committed(store, done, base)
     if found is not None:
         log(f"[spool] reusing the window spool {found.uri} ({sum(found.rows):,} rows in {len(found.rows)} windows)")

@@ -18,9 +18,11 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from recdistill.signals.store import SignalStore
+
+T = TypeVar("T")
 
 
 def lease_path(store: SignalStore, key: str) -> str:
@@ -93,24 +95,24 @@ def holder(store: SignalStore, key: str) -> dict[str, Any] | None:
     return store.read_json(lease_path(store, key))
 
 
-def acquire_or_wait(store: SignalStore, key: str, owner: str, ttl_s: float, poll_s: float,
-                    ready: Callable[[], bool], log: Callable[[str], None],
-                    timeout_s: float | None = None) -> Lease | None:
-    """Hold the lease on ``key`` to train it, or wait for the run that holds it.
-
-    Returns the lease, or None when ``ready()`` (the key's signals are committed) became
-    true while waiting: the caller then reads them instead of training.
-    """
+def reuse_or_lease(store: SignalStore, key: str, owner: str, ttl_s: float, poll_s: float,
+                   stored: Callable[[], T | None], log: Callable[[str], None],
+                   timeout_s: float | None = None) -> tuple[T | None, Lease | None]:
+    """The key's committed signals, or the lease to train it: ``(stored(), None)`` once
+    ``stored()`` finds them (at once, or after waiting for the run that holds the lease),
+    else ``(None, lease)``; the caller trains under the lease and then releases it."""
     t0, told = time.monotonic(), False
     while True:
-        if ready():
-            return None
+        found = stored()
+        if found is not None:
+            return found, None
         lease = try_acquire(store, key, owner, ttl_s)
         if lease is not None:
-            if ready():  # committed between our check and the acquire
+            found = stored()  # committed between our look and the acquire
+            if found is not None:
                 lease.release()
-                return None
-            return lease
+                return found, None
+            return None, lease
         if not told:
             rec = holder(store, key) or {}
             log(f"[teacher] {key} is being trained by {rec.get('owner', '?')} (host {rec.get('host', '?')}, "

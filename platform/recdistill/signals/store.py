@@ -116,6 +116,13 @@ class SignalStore:
         signal_id(key, info.get("generation", ""))  # refuse a commit that names no generation
         self.write_json(f"{self.root}/{key}/teacher.json", info, indent=2)
 
+    def commit_teacher(self, key: str, info: dict[str, Any]) -> None:
+        """Commit ``info["generation"]`` as ``key``'s training, then delete the generations
+        of crashed trainings; the one committed before stays for runs reading it now."""
+        previous = self.teacher_info(key)
+        self.write_teacher(key, info)
+        self.remove_generations(key, {info["generation"]} | ({previous["generation"]} if previous else set()))
+
     def write_raw_result(self, key: str, info: dict[str, Any]) -> None:
         """A raw student's test metrics, shared by every run that trains the same raw student."""
         self.write_json(f"{self.root}/_raw/{key}.json", info)

@@ -135,6 +135,11 @@ class EarlyStop:
         """Whether step ``steps`` ends a validation interval (``eval_every`` > 0)."""
         return self.eval_every > 0 and steps % self.eval_every == 0
 
+    def due_at_epoch_end(self, epoch: int, epochs: int) -> bool:
+        """Whether epoch ``epoch`` (0-based) of ``epochs`` ends with a validation: every epoch,
+        or, when validating by steps, after the last step."""
+        return not self.eval_every or epoch + 1 == epochs
+
     def observe(self, auc: float, epoch: int, step: int, model: Ranker) -> None:
         if self.curve and self.curve[-1]["step"] == step:
             return  # already validated at this step (an interval that ends with the epoch)

@@ -135,7 +135,7 @@ class StudentGroup:
                 continue
             if m._buffered:
                 self._step(m, *m.pop(m._buffered), epoch)
-            if not m.done and (not m.eval_every or epoch + 1 == m.epochs):
+            if not m.done and m.early.due_at_epoch_end(epoch, m.epochs):
                 due.append(m)
         self._validate(due, epoch)
         for m in self.members:

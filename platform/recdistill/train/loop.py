@@ -134,7 +134,7 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
                 t_p = time.perf_counter()
                 on_pass_end(model)
                 aside += time.perf_counter() - t_p
-        if not early.eval_every or epoch + 1 == epochs:
+        if early.due_at_epoch_end(epoch, epochs):
             check(epoch)  # per epoch, or after the last step when validating by steps
         if early.exhausted:
             break

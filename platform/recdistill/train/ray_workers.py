@@ -300,7 +300,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
         if epoch == 0:
             flush()
             end_of_pass()
-        if not early.eval_every or epoch + 1 == t.epochs:
+        if early.due_at_epoch_end(epoch, t.epochs):
             check(epoch)
         stop = stop or early.exhausted
         state["epoch"], state["batch"] = epoch + 1, 0
