@@ -105,8 +105,10 @@ def _trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[s
 
 def _model_checkpoint(result: Any) -> str | None:
     """Path of the run's last checkpoint that holds model state (the final one holds metrics)."""
+    from recdistill.train.checkpoint import STATE_FILE
+
     for ckpt, _ in reversed(getattr(result, "best_checkpoints", None) or []):
-        if os.path.exists(os.path.join(ckpt.path, "state.pt")):
+        if os.path.exists(os.path.join(ckpt.path, STATE_FILE)):
             return ckpt.path
     return None
 

@@ -158,7 +158,9 @@ def teacher_state_path(checkpoint: str) -> str:
     a clear error when it is gone."""
     import os
 
-    path = os.path.join(checkpoint, "state.pt") if os.path.isdir(checkpoint) else checkpoint
+    from recdistill.train.checkpoint import STATE_FILE
+
+    path = os.path.join(checkpoint, STATE_FILE) if os.path.isdir(checkpoint) else checkpoint
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"teacher checkpoint {path} is gone (its run directory was removed?): the transfer stage needs the "
