@@ -15,7 +15,7 @@ SPACE = {
     "students.0.depth": tune.randint(1, 4),
     "students.0.width": tune.choice([16, 32, 64, 128]),
     "students.0.embed_dim": tune.choice([4, 8, 16]),
-    "students.0.sampling_ratio": tune.uniform(0.2, 1.0),
+    "students.0.sampling_ratio": tune.uniform(0.1, 0.5),  # of the train split: at most the window after history
     "students.0.negative_keep_rate": tune.choice([0.25, 0.5, 1.0]),
 }
 NUM_SAMPLES = 50

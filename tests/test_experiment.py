@@ -91,7 +91,8 @@ def test_run_experiment_writes_results(tmp_path: Path, ray_local) -> None:
         # the single-process engine: tests/test_distributed.py runs the Ray engine against it
         "run.engine=local",
         # a teacher that trains on after recording; students validated per epoch / every 3 steps
-        "teacher.epochs=2", "students.0.epochs=3", "students.0.patience=1", "students.1.eval_every=3"])
+        "teacher.epochs=2", "teacher.patience=0", "students.0.epochs=3", "students.0.patience=1",
+        "students.1.eval_every=3", "students.1.epochs=1", "students.1.patience=0"])
     r = run_experiment(cfg, log=lambda _: None)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["teacher"]["auc"] == pytest.approx(r["teacher"]["auc"])
@@ -116,5 +117,13 @@ def test_run_experiment_writes_results(tmp_path: Path, ray_local) -> None:
         assert {"params", "auc_raw", "auc_distill", "eta"} <= set(s)
         assert s["signal_coverage"] == 1.0
         assert 0.5 < s["auc_raw"] < 1 and 0.5 < s["auc_distill"] < 1
-    assert load_config(tmp_path / "config.yaml") == cfg
+    # config.yaml holds the resolved config: every auto key a number, the ones set by hand kept
+    resolved = load_config(tmp_path / "config.yaml")
+    derived = saved["data"]["derived"]
+    assert resolved.teacher.batch_size == derived["teacher"]["batch_size"] == 128  # 16k rows: the smallest batch
+    assert resolved.teacher.epochs == 2 and resolved.students[0].epochs == 3 and resolved.students[1].eval_every == 3
+    assert resolved.students[1].patience == 0 and resolved.students[0].patience == 1
+    assert resolved.data.buckets == "max"  # synthetic ids are identity-encoded: no field is hashed
+    keys = ("batch_size", "epochs", "eval_every", "patience", "lr", "embedding_lr")
+    assert all(getattr(m, k) != "auto" for m in (resolved.teacher, *resolved.students) for k in keys)
     assert "η" in (tmp_path / "report.md").read_text()

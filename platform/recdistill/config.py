@@ -118,7 +118,20 @@ class DataConfig:
     header: Literal["auto", "yes", "no"] = opt("auto", help="CSV formats: whether the first line is a header")
     encoding: Literal["hash", "vocab"] = opt(
         "hash", help="categorical encoding: hash into buckets, or a vocabulary with min_count → OOV bucket")
-    hash_buckets: int = opt(1_000_003, ge=2, help="hash buckets per field (encoding=hash); capped at a field's cardinality when known")
+    hash_buckets: int = opt(
+        1_000_003, ge=2, help="the most hash buckets a field gets (encoding=hash); a field's known cardinality "
+                              "(synthetic) or data.buckets' measured size is used when smaller")
+    buckets: dict[str, int] | Literal["auto", "max"] = opt(
+        "auto", help="hash buckets per field (encoding=hash). auto: one statistics pass over the train split "
+                     "counts each field's distinct ids (HyperLogLog, ~1% error) and gives it "
+                     "buckets_per_distinct × that, at least min_buckets and at most hash_buckets; the sizes are "
+                     "printed and written into the run's config.yaml as a mapping. max: hash_buckets for every "
+                     "field. A mapping {field: buckets} sets them (fields not named get hash_buckets)")
+    buckets_per_distinct: float = opt(
+        2.0, ge=1.0, help="buckets=auto: buckets per measured distinct id (2 → a table half full, so most ids "
+                          "that share a bucket are rare ones)")
+    min_buckets: int = opt(1024, ge=2, help="buckets=auto: the fewest buckets a hashed field gets (small fields "
+                                            "then collide almost never, at a negligible cost)")
     min_count: int = opt(10, ge=1, help="encoding=vocab: ids seen fewer times map to the OOV bucket (CrossAdapt: 10 Criteo, 5 Avazu)")
     dense_transform: Literal["log1p", "none"] = opt("log1p", help="dense transform: sign(x)·log1p(|x|), or raw values")
     dense_fill: float = opt(0.0, help="value given to missing dense features (after the transform)")
@@ -168,14 +181,18 @@ class DataConfig:
 
 @dataclass
 class TeacherConfig:
-    arch: Literal["dnn", "deepfm", "dcnv2", "tokenmixer"] = opt("tokenmixer", help="teacher backbone family")
+    arch: Literal["dnn", "deepfm", "dcnv2", "tokenmixer"] = opt(
+        "dcnv2", help="teacher backbone family. dcnv2 (the default) trains at CPU speed and is a strong CTR "
+                      "model; tokenmixer is the large-teacher family, sized for GPUs: set it on a GPU cluster "
+                      "(the default stays the same on every machine so a config means one teacher everywhere)")
     embed_dim: int = opt(16, ge=1, help="embedding size per field")
-    depth: int = opt(4, ge=1, help="stacked blocks / hidden layers")
+    depth: int = opt(3, ge=1, help="stacked blocks / hidden layers")
     width: int = opt(256, ge=1, help="hidden width")
-    epochs: int = opt(1, ge=1, help="passes over the teacher's training rows")
-    batch_size: int = opt(4096, ge=1, help="rows per step (CrossAdapt: 4096)")
-    lr: float = opt(1e-3, gt=0.0, help="learning rate of dense parameters (Adam)")
-    embedding_lr: float = opt(1e-2, gt=0.0, help="learning rate of embedding tables")
+    epochs: int | Literal["auto"] = opt("auto", ge=1, help="most passes over the teacher's training rows (auto: "
+                                                           "see train/schedule.py, sized by its rows)")
+    batch_size: int | Literal["auto"] = opt("auto", ge=1, help="rows per step (auto: sized by its rows, 128..4096)")
+    lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of dense parameters (Adam; auto: 1e-3)")
+    embedding_lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of embedding tables (auto: 1e-2)")
     sampling_ratio: float = opt(1.0, gt=0.0, le=1.0, help="share of the train split the teacher trains on")
     negative_keep_rate: float = opt(
         1.0, gt=0.0, le=1.0,
@@ -185,13 +202,15 @@ class TeacherConfig:
         help="earliest share of the train split that only the teacher learns from (CrossAdapt: "
              "40% history, 40% offline); students train on the later rows, whose forward "
              "signals then come from a teacher that has learned the history but not those rows")
-    eval_every: int = opt(
-        0, ge=0, help="validation: AUC on the valid split every this many optimizer steps (and after the last); "
-                      "0 = after each epoch. Skipped when the valid split is empty")
-    patience: int = opt(
-        0, ge=0, help="early stopping: stop after this many validations in a row without a better valid AUC and "
-                      "restore the best weights; 0 = off (all epochs run, the curve is still reported). The "
-                      "teacher always finishes its first epoch, the pass that records the students' signals")
+    eval_every: int | Literal["auto"] = opt(
+        "auto", ge=0, help="validation: AUC on the valid split every this many optimizer steps (and after the last); "
+                           "0 = after each epoch (auto: 0, or a quarter of the pass when epochs is 1). Skipped "
+                           "when the valid split is empty")
+    patience: int | Literal["auto"] = opt(
+        "auto", ge=0, help="early stopping: stop after this many validations in a row without a better valid AUC "
+                           "and restore the best weights; 0 = off (all epochs run, the curve is still reported; "
+                           "auto: 2 with a valid split, else 0). The teacher always finishes its first epoch, the "
+                           "pass that records the students' signals")
 
 
 @dataclass
@@ -202,28 +221,42 @@ class StudentConfig:
     depth: int = opt(2, ge=1, help="hidden layers / cross layers")
     width: int = opt(64, ge=1, help="hidden width")
     towers: Literal["decoupled", "single"] = opt(
-        "decoupled", help="decoupled: main tower on task loss, aux tower on task + α·distill (Rec-Distill §4.3.1)")
+        "single", help="single: one tower on task + α·distill; decoupled: main tower on task loss, aux tower on "
+                       "task + α·distill (Rec-Distill §4.3.1). single at α 4 is the default: it beat decoupled "
+                       "towers at α 1 on the demo and on two real logs (issue 14)")
     tower_width: int = opt(0, ge=0, help="hidden width of each tower's own MLP (0 = a linear head on the backbone)")
-    alpha: float = opt(1.0, ge=0.0, help="distillation weight α (free, not tied to the task weight)")
-    sampling_ratio: float = opt(0.5, gt=0.0, le=1.0, help="share of the train split this student trains on")
+    alpha: float = opt(4.0, ge=0.0, help="distillation weight α (free, not tied to the task weight)")
+    sampling_ratio: float = opt(
+        0.5, gt=0.0, le=1.0,
+        help="share of the train split's rows this student has labels for (0.2 of a 100k-row train split: "
+             "20k rows), drawn from the students' window, the rows after teacher.history_fraction, so at most "
+             "1 - history_fraction. results.json and the report give the rows it had")
+    rows: Literal["random", "recent"] = opt(
+        "random", help="where the student's rows come from: random = a seeded uniform sample of the students' "
+                       "window; recent = the window's latest rows (in time, or file order for logs without time "
+                       "and data.shuffle none)")
     negative_keep_rate: float = opt(
         1.0, gt=0.0, le=1.0,
         help="extra negative down-sampling of this student's rows (its sampling correction f_S)")
-    epochs: int = opt(1, ge=1, help="passes over the student's training rows")
-    batch_size: int = opt(2048, ge=1, help="rows per step")
-    lr: float = opt(1e-3, gt=0.0, help="learning rate of dense parameters (Adam)")
-    embedding_lr: float = opt(1e-2, gt=0.0, help="learning rate of embedding tables")
-    eval_every: int = opt(
-        0, ge=0, help="validation: AUC on the valid split every this many of this model's optimizer steps (and "
-                      "after the last); 0 = after each epoch. Skipped when the valid split is empty")
-    patience: int = opt(
-        0, ge=0, help="early stopping: stop after this many validations in a row without a better valid AUC and "
-                      "restore the best weights; 0 = off (all epochs run, the curve is still reported). Raw and "
-                      "distilled models stop on their own; the group trains on while one is left")
-    seed_slot: int | None = opt(
-        None, ge=0, help="position whose seeds (initial weights, row sample) this student uses; null = its own "
-                         "position. A sweep packs trials as students of one run with seed_slot 0, so each "
-                         "trains exactly as it would alone")
+    epochs: int | Literal["auto"] = opt("auto", ge=1, help="most passes over the student's training rows (auto: "
+                                                           "see train/schedule.py, sized by its rows)")
+    batch_size: int | Literal["auto"] = opt("auto", ge=1, help="rows per step (auto: sized by its rows, 128..4096)")
+    lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of dense parameters (Adam; auto: 1e-3)")
+    embedding_lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of embedding tables (auto: 1e-2)")
+    eval_every: int | Literal["auto"] = opt(
+        "auto", ge=0, help="validation: AUC on the valid split every this many of this model's optimizer steps "
+                           "(and after the last); 0 = after each epoch (auto: 0, or a quarter of the pass when "
+                           "epochs is 1). Skipped when the valid split is empty")
+    patience: int | Literal["auto"] = opt(
+        "auto", ge=0, help="early stopping: stop after this many validations in a row without a better valid AUC "
+                           "and restore the best weights; 0 = off (all epochs run, the curve is still reported; "
+                           "auto: 2 with a valid split, else 0). Raw and distilled models stop on their own; the "
+                           "group trains on while one is left")
+    seed_name: str | None = opt(
+        None, help="name whose seeds (initial weights, row sample) this student uses; null = its own name, so a "
+                   "student's seeds depend on run.seed and its name, never on its place in the list. A sweep "
+                   "packs trials as students of one run under new names with seed_name kept, so each trains "
+                   "exactly as it would alone")
 
 
 @dataclass
@@ -420,6 +453,22 @@ class ExperimentConfig:
         if self.stream.enabled and self.stream.batch_windows >= self.stream.windows:
             raise ConfigError(f"stream.batch_windows={self.stream.batch_windows} must be below stream.windows="
                               f"{self.stream.windows}: no window would be left to stream")
+        recent = [f"students.{i}.rows=recent" for i, s in enumerate(self.students) if s.rows == "recent"]
+        if recent and (self.stream.enabled or self.transfer.enabled):
+            raise ConfigError(f"{', '.join(recent)}: recent rows are a batch-experiment choice; the online pipeline "
+                              f"samples every window and the transfer stage has transfer.sampling.strategy=recent")
+        if not self.stream.enabled:
+            room = 1.0 - self.teacher.history_fraction
+            for i, s in enumerate(self.students):
+                if s.sampling_ratio > room + 1e-9:
+                    raise ConfigError(
+                        f"students.{i}.sampling_ratio={s.sampling_ratio:g} asks for {s.sampling_ratio:.0%} of the train "
+                        f"split's rows, but teacher.history_fraction={self.teacher.history_fraction:g} keeps the "
+                        f"earliest {self.teacher.history_fraction:.0%} for the teacher alone: at most {room:g}")
+        if isinstance(self.data.buckets, dict):
+            bad = {k: v for k, v in self.data.buckets.items() if v < 2}
+            if bad:
+                raise ConfigError(f"data.buckets={bad}: a field needs at least 2 buckets (missing and one id)")
         if self.transfer.enabled and self.stream.enabled:
             raise ConfigError("transfer.enabled and stream.enabled: the transfer stage is offline; run the online "
                               "pipeline as its own experiment")
@@ -440,6 +489,9 @@ def _describe(tp: Any) -> str:
         return " or ".join(_describe(a) for a in typing.get_args(tp))
     if origin is list:
         return f"a list of {_describe(typing.get_args(tp)[0])}"
+    if origin is dict:
+        k, v = typing.get_args(tp)
+        return f"a mapping of {_describe(k)} to {_describe(v)}"
     if tp is type(None):
         return "null"
     if _is_dataclass_type(tp):
@@ -475,6 +527,11 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected {_describe(tp)}")
         (item_tp,) = typing.get_args(tp)
         return [_convert(v, item_tp, f"{key}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}={value!r}: expected {_describe(tp)}")
+        k_tp, v_tp = typing.get_args(tp)
+        return {_convert(k, k_tp, f"{key} key"): _convert(v, v_tp, f"{key}.{k}") for k, v in value.items()}
     if _is_dataclass_type(tp):
         return _build(tp, value, key)
     if tp is bool:

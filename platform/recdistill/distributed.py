@@ -136,6 +136,7 @@ class RayRun:
     base: dict[str, Any]  # the loop config every Train worker gets
     t_start: float
     signal_id: str = ""  # the teacher's signals: ``<key>/<generation>``, set by teacher_stage
+    cfg: Any = None  # the resolved config (``PreparedLog.cfg``): every later stage uses this one
 
     @property
     def schema(self) -> Any:
@@ -147,9 +148,8 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
     import ray
 
     from recdistill.data.log import prepare_log
-    from recdistill.data.windows import tag_history
     from recdistill.ray_env import ensure_ray
-    from recdistill.run_dir import open_run_dir
+    from recdistill.run_dir import open_run_dir, write_resolved_config
     from recdistill.signals.hub import get_hub, hub_name
     from recdistill.signals.key import teacher_key
     from recdistill.train.plan import check_validation
@@ -159,8 +159,10 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
     ensure_ray()
     log(f"[data] preparing {cfg.data.source} log (splits {cfg.data.splits}) on Ray "
         f"({ray.cluster_resources().get('CPU', 0):.0f} CPUs, {ray.cluster_resources().get('GPU', 0):.0f} GPUs)")
-    prepared = prepare_log(cfg)
-    train_ds, _ = tag_history(prepared.splits["train"], prepared.schema.order_column, cfg.teacher.history_fraction)
+    prepared = prepare_log(cfg, log=log)
+    cfg = prepared.cfg
+    write_resolved_config(cfg)
+    train_ds = prepared.splits["train"]
     # Held out once into the object store (sharded across nodes, not on the driver): the
     # teacher and every student group score it, and training workers that hold every CPU
     # of a small node cannot starve a lazy read of it.
@@ -177,7 +179,7 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
     base = {"cfg": to_dict(cfg), "schema": prepared.schema, "buckets": prepared.preprocessor.buckets, "key": key,
             "store": store.uri, "hub": hub_name(experiment), "valid_rows": valid_rows}
     return RayRun(prepared, train_ds, test_ds, valid_ds, valid_rows, store, hub, key, experiment, out / "ray_train",
-                  base, t_start)
+                  base, t_start, cfg=cfg)
 
 
 def eval_datasets(run: RayRun) -> dict[str, Any]:
@@ -288,6 +290,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     from recdistill.train.ray_workers import students_loop
 
     run = start_run(cfg, log)
+    cfg = run.cfg
     store, key, experiment, storage, base = run.store, run.key, run.experiment, run.storage, run.base
     timings: dict[str, float] = {}
     info, teacher_steps, reused = teacher_stage(cfg, run, log, timings)

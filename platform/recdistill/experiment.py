@@ -27,14 +27,15 @@ import torch
 from recdistill.config import ExperimentConfig
 from recdistill.data.sampling import model_sample_mask
 from recdistill.data.tensors import TensorLog, collect
-from recdistill.data.windows import STUDENT_WINDOW, tag_history
+from recdistill.data.windows import STUDENT_WINDOW
 from recdistill.metrics import auc, calibration, group_auc, log_loss
 from recdistill.results import transferability, write_results
-from recdistill.run_dir import open_run_dir
+from recdistill.run_dir import open_run_dir, write_resolved_config
 from recdistill.train.evaluate import Validator, validation_auc
 from recdistill.train.loop import fit, pick_device, predict
 from recdistill.train.plan import (build_model, check_validation, early_fields, feature_spec, sequence_length,
-                                   student_init_seed, student_objective, student_sample_seed, teacher_init_seed,
+                                   student_init_seed, student_objective, student_rows, student_sample_seed,
+                                   teacher_init_seed,
                                    teacher_sample_seed)
 
 
@@ -103,11 +104,12 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
     device = pick_device(cfg.run.device)
     ensure_ray()
     log(f"[data] preparing {cfg.data.source} log (splits {cfg.data.splits})")
-    prepared = prepare_log(cfg)
+    prepared = prepare_log(cfg, log=log)
+    cfg = prepared.cfg
+    write_resolved_config(cfg)
     schema = prepared.schema
     seq_len = sequence_length(cfg)
-    train_ds, _ = tag_history(prepared.splits["train"], schema.order_column, cfg.teacher.history_fraction)
-    train = collect(train_ds, schema, seq_len)
+    train = collect(prepared.splits["train"], schema, seq_len)
     test = collect(prepared.splits["test"], schema, seq_len or int(train.seq.shape[-1]))
     valid = _collect_optional(prepared.splits["valid"], schema, seq_len or int(train.seq.shape[-1]))
     check_validation(cfg, len(valid) if valid is not None else 0)
@@ -158,8 +160,11 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
         results["oracle"] = {"auc": auc(test.label.numpy(), test.p_true.numpy())}
 
     for i, s in enumerate(cfg.students):
-        s_idx = sample_index(train, s.sampling_ratio, s.negative_keep_rate, student_sample_seed(cfg, i))
+        share, min_recency = student_rows(cfg, i)
+        s_idx = sample_index(train, share, s.negative_keep_rate, student_sample_seed(cfg, i))
         s_idx = s_idx[in_window[s_idx]]
+        if min_recency:
+            s_idx = s_idx[train.recency[s_idx] >= min_recency]
         rows = train.take(s_idx)
         zt = signals[s_idx]
         entry: dict[str, Any] = {"name": s.name, "arch": s.arch, "towers": s.towers, "rows": len(s_idx),

@@ -79,11 +79,25 @@ def claim_dir(directory: Path, overwrite: bool, what: str = "run") -> Path:
     return directory
 
 
-def open_run_dir(cfg: ExperimentConfig) -> Path:
-    """The prologue of every run: claim ``run.out_dir`` and write the resolved config.yaml."""
-    out = claim_dir(cfg.run.out_dir, cfg.run.overwrite)
+def _config_text(cfg: ExperimentConfig) -> str:
     # recorded as false: running this config.yaml again must not delete the run it describes
-    text = dump_config(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, overwrite=False)))
+    return dump_config(dataclasses.replace(cfg, run=dataclasses.replace(cfg.run, overwrite=False)))
+
+
+def write_resolved_config(cfg: ExperimentConfig) -> None:
+    """Replace the run's config.yaml by ``cfg`` once its auto keys are resolved (``sizing``),
+    so that running it again repeats the run exactly, without the statistics pass."""
+    path = cfg.run.out_dir / "config.yaml"
+    tmp = path.with_name(".config.yaml.tmp")
+    tmp.write_text(_config_text(cfg))
+    tmp.replace(path)
+
+
+def open_run_dir(cfg: ExperimentConfig) -> Path:
+    """The prologue of every run: claim ``run.out_dir`` and write the config.yaml (its auto
+    keys are resolved later, see ``write_resolved_config``)."""
+    out = claim_dir(cfg.run.out_dir, cfg.run.overwrite)
+    text = _config_text(cfg)
     try:
         with (out / "config.yaml").open("x") as f:
             f.write(text)

@@ -120,7 +120,6 @@ def test_criteo_glob_with_valid_and_test_files(tmp_path: Path, ray_local) -> Non
     from recdistill.data.preprocess import OOV
     from recdistill.data.schema import ROW_ID
     from recdistill.data.tensors import collect
-    from recdistill.data.windows import tag_history
 
     # named so that sorted-by-name is not the order they were written in
     write_criteo(tmp_path / "train-b.txt", 300, 300, c1="bbbb0000")
@@ -137,8 +136,7 @@ def test_criteo_glob_with_valid_and_test_files(tmp_path: Path, ray_local) -> Non
     # files numbered train-a, train-b (sorted by name), then valid, then test: ids never meet
     assert set(valid.column(ROW_ID).to_numpy() >> 40) == {2}
     assert set(test.column(ROW_ID).to_numpy() >> 40) == {3}
-    train_ds, cut = tag_history(prepared.splits["train"], prepared.schema.order_column, 0.5)
-    assert cut is None and train_ds is prepared.splits["train"]  # tagged and ordered by prepare_log
+    train_ds = prepared.splits["train"]  # tagged and ordered by prepare_log
     train = _table(train_ds)
     assert train.num_rows == 600 and np.unique(train.column(ROW_ID).to_numpy()).size == 600
     # the order every engine sees: ascending (permuted) row id, history first
@@ -174,6 +172,7 @@ def test_avazu_test_file_only_cuts_path_into_train_and_valid_by_time(tmp_path: P
     train, valid = _table(prepared.splits["train"]), _table(prepared.splits["valid"])
     assert train.num_rows == 192 and valid.num_rows == 24  # 8:1 of 216 rows
     assert train.column("ts").to_numpy().max() < valid.column("ts").to_numpy().min()
-    assert WINDOW not in train.column_names  # not shuffled: the engines tag the windows as before
+    # not shuffled: tagged in time order (history = the earliest half), row ids as read
+    assert (train.column(WINDOW).to_numpy() == STUDENT_WINDOW).sum() == 96
     oov = prepared.describe()["oov_test"]
     assert oov["rows"] == 10 and "site_id" in oov["hashed_no_oov"] and oov["fields"] == {}

@@ -160,10 +160,13 @@ def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_bud
     for p in paths:
         if os.path.getsize(p) == 0:
             raise empty_file_error(p, fmt)
-    # One schema for all files: a libsvm field count or parquet schema from the first file.
-    log_schema = formats.schema_for_file(paths[0], fmt, schema=schema, num_fields=num_fields)
+    # One schema for all files: a libsvm field count or parquet schema from the first file;
+    # MovieLens files must all find the same side files.
+    log_schema = formats.schema_for_files(paths, fmt, schema=schema, num_fields=num_fields)
     if fmt == "libsvm":
         num_fields = len(log_schema.categorical)
+    if fmt == "movielens":
+        schema = log_schema  # each read task checks its file's side files still give it
     if fmt == "parquet":
         schema = log_schema
         if ledger is None and len(paths) > 1:

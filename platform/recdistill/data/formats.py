@@ -33,6 +33,15 @@ Per-row rules (each failing row counted under the first reason, in this order):
 * movielens: tab-separated user, item, rating, timestamp (a RecBole header may reorder them);
   as many fields as line 1, else ``wrong field count``; rating a finite number, else
   ``non-numeric rating``; timestamp a number in [0, 2**63) seconds, else ``bad timestamp``.
+  Side files beside the ratings file join on as categorical fields, automatically: RecBole
+  ``<name>.user``/``<name>.item`` beside ``<name>.inter`` (``ml-1m.train.inter`` takes
+  ``ml-1m.user`` too), else ml-100k's ``u.user``/``u.item`` beside any other ratings file
+  (``u.data``, ``u1.base``...). They give ``user_age``, ``user_gender``, ``user_occupation``,
+  ``user_zip``, ``item_year``, ``item_genres`` (the sorted genre set, one id) and
+  ``item_genres_first``; a user or item the side file lacks gets nulls, not a reject; a
+  malformed side file is a ``DataError`` naming its line (``data.movielens_side``). The
+  schema follows the side files, so every file of a read (``schema_for_files``) and every
+  split must find the same ones. Without side files nothing changes.
 * libsvm: ``label idx:1 ... idx:1`` split on any whitespace; label in ``0 1 -1 +1``; every
   feature token ``digits:1`` (``:1.0`` too), else ``bad libsvm token``; then label, else
   ``label not in {0,1}``; then exactly k features (k from the first valid line), else
@@ -61,6 +70,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
+from recdistill.data import movielens_side as side
 from recdistill.data.rejects import DataError, RejectTally, empty_file_error, missing_file_error
 from recdistill.data.schema import LABEL, ROW_ID, TS, LogSchema
 
@@ -125,14 +135,19 @@ def schema_for(fmt: str, num_fields: int | None = None) -> LogSchema:
     if fmt == "avazu":
         return LogSchema(dense=(), categorical=AVAZU_CATEGORICAL, has_ts=True, source="avazu")
     if fmt == "movielens":
-        return LogSchema(dense=(), categorical=("user_id", "item_id"), has_ts=True,
-                         user_field="user_id", item_field="item_id", source="movielens")
+        return movielens_schema()
     if fmt == "libsvm":
         if num_fields is None or num_fields < 1:
             raise DataError("libsvm: the number of fields depends on the file; pass num_fields "
                             "or use schema_for_file(path, 'libsvm')")
         return LogSchema(dense=(), categorical=tuple(f"f{i}" for i in range(num_fields)), source="libsvm")
     raise DataError("parquet: the schema comes from the file's metadata; use schema_for_file(path, 'parquet')")
+
+
+def movielens_schema(side_columns: tuple[str, ...] = ()) -> LogSchema:
+    """MovieLens ratings, with the categorical fields of side files (``data.movielens_side``) after the ids."""
+    return LogSchema(dense=(), categorical=("user_id", "item_id", *side_columns), has_ts=True,
+                     user_field="user_id", item_field="item_id", source="movielens")
 
 
 def schema_for_file(path: str, fmt: str, schema: LogSchema | None = None,
@@ -144,7 +159,39 @@ def schema_for_file(path: str, fmt: str, schema: LogSchema | None = None,
         return _parquet_schema(path, pq.read_schema(path), schema)
     if fmt == "libsvm":
         return schema_for(fmt, num_fields if num_fields is not None else sniff_libsvm_fields(path))
+    if fmt == "movielens":
+        return movielens_schema(side.side_columns(side.find_side_files(path)))
     return schema_for(fmt)
+
+
+def schema_for_files(paths: list[str], fmt: str, schema: LogSchema | None = None,
+                     num_fields: int | None = None) -> LogSchema:
+    """The one schema of a read of ``paths``: the first file's (``schema_for_file``).
+
+    MovieLens files must agree, since their side files decide their columns: a file that
+    finds other side files than the first, or a side file listed as ratings (a dataset
+    directory given as the path), is a ``DataError`` raised before any row is read.
+    """
+    if fmt == "movielens":
+        _check_movielens_files(paths)
+    return schema_for_file(paths[0], fmt, schema=schema, num_fields=num_fields)
+
+
+def _check_movielens_files(paths: list[str]) -> None:
+    found = [side.find_side_files(p) for p in paths]
+    side_paths = {s.path for specs in found for s in specs}
+    for p in paths:
+        if os.path.abspath(p) in side_paths:
+            raise DataError(f"{p}: a MovieLens side file (joined onto the ratings beside it) is listed as a "
+                            f"ratings file; name the ratings files (u.data, u1.base, <name>.inter, or a glob of "
+                            f"them), not the dataset directory")
+    want = side.side_columns(found[0])
+    for p, got in zip(paths[1:], found[1:]):
+        if side.side_columns(got) != want:
+            raise DataError(f"{p}: MovieLens side files ({side.describe(got)}) give other columns than "
+                            f"those of {paths[0]} ({side.describe(found[0])}); every ratings file of one "
+                            f"read must find the same side files (u.user/u.item, or <name>.user/"
+                            f"<name>.item beside <name>.inter)")
 
 
 def sniff_libsvm_fields(path: str) -> int:
@@ -222,7 +269,8 @@ def iter_file(path: str, fmt: str, file_index: int, tally: RejectTally, header: 
 
     ``f`` is an already opened pyarrow file (Ray hands one over); when None the file is
     opened here. ``num_fields`` fixes the libsvm field count (default: the first valid
-    line's); ``schema`` is the LogSchema of a Parquet file without recdistill metadata.
+    line's); ``schema`` is the LogSchema of a Parquet file without recdistill metadata, or
+    (movielens) the one the read was planned with, which this file's side files must give.
     Raises DataError for a missing or empty file or a structural problem (bad header,
     missing column); per-row problems are only counted (the caller checks the budget).
     """
@@ -249,6 +297,8 @@ def iter_file(path: str, fmt: str, file_index: int, tally: RejectTally, header: 
             parser = _LibSVM(path, fmt, file_index, tally, header, num_fields or k, plain)
         else:
             parser = _PARSERS[fmt](path, fmt, file_index, tally, header, num_fields)
+            if fmt == "movielens" and schema is not None:
+                parser.check_planned(schema)
         stream = _TextStream(text_source, path, fmt, tally, parser.layout, header, block_size,
                              checked.bad_lines)
         for batch, lines in stream:
@@ -695,10 +745,22 @@ class _MovieLens:
     def __init__(self, path: str, fmt: str, file_index: int, tally: RejectTally, header: str,
                  num_fields: int | None) -> None:
         self.path, self.file_index, self.tally = path, file_index, tally
-        self.schema = schema_for("movielens")
+        self.specs = side.find_side_files(path)
+        self.schema = movielens_schema(side.side_columns(self.specs))
+        # Loaded once per file (a read task), joined onto every block.
+        self.sides = side.load_side_tables(self.specs)
         # u.data has no header; RecBole's .inter starts with `user_id:token\titem_id:token...`.
         self.layout = _Layout("\t", None, self._looks_like_header)
         self._positions: tuple[int, ...] | None = None
+
+    def check_planned(self, schema: LogSchema) -> None:
+        # The read was planned with ``schema``; a side file that appeared or vanished since
+        # (or was not copied to this node of a cluster) would give blocks with other columns.
+        if schema != self.schema:
+            raise DataError(f"{self.path}: MovieLens side files here ({side.describe(self.specs)}) give columns "
+                            f"{', '.join(self.schema.categorical)}, but the read was planned with "
+                            f"{', '.join(schema.categorical)}: were side files added, removed or not "
+                            f"copied to this machine?")
 
     @staticmethod
     def _looks_like_header(fields: list[str]) -> bool:
@@ -735,6 +797,8 @@ class _MovieLens:
         label = pc.cast(pc.fill_null(pc.greater_equal(rating, MOVIELENS_POSITIVE_RATING), False), pa.int8())
         cols = {ROW_ID: _row_ids(self.file_index, lines), LABEL: label, "user_id": user, "item_id": item,
                 TS: pc.cast(pc.floor(pc.fill_null(ts_f, 0.0)), pa.int64())}
+        for key, table in self.sides:
+            cols.update(zip(table.spec.columns, table.join(cols[key])))
         rej.record(self.tally, self.path, lines, _row_text(batch, "\t"))
         return _assemble(self.schema, cols, ~rej.bad)
 

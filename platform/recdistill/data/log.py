@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from recdistill.config import ConfigError, DataConfig, ExperimentConfig, to_dict
 from recdistill.data.preprocess import Preprocessor
@@ -67,10 +67,12 @@ class PreparedLog:
 
     schema: LogSchema
     preprocessor: Preprocessor
-    splits: dict[str, Any]  # "train", "valid", "test" → encoded Dataset
+    splits: dict[str, Any]  # "train" (tagged: windows.tag_history), "valid", "test" → encoded Dataset
     ledger: Any  # RejectLedger: call rejects() after the splits were consumed
+    cfg: ExperimentConfig  # the config with every auto key resolved (sizing.resolve): train with this one
     shuffle: str = "none"  # the resolved data.shuffle the train split is ordered by
     split_sources: dict[str, str] = field(default_factory=dict)  # split → where its rows come from
+    derived: dict[str, Any] = field(default_factory=dict)  # what sizing.resolve derived, from what
 
     def rejects(self) -> RejectTally:
         from recdistill.data.datasource import read_rejects
@@ -83,7 +85,7 @@ class PreparedLog:
         from recdistill.data.preprocess import oov_counts
 
         return {"shuffle": self.shuffle, "split_sources": dict(self.split_sources),
-                "oov_test": oov_counts(self.splits["test"], self.preprocessor)}
+                "oov_test": oov_counts(self.splits["test"], self.preprocessor), "derived": self.derived}
 
 
 def _split_paths(data: DataConfig) -> list[tuple[str, str]]:
@@ -135,17 +137,23 @@ def _read_split_files(cfg: ExperimentConfig, ledger: Any) -> tuple[dict[str, Any
     return out, first
 
 
-def prepare_log(cfg: ExperimentConfig, *, progress: Any = None) -> PreparedLog:
-    """Open → splits → (vocabulary fitted on train only) → encode every split → train order.
+def prepare_log(cfg: ExperimentConfig, *, progress: Any = None,
+                log: Callable[[str], None] | None = None) -> PreparedLog:
+    """Open → splits → auto keys resolved (``sizing``) → (vocabulary fitted on train only) →
+    encode every split → train split tagged and ordered.
 
     Splits: data.valid_path / data.test_path where given, the rest cut from data.path in
-    time order (``_path_cut``). The vocabulary never sees valid/test rows, so OOV counts on
-    test are honest. data.shuffle then orders the train split (``windows.shuffled_train``).
+    time order (``_path_cut``). The statistics pass and the vocabulary see the train split
+    only, so OOV counts on test are honest. The train split is tagged history / students'
+    window / recency (``windows.tag_history``), then data.shuffle orders it
+    (``windows.shuffled_train``). ``PreparedLog.cfg`` is the resolved config: the engines
+    train with it and write it as config.yaml.
     """
     from recdistill.data.datasource import new_ledger
     from recdistill.data.preprocess import build_preprocessor, fit_vocab
     from recdistill.data.sampling import negative_downsample
-    from recdistill.data.windows import resolve_shuffle, shuffled_train, time_splits, two_way_split
+    from recdistill.data.windows import resolve_shuffle, shuffled_train, tag_history, time_splits, two_way_split
+    from recdistill.train.plan import recent_cuts
 
     data = cfg.data
     ledger = new_ledger()
@@ -164,11 +172,32 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None) -> PreparedLog:
         raw = {first: reads["path"]} if not rest else \
             dict(zip((first, rest), two_way_split(reads["path"], schema.order_column, share)))
         raw.update({name: reads[name] for name in ("valid", "test") if name in reads})
+    cfg, derived = _resolve_auto(cfg, schema, raw, log)
+    data = cfg.data
     vocab = fit_vocab(raw["train"], schema, data.min_count) if data.encoding == "vocab" else None
     pre = build_preprocessor(schema, data, vocab)
     encoded = {name: split.map_batches(pre, batch_format="pyarrow") for name, split in raw.items()}
     shuffle = resolve_shuffle(data.shuffle, schema.has_ts)
+    cuts = recent_cuts(cfg)
     if shuffle != "none":
         encoded["train"] = shuffled_train(encoded["train"], schema.order_column, cfg.teacher.history_fraction,
-                                          shuffle, data.seed)
-    return PreparedLog(schema, pre, encoded, ledger, shuffle, sources)
+                                          shuffle, data.seed, cuts)
+    else:
+        encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts)
+    return PreparedLog(schema, pre, encoded, ledger, cfg, shuffle, sources, derived)
+
+
+def _resolve_auto(cfg: ExperimentConfig, schema: LogSchema, raw: dict[str, Any],
+                  log: Callable[[str], None] | None) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The config with its auto keys sized by the train split (one cached pass; none when
+    nothing is auto)."""
+    from recdistill import sizing
+
+    if not sizing.needs_pass(cfg):
+        return cfg, {}
+    fields = sizing.sketched_fields(cfg, schema)
+    stats = sizing.cached_stats(cfg, fields, lambda: sizing.measure(raw["train"], raw["valid"], fields))
+    resolved, derived = sizing.resolve(cfg, stats)
+    for line in sizing.describe(derived):
+        (log or print)(line)
+    return resolved, derived

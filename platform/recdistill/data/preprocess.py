@@ -23,7 +23,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recdistill.config import DataConfig
+from recdistill.config import ConfigError, DataConfig
 from recdistill.data.schema import LogSchema
 
 MISSING, OOV, FIRST_ID = 0, 1, 2
@@ -94,6 +94,11 @@ def build_preprocessor(schema: LogSchema, data: DataConfig,
                        vocab: dict[str, pd.Index] | None = None) -> Preprocessor:
     """The encoding per field from the config; ``vocab`` is required for encoding=vocab."""
     fields: dict[str, FieldEncoding] = {}
+    if isinstance(data.buckets, dict):
+        unknown = sorted(set(data.buckets) - set(schema.categorical))
+        if unknown:
+            raise ConfigError(f"data.buckets names {', '.join(map(repr, unknown))}, which the log has no categorical "
+                              f"field called; its fields: {', '.join(schema.categorical)}")
     for name in schema.categorical:
         card = schema.cardinality(name)
         if schema.categorical_type == "int64" and card is not None and data.encoding == "hash" \
@@ -101,7 +106,9 @@ def build_preprocessor(schema: LogSchema, data: DataConfig,
             # Dense integer ids that fit: an identity map loses nothing and collides never.
             fields[name] = FieldEncoding("identity", card + FIRST_ID)
         elif data.encoding == "hash":
-            fields[name] = FieldEncoding("hash", data.hash_buckets)
+            # data.buckets is a mapping once sizing.resolve measured the fields (auto), else every field gets the most
+            sized = data.buckets.get(name) if isinstance(data.buckets, dict) else None
+            fields[name] = FieldEncoding("hash", sized or data.hash_buckets)
         else:
             if vocab is None or name not in vocab:
                 raise ValueError(f"encoding=vocab needs a fitted vocabulary for field {name!r}: "

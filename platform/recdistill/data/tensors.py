@@ -15,7 +15,7 @@ import pyarrow as pa
 import torch
 
 from recdistill.data.schema import LABEL, P_TRUE, ROW_ID, SAMPLE_RATE, LogSchema
-from recdistill.data.windows import WINDOW
+from recdistill.data.windows import RECENCY, WINDOW
 
 
 @dataclass
@@ -28,6 +28,7 @@ class TensorLog:
     row_id: torch.Tensor
     p_true: torch.Tensor | None = None
     window: torch.Tensor | None = None  # int32 window tag when the table has one
+    recency: torch.Tensor | None = None  # int32 recency tag (windows.tag_history) when the table has one
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -91,6 +92,8 @@ def from_table(t: pa.Table, schema: LogSchema, seq_length: int = 0) -> TensorLog
         row_id=torch.from_numpy(t.column(ROW_ID).to_numpy().astype(np.int64)),
         p_true=p_true,
         window=torch.from_numpy(t.column(WINDOW).to_numpy().astype(np.int32)) if WINDOW in t.column_names else None,
+        recency=torch.from_numpy(t.column(RECENCY).to_numpy().astype(np.int32)) if RECENCY in t.column_names
+        else None,
     )
 
 

@@ -151,22 +151,29 @@ def with_windows(ds: Any, column: str, num_windows: int) -> tuple[Any, list[floa
 
 
 HISTORY, STUDENT_WINDOW = 0, 1
+RECENCY = "recency"
 
 
-def tag_history(train: Any, column: str, history_fraction: float) -> tuple[Any, float | None]:
+def _tag_train(batch: pa.Table, column: str, history: list[float], recent: list[float]) -> pa.Table:
+    order = batch.column(column).to_numpy()
+    return (batch.append_column(WINDOW, pa.array(assign(order, history)))
+            .append_column(RECENCY, pa.array(assign(order, recent))))
+
+
+def tag_history(train: Any, column: str, history_fraction: float,
+                recent_cuts: Sequence[float] = ()) -> tuple[Any, float | None]:
     """Tag the train split's rows: ``window`` 0 = the teacher-only history (the earliest
-    ``history_fraction`` of rows in time), 1 = the students' window. One deterministic cut,
-    shared by every engine, so they train on the same rows.
-
-    A train split that ``shuffled_train`` already tagged and ordered comes back as it is
-    (cut None): the engines call this on whatever ``prepare_log`` gave them."""
-    if _already_tagged(train):
-        return train, None
-    if history_fraction <= 0:
-        return train.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"column": column, "bounds": []}), None
-    cut = boundaries(train, column, [history_fraction])
-    tagged = train.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"column": column, "bounds": cut})
-    return tagged, cut[0]
+    ``history_fraction`` of rows in time), 1 = the students' window; ``recency`` k = the row
+    lies past the k-th of ``recent_cuts`` (shares of the train split in ascending order, see
+    ``train.plan.recent_cuts``: a student with ``rows: recent`` takes the rows past its cut).
+    One deterministic pass for all cuts, shared by every engine, so they train on the same rows.
+"""
+    head = [history_fraction] if history_fraction > 0 else []
+    cuts = boundaries(train, column, head + list(recent_cuts))
+    history, recent = cuts[:len(head)], cuts[len(head):]
+    tagged = train.map_batches(_tag_train, batch_format="pyarrow",
+                               fn_kwargs={"column": column, "history": history, "recent": recent})
+    return tagged, (history[0] if history else None)
 
 
 # ------------------------------------------------------------------ data.shuffle
@@ -213,7 +220,8 @@ def _permute_batch(batch: pa.Table, mode: str, seed: int) -> pa.Table:
     return batch.set_column(batch.schema.get_field_index(ROW_ID), ROW_ID, pa.array(new, pa.int64()))
 
 
-def shuffled_train(train: Any, column: str, history_fraction: float, mode: str, seed: int) -> Any:
+def shuffled_train(train: Any, column: str, history_fraction: float, mode: str, seed: int,
+                   recent_cuts: Sequence[float] = ()) -> Any:
     """The train split tagged with its windows (cut in log order, as ``tag_history`` does),
     then in ``mode``'s seeded order: row ids permuted and sorted, materialised.
 
@@ -221,13 +229,7 @@ def shuffled_train(train: Any, column: str, history_fraction: float, mode: str, 
     (the local engine's ``collect``, Ray Train's ordered shards, the signal join's ranges)
     sees the same order; the history/window cut is taken before the ids change.
     """
-    tagged, _ = tag_history(train, column, history_fraction)
+    tagged, _ = tag_history(train, column, history_fraction, recent_cuts)
     permuted = tagged.map_batches(_permute_batch, batch_format="pyarrow", fn_kwargs={"mode": mode, "seed": seed})
     return permuted.sort(ROW_ID).materialize()
 
-
-def _already_tagged(ds: Any) -> bool:
-    # Only a materialised dataset tells its schema without running its plan.
-    from ray.data.dataset import MaterializedDataset
-
-    return isinstance(ds, MaterializedDataset) and WINDOW in (ds.schema().names if ds.schema() else [])

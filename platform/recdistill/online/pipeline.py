@@ -28,7 +28,8 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     from recdistill.online.spool import build_spool
     from recdistill.online.workers import online_students_loop, online_teacher_loop
     from recdistill.ray_env import ensure_ray
-    from recdistill.run_dir import open_run_dir
+    from recdistill.run_dir import open_run_dir, write_resolved_config
+    from recdistill.sizing import resolve_for_stream
     from recdistill.signals.hub import get_hub, hub_name
     from recdistill.signals.key import online_teacher_key
     from recdistill.signals.lease import reuse_or_lease
@@ -46,6 +47,8 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         raise ConfigError(f"platform.cpus_per_worker={cfg.platform.cpus_per_worker}: the teacher and the student "
                           f"group run at once and one CPU must stay free for Ray Data, but the cluster has "
                           f"{cpus:.0f} CPUs; use platform.cpus_per_worker={max(0.1, (cpus - 1) / 2):g} or less")
+    cfg = resolve_for_stream(cfg, log)
+    write_resolved_config(cfg)
     store = SignalStore(cfg.platform.signal_store)
     spool = build_spool(cfg, store.uri, log)
     key = online_teacher_key(cfg)

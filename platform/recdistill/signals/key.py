@@ -82,17 +82,17 @@ def online_teacher_key(cfg: ExperimentConfig) -> str:
 
 
 # Student fields a raw student (trained without the teacher) does not depend on.
-_DISTILL_ONLY = ("name", "alpha", "seed_slot")
+_DISTILL_ONLY = ("name", "alpha", "seed_name")
 
 
 def raw_student_key(cfg: ExperimentConfig, i: int) -> str:
     """The identity of student ``i`` trained raw: its rows (data, the history cut, its
     sampling, its index, which seeds its sample and init) and its shape and optimiser.
     Nothing of the teacher or the distillation, so a sweep over α trains it once."""
-    from recdistill.train.plan import seed_slot
+    from recdistill.train.plan import seed_name
 
     student = {k: v for k, v in to_dict(cfg.students[i]).items() if k not in _DISTILL_ONLY}
-    return _digest({**_data_identity(cfg), "raw_student": student, "index": seed_slot(cfg, i), "seed": cfg.run.seed,
+    return _digest({**_data_identity(cfg), "raw_student": student, "seeds": seed_name(cfg, i), "seed": cfg.run.seed,
                     "history_fraction": cfg.teacher.history_fraction})
 
 

@@ -20,6 +20,7 @@ from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig, to_dict
 from recdistill.sweep.space import SearchSpace, trial_config, trial_overrides
+from recdistill.train.plan import seed_name
 
 TRIAL_METRICS = ("auc", "auc_raw", "eta", "logloss", "calibration", "params")
 EXTRA = ("teacher_auc", "teacher_steps", "teacher_reused", "raw_reused", "seconds", "train_seconds", "stream_auc",
@@ -70,11 +71,12 @@ def _packable(space: SearchSpace, base: ExperimentConfig) -> bool:
 
 def _unit_config(cfgs: list[ExperimentConfig], trials: list[int], out: Path, name: str) -> ExperimentConfig:
     """Trials that differ only in their student, as the students of one run (one pass
-    over the distill stream); seed_slot 0 keeps each exactly as it would train alone."""
+    over the distill stream); seed_name keeps each one's seeds, so it trains exactly as it would alone."""
     if len(trials) == 1:
         return cfgs[trials[0]]
     first = cfgs[trials[0]]
-    students = [dataclasses.replace(cfgs[i].students[0], name=f"t{i:03d}", seed_slot=0) for i in trials]
+    students = [dataclasses.replace(cfgs[i].students[0], name=f"t{i:03d}",
+                                    seed_name=seed_name(cfgs[i], 0)) for i in trials]
     return dataclasses.replace(first, students=students, run=dataclasses.replace(
         first.run, dir=str(out / "packs" / f"{trials[0]:03d}"), name=f"{name}-pack{trials[0]:03d}"))
 

@@ -32,7 +32,7 @@ class Member:
     model: Ranker
     objective: Objective
     uses_teacher: bool
-    ratio: float
+    ratio: float  # the share of the students' window it samples
     negative_keep: float
     seed: int
     batch_size: int
@@ -45,6 +45,7 @@ class Member:
     signal_rows: int = 0  # rows trained with a teacher signal present
     eval_every: int = 0
     patience: int = 0
+    min_recency: int = 0  # rows: recent — only rows whose recency tag is at least this
     sample_rows: int = 0  # rows of its sample (picked in the first epoch, stopped or not)
     done: bool = False  # stopped early or through its epochs
     early: EarlyStop = field(init=False)
@@ -116,6 +117,8 @@ class StudentGroup:
             if epoch >= m.epochs or (m.done and epoch > 0):
                 continue
             keep = model_sample_mask(ids, y, m.ratio, m.negative_keep, m.seed)
+            if m.min_recency:
+                keep &= batch.recency.numpy() >= m.min_recency
             if epoch == 0:
                 m.sample_rows += int(keep.sum())
             if m.done or not keep.any():

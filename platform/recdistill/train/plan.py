@@ -7,6 +7,7 @@ train the same models on the same rows.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Collection
 
 import torch
@@ -37,17 +38,41 @@ def teacher_sample_seed(cfg: ExperimentConfig) -> int:
     return cfg.run.seed * 1000 + 1
 
 
-def seed_slot(cfg: ExperimentConfig, i: int) -> int:
-    slot = cfg.students[i].seed_slot
-    return i if slot is None else slot
+def seed_name(cfg: ExperimentConfig, i: int) -> str:
+    s = cfg.students[i]
+    return s.name if s.seed_name is None else s.seed_name
+
+
+def _name_number(name: str) -> int:
+    # a stable number per name (Python's str hash is salted per process)
+    return int.from_bytes(hashlib.sha256(name.encode()).digest()[:4], "little")
 
 
 def student_init_seed(cfg: ExperimentConfig, i: int) -> int:
-    return cfg.run.seed + 10 + seed_slot(cfg, i)
+    return (cfg.run.seed * 1_000_003 + 10 + _name_number(seed_name(cfg, i))) % (1 << 62)
 
 
 def student_sample_seed(cfg: ExperimentConfig, i: int) -> int:
-    return cfg.run.seed * 1000 + 100 + seed_slot(cfg, i)
+    return (cfg.run.seed * 1000 + 100 + _name_number("rows:" + seed_name(cfg, i))) % (1 << 62)
+
+
+def recent_cuts(cfg: ExperimentConfig) -> list[float]:
+    """Where the students with ``rows: recent`` start, as shares of the train split in
+    ascending order (one per distinct sampling_ratio): the tags ``windows.tag_history`` adds."""
+    return sorted({round(1.0 - s.sampling_ratio, 12) for s in cfg.students if s.rows == "recent"})
+
+
+def student_rows(cfg: ExperimentConfig, i: int) -> tuple[float, int]:
+    """How student ``i`` picks rows of the students' window: (the share of the window's rows
+    it samples uniformly, the least ``recency`` tag its rows have).
+
+    ``sampling_ratio`` is a share of the train split; the window is the split's rows after
+    ``teacher.history_fraction``, so a random student samples ratio / (1 - history) of it and
+    a recent one takes every row past its cut."""
+    s = cfg.students[i]
+    if s.rows == "recent":
+        return 1.0, recent_cuts(cfg).index(round(1.0 - s.sampling_ratio, 12)) + 1
+    return min(1.0, s.sampling_ratio / (1.0 - cfg.teacher.history_fraction)), 0
 
 
 def student_objective(cfg: ExperimentConfig, i: int, distilled: bool) -> Objective:
@@ -74,13 +99,15 @@ def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int]
     members = []
     for i in indices:
         s = cfg.students[i]
+        share, min_recency = student_rows(cfg, i)
         for kind, distilled in (("raw", False), ("distill", True)):
             if kind == "raw" and i in skip_raw:
                 continue
             members.append(Member(
                 name=f"{s.name}/{kind}", model=build_model(spec, s, s.towers, student_init_seed(cfg, i)),
                 objective=student_objective(cfg, i, distilled), uses_teacher=distilled,
-                ratio=s.sampling_ratio, negative_keep=s.negative_keep_rate, seed=student_sample_seed(cfg, i),
+                ratio=share, min_recency=min_recency, negative_keep=s.negative_keep_rate,
+                seed=student_sample_seed(cfg, i),
                 batch_size=s.batch_size, epochs=s.epochs, lr=s.lr, embedding_lr=s.embedding_lr,
                 eval_every=s.eval_every, patience=s.patience))
     return members
@@ -90,8 +117,11 @@ def check_validation(cfg: ExperimentConfig, valid_rows: int) -> None:
     """Early stopping needs validation rows: fail before any training when there are none."""
     if valid_rows:
         return
-    stopping = ([f"teacher.patience={cfg.teacher.patience}"] if cfg.teacher.patience else []) + [
-        f"students.{i}.patience={s.patience}" for i, s in enumerate(cfg.students) if s.patience]
+    def set_by_hand(p: object) -> bool:  # patience auto is 0 without a valid split
+        return isinstance(p, int) and p > 0
+
+    stopping = ([f"teacher.patience={cfg.teacher.patience}"] if set_by_hand(cfg.teacher.patience) else []) + [
+        f"students.{i}.patience={s.patience}" for i, s in enumerate(cfg.students) if set_by_hand(s.patience)]
     if stopping:
         raise ValueError(f"{', '.join(stopping)}: early stopping needs a validation split, but the valid split has "
                          f"no rows (data.splits={cfg.data.splits}); give it a share or set patience to 0")

@@ -97,7 +97,7 @@ def offline_stream(cfg: ExperimentConfig, run: Any, stream: Any, log: Callable[[
                                                 with_exact_normalisers)
 
     from recdistill.data.sampling import model_sample
-    from recdistill.train.plan import student_sample_seed
+    from recdistill.train.plan import student_rows, student_sample_seed
 
     tc, schema, student = cfg.transfer, run.schema, cfg.students[0]
     order = schema.order_column
@@ -105,7 +105,7 @@ def offline_stream(cfg: ExperimentConfig, run: Any, stream: Any, log: Callable[[
     # the student's own sample first (students[0].sampling_ratio, negative_keep_rate), as
     # in the 1→N experiment; the strategy then samples from it
     stream = stream.map_batches(model_sample, batch_format="pyarrow", fn_kwargs={
-        "ratio": student.sampling_ratio, "negative_keep": student.negative_keep_rate,
+        "ratio": student_rows(cfg, 0)[0], "negative_keep": student.negative_keep_rate,
         "seed": student_sample_seed(cfg, 0)})
     before = reduce_blocks(stream, _counts, _merge_counts, {"order_column": order})
     if before is None or not before["rows"]:
@@ -182,6 +182,7 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
     from recdistill.transfer.workers import transfer_loop
 
     run = start_run(cfg, log)
+    cfg = run.cfg
     timings: dict[str, float] = {}
     info, teacher_steps, reused = teacher_stage(cfg, run, log, timings)
     checkpoint = info.get("checkpoint")
