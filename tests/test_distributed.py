@@ -22,7 +22,10 @@ TINY = ["data.rows=20000", "data.days=2", "data.synthetic.num_users=2000", "data
         "teacher.arch=dcnv2", "teacher.depth=1", "teacher.width=32", "teacher.embed_dim=8",
         "students.0.embed_dim=4", "students.0.width=16", "students.0.depth=1", "students.0.batch_size=512",
         "students.1.name=single", "students.1.towers=single", "students.1.embed_dim=4", "students.1.width=16",
-        "students.1.depth=1", "students.1.arch=deepfm", "students.1.batch_size=512", "teacher.batch_size=1024"]
+        "students.1.depth=1", "students.1.arch=deepfm", "students.1.batch_size=512", "teacher.batch_size=1024",
+        # pinned, not sized by the data (sizing.py): one pass each unless a test asks for more
+        "teacher.patience=0", "students.0.epochs=1", "students.1.epochs=1", "students.0.eval_every=0",
+        "students.1.eval_every=0", "teacher.eval_every=0"]
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +102,14 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     assert second["students"][1]["auc_raw"] == pytest.approx(first["students"][1]["auc_raw"], abs=1e-6)
     saved = json.loads((shared / "ray2" / "results.json").read_text())
     assert saved["platform"]["teacher_reused"] is True
+
+    # Another history cut (a log with time, not shuffled) is the same teacher: reused, and the
+    # students' larger window finds a signal on every row (some were the old cut's history).
+    third = run_experiment(_cfg(shared, "ray3", *GAP_EXTRA, "teacher.history_fraction=0.3"), log=lambda _: None)
+    assert third["platform"]["teacher_reused"] and third["platform"]["teacher_key"] == p["teacher_key"]
+    assert all(s["signal_coverage"] == 1.0 for s in third["students"])
+    assert third["platform"]["stream_rows"] == third["platform"]["stream_rows_with_signal"] > p["stream_rows"]
+    assert third["teacher"]["signal_auc_history_fraction"] == 0.5  # its signal AUCs are for the cut it was recorded at
 
     # A different teacher seed is a different key: the teacher trains again.
     assert _key(shared, *GAP_EXTRA, "run.seed=1") != p["teacher_key"]

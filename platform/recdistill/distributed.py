@@ -29,7 +29,7 @@ import pyarrow as pa
 
 from recdistill.config import ExperimentConfig, to_dict
 from recdistill.data.schema import ROW_ID
-from recdistill.data.windows import STUDENT_WINDOW, WINDOW
+from recdistill.data.windows import HISTORY, STUDENT_WINDOW, WINDOW
 from recdistill.results import transferability, write_results
 from recdistill.signals.store import LOGIT, BlockMeta, SignalStore, new_generation, signal_id
 
@@ -204,7 +204,8 @@ def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
         if info is None:
             return None
         sid = signal_id(key, info["generation"])
-        return info if ray.get(hub.complete.remote(sid, 0, STUDENT_WINDOW)) is not None else None
+        done = [ray.get(hub.complete.remote(sid, 0, w)) for w in (HISTORY, STUDENT_WINDOW)]
+        return info if all(d is not None for d in done) else None
 
     p = cfg.platform
     info, lease = reuse_or_lease(store, key, run.experiment, p.lease_ttl_s, p.lease_poll_s, stored, log,
@@ -214,9 +215,13 @@ def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
             info, steps = _train_teacher(cfg, run, log, timings)
         return info, steps, False
     run.signal_id = signal_id(key, info["generation"])
-    complete = ray.get(hub.complete.remote(run.signal_id, 0, STUDENT_WINDOW))
-    log(f"[teacher] reusing stored signals of teacher {key} ({complete['rows']:,} window rows, "
-        f"{complete['blocks']} blocks): 0 teacher steps")
+    done = [ray.get(hub.complete.remote(run.signal_id, 0, w)) for w in (HISTORY, STUDENT_WINDOW)]
+    cut = info.get("config", {}).get("history_fraction")
+    log(f"[teacher] reusing stored signals of teacher {key} ({sum(d['rows'] for d in done):,} rows, "
+        f"{sum(d['blocks'] for d in done)} blocks): 0 teacher steps"
+        + (f"; it was recorded with teacher.history_fraction={cut:g}, which does not change it here (its "
+           f"signal_auc_history/window are for that cut)" if cut is not None and cut != cfg.teacher.history_fraction
+           else ""))
     return info, 0, True
 
 
@@ -267,9 +272,15 @@ def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, f
     from recdistill.data.reduce import reduce_blocks
 
     t0 = time.perf_counter()
-    blocks = ray.get(run.hub.wait.remote(run.signal_id, 0, STUDENT_WINDOW, 600.0))
-    if blocks is None:
-        raise RuntimeError(f"teacher {run.signal_id}: window {STUDENT_WINDOW} signals not complete after 600 s")
+    # every window the teacher recorded: a stored teacher may have been cut elsewhere (the
+    # key holds no history_fraction where it cannot change the teacher), and the join takes
+    # only the blocks whose row ids overlap the students' rows
+    blocks = []
+    for w in (HISTORY, STUDENT_WINDOW):
+        got = ray.get(run.hub.wait.remote(run.signal_id, 0, w, 600.0))
+        if got is None:
+            raise RuntimeError(f"teacher {run.signal_id}: window {w} signals not complete after 600 s")
+        blocks += got
     stream = (run.train_ds.map_batches(_window_rows, batch_format="pyarrow", fn_kwargs={"window": STUDENT_WINDOW})
               .map_batches(join_signals, batch_format="pyarrow",
                            fn_kwargs={"store_uri": run.store.uri, "blocks": blocks})
@@ -331,7 +342,9 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
 
     results: dict[str, Any] = {
         "engine": "ray",
-        "teacher": {k: v for k, v in info.items() if k not in ("config", "oracle")},
+        "teacher": {**{k: v for k, v in info.items() if k not in ("config", "oracle")},
+                    # the cut signal_auc_history/window were measured at (a reused teacher's may differ)
+                    "signal_auc_history_fraction": info.get("config", {}).get("history_fraction")},
         "students": [],
         "platform": {"teacher_key": key, "signal_id": run.signal_id, "teacher_reused": reused, "teacher_steps": teacher_steps,
                      "signal_store": store.uri, "stream_rows": cov["rows"], "stream_rows_with_signal":

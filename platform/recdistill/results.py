@@ -47,13 +47,16 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
 
     lines = [f"# {cfg.run.name}", "", f"Log: {cfg.data.source}, {cfg.data.rows:,} rows" if cfg.data.source == "synthetic"
              else f"Log: {cfg.data.source} {cfg.data.path}", "",
-             "| model | params | AUC |" + (" GAUC (user) |" if gauc else "") + " LogLoss | calibration | AUC raw | "
-             "AUC distilled | η | stopped in epoch (best) |",
-             "| --- | ---: | ---: |" + (" ---: |" if gauc else "") + " ---: | ---: | ---: | ---: | ---: | --- |"]
-    lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t['auc']:.4f} |{g(t.get('gauc'))} "
-                 f"{t['logloss']:.4f} | {t['calibration']:+.3f} | | | | {_epochs(t)} |")
+             "| model | params | training rows | AUC |" + (" GAUC (user) |" if gauc else "") +
+             " LogLoss | calibration | AUC raw | AUC distilled | η | stopped in epoch (best) |",
+             "| --- | ---: | ---: | ---: |" + (" ---: |" if gauc else "") + " ---: | ---: | ---: | ---: | ---: | --- |"]
+    lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t.get('rows', 0):,} | {t['auc']:.4f} |"
+                 f"{g(t.get('gauc'))} {t['logloss']:.4f} | {t['calibration']:+.3f} | | | | {_epochs(t)} |")
+    picks = {s.name: s for s in cfg.students}
     for s in r["students"]:
-        lines.append(f"| {s['name']} ({s['arch']}, {s['towers']}) | {s['params']:,} | {s['auc_distill']:.4f} |"
+        how = picks[s["name"]].rows if s["name"] in picks else ""
+        lines.append(f"| {s['name']} ({s['arch']}, {s['towers']}) | {s['params']:,} | {s.get('rows', 0):,} {how} | "
+                     f"{s['auc_distill']:.4f} |"
                      f"{g(s.get('gauc_distill'))} {s['logloss_distill']:.4f} | "
                      f"{s['calibration_distill']:+.3f} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | {s['eta']:.2f} | "
                      f"raw {_epochs(s, '_raw')}, distilled {_epochs(s, '_distill')} |")
@@ -66,7 +69,26 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
         f = t["final"]
         lines += ["", f"The teacher trained on after that pass (to epoch {f['epochs']}): AUC {f['auc']:.4f}, "
                       f"LogLoss {f['logloss']:.4f}; not η's teacher."]
+    lines += _derived_lines(r.get("data", {}).get("derived") or {})
     return "\n".join(lines + [""])
+
+
+def _derived_lines(d: dict[str, Any]) -> list[str]:
+    """The sizes the run derived from its data (sizing.py), as a table."""
+    if not d:
+        return []
+    out = ["", f"Sized by the data (train split {d['train_rows']:,} rows, valid {d['valid_rows']:,}; keys left at "
+               f"auto, see train/schedule.py):", "",
+           "| model | rows | batch | epochs (most) | steps per epoch | eval_every | patience | lr / embedding lr |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+    for name, m in [("teacher", d["teacher"]), *d["students"].items()]:
+        out.append(f"| {name} | {m['rows']:,} | {m['batch_size']} | {m['epochs']} | {m['steps_per_epoch']:,} | "
+                   f"{m['eval_every'] or 'epoch'} | {m['patience']} | {m['lr']:g} / {m['embedding_lr']:g} |")
+    if d.get("buckets"):
+        b = d["buckets"]
+        out += ["", "Hash buckets per field (distinct ids ≈ → buckets): " +
+                ", ".join(f"{k} {v['distinct']:,} → {v['buckets']:,}" for k, v in b.items())]
+    return out
 
 
 def _epochs(m: dict[str, Any], suffix: str = "") -> str:

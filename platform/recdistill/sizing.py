@@ -106,7 +106,7 @@ def _model_rows(stats: TrainStats, share: float, negative_keep: float) -> int:
 
 def _resolve_model(m: TeacherConfig | StudentConfig, rows: int, has_valid: bool) -> tuple[Any, dict[str, Any]]:
     rule = default_schedule(rows, has_valid, {k: getattr(m, k) for k in ("batch_size", "epochs")
-                                              if getattr(m, k) != AUTO})
+                                              if getattr(m, k) != AUTO}, teacher=isinstance(m, TeacherConfig))
     chosen = {k: (getattr(rule, k) if getattr(m, k) == AUTO else getattr(m, k)) for k in _SCHEDULE_KEYS}
     steps = max(1, -(-rows // chosen["batch_size"]))
     derived = {"rows": rows, **chosen, "steps_per_epoch": steps,

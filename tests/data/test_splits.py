@@ -176,3 +176,31 @@ def test_avazu_test_file_only_cuts_path_into_train_and_valid_by_time(tmp_path: P
     assert (train.column(WINDOW).to_numpy() == STUDENT_WINDOW).sum() == 96
     oov = prepared.describe()["oov_test"]
     assert oov["rows"] == 10 and "site_id" in oov["hashed_no_oov"] and oov["fields"] == {}
+
+
+def test_order_values_keep_time_and_split_ties() -> None:
+    from recdistill.data.windows import order_values
+
+    ts = np.repeat(np.array([3600, 7200, 10800], np.int64), 1000)
+    batch = pa.table({"row_id": np.arange(ts.size, dtype=np.int64), "ts": ts})
+    x = order_values(batch, "ts")
+    assert (np.floor(x) == ts).all()  # never leaves its tick, so different ticks keep their order
+    tick = x[:1000] - 3600
+    assert 0.4 < np.mean(tick < 0.5) < 0.6  # a tick's rows spread over it: a cut inside splits them
+    assert np.array_equal(order_values(batch, "ts"), x)  # the same on every run
+    assert np.array_equal(order_values(batch, "row_id"), batch.column("row_id").to_numpy())
+
+
+def test_a_log_of_one_hour_still_gets_its_splits_and_history(tmp_path: Path, ray_local) -> None:
+    from recdistill.data.log import prepare_log
+
+    # every row in the same hour: time cannot order them (the Avazu sample is like this)
+    rows = [avazu_line(int(i % 3 == 0), 14102100, f"s{i % 7}") for i in range(400)]
+    (tmp_path / "one-hour.csv").write_text("\n".join([",".join(AVAZU_COLUMNS), *rows]) + "\n")
+    cfg = load_config(None, ["data.source=avazu", f"data.path={tmp_path}/one-hour.csv",
+                             f"run.dir={tmp_path / 'run'}", f"platform.signal_store={tmp_path / 'store'}"])
+    prepared = prepare_log(cfg, log=lambda _: None)
+    n = {k: _table(v).num_rows for k, v in prepared.splits.items()}
+    assert sum(n.values()) == 400 and 280 < n["train"] < 360 and n["valid"] > 15 and n["test"] > 15
+    window = _table(prepared.splits["train"]).column(WINDOW).to_numpy()
+    assert 0.35 < np.mean(window == HISTORY) < 0.65  # history_fraction 0.5, not all on one side

@@ -21,6 +21,15 @@ def test_teacher_key_covers_what_decides_the_teacher(tmp_path: Path) -> None:
     base = teacher_key(load_config(None, []))
     assert teacher_key(load_config(None, ["students.0.alpha=7", "distill.loss=kl", "run.name=x"])) == base
     assert teacher_key(load_config(None, ["data.path=/elsewhere"])) == base  # synthetic: rows, not location
+    # student-side keys: the history cut only says which rows the students take, when the
+    # teacher's order does not depend on it (a log with time, not shuffled within windows)
+    student_side = ["teacher.history_fraction=0.3", "students.0.sampling_ratio=0.2", "students.0.rows=recent",
+                    "students.0.epochs=3", "students.0.name=other", "students.1.name=second"]
+    assert teacher_key(load_config(None, student_side)) == base
+    assert teacher_key(load_config(None, ["data.shuffle=window", "teacher.history_fraction=0.3"])) != \
+        teacher_key(load_config(None, ["data.shuffle=window"]))  # the cut orders the shuffle: it matters
+    criteo = ["data.source=criteo", f"data.path={tmp_path}"]  # no time column: auto shuffles within windows
+    assert teacher_key(load_config(None, criteo)) != teacher_key(load_config(None, [*criteo, "teacher.history_fraction=0.3"]))
     for change in ("teacher.width=17", "run.seed=4", "data.rows=1234", "data.splits=[0.7,0.2,0.1]",
                    "teacher.sampling_ratio=0.5", "platform.teacher_workers=2"):
         assert teacher_key(load_config(None, [change])) != base, change

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.timeout(420)
 
 TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data.synthetic.max_cardinality=5000",
         "teacher.arch=dcnv2", "teacher.depth=1", "teacher.width=16", "teacher.embed_dim=4", "teacher.batch_size=1024",
+        "teacher.epochs=1",
         "students.0.embed_dim=4", "students.0.width=16", "students.0.depth=1", "students.0.batch_size=512",
         "students.0.epochs=1", "tracking.wandb=offline"]
 

@@ -4,8 +4,10 @@ Rows are ordered by ``ts`` where the format has time, else by ``row_id`` (file o
 line). Boundaries are quantiles of that column computed by distributed passes that return
 only histograms or per-file counts, so nothing is gathered on the driver and the same log
 always gets the same boundaries; rows are then routed by a binary search per batch.
-Equal-count windows hold for any log; a log whose time column has heavy ties (Avazu's
-hourly ``hour``) gets windows that snap to those ties, never one that splits a tick.
+Equal-count windows hold for any log: rows that share a timestamp (Avazu's hourly ``hour``,
+a log of one day) are ordered among themselves by a fixed hash of their row id
+(``order_values``), so a cut may split a tick but no split is ever empty or lopsided
+because time has few distinct values.
 """
 
 from __future__ import annotations
@@ -28,6 +30,21 @@ def cut_points(fractions: Sequence[float]) -> list[float]:
 
 
 _BINS = 4096
+_TIE_SEED = 0x5EED  # fixed: the splits must not move with data.seed or run.seed
+
+
+def order_values(batch: pa.Table, column: str) -> np.ndarray:
+    """The value rows are cut by: ``row_id`` as is; time plus a uniform in [0, 1) hashed from
+    the row id. Timestamps are whole seconds (or hours), so the jitter never reorders two
+    different ticks, and rows of one tick (which time cannot order) are split at random
+    instead of all falling on one side of a cut: a log whose rows share a few hours (or
+    one) still gets its train/valid/test shares."""
+    x = batch.column(column).to_numpy().astype(np.float64)
+    if column == ROW_ID:
+        return x
+    from recdistill.data.sampling import row_uniform
+
+    return x + row_uniform(batch.column(ROW_ID).to_numpy(), _TIE_SEED)
 
 
 def boundaries(ds: Any, column: str, quantiles: Sequence[float]) -> list[float]:
@@ -65,7 +82,7 @@ def boundaries(ds: Any, column: str, quantiles: Sequence[float]) -> list[float]:
 
 
 def _min_max_count(batch: pa.Table, column: str) -> tuple[float, float, int]:
-    x = batch.column(column).to_numpy()
+    x = order_values(batch, column)
     if x.size == 0:
         return np.inf, -np.inf, 0
     return float(x.min()), float(x.max()), int(x.size)
@@ -76,7 +93,7 @@ def _combine_min_max_count(a: tuple[float, float, int], b: tuple[float, float, i
 
 
 def _histogram_batch(batch: pa.Table, column: str, edges: list[np.ndarray]) -> np.ndarray:
-    x = batch.column(column).to_numpy().astype(np.float64)
+    x = order_values(batch, column)
     return np.concatenate([np.histogram(x, bins=e)[0].astype(np.int64) for e in edges])
 
 
@@ -120,12 +137,12 @@ def assign(values: np.ndarray, bounds: Sequence[float]) -> np.ndarray:
 
 
 def _select(batch: pa.Table, column: str, bounds: list[float], index: int) -> pa.Table:
-    which = assign(batch.column(column).to_numpy(), bounds)
+    which = assign(order_values(batch, column), bounds)
     return batch.filter(pa.array(which == index))
 
 
 def _tag(batch: pa.Table, column: str, bounds: list[float]) -> pa.Table:
-    return batch.append_column(WINDOW, pa.array(assign(batch.column(column).to_numpy(), bounds)))
+    return batch.append_column(WINDOW, pa.array(assign(order_values(batch, column), bounds)))
 
 
 def time_splits(ds: Any, column: str, fractions: Sequence[float]) -> dict[str, Any]:
@@ -155,7 +172,7 @@ RECENCY = "recency"
 
 
 def _tag_train(batch: pa.Table, column: str, history: list[float], recent: list[float]) -> pa.Table:
-    order = batch.column(column).to_numpy()
+    order = order_values(batch, column)
     return (batch.append_column(WINDOW, pa.array(assign(order, history)))
             .append_column(RECENCY, pa.array(assign(order, recent))))
 

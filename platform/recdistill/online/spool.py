@@ -97,7 +97,7 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
     if min(rows) == 0:
         fs.delete_dir(root)
         raise ValueError(f"stream.windows={s.windows}: window(s) {[w for w, n in enumerate(rows) if n == 0]} of "
-                         f"the log are empty (the time column has too few distinct values); use fewer windows")
+                         f"the log are empty (too few rows for that many windows); use fewer windows")
     read_rejects(ledger).check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
     record = {"generation": generation, "rows": rows, "bounds": bounds, "schema": json.loads(schema.to_json()),
               "buckets": pre.buckets}

@@ -5,7 +5,9 @@ hardware numerics), so the second one reads the first one's signals instead. Wha
 in: the whole data section (source, files, generation, preprocessing, splits, sampling),
 a fingerprint of the input files (path, size, mtime) for real logs (valid and test files
 and a glob's matches included), the teacher section, the seed, the number of teacher
-workers (DDP changes the optimisation), the rows per signal block (the blocks' layout) and the store layout version. What stays out: students, distillation, device, run name.
+workers (DDP changes the optimisation), the rows per signal block (the blocks' layout) and the store layout version. What stays out: students, distillation, device, run name, and
+``teacher.history_fraction`` where it cannot change the teacher (``history_orders_teacher``):
+the students of any cut read the signals of every window the teacher recorded.
 """
 
 from __future__ import annotations
@@ -62,8 +64,28 @@ def _digest(ident: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+# Formats whose rows carry a time column: data.shuffle=auto keeps their order (no history cut in it).
+_TIMED_FORMATS = ("synthetic", "avazu", "movielens")
+
+
+def history_orders_teacher(cfg: ExperimentConfig) -> bool:
+    """Whether ``teacher.history_fraction`` changes what the teacher learns: only when the
+    train split is shuffled within history and window (``data.shuffle`` window, which auto
+    is for a log without time), since the cut then decides the order. Otherwise the teacher
+    trains on the same rows in the same order whatever the cut, and records a signal for
+    every row; the cut only says which rows the students take. A Parquet log may or may not
+    have time: counted as ordered by the cut, which at worst retrains a teacher."""
+    shuffle = cfg.data.shuffle
+    if shuffle == "auto":
+        return cfg.data.source not in _TIMED_FORMATS
+    return shuffle == "window"
+
+
 def teacher_key(cfg: ExperimentConfig) -> str:
-    return _digest({**_data_identity(cfg), "teacher": to_dict(cfg.teacher), "seed": cfg.run.seed,
+    teacher = to_dict(cfg.teacher)
+    if not history_orders_teacher(cfg):
+        del teacher["history_fraction"]
+    return _digest({**_data_identity(cfg), "teacher": teacher, "seed": cfg.run.seed,
                     "teacher_workers": cfg.platform.teacher_workers,
                     "signal_block_rows": cfg.platform.signal_block_rows})
 
