@@ -53,7 +53,9 @@ def _close(a: dict, b: dict, tol: float = 1e-3) -> None:
 # patience it keeps its best weights in that checkpoint. The teacher trains on after its
 # recording pass, so η's teacher and the final one differ.
 GAP_EXTRA = ("run.seed=5", "platform.signal_block_rows=1024", "platform.checkpoint_every_blocks=2",
-             "students.0.epochs=2", "students.0.patience=1", "teacher.epochs=2")
+             "students.0.epochs=2", "students.0.patience=1", "teacher.epochs=2",
+             # the second student takes the latest 30% of the train split: both engines pick the same rows
+             "students.1.rows=recent", "students.1.sampling_ratio=0.3")
 
 
 def _curve(r: dict, *path: str) -> list[float]:
@@ -88,6 +90,9 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
             assert _curve(first, sa["name"], kind) == pytest.approx(_curve(local, sa["name"], kind), abs=1e-3)
     assert [len(_curve(first, "student", k)) for k in ("_raw", "_distill")] == [2, 2]
     assert all(s["signal_coverage"] == 1.0 for s in first["students"])
+    recent = first["students"][1]
+    assert recent["rows_from"] == "recent" and abs(recent["rows"] - 0.3 * 16_000) <= 2  # of the 16k-row train split
+    assert abs(first["students"][0]["rows"] - 0.5 * 16_000) < 400  # a uniform half of the split
     p = first["platform"]
     assert p["stream_rows"] == p["stream_rows_with_signal"] > 0
 

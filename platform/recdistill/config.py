@@ -204,8 +204,7 @@ class TeacherConfig:
              "signals then come from a teacher that has learned the history but not those rows")
     eval_every: int | Literal["auto"] = opt(
         "auto", ge=0, help="validation: AUC on the valid split every this many optimizer steps (and after the last); "
-                           "0 = after each epoch (auto: 0, or a quarter of the pass when epochs is 1). Skipped "
-                           "when the valid split is empty")
+                           "0 = after each epoch (auto: 0). Skipped when the valid split is empty")
     patience: int | Literal["auto"] = opt(
         "auto", ge=0, help="early stopping: stop after this many validations in a row without a better valid AUC "
                            "and restore the best weights; 0 = off (all epochs run, the curve is still reported; "
@@ -245,8 +244,8 @@ class StudentConfig:
     embedding_lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of embedding tables (auto: 1e-2)")
     eval_every: int | Literal["auto"] = opt(
         "auto", ge=0, help="validation: AUC on the valid split every this many of this model's optimizer steps "
-                           "(and after the last); 0 = after each epoch (auto: 0, or a quarter of the pass when "
-                           "epochs is 1). Skipped when the valid split is empty")
+                           "(and after the last); 0 = after each epoch (auto: 0). Skipped when the valid split "
+                           "is empty")
     patience: int | Literal["auto"] = opt(
         "auto", ge=0, help="early stopping: stop after this many validations in a row without a better valid AUC "
                            "and restore the best weights; 0 = off (all epochs run, the curve is still reported; "

@@ -358,7 +358,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     for i, s in enumerate(cfg.students):
         raw, dist = members[f"{s.name}/raw"], members[f"{s.name}/distill"]
         entry = {"name": s.name, "arch": s.arch, "towers": s.towers, "params": dist["params"],
-                 "rows": dist["sample_rows"], "raw_reused": i in skip_raw,
+                 "rows": dist["sample_rows"], "rows_from": s.rows, "raw_reused": i in skip_raw,
                  "signal_coverage": dist["signal_rows"] / dist["rows_trained"] if dist["rows_trained"] else 0.0}
         for kind, mm in (("raw", raw), ("distill", dist)):
             entry.update({f"{k}_{kind}": mm[k] for k in ("auc", "logloss", "calibration")})

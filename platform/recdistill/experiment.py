@@ -168,6 +168,7 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
         rows = train.take(s_idx)
         zt = signals[s_idx]
         entry: dict[str, Any] = {"name": s.name, "arch": s.arch, "towers": s.towers, "rows": len(s_idx),
+                                 "rows_from": s.rows,
                                  "signal_coverage": float((~torch.isnan(zt)).float().mean())}
         for kind, z in (("raw", None), ("distill", zt)):
             obj = student_objective(cfg, i, kind == "distill")

@@ -52,9 +52,8 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
              "| --- | ---: | ---: | ---: |" + (" ---: |" if gauc else "") + " ---: | ---: | ---: | ---: | ---: | --- |"]
     lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t.get('rows', 0):,} | {t['auc']:.4f} |"
                  f"{g(t.get('gauc'))} {t['logloss']:.4f} | {t['calibration']:+.3f} | | | | {_epochs(t)} |")
-    picks = {s.name: s for s in cfg.students}
     for s in r["students"]:
-        how = picks[s["name"]].rows if s["name"] in picks else ""
+        how = s.get("rows_from", "")  # random or recent rows of the students' window
         lines.append(f"| {s['name']} ({s['arch']}, {s['towers']}) | {s['params']:,} | {s.get('rows', 0):,} {how} | "
                      f"{s['auc_distill']:.4f} |"
                      f"{g(s.get('gauc_distill'))} {s['logloss_distill']:.4f} | "

@@ -17,7 +17,7 @@ def test_rule_at_the_ends_of_the_range() -> None:
     assert small.steps_per_pass(50_000) == 391  # not the 12 steps of one 4096-row batch per pass
     big = default_schedule(100_000_000, has_valid=True)
     assert (big.batch_size, big.epochs) == (4096, 1)
-    assert big.eval_every == big.steps_per_pass(100_000_000) // 4  # a single pass is validated 4 times
+    assert big.eval_every == 0  # validated after its pass, never restored to a point inside it
     assert default_schedule(50_000, has_valid=False).patience == 0  # nothing to stop on
 
 
@@ -43,7 +43,7 @@ def test_resolve_sizes_buckets_and_keeps_what_was_set() -> None:
     assert out.data.buckets == {"C1": 1024, "C2": 2002, "C3": 50_000} == field_buckets(cfg, stats.distinct)
     assert out.teacher.epochs == 3 and out.teacher.batch_size == 128 and out.teacher.eval_every == 0
     auto_teacher, _ = resolve(_cfg(), stats)  # one pass: its first pass is what the students learn from
-    assert auto_teacher.teacher.epochs == 1 and auto_teacher.teacher.eval_every == 312 // 4
+    assert auto_teacher.teacher.epochs == 1 and auto_teacher.teacher.eval_every == 0
     s = out.students[0]
     assert s.batch_size == 64 and s.epochs == 10 and s.patience == 2 and s.lr == 1e-3
     assert derived["students"]["student"]["rows"] == 20_000  # sampling_ratio 0.5 of the train split
@@ -51,12 +51,12 @@ def test_resolve_sizes_buckets_and_keeps_what_was_set() -> None:
     assert any("C3 30,000→50,000" in line for line in describe(derived))
 
 
-def test_resolve_counts_negative_down_sampling_and_single_pass_cadence() -> None:
+def test_resolve_counts_negative_down_sampling() -> None:
     cfg = _cfg("students.0.negative_keep_rate=0.1", "teacher.epochs=1")
     out, derived = resolve(cfg, TrainStats(train_rows=1_000_000, positives=100_000, valid_rows=0))
     # half the split: 50k positives + 10% of 450k negatives
     assert derived["students"]["student"]["rows"] == 95_000
-    assert out.teacher.eval_every == derived["teacher"]["steps_per_epoch"] // 4 and out.teacher.patience == 0
+    assert out.teacher.eval_every == 0 and out.teacher.patience == 0
     assert out.data.buckets == "max"  # nothing measured: every field keeps hash_buckets
 
 
