@@ -191,8 +191,8 @@ class TeacherConfig:
     epochs: int | Literal["auto"] = opt("auto", ge=1, help="most passes over the teacher's training rows (auto: "
                                                            "see train/schedule.py, sized by its rows)")
     batch_size: int | Literal["auto"] = opt("auto", ge=1, help="rows per step (auto: sized by its rows, 128..4096)")
-    lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of dense parameters (Adam; auto: 1e-3)")
-    embedding_lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of embedding tables (auto: 1e-2)")
+    lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of dense parameters (Adam; auto: 1e-2)")
+    embedding_lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of embedding tables (auto: 1e-3)")
     sampling_ratio: float = opt(1.0, gt=0.0, le=1.0, help="share of the train split the teacher trains on")
     negative_keep_rate: float = opt(
         1.0, gt=0.0, le=1.0,
@@ -240,8 +240,8 @@ class StudentConfig:
     epochs: int | Literal["auto"] = opt("auto", ge=1, help="most passes over the student's training rows (auto: "
                                                            "see train/schedule.py, sized by its rows)")
     batch_size: int | Literal["auto"] = opt("auto", ge=1, help="rows per step (auto: sized by its rows, 128..4096)")
-    lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of dense parameters (Adam; auto: 1e-3)")
-    embedding_lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of embedding tables (auto: 1e-2)")
+    lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of dense parameters (Adam; auto: 1e-2)")
+    embedding_lr: float | Literal["auto"] = opt("auto", gt=0.0, help="learning rate of embedding tables (auto: 1e-3)")
     eval_every: int | Literal["auto"] = opt(
         "auto", ge=0, help="validation: AUC on the valid split every this many of this model's optimizer steps "
                            "(and after the last); 0 = after each epoch (auto: 0). Skipped when the valid split "

@@ -45,7 +45,7 @@ def test_resolve_sizes_buckets_and_keeps_what_was_set() -> None:
     auto_teacher, _ = resolve(_cfg(), stats)  # one pass: its first pass is what the students learn from
     assert auto_teacher.teacher.epochs == 1 and auto_teacher.teacher.eval_every == 0
     s = out.students[0]
-    assert s.batch_size == 64 and s.epochs == 10 and s.patience == 2 and s.lr == 1e-3
+    assert s.batch_size == 64 and s.epochs == 10 and s.patience == 2 and s.lr == 1e-2 and s.embedding_lr == 1e-3
     assert derived["students"]["student"]["rows"] == 20_000  # sampling_ratio 0.5 of the train split
     assert derived["teacher"]["auto"] == ["batch_size", "eval_every", "patience", "lr", "embedding_lr"]
     assert any("C3 30,000→50,000" in line for line in describe(derived))
