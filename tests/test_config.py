@@ -84,3 +84,11 @@ def test_yaml_booleans_map_back_to_the_option_meant() -> None:
     assert load_config(None, ["stream.replay=off"]).stream.replay == "off"
     with pytest.raises(ConfigError, match="stream.replay"):
         load_config(None, ["stream.replay=yes"])
+
+
+def test_exponent_without_a_dot_is_a_number() -> None:
+    # YAML 1.1 (PyYAML) reads 1e-3 as the string "1e-3"; a float key takes it as the number it means
+    cfg = load_config(None, ["teacher.lr=1e-3", "students.0.embedding_lr=2E-4", "distill.temperature=1e0"])
+    assert (cfg.teacher.lr, cfg.students[0].embedding_lr, cfg.distill.temperature) == (0.001, 0.0002, 1.0)
+    with pytest.raises(ConfigError, match="teacher.lr='fast'"):
+        load_config(None, ["teacher.lr=fast"])

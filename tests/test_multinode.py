@@ -47,6 +47,8 @@ def test_ddp_teacher_across_two_nodes(two_nodes, tmp_path: Path) -> None:
         "data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data.synthetic.max_cardinality=5000",
         "teacher.arch=dnn", "teacher.depth=1", "teacher.width=16", "teacher.embed_dim=4", "teacher.batch_size=512",
         "teacher.epochs=1", "students.0.epochs=1",
+        # about ten DDP steps a worker: the rates this check was written with, not the defaults sized for real logs
+        "teacher.lr=0.001", "teacher.embedding_lr=0.01",
         "students.0.embed_dim=4", "students.0.width=8", "students.0.depth=1", "students.0.batch_size=512",
         "platform.teacher_workers=2", "platform.cpus_per_worker=0.4", "platform.signal_block_rows=1024",
         f"platform.signal_store={tmp_path / 'store'}", f"run.dir={tmp_path / 'run'}"])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -542,6 +543,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected an integer")
         return value
     if tp is float:
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            value = float(value)  # YAML 1.1 reads 1e-3 (no dot) as a string
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}={value!r}: expected a number")
         return float(value)
@@ -550,6 +553,9 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
             raise ConfigError(f"{key}={value!r}: expected a string")
         return value
     raise TypeError(f"config type {tp!r} of {key} is not supported by the loader")
+
+
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 def _check_bounds(value: Any, f: dataclasses.Field, key: str) -> None:
@@ -718,8 +724,11 @@ def smoke_test(cfg: ExperimentConfig) -> ExperimentConfig:
         # shift events keep their place relative to the log's length
         days = sorted({min(_SMOKE_DATA["days"] - 1, d * _SMOKE_DATA["days"] // data.days) for d in drift.shift_days})
         data = r(data, **_SMOKE_DATA, synthetic=r(data.synthetic, **_SMOKE_SYNTH, drift=r(drift, shift_days=days)))
-    teacher = r(cfg.teacher, embed_dim=8, depth=1, width=32, epochs=1)
-    students = [r(s, **_SMOKE_MODEL, tower_width=min(s.tower_width, 16)) for s in cfg.students]
+    # large batches where the data would size them: a smoke test checks the path, not the fit
+    teacher = r(cfg.teacher, embed_dim=8, depth=1, width=32, epochs=1,
+                batch_size=4096 if cfg.teacher.batch_size == "auto" else cfg.teacher.batch_size)
+    students = [r(s, **_SMOKE_MODEL, tower_width=min(s.tower_width, 16),
+                  batch_size=2048 if s.batch_size == "auto" else s.batch_size) for s in cfg.students]
     stream = r(cfg.stream, windows=min(cfg.stream.windows, 5), batch_windows=min(cfg.stream.batch_windows, 2),
                replay_capacity=min(cfg.stream.replay_capacity, 5000))
     transfer = r(cfg.transfer, eval_every=min(cfg.transfer.eval_every, 10), eval_rows=min(cfg.transfer.eval_rows, 5000))

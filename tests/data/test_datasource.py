@@ -126,3 +126,32 @@ def test_parquet_row_id_in_two_files_fails_the_read(tmp_path):
     ds, _ = read_log(str(tmp_path / "dup"), "parquet")
     with pytest.raises(DataError, match=r"row_id 5 occurs in both .*dup/[ab]\.parquet and .*dup/[ab]\.parquet"):
         ds.materialize()
+
+
+def test_movielens_side_files_join_in_ray_read_tasks(tmp_path, ray_local):
+    """In this module, which starts Ray anyway: tests/data/test_movielens_side.py has the pure checks."""
+    import importlib.util
+
+    import pyarrow as pa
+
+    # the fixtures of the pure MovieLens tests (--import-mode=importlib: no sibling imports by name)
+    spec = importlib.util.spec_from_file_location("movielens_side", Path(__file__).with_name("test_movielens_side.py"))
+    side = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(side)
+    EXPECTED, SIDE_COLS, side_values, write_ml100k = side.EXPECTED, side.SIDE_COLS, side.side_values, side.write_ml100k
+
+    from recdistill.data.datasource import read_log
+
+    write_ml100k(tmp_path, "u1.base")
+    write_ml100k(tmp_path, "u1.test")
+    ds, schema = read_log(str(tmp_path / "u1.*"), "movielens", error_budget=0.5)
+    assert schema.categorical == ("user_id", "item_id", *SIDE_COLS)
+    t = pa.Table.from_pylist(ds.take_all()).sort_by("row_id")
+    assert side_values(t) == EXPECTED * 2
+    bare = tmp_path / "bare" / "u.data"
+    bare.parent.mkdir()
+    bare.write_text("1\t1\t4\t5\n")
+    # Refused before any task runs; files in sorted order, so bare/ comes first.
+    with pytest.raises(DataError, match=r"u1\.base: MovieLens side files \(.*u\.user, .*u\.item\) give other "
+                                        r"columns than those of .*bare/u\.data \(no side files\)"):
+        read_log([str(tmp_path / "u1.base"), str(bare)], "movielens")

@@ -166,21 +166,3 @@ def test_files_of_one_read_must_find_the_same_side_files(tmp_path):
     with pytest.raises(DataError, match=r"ml/u\.data: MovieLens side files here .* but the read was planned with "
                                         r"user_id, item_id:"):
         read(with_sides, schema=formats.schema_for("movielens"))
-
-
-def test_read_log_joins_in_ray_read_tasks(tmp_path, ray_local):
-    from recdistill.data.datasource import read_log
-
-    write_ml100k(tmp_path, "u1.base")
-    write_ml100k(tmp_path, "u1.test")
-    ds, schema = read_log(str(tmp_path / "u1.*"), "movielens", error_budget=0.5)
-    assert schema.categorical == ("user_id", "item_id", *SIDE_COLS)
-    t = pa.Table.from_pylist(ds.take_all()).sort_by("row_id")
-    assert side_values(t) == EXPECTED * 2
-    bare = tmp_path / "bare" / "u.data"
-    bare.parent.mkdir()
-    bare.write_text("1\t1\t4\t5\n")
-    # Refused before any task runs; files in sorted order, so bare/ comes first.
-    with pytest.raises(DataError, match=r"u1\.base: MovieLens side files \(.*u\.user, .*u\.item\) give other "
-                                        r"columns than those of .*bare/u\.data \(no side files\)"):
-        read_log([str(tmp_path / "u1.base"), str(bare)], "movielens")
