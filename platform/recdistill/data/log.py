@@ -196,8 +196,28 @@ def _resolve_auto(cfg: ExperimentConfig, schema: LogSchema, raw: dict[str, Any],
     if not sizing.needs_pass(cfg):
         return cfg, {}
     fields = sizing.sketched_fields(cfg, schema)
-    stats = sizing.cached_stats(cfg, fields, lambda: sizing.measure(raw["train"], raw["valid"], fields))
+    stats = _synthetic_stats(cfg) if not fields else None
+    if stats is None:
+        stats = sizing.cached_stats(cfg, fields, lambda: sizing.measure(raw["train"], raw["valid"], fields))
     resolved, derived = sizing.resolve(cfg, stats)
     for line in sizing.describe(derived):
         (log or print)(line)
     return resolved, derived
+
+
+def _synthetic_stats(cfg: ExperimentConfig) -> Any:
+    """A synthetic log's split sizes from its manifest (rows and positives as generated; the
+    time splits cut equal-count quantiles), so sizing it needs no pass; None for other logs."""
+    from recdistill import sizing
+    from recdistill.data.synthetic import verified_manifest
+
+    if cfg.data.source != "synthetic":
+        return None
+    manifest = verified_manifest(synthetic_dir(cfg))
+    if manifest is None:
+        return None
+    rows, positives = manifest["summary"]["rows"], manifest["summary"]["positives"]
+    keep = cfg.data.negative_keep_rate  # the experiment's own down-sampling, after generation
+    rows = positives + (rows - positives) * keep
+    f_train, f_valid, _ = cfg.data.splits
+    return sizing.TrainStats(int(round(rows * f_train)), int(round(positives * f_train)), int(round(rows * f_valid)))
