@@ -17,8 +17,6 @@ the data's identity, so a sweep measures a log once.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -29,9 +27,9 @@ import pyarrow.compute as pc
 
 from recdistill.config import ExperimentConfig, StudentConfig, TeacherConfig
 from recdistill.data.distinct import estimate, registers
-from recdistill.data.preprocess import FIRST_ID
+from recdistill.data.preprocess import FIRST_ID, identity_encoded
 from recdistill.data.schema import LABEL, LogSchema
-from recdistill.train.schedule import default_schedule
+from recdistill.train.schedule import default_schedule, steps_per_pass
 
 AUTO = "auto"
 _SCHEDULE_KEYS = ("batch_size", "epochs", "eval_every", "patience", "lr", "embedding_lr")
@@ -84,13 +82,7 @@ def sketched_fields(cfg: ExperimentConfig, schema: LogSchema) -> tuple[str, ...]
     """Fields whose bucket count the pass decides: hashed, with no cardinality known."""
     if cfg.data.buckets != AUTO or cfg.data.encoding != "hash":
         return ()
-    return tuple(c for c in schema.categorical if not _identity(schema, c, cfg.data.hash_buckets))
-
-
-def _identity(schema: LogSchema, name: str, most: int) -> bool:
-    # mirrors build_preprocessor: dense integer ids that fit are mapped one to one
-    card = schema.cardinality(name)
-    return schema.categorical_type == "int64" and card is not None and card + FIRST_ID <= most
+    return tuple(c for c in schema.categorical if not identity_encoded(schema, c, cfg.data.hash_buckets))
 
 
 def field_buckets(cfg: ExperimentConfig, distinct: dict[str, int]) -> dict[str, int]:
@@ -108,8 +100,7 @@ def _resolve_model(m: TeacherConfig | StudentConfig, rows: int, has_valid: bool)
     rule = default_schedule(rows, has_valid, {k: getattr(m, k) for k in ("batch_size", "epochs")
                                               if getattr(m, k) != AUTO}, teacher=isinstance(m, TeacherConfig))
     chosen = {k: (getattr(rule, k) if getattr(m, k) == AUTO else getattr(m, k)) for k in _SCHEDULE_KEYS}
-    steps = max(1, -(-rows // chosen["batch_size"]))
-    derived = {"rows": rows, **chosen, "steps_per_epoch": steps,
+    derived = {"rows": rows, **chosen, "steps_per_epoch": steps_per_pass(rows, chosen["batch_size"]),
                "auto": [k for k in _SCHEDULE_KEYS if getattr(m, k) == AUTO]}
     return dataclasses.replace(m, **chosen), derived
 
@@ -137,6 +128,15 @@ def resolve(cfg: ExperimentConfig, stats: TrainStats) -> tuple[ExperimentConfig,
     return dataclasses.replace(cfg, data=data, teacher=teacher, students=students), derived
 
 
+def resolve_and_print(cfg: ExperimentConfig, stats: TrainStats,
+                      log: Callable[[str], None]) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """``resolve``, with the start-up lines (``describe``) sent to ``log``."""
+    resolved, derived = resolve(cfg, stats)
+    for line in describe(derived):
+        log(line)
+    return resolved, derived
+
+
 def describe(derived: dict[str, Any]) -> list[str]:
     """Start-up lines: what each model got, and the hash sizes."""
     out = [f"[defaults] train split {derived['train_rows']:,} rows, valid {derived['valid_rows']:,}: "
@@ -156,24 +156,15 @@ def describe(derived: dict[str, Any]) -> list[str]:
     return out
 
 
-def stats_cache_key(cfg: ExperimentConfig, scope: str) -> str:
-    from recdistill.signals.key import _data_identity
-
-    ident = _data_identity(cfg)
-    ident["data"] = {k: v for k, v in ident["data"].items() if k not in ("buckets", "buckets_per_distinct",
-                                                                         "min_buckets", "hash_buckets")}
-    ident["scope"] = scope
-    return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
-
-
 def cached_stats(cfg: ExperimentConfig, fields: tuple[str, ...], compute: Callable[[], TrainStats],
                  scope: str = "train split") -> TrainStats:
     """``compute()`` unless the signal store holds this log's stats (of ``scope``: what was
     measured) with these fields."""
+    from recdistill.signals.key import log_stats_key
     from recdistill.signals.store import SignalStore
 
     store = SignalStore(cfg.platform.signal_store)
-    path = f"{store.root}/_log_stats/{stats_cache_key(cfg, scope)}.json"
+    path = f"{store.root}/_log_stats/{log_stats_key(cfg, scope)}.json"
     hit = store.read_json(path)
     if hit is not None and set(fields) <= set(hit.get("distinct", {})):
         return TrainStats(hit["train_rows"], hit["positives"], hit["valid_rows"],
@@ -196,7 +187,4 @@ def resolve_for_stream(cfg: ExperimentConfig, log: Callable[[str], None]) -> Exp
     stats = cached_stats(cfg, fields, lambda: measure(ds, None, fields), scope="whole log")
     share = cfg.stream.batch_windows / cfg.stream.windows
     phase = TrainStats(max(1, int(stats.train_rows * share)), int(stats.positives * share), 0, stats.distinct)
-    resolved, derived = resolve(cfg, phase)
-    for line in describe(derived):
-        log(line)
-    return resolved
+    return resolve_and_print(cfg, phase, log)[0]

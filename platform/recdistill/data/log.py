@@ -199,10 +199,7 @@ def _resolve_auto(cfg: ExperimentConfig, schema: LogSchema, raw: dict[str, Any],
     stats = _synthetic_stats(cfg) if not fields else None
     if stats is None:
         stats = sizing.cached_stats(cfg, fields, lambda: sizing.measure(raw["train"], raw["valid"], fields))
-    resolved, derived = sizing.resolve(cfg, stats)
-    for line in sizing.describe(derived):
-        (log or print)(line)
-    return resolved, derived
+    return sizing.resolve_and_print(cfg, stats, log or print)
 
 
 def _synthetic_stats(cfg: ExperimentConfig) -> Any:

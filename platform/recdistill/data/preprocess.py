@@ -90,6 +90,13 @@ class Preprocessor:
         return pa.table(cols)
 
 
+def identity_encoded(schema: LogSchema, name: str, most_buckets: int) -> bool:
+    """Whether a hashed field's ids are dense integers of known cardinality that fit in
+    ``most_buckets`` codes (the synthetic log): those are mapped one to one, not hashed."""
+    card = schema.cardinality(name)
+    return schema.categorical_type == "int64" and card is not None and card + FIRST_ID <= most_buckets
+
+
 def build_preprocessor(schema: LogSchema, data: DataConfig,
                        vocab: dict[str, pd.Index] | None = None) -> Preprocessor:
     """The encoding per field from the config; ``vocab`` is required for encoding=vocab."""
@@ -100,11 +107,9 @@ def build_preprocessor(schema: LogSchema, data: DataConfig,
             raise ConfigError(f"data.buckets names {', '.join(map(repr, unknown))}, which the log has no categorical "
                               f"field called; its fields: {', '.join(schema.categorical)}")
     for name in schema.categorical:
-        card = schema.cardinality(name)
-        if schema.categorical_type == "int64" and card is not None and data.encoding == "hash" \
-                and card + FIRST_ID <= data.hash_buckets:
+        if data.encoding == "hash" and identity_encoded(schema, name, data.hash_buckets):
             # Dense integer ids that fit: an identity map loses nothing and collides never.
-            fields[name] = FieldEncoding("identity", card + FIRST_ID)
+            fields[name] = FieldEncoding("identity", schema.cardinality(name) + FIRST_ID)
         elif data.encoding == "hash":
             # data.buckets is a mapping once sizing.resolve measured the fields (auto), else every field gets the most
             sized = data.buckets.get(name) if isinstance(data.buckets, dict) else None

@@ -122,3 +122,15 @@ def spool_key(cfg: ExperimentConfig) -> str:
     """The windowed, encoded log's identity: the data and how it is cut into windows (the
     vocabulary is fitted on the batch-phase windows)."""
     return _digest({**_data_identity(cfg), "windows": cfg.stream.windows, "batch_windows": cfg.stream.batch_windows})
+
+
+# Data keys that size the hash tables from the statistics, not the statistics themselves.
+_SIZING_ONLY = ("buckets", "buckets_per_distinct", "min_buckets", "hash_buckets")
+
+
+def log_stats_key(cfg: ExperimentConfig, scope: str) -> str:
+    """The identity of a log's statistics (``sizing``): the data without the keys that only
+    use them, and what was measured (``scope``: the train split, or the whole log)."""
+    ident = _data_identity(cfg)
+    ident["data"] = {k: v for k, v in ident["data"].items() if k not in _SIZING_ONLY}
+    return _digest({**ident, "scope": scope})

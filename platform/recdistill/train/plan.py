@@ -56,10 +56,15 @@ def student_sample_seed(cfg: ExperimentConfig, i: int) -> int:
     return (cfg.run.seed * 1000 + 100 + _name_number("rows:" + seed_name(cfg, i))) % (1 << 62)
 
 
+def _recent_cut(s: StudentConfig) -> float:
+    # rounded so that ratios spelled differently (0.3, 1 - 0.7) share one cut
+    return round(1.0 - s.sampling_ratio, 12)
+
+
 def recent_cuts(cfg: ExperimentConfig) -> list[float]:
     """Where the students with ``rows: recent`` start, as shares of the train split in
     ascending order (one per distinct sampling_ratio): the tags ``windows.tag_history`` adds."""
-    return sorted({round(1.0 - s.sampling_ratio, 12) for s in cfg.students if s.rows == "recent"})
+    return sorted({_recent_cut(s) for s in cfg.students if s.rows == "recent"})
 
 
 def student_rows(cfg: ExperimentConfig, i: int) -> tuple[float, int]:
@@ -71,7 +76,7 @@ def student_rows(cfg: ExperimentConfig, i: int) -> tuple[float, int]:
     a recent one takes every row past its cut."""
     s = cfg.students[i]
     if s.rows == "recent":
-        return 1.0, recent_cuts(cfg).index(round(1.0 - s.sampling_ratio, 12)) + 1
+        return 1.0, recent_cuts(cfg).index(_recent_cut(s)) + 1
     return min(1.0, s.sampling_ratio / (1.0 - cfg.teacher.history_fraction)), 0
 
 
@@ -117,6 +122,7 @@ def check_validation(cfg: ExperimentConfig, valid_rows: int) -> None:
     """Early stopping needs validation rows: fail before any training when there are none."""
     if valid_rows:
         return
+
     def set_by_hand(p: object) -> bool:  # patience auto is 0 without a valid split
         return isinstance(p, int) and p > 0
 

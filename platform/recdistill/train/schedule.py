@@ -50,7 +50,11 @@ class Schedule:
     embedding_lr: float
 
     def steps_per_pass(self, rows: int) -> int:
-        return max(1, math.ceil(rows / self.batch_size))
+        return steps_per_pass(rows, self.batch_size)
+
+
+def steps_per_pass(rows: int, batch_size: int) -> int:
+    return max(1, math.ceil(rows / batch_size))
 
 
 def default_batch_size(rows: int) -> int:
