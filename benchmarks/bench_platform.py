@@ -43,7 +43,7 @@ def _config(args: argparse.Namespace, n: int, name: str, reuse: bool) -> Experim
 
 def _window(cfg: ExperimentConfig, key: str) -> tuple[Any, TensorLog, torch.Tensor]:
     """The students' window as in-memory tensors with the stored teacher logits (the baseline's input)."""
-    from recdistill.data.log import prepare_log
+    from recdistill.engine.prepare import prepare_log
     from recdistill.data.tensors import collect
     from recdistill.data.windows import STUDENT_WINDOW, tag_history
     from recdistill.signals.store import LOGIT, SignalStore

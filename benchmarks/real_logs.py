@@ -149,8 +149,8 @@ def fit_logistic(train: TensorLog, valid: TensorLog | None, test: TensorLog, buc
 
 def logistic_baseline(cfg: ExperimentConfig, log: Any) -> dict[str, Any]:
     """The baseline on the rows the teacher trained on (same splits, encoding and sample)."""
-    from recdistill.data.log import prepare_log
-    from recdistill.experiment import sample_index
+    from recdistill.engine.prepare import prepare_log
+    from recdistill.train.plan import sample_index
     from recdistill.ray_env import ensure_ray
     from recdistill.train.plan import sequence_length, teacher_sample_seed
 

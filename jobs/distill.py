@@ -21,9 +21,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recdistill.config import ConfigError, load_config, smoke_test
+from recdistill.config import ConfigError, load_config
 from recdistill.experiment import run_experiment
 from recdistill.run_dir import OVERWRITE_HELP
+from recdistill.smoke import smoke_test
 
 
 def main(argv: list[str] | None = None) -> int:

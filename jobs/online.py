@@ -20,9 +20,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recdistill.config import ConfigError, load_config, smoke_test
+from recdistill.config import ConfigError, load_config
 from recdistill.online.pipeline import run_online
 from recdistill.run_dir import OVERWRITE_HELP
+from recdistill.smoke import smoke_test
 
 
 def main(argv: list[str] | None = None) -> int:

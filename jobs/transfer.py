@@ -22,8 +22,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from recdistill.config import ConfigError, load_config, smoke_test
+from recdistill.config import ConfigError, load_config
 from recdistill.run_dir import OVERWRITE_HELP
+from recdistill.smoke import smoke_test
 from recdistill.transfer.compare import STRATEGIES, compare_sampling
 from recdistill.transfer.pipeline import run_transfer
 

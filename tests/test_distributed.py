@@ -14,7 +14,7 @@ import pytest
 
 from recdistill.config import load_config
 from recdistill.experiment import run_experiment
-from recdistill.train.ray_workers import FAIL_ENV
+from recdistill.train.worker import FAIL_ENV
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -121,7 +121,7 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
 
 
 def _key(shared: Path, *extra: str) -> str:
-    from recdistill.signals.key import teacher_key
+    from recdistill.train.keys import teacher_key
 
     return teacher_key(_cfg(shared, "k", *extra))
 

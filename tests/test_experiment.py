@@ -11,7 +11,9 @@ import torch
 
 from recdistill.config import load_config
 from recdistill.data.tensors import TensorLog
-from recdistill.experiment import run_experiment, sample_index, transferability
+from recdistill.experiment import run_experiment
+from recdistill.results import transferability
+from recdistill.train.plan import sample_index
 from recdistill.models import FeatureSpec, Ranker
 from recdistill.train.loop import fit
 

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 from recdistill.config import TrackingConfig
-from recdistill.reports import markdown_to_html
+from recdistill.report.render import markdown_to_html
 from recdistill.tracking import make_trackers, wandb_mode
 
 
@@ -47,8 +47,8 @@ def test_html_embeds_only_the_runs_own_pngs_and_escapes_names(tmp_path: Path) ->
     import base64
 
     from recdistill.config import dump_config, load_config
-    from recdistill.reports import report_dir
-    from recdistill.results import write_results
+    from recdistill.cli import report_dir
+    from recdistill.report.experiment import write_results
 
     run, outside = tmp_path / "run", tmp_path / "outside"
     run.mkdir()
@@ -90,7 +90,7 @@ def html_text_of(page: str) -> str:
 
 def test_gauc_column_only_where_it_was_computed() -> None:
     from recdistill.config import load_config
-    from recdistill.results import report_markdown
+    from recdistill.report.experiment import report_markdown
 
     teacher = {"arch": "dcnv2", "params": 10, "auc": 0.7, "logloss": 0.5, "calibration": 0.0}
     student = {"name": "s", "arch": "dnn", "towers": "single", "params": 5, "auc_raw": 0.6, "auc_distill": 0.65,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import typing
 from pathlib import Path
+from typing import Callable
 
 from recdistill.config import ConfigError, ExperimentConfig, dump_config, load_config
 from recdistill.run_dir import OVERWRITE_HELP, SWEEP_OVERWRITE_HELP
@@ -41,7 +43,7 @@ def _config_from_args(args: argparse.Namespace) -> ExperimentConfig:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from recdistill.config import smoke_test
+    from recdistill.smoke import smoke_test
     from recdistill.experiment import run_experiment
 
     cfg = _config_from_args(args)
@@ -60,9 +62,41 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report(args: argparse.Namespace) -> int:
-    from recdistill.reports import report_dir
+def report_dir(directory: Path, log: Callable[[str], None] = print) -> None:
+    """Rebuild the report of a run (batch, online or transfer) or of a sweep from its results.json."""
+    from recdistill.report.render import write_html
 
+    path = directory / "results.json"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no results.json here; expected a run or sweep directory")
+    results = json.loads(path.read_text())
+    if "trials" in results:
+        from recdistill.report.sweep import write_sweep_report
+
+        write_sweep_report(directory, results, None, log)
+        return
+    cfg_path = directory / "config.yaml"
+    if not cfg_path.exists():
+        raise ConfigError(f"{cfg_path}: a run directory needs the resolved config.yaml next to results.json")
+    cfg = load_config(cfg_path)
+    if "windows" in results:
+        from recdistill.report.online import plot_auc_over_windows, report_markdown
+
+        plot_auc_over_windows(results, directory / "auc_over_windows.png")
+        (directory / "report.md").write_text(report_markdown(cfg, results))
+    elif results.get("kind") == "transfer":
+        from recdistill.report.transfer import plot_curves, report_markdown
+
+        plot_curves(results, directory / "curves.png")
+        (directory / "report.md").write_text(report_markdown(cfg, results))
+    else:
+        from recdistill.report.experiment import report_markdown
+
+        (directory / "report.md").write_text(report_markdown(cfg, results))
+    log(f"[report] {directory / 'report.md'}, {write_html(directory, cfg.run.name)}")
+
+
+def _report(args: argparse.Namespace) -> int:
     report_dir(Path(args.dir))
     return 0
 

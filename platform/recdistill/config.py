@@ -367,10 +367,7 @@ class TransferConfig:
 
 @dataclass
 class TuneConfig:
-    num_samples: int = opt(1, ge=1, help="samples per point of the search space")
     max_concurrent_trials: int = opt(2, ge=1, help="trials running at once")
-    scheduler: Literal["grid", "random", "asha"] = opt("grid", help="search / early-stopping scheme")
-    metric: str = opt("auc", help="metric the sweep maximises")
 
 
 @dataclass
@@ -706,31 +703,3 @@ def config_from_dict(raw: dict) -> ExperimentConfig:
 
 def dump_config(cfg: ExperimentConfig) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False)
-
-
-# Small enough to finish in about a minute on 2 CPU cores, through every stage.
-_SMOKE_DATA = {"rows": 20_000, "days": 2}
-_SMOKE_SYNTH = {"num_users": 2_000, "max_cardinality": 20_000}
-_SMOKE_MODEL = {"embed_dim": 4, "depth": 1, "width": 16, "epochs": 1}
-
-
-def smoke_test(cfg: ExperimentConfig) -> ExperimentConfig:
-    """The same experiment shrunk to a smoke test: a tiny log (synthetic sources), small
-    models and one pass, under ``<run.name>-smoke``. Real logs keep their rows."""
-    r = dataclasses.replace
-    data = cfg.data
-    if data.source == "synthetic":
-        drift = data.synthetic.drift
-        # shift events keep their place relative to the log's length
-        days = sorted({min(_SMOKE_DATA["days"] - 1, d * _SMOKE_DATA["days"] // data.days) for d in drift.shift_days})
-        data = r(data, **_SMOKE_DATA, synthetic=r(data.synthetic, **_SMOKE_SYNTH, drift=r(drift, shift_days=days)))
-    # large batches where the data would size them: a smoke test checks the path, not the fit
-    teacher = r(cfg.teacher, embed_dim=8, depth=1, width=32, epochs=1,
-                batch_size=4096 if cfg.teacher.batch_size == "auto" else cfg.teacher.batch_size)
-    students = [r(s, **_SMOKE_MODEL, tower_width=min(s.tower_width, 16),
-                  batch_size=2048 if s.batch_size == "auto" else s.batch_size) for s in cfg.students]
-    stream = r(cfg.stream, windows=min(cfg.stream.windows, 5), batch_windows=min(cfg.stream.batch_windows, 2),
-               replay_capacity=min(cfg.stream.replay_capacity, 5000))
-    transfer = r(cfg.transfer, eval_every=min(cfg.transfer.eval_every, 10), eval_rows=min(cfg.transfer.eval_rows, 5000))
-    return r(cfg, data=data, teacher=teacher, students=students, stream=stream, transfer=transfer,
-             run=r(cfg.run, name=f"{cfg.run.name}-smoke"))

@@ -1,12 +1,19 @@
-"""Results of one experiment, whatever engine ran it: η, the printed table, report.md."""
+"""What a batch run reports per student, typed: the engines build these records and the
+report reads them back, so the names results.json uses are spelled here once; and η, the
+one figure every engine and phase reports per student.
+
+results.json keeps its flat form (``auc_raw``, ``auc_distill``, ``steps_raw``, ...): it is
+what W&B, sweeps and users' notebooks read. ``to_dict``/``from_dict`` convert.
+"""
 
 from __future__ import annotations
 
-import json
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any
 
-from recdistill.config import ExperimentConfig
-from recdistill.reports import write_html
+KINDS = ("raw", "distill")  # a student trained on labels only, and with the teacher's signals
+_EARLY = ("stopped_epoch", "best_epoch", "valid_curve")
+_NAN = float("nan")
 
 
 def transferability(p_teacher: float, p_raw: float, p_distill: float) -> float:
@@ -15,84 +22,89 @@ def transferability(p_teacher: float, p_raw: float, p_distill: float) -> float:
     return (p_distill - p_raw) / gain if gain > 0 else float("nan")
 
 
-def write_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> None:
-    out = cfg.run.out_dir
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "report.md").write_text(report_markdown(cfg, results))
-    write_html(out, cfg.run.name)
-    log("\n".join(result_table(results)))
-    log(f"[run] wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.html'} ({results['seconds']:.0f} s)")
+@dataclass
+class Scored:
+    """One model on the test split. ``gauc`` only where the log has a user field and the
+    engine grouped by it."""
+
+    auc: float
+    logloss: float
+    calibration: float
+    gauc: float | None = None
+
+    @classmethod
+    def of(cls, m: dict[str, Any], suffix: str = "") -> Scored:
+        """From a metrics dict; what an older or partial results.json lacks reads as NaN."""
+        return cls(m[f"auc{suffix}"], m.get(f"logloss{suffix}", _NAN), m.get(f"calibration{suffix}", _NAN),
+                   m.get(f"gauc{suffix}"))
+
+    def fields(self, suffix: str = "") -> dict[str, float]:
+        out = {f"auc{suffix}": self.auc, f"logloss{suffix}": self.logloss, f"calibration{suffix}": self.calibration}
+        if self.gauc is not None:
+            out[f"gauc{suffix}"] = self.gauc
+        return out
 
 
-def result_table(r: dict[str, Any]) -> list[str]:
-    head = f"{'model':18s} {'params':>10s} {'AUC':>7s} {'LogLoss':>8s} {'calib':>7s}   {'AUC raw→distill':>17s} {'η':>6s}"
-    t = r["teacher"]
-    rows = [head, f"{'teacher (' + t['arch'] + ')':18s} {t['params']:>10,} {t['auc']:>7.4f} {t['logloss']:>8.4f} "
-                  f"{t['calibration']:>+7.3f}"]
-    for s in r["students"]:
-        rows.append(f"{s['name']:18s} {s['params']:>10,} {s['auc_distill']:>7.4f} {s['logloss_distill']:>8.4f} "
-                    f"{s['calibration_distill']:>+7.3f}   {s['auc_raw']:.4f}→{s['auc_distill']:.4f} {s['eta']:>6.2f}")
-    if "oracle" in r:
-        rows.append(f"{'oracle (p_true)':18s} {'':>10s} {r['oracle']['auc']:>7.4f}")
-    return rows
+@dataclass
+class Training:
+    """One training of a student, raw or distilled: its score, speed and where it stopped
+    (``train.evaluate.EarlyStop``'s summary)."""
+
+    scored: Scored
+    samples_per_s: float
+    steps: int
+    early: dict[str, Any]  # stopped_epoch, best_epoch, valid_curve
+    seconds: float | None = None  # training time inside the Train worker (the Ray engine)
+
+    @classmethod
+    def of(cls, d: dict[str, Any], kind: str) -> Training:
+        sfx = f"_{kind}"
+        return cls(Scored.of(d, sfx), d.get(f"samples_per_s{sfx}", _NAN), d.get(f"steps{sfx}", 0),
+                   {k: d.get(f"{k}{sfx}") for k in _EARLY}, d.get(f"train_seconds{sfx}"))
+
+    def fields(self, kind: str) -> dict[str, Any]:
+        sfx = f"_{kind}"
+        out: dict[str, Any] = {**self.scored.fields(sfx), f"samples_per_s{sfx}": self.samples_per_s}
+        if self.seconds is not None:
+            out[f"train_seconds{sfx}"] = self.seconds
+        out[f"steps{sfx}"] = self.steps
+        out.update({f"{k}{sfx}": self.early.get(k) for k in _EARLY})
+        return out
 
 
-def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
-    t = r["teacher"]
-    # GAUC only where it was computed (a log with a user field, an engine that groups by it)
-    gauc = "gauc" in t or any("gauc_distill" in s for s in r["students"])
+@dataclass
+class StudentResult:
+    """A student of a batch run: who it is, the rows it had, and its raw and distilled
+    trainings. ``eta`` is against the teacher whose signals it got."""
 
-    def g(value: float | None) -> str:
-        return f" {value:.4f} |" if gauc and value is not None else (" |" if gauc else "")
+    name: str
+    arch: str
+    towers: str
+    params: int
+    rows: int  # rows it trained on (its sample of the students' window)
+    rows_from: str  # random or recent rows of the window
+    signal_coverage: float  # share of its rows that had a teacher signal
+    raw: Training
+    distill: Training
+    eta: float
+    raw_reused: bool | None = None  # the Ray engine reuses stored raw students
 
-    lines = [f"# {cfg.run.name}", "", f"Log: {cfg.data.source}, {cfg.data.rows:,} rows" if cfg.data.source == "synthetic"
-             else f"Log: {cfg.data.source} {cfg.data.path}", "",
-             "| model | params | training rows | AUC |" + (" GAUC (user) |" if gauc else "") +
-             " LogLoss | calibration | AUC raw | AUC distilled | η | stopped in epoch (best) |",
-             "| --- | ---: | ---: | ---: |" + (" ---: |" if gauc else "") + " ---: | ---: | ---: | ---: | ---: | --- |"]
-    lines.append(f"| teacher ({t['arch']}) | {t['params']:,} | {t.get('rows', 0):,} | {t['auc']:.4f} |"
-                 f"{g(t.get('gauc'))} {t['logloss']:.4f} | {t['calibration']:+.3f} | | | | {_epochs(t)} |")
-    for s in r["students"]:
-        how = s.get("rows_from", "")  # random or recent rows of the students' window
-        lines.append(f"| {s['name']} ({s['arch']}, {s['towers']}) | {s['params']:,} | {s.get('rows', 0):,} {how} | "
-                     f"{s['auc_distill']:.4f} |"
-                     f"{g(s.get('gauc_distill'))} {s['logloss_distill']:.4f} | "
-                     f"{s['calibration_distill']:+.3f} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | {s['eta']:.2f} | "
-                     f"raw {_epochs(s, '_raw')}, distilled {_epochs(s, '_distill')} |")
-    if "oracle" in r:
-        lines += ["", f"Oracle AUC (true click probability): {r['oracle']['auc']:.4f}"]
-    lines += ["", "η = (AUC distilled − AUC raw) / (AUC teacher − AUC raw), same student, same rows. The teacher "
-              "is the one whose signals the students got: as its first (recording) pass over the log left it. "
-              "Best = the epoch of the best validation AUC; with patience a model ends with those weights."]
-    if "final" in t:
-        f = t["final"]
-        lines += ["", f"The teacher trained on after that pass (to epoch {f['epochs']}): AUC {f['auc']:.4f}, "
-                      f"LogLoss {f['logloss']:.4f}; not η's teacher."]
-    lines += _derived_lines(r.get("data", {}).get("derived") or {})
-    return "\n".join(lines + [""])
+    def training(self, kind: str) -> Training:
+        return self.raw if kind == "raw" else self.distill
 
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "arch": self.arch, "towers": self.towers, "params": self.params,
+                               "rows": self.rows, "rows_from": self.rows_from}
+        if self.raw_reused is not None:
+            out["raw_reused"] = self.raw_reused
+        out["signal_coverage"] = self.signal_coverage
+        for kind in KINDS:
+            out.update(self.training(kind).fields(kind))
+        out["eta"] = self.eta
+        return out
 
-def _derived_lines(d: dict[str, Any]) -> list[str]:
-    """The sizes the run derived from its data (sizing.py), as a table."""
-    if not d:
-        return []
-    out = ["", f"Sized by the data (train split {d['train_rows']:,} rows, valid {d['valid_rows']:,}; keys left at "
-               f"auto, see train/schedule.py):", "",
-           "| model | rows | batch | epochs (most) | steps per epoch | eval_every | patience | lr / embedding lr |",
-           "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
-    for name, m in [("teacher", d["teacher"]), *d["students"].items()]:
-        out.append(f"| {name} | {m['rows']:,} | {m['batch_size']} | {m['epochs']} | {m['steps_per_epoch']:,} | "
-                   f"{m['eval_every'] or 'epoch'} | {m['patience']} | {m['lr']:g} / {m['embedding_lr']:g} |")
-    if d.get("buckets"):
-        b = d["buckets"]
-        out += ["", "Hash buckets per field (distinct ids ≈ → buckets): " +
-                ", ".join(f"{k} {v['distinct']:,} → {v['buckets']:,}" for k, v in b.items())]
-    return out
-
-
-def _epochs(m: dict[str, Any], suffix: str = "") -> str:
-    """``stopped (best)`` from a model's results; blank for results without them."""
-    stopped, best = m.get(f"stopped_epoch{suffix}"), m.get(f"best_epoch{suffix}")
-    if stopped is None:
-        return ""
-    return f"{stopped}" + (f" ({best})" if best is not None else "")
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> StudentResult:
+        return cls(d["name"], d["arch"], d["towers"], d["params"], d.get("rows", 0), d.get("rows_from", ""),
+                   d.get("signal_coverage", _NAN), Training.of(d, "raw"), Training.of(d, "distill"),
+                   d["eta"], d.get("raw_reused"))

@@ -160,7 +160,7 @@ def cached_stats(cfg: ExperimentConfig, fields: tuple[str, ...], compute: Callab
                  scope: str = "train split") -> TrainStats:
     """``compute()`` unless the signal store holds this log's stats (of ``scope``: what was
     measured) with these fields."""
-    from recdistill.signals.key import log_stats_key
+    from recdistill.train.keys import log_stats_key
     from recdistill.signals.store import SignalStore
 
     store = SignalStore(cfg.platform.signal_store)

@@ -12,6 +12,7 @@ import pytest
 
 from recdistill.data import formats
 from recdistill.data.formats import expand_paths, iter_file, schema_for, schema_for_file
+from recdistill.data.formats.parquet import iter_parquet
 from recdistill.data.rejects import DataError, RejectTally
 from recdistill.data.schema import LogSchema
 
@@ -597,7 +598,7 @@ def test_parquet_row_id_twice_in_a_file_is_an_error(tmp_path):
         p = _parquet(tmp_path, name, row_ids, [0.0] * len(row_ids))
         with pytest.raises(DataError, match=rf"{p}: row_id {row_ids[rows[0] - 1]} occurs more than once "
                                             rf"\(rows {rows[0]} and {rows[1]}\)"):
-            list(formats._iter_parquet(str(p), 0, RejectTally(), None, None, batch_rows=2))
+            list(iter_parquet(str(p), RejectTally(), None, None, batch_rows=2))
     ok = _parquet(tmp_path, "ok.parquet", [5, 1, 4, 2], [0.0] * 4)
     t, _ = read(ok, "parquet")
     assert t["row_id"].to_pylist() == [5, 1, 4, 2]

@@ -27,6 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recdistill.data import formats
+from recdistill.data.formats.parquet import iter_parquet
 from recdistill.data.rejects import DataError, RejectTally
 from recdistill.data.schema import LogSchema
 
@@ -394,9 +395,9 @@ def test_parquet_fuzz(workdir, rows, batch):
     tally = RejectTally()
     if len(set(ids)) < len(ids):
         with pytest.raises(DataError, match=rf"{p}: row_id \d+ occurs more than once \(rows \d+ and \d+\)"):
-            list(formats._iter_parquet(str(p), 0, tally, None, None, batch_rows=batch))
+            list(iter_parquet(str(p), tally, None, None, batch_rows=batch))
         return
-    tables = list(formats._iter_parquet(str(p), 0, tally, None, None, batch_rows=batch))
+    tables = list(iter_parquet(str(p), tally, None, None, batch_rows=batch))
     table = pa.concat_tables(tables) if tables else None
     verdicts = [parquet_verdict(r) for r in rows]
     f32 = lambda x: None if x is None else float(np.float32(x))  # noqa: E731

@@ -11,7 +11,8 @@ import pyarrow as pa
 import pytest
 
 from recdistill.config import load_config
-from recdistill.data.log import ensure_synthetic, open_log, prepare_log
+from recdistill.data.log import ensure_synthetic, open_log
+from recdistill.engine.prepare import prepare_log
 from recdistill.data.preprocess import FIRST_ID, MISSING, OOV, build_preprocessor, fit_vocab
 from recdistill.data.synthetic import manifest_problem
 from recdistill.data.windows import WINDOW, time_splits, with_windows

@@ -11,7 +11,7 @@ import pytest
 from recdistill.config import ConfigError, load_config
 from recdistill.data.formats import AVAZU_COLUMNS
 from recdistill.data.windows import HISTORY, STUDENT_WINDOW, WINDOW, permuted_ids, resolve_shuffle
-from recdistill.signals.key import _file_fingerprint, teacher_key
+from recdistill.train.keys import _file_fingerprint, teacher_key
 
 pytestmark = pytest.mark.timeout(240)
 LINE = 1 << 40
@@ -116,7 +116,7 @@ def _table(ds) -> pa.Table:
 
 
 def test_criteo_glob_with_valid_and_test_files(tmp_path: Path, ray_local) -> None:
-    from recdistill.data.log import prepare_log
+    from recdistill.engine.prepare import prepare_log
     from recdistill.data.preprocess import OOV
     from recdistill.data.schema import ROW_ID
     from recdistill.data.tensors import collect
@@ -158,7 +158,7 @@ def test_criteo_glob_with_valid_and_test_files(tmp_path: Path, ray_local) -> Non
 
 
 def test_avazu_test_file_only_cuts_path_into_train_and_valid_by_time(tmp_path: Path, ray_local) -> None:
-    from recdistill.data.log import prepare_log
+    from recdistill.engine.prepare import prepare_log
 
     # 27 hours × 8 rows, written newest first: the 8:1 cut (192 rows) falls after hour 24 in time
     hours = [d * 100 + h for d, h in [(141021, h) for h in range(24)] + [(141022, h) for h in range(3)]]
@@ -192,7 +192,7 @@ def test_order_values_keep_time_and_split_ties() -> None:
 
 
 def test_a_log_of_one_hour_still_gets_its_splits_and_history(tmp_path: Path, ray_local) -> None:
-    from recdistill.data.log import prepare_log
+    from recdistill.engine.prepare import prepare_log
 
     # every row in the same hour: time cannot order them (the Avazu sample is like this)
     rows = [avazu_line(int(i % 3 == 0), 14102100, f"s{i % 7}") for i in range(400)]

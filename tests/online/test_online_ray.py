@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from recdistill.config import load_config, smoke_test
+from recdistill.config import load_config
+from recdistill.smoke import smoke_test
 from recdistill.online.pipeline import run_online
-from recdistill.train.ray_workers import DROP_ENV, FAIL_ENV, KILL_HUB_ENV
+from recdistill.train.worker import DROP_ENV, FAIL_ENV, KILL_HUB_ENV
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -71,7 +72,7 @@ def test_second_run_reuses_the_online_teacher(first: dict, tmp: Path, monkeypatc
             assert [s[kind] for s in a["students"]] == pytest.approx([s[kind] for s in b["students"]], abs=1e-6)
     # a different τ is a different teacher
     other = _cfg(tmp, "store", "x", "stream.teacher_update_interval=1")
-    from recdistill.signals.key import online_teacher_key
+    from recdistill.train.keys import online_teacher_key
     assert online_teacher_key(other) != first["teacher"]["key"]
 
 

@@ -11,7 +11,7 @@ import ray
 
 from recdistill.config import load_config
 from recdistill.signals.hub import get_hub
-from recdistill.signals.key import teacher_key
+from recdistill.train.keys import teacher_key
 from recdistill.signals.store import SignalStore
 
 pytestmark = pytest.mark.timeout(120)

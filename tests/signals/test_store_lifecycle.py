@@ -16,7 +16,7 @@ import pyarrow.fs as pafs
 import pytest
 
 from recdistill.data.schema import LogSchema
-from recdistill.online.spool import DONE, _committed
+from recdistill.online.spool import DONE, committed_spool
 from recdistill.signals.lease import holder, reuse_or_lease, try_acquire
 from recdistill.signals.store import SignalStore, new_generation, signal_id
 
@@ -185,13 +185,13 @@ def test_a_planted_pickle_in_the_spool_never_runs(tmp_path: Path) -> None:
     gen = new_generation()
     store.write_json(f"{base}/{DONE}", {"generation": gen, "rows": [5, 5], "bounds": [3],
                                         "schema": json.loads(schema.to_json()), "buckets": {"C1": 7}})
-    spool = _committed(store, f"{base}/{DONE}", base)
+    spool = committed_spool(store, f"{base}/{DONE}", base)
     assert spool is not None and spool.schema == schema and spool.buckets == {"C1": 7}
     assert spool.uri == f"{base}/{gen}" and spool.rows == [5, 5]
     assert not marker.exists()
     # a record that is not ours: a clear error naming it, not a crash deep in the run
     Path(base, DONE).write_text(json.dumps({"rows": [1]}))
     with pytest.raises(ValueError, match="not a recdistill spool record"):
-        _committed(store, f"{base}/{DONE}", base)
+        committed_spool(store, f"{base}/{DONE}", base)
     pickle.loads(pickle.dumps(_Payload()))  # the payload is live: loading it would have run it
     assert marker.exists()

@@ -9,7 +9,7 @@ import pytest
 from ray import tune
 
 from recdistill.config import ConfigError
-from recdistill.sweep.report import pareto_front
+from recdistill.report.sweep import pareto_front
 from recdistill.sweep.space import SearchSpace, check_space, load_space, trial_overrides
 
 ROOT = Path(__file__).parents[2]

@@ -18,7 +18,7 @@ from recdistill.online.shift import ShiftDetector, profile
 from recdistill.online.workers import profiles_from_state, profiles_state
 from recdistill.train.checkpoint import UnsafeCheckpointError, load_dir, load_state, plain
 from recdistill.train.loop import optimizers, train_step
-from recdistill.train.ray_workers import _fail_specs
+from recdistill.train.worker import crash_specs
 from recdistill.transfer.augment import load_teacher_state
 
 SPEC = FeatureSpec(buckets=(7, 11), num_dense=3)
@@ -132,8 +132,8 @@ def test_the_workers_payloads_load_back_as_data(tmp_path: Path) -> None:
 
 
 def test_failure_hook_specs() -> None:
-    assert _fail_specs("") == []
-    assert _fail_specs("teacher:7:/tmp/a; students:12:/tmp/b") == [("teacher", 7, "/tmp/a"), ("students", 12, "/tmp/b")]
-    assert _fail_specs("transfer-end_to_end:3:/x:y") == [("transfer-end_to_end", 3, "/x:y")]
+    assert crash_specs("") == []
+    assert crash_specs("teacher:7:/tmp/a; students:12:/tmp/b") == [("teacher", 7, "/tmp/a"), ("students", 12, "/tmp/b")]
+    assert crash_specs("transfer-end_to_end:3:/x:y") == [("transfer-end_to_end", 3, "/x:y")]
     with pytest.raises(ValueError, match="'<role>:<step>:<marker file>'.*'teacher:seven:/m'"):
-        _fail_specs("teacher:seven:/m")
+        crash_specs("teacher:seven:/m")

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from recdistill.config import load_config, smoke_test
-from recdistill.train.ray_workers import FAIL_ENV
+from recdistill.config import load_config
+from recdistill.smoke import smoke_test
+from recdistill.train.worker import FAIL_ENV
 from recdistill.transfer.pipeline import run_transfer, speedups, time_to_match
 
 pytestmark = pytest.mark.timeout(400)

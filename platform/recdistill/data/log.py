@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from recdistill.config import ConfigError, DataConfig, ExperimentConfig, to_dict
-from recdistill.data.preprocess import Preprocessor
-from recdistill.data.rejects import RejectTally
 from recdistill.data.schema import LogSchema
 
 # Keys of DataConfig that decide the synthetic log's bytes (the rest is preprocessing).
@@ -61,33 +58,6 @@ def open_log(cfg: ExperimentConfig, *, ledger: Any = None, progress: Any = None)
     return ds, schema
 
 
-@dataclass
-class PreparedLog:
-    """Model-ready splits of the experiment's log (Ray Datasets) and how they were made."""
-
-    schema: LogSchema
-    preprocessor: Preprocessor
-    splits: dict[str, Any]  # "train" (tagged: windows.tag_history), "valid", "test" → encoded Dataset
-    ledger: Any  # RejectLedger: call rejects() after the splits were consumed
-    cfg: ExperimentConfig  # the config with every auto key resolved (sizing.resolve): train with this one
-    shuffle: str = "none"  # the resolved data.shuffle the train split is ordered by
-    split_sources: dict[str, str] = field(default_factory=dict)  # split → where its rows come from
-    derived: dict[str, Any] = field(default_factory=dict)  # what sizing.resolve derived, from what
-
-    def rejects(self) -> RejectTally:
-        from recdistill.data.datasource import read_rejects
-
-        return read_rejects(self.ledger)
-
-    def describe(self) -> dict[str, Any]:
-        """What results.json says about the data: the training order, where each split came
-        from, and the test rows whose ids training never saw (one distributed pass)."""
-        from recdistill.data.preprocess import oov_counts
-
-        return {"shuffle": self.shuffle, "split_sources": dict(self.split_sources),
-                "oov_test": oov_counts(self.splits["test"], self.preprocessor), "derived": self.derived}
-
-
 def _split_paths(data: DataConfig) -> list[tuple[str, str]]:
     """(name, path) of every read, in file-numbering order: data.path, then valid, then test."""
     return [(name, p) for name, p in (("path", data.path), ("valid", data.valid_path), ("test", data.test_path)) if p]
@@ -137,84 +107,27 @@ def _read_split_files(cfg: ExperimentConfig, ledger: Any) -> tuple[dict[str, Any
     return out, first
 
 
-def prepare_log(cfg: ExperimentConfig, *, progress: Any = None,
-                log: Callable[[str], None] | None = None) -> PreparedLog:
-    """Open → splits → auto keys resolved (``sizing``) → (vocabulary fitted on train only) →
-    encode every split → train split tagged and ordered.
-
-    Splits: data.valid_path / data.test_path where given, the rest cut from data.path in
-    time order (``_path_cut``). The statistics pass and the vocabulary see the train split
-    only, so OOV counts on test are honest. The train split is tagged history / students'
-    window / recency (``windows.tag_history``), then data.shuffle orders it
-    (``windows.shuffled_train``). ``PreparedLog.cfg`` is the resolved config: the engines
-    train with it and write it as config.yaml.
-    """
-    from recdistill.data.datasource import new_ledger
-    from recdistill.data.preprocess import build_preprocessor, fit_vocab
+def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None
+               ) -> tuple[dict[str, Any], LogSchema, dict[str, str]]:
+    """The raw (not yet encoded) train/valid/test splits, lazy, with the schema and where
+    each split's rows come from: data.valid_path / data.test_path where given, the rest cut
+    from data.path in time order (``_path_cut``)."""
     from recdistill.data.sampling import negative_downsample
-    from recdistill.data.windows import resolve_shuffle, shuffled_train, tag_history, time_splits, two_way_split
-    from recdistill.train.plan import recent_cuts
+    from recdistill.data.windows import time_splits, two_way_split
 
     data = cfg.data
-    ledger = new_ledger()
     if data.source == "synthetic" or not (data.valid_path or data.test_path):
         ds, schema = open_log(cfg, ledger=ledger, progress=progress)
         sources = {"train": "data.path", "valid": "data.path", "test": "data.path"}
-        raw = time_splits(ds, schema.order_column, data.splits)
-    else:
-        reads, schema = _read_split_files(cfg, ledger)
-        if data.negative_keep_rate < 1.0:
-            reads = {k: v.map_batches(negative_downsample, batch_format="pyarrow",
-                                      fn_kwargs={"keep_rate": data.negative_keep_rate, "seed": data.seed})
-                     for k, v in reads.items()}
-        share, (first, rest), sources = _path_cut(data)
-        # all of data.path is train when both other splits have files: no cut to compute
-        raw = {first: reads["path"]} if not rest else \
-            dict(zip((first, rest), two_way_split(reads["path"], schema.order_column, share)))
-        raw.update({name: reads[name] for name in ("valid", "test") if name in reads})
-    cfg, derived = _resolve_auto(cfg, schema, raw, log)
-    data = cfg.data
-    vocab = fit_vocab(raw["train"], schema, data.min_count) if data.encoding == "vocab" else None
-    pre = build_preprocessor(schema, data, vocab)
-    encoded = {name: split.map_batches(pre, batch_format="pyarrow") for name, split in raw.items()}
-    shuffle = resolve_shuffle(data.shuffle, schema.has_ts)
-    cuts = recent_cuts(cfg)
-    if shuffle != "none":
-        encoded["train"] = shuffled_train(encoded["train"], schema.order_column, cfg.teacher.history_fraction,
-                                          shuffle, data.seed, cuts)
-    else:
-        encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts)
-    return PreparedLog(schema, pre, encoded, ledger, cfg, shuffle, sources, derived)
-
-
-def _resolve_auto(cfg: ExperimentConfig, schema: LogSchema, raw: dict[str, Any],
-                  log: Callable[[str], None] | None) -> tuple[ExperimentConfig, dict[str, Any]]:
-    """The config with its auto keys sized by the train split (one cached pass; none when
-    nothing is auto)."""
-    from recdistill import sizing
-
-    if not sizing.needs_pass(cfg):
-        return cfg, {}
-    fields = sizing.sketched_fields(cfg, schema)
-    stats = _synthetic_stats(cfg) if not fields else None
-    if stats is None:
-        stats = sizing.cached_stats(cfg, fields, lambda: sizing.measure(raw["train"], raw["valid"], fields))
-    return sizing.resolve_and_print(cfg, stats, log or print)
-
-
-def _synthetic_stats(cfg: ExperimentConfig) -> Any:
-    """A synthetic log's split sizes from its manifest (rows and positives as generated; the
-    time splits cut equal-count quantiles), so sizing it needs no pass; None for other logs."""
-    from recdistill import sizing
-    from recdistill.data.synthetic import verified_manifest
-
-    if cfg.data.source != "synthetic":
-        return None
-    manifest = verified_manifest(synthetic_dir(cfg))
-    if manifest is None:
-        return None
-    rows, positives = manifest["summary"]["rows"], manifest["summary"]["positives"]
-    keep = cfg.data.negative_keep_rate  # the experiment's own down-sampling, after generation
-    rows = positives + (rows - positives) * keep
-    f_train, f_valid, _ = cfg.data.splits
-    return sizing.TrainStats(int(round(rows * f_train)), int(round(positives * f_train)), int(round(rows * f_valid)))
+        return time_splits(ds, schema.order_column, data.splits), schema, sources
+    reads, schema = _read_split_files(cfg, ledger)
+    if data.negative_keep_rate < 1.0:
+        reads = {k: v.map_batches(negative_downsample, batch_format="pyarrow",
+                                  fn_kwargs={"keep_rate": data.negative_keep_rate, "seed": data.seed})
+                 for k, v in reads.items()}
+    share, (first, rest), sources = _path_cut(data)
+    # all of data.path is train when both other splits have files: no cut to compute
+    raw = {first: reads["path"]} if not rest else \
+        dict(zip((first, rest), two_way_split(reads["path"], schema.order_column, share)))
+    raw.update({name: reads[name] for name in ("valid", "test") if name in reads})
+    return raw, schema, sources

@@ -10,7 +10,7 @@ to look. The tally is a plain dataclass that crosses process boundaries as a dic
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Sequence
 
 MAX_EXAMPLES = 5
 MAX_TEXT = 200
@@ -130,13 +130,6 @@ class RejectTally:
                  f"more than the error budget of {budget:g} ({budget:.4%}; data.error_budget)"]
         lines += self.summary_lines()
         raise DataError("\n".join(lines))
-
-
-def merge_all(tallies: Iterable[RejectTally]) -> RejectTally:
-    out = RejectTally()
-    for t in tallies:
-        out.merge(t)
-    return out
 
 
 def missing_file_error(path: str) -> DataError:

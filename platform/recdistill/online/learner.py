@@ -15,7 +15,7 @@ import torch
 from recdistill.data.tensors import TensorLog
 from recdistill.distill.objective import Objective
 from recdistill.models import Ranker
-from recdistill.train.loop import batch_loss, optimizers
+from recdistill.train.loop import batch_loss, optimizer_step, optimizers
 
 
 class StreamLearner:
@@ -38,13 +38,11 @@ class StreamLearner:
         if self.interval is None:
             return main.detach()
         loss = batch_loss(self.model, main, aux, batch, self.objective, teacher_logits)
-        # the mean gradient over the accumulated batches: τ changes how often, not how far
-        (loss / self.interval).backward()
         self.pending += 1
-        if self.pending == self.interval:
-            for o in self.opts:
-                o.step()
-                o.zero_grad(set_to_none=True)
+        due = self.pending == self.interval
+        # the mean gradient over the accumulated batches: τ changes how often, not how far
+        optimizer_step(self.opts, loss / self.interval, apply=due)
+        if due:
             self.pending = 0
             self.steps += 1
         return main.detach()

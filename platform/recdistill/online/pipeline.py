@@ -10,7 +10,6 @@ lag, teacher metrics, per student raw / distilled / label-only AUC and η) and
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Any, Callable
 
@@ -23,24 +22,22 @@ from recdistill.results import transferability
 def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     import ray
 
-    from recdistill.distributed import _trainer
-    from recdistill.online.report import write_online_results
+    from recdistill.engine.prologue import driver_name, open_run
+    from recdistill.engine.trainer import fit_metrics, test_hook_env
     from recdistill.online.spool import build_spool
     from recdistill.online.workers import online_students_loop, online_teacher_loop
-    from recdistill.ray_env import ensure_ray
-    from recdistill.run_dir import open_run_dir, write_resolved_config
-    from recdistill.sizing import resolve_for_stream
-    from recdistill.signals.hub import get_hub, hub_name
-    from recdistill.signals.key import online_teacher_key
+    from recdistill.report.online import write_online_results
+    from recdistill.run_dir import write_resolved_config
+    from recdistill.signals.hub import completed, get_hub, hub_name
     from recdistill.signals.lease import reuse_or_lease
     from recdistill.signals.store import SignalStore, new_generation, signal_id
+    from recdistill.sizing import resolve_for_stream
+    from recdistill.train.keys import online_teacher_key
 
     if cfg.platform.teacher_workers != 1:
         raise ConfigError(f"platform.teacher_workers={cfg.platform.teacher_workers}: the streaming teacher runs on "
                           f"one worker (a window is what one update cycle sees); set platform.teacher_workers=1")
-    t_start = time.perf_counter()
-    out = open_run_dir(cfg)
-    ensure_ray()
+    opened = open_run(cfg)
     cpus = ray.cluster_resources().get("CPU", 0)
     if not ray.cluster_resources().get("GPU", 0) and 2 * cfg.platform.cpus_per_worker > cpus - 1 + 1e-9:
         # two Train workers plus Ray Data's read tasks: without a whole CPU left over Ray hangs
@@ -52,10 +49,10 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     store = SignalStore(cfg.platform.signal_store)
     spool = build_spool(cfg, store.uri, log)
     key = online_teacher_key(cfg)
-    experiment = f"{cfg.run.name}-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    experiment = driver_name(cfg)
     hub = get_hub(experiment, store.uri)
     base = {"cfg": to_dict(cfg), "spool": spool, "key": key, "store": store.uri, "hub": hub_name(experiment)}
-    storage = out / "ray_train"
+    storage = opened.out / "ray_train"
     s = cfg.stream
     tau = "∞ (frozen)" if s.teacher_update_interval is None else s.teacher_update_interval
 
@@ -63,8 +60,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         info = store.teacher_info(key) if cfg.platform.reuse_signals else None
         if info is None:
             return None
-        sid = signal_id(key, info["generation"])
-        whole = all(ray.get(hub.complete.remote(sid, w, w)) is not None for w in range(s.batch_windows, s.windows))
+        whole = completed(hub, signal_id(key, info["generation"]), [(w, w) for w in range(s.batch_windows, s.windows)])
         return info if whole else None
 
     # One run trains a key at a time: another run's teacher of this key is waited for (its
@@ -84,16 +80,12 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     log(f"[students] {len(cfg.students)} student(s) × (raw, distilled"
         f"{', label-only after the batch phase' if s.label_only_baseline else ''}) follow window by window")
 
-    def fit(fn: Callable, name: str) -> dict[str, Any]:
-        return _trainer(fn, name, cfg, base, {}, 1, storage).fit().metrics
-
-    from recdistill.train.ray_workers import TEST_HOOKS
-
     # the trainers are built in tasks: they read the hooks from their own environment
-    hooks = {k: os.environ[k] for k in TEST_HOOKS if os.environ.get(k)}
-    remote = ray.remote(num_cpus=0)(fit).options(runtime_env={"env_vars": hooks} if hooks else None)
+    hooks = test_hook_env()
+    remote = ray.remote(num_cpus=0)(fit_metrics).options(runtime_env={"env_vars": hooks} if hooks else None)
     try:
-        metrics = dict(zip([r[0] for r in runs], ray.get([remote.remote(fn, name) for _, fn, name in runs])))
+        metrics = dict(zip([r[0] for r in runs],
+                           ray.get([remote.remote(fn, name, cfg, base, {}, storage) for _, fn, name in runs])))
         if reused:
             teacher = info
         else:
@@ -106,7 +98,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         if lease is not None:
             lease.release()
     results = assemble(cfg, teacher, metrics["students"], reused)
-    results["seconds"] = time.perf_counter() - t_start
+    results["seconds"] = time.perf_counter() - opened.t_start
     write_online_results(cfg, results, log)
     ray.kill(hub)
     return results

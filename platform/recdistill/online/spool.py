@@ -28,7 +28,7 @@ import pyarrow.fs as pafs
 
 from recdistill.config import ExperimentConfig
 from recdistill.data.schema import ROW_ID, LogSchema
-from recdistill.data.windows import WINDOW, _tag, boundaries
+from recdistill.data.windows import WINDOW, with_windows
 
 DONE = "_SPOOL.json"
 
@@ -60,7 +60,7 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
     from recdistill.data.datasource import new_ledger, read_rejects
     from recdistill.data.log import open_log
     from recdistill.data.preprocess import build_preprocessor, fit_vocab
-    from recdistill.signals.key import spool_key
+    from recdistill.train.keys import spool_key
     from recdistill.signals.store import SignalStore, new_generation
 
     s = cfg.stream
@@ -68,7 +68,7 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
     key = spool_key(cfg)
     base = f"{store.uri.rstrip('/')}/_windows/{key}"
     done = f"{store.root}/_windows/{key}/{DONE}"
-    found = _committed(store, done, base)
+    found = committed_spool(store, done, base)
     if found is not None:
         log(f"[spool] reusing the window spool {found.uri} ({sum(found.rows):,} rows in {len(found.rows)} windows)")
         return found
@@ -76,8 +76,7 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
     t0 = time.perf_counter()
     ledger = new_ledger()
     ds, schema = open_log(cfg, ledger=ledger)
-    bounds = boundaries(ds, schema.order_column, [i / s.windows for i in range(1, s.windows)])
-    tagged = ds.map_batches(_tag, batch_format="pyarrow", fn_kwargs={"column": schema.order_column, "bounds": bounds})
+    tagged, bounds = with_windows(ds, schema.order_column, s.windows)
     vocab = None
     if cfg.data.encoding == "vocab":
         vocab = fit_vocab(tagged.map_batches(_batch_phase, batch_format="pyarrow",
@@ -103,7 +102,7 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
               "buckets": pre.buckets}
     if not store.create_json_exclusive(done, record):
         fs.delete_dir(root)  # another run committed the same spool first: use theirs
-        found = _committed(store, done, base)
+        found = committed_spool(store, done, base)
         if found is None:
             raise RuntimeError(f"window spool {base}: {DONE} appeared but cannot be read")
         log(f"[spool] another run wrote the window spool first; using {found.uri}")
@@ -113,7 +112,7 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
     return Spool(uri, schema, pre.buckets, rows)
 
 
-def _committed(store: Any, done: str, base: str) -> Spool | None:
+def committed_spool(store: Any, done: str, base: str) -> Spool | None:
     """The committed spool described by ``done``, or None when there is none yet."""
     rec = store.read_json(done)
     if rec is None:

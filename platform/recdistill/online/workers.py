@@ -27,20 +27,22 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from recdistill.config import ExperimentConfig, config_from_dict
+from recdistill.config import ExperimentConfig
 from recdistill.data.sampling import model_sample_mask
 from recdistill.data.tensors import TensorLog, from_table
 from recdistill.metrics import auc
+from recdistill.models import FeatureSpec
 from recdistill.online.learner import StreamLearner
 from recdistill.online.replay import ReplayBuffer
 from recdistill.online.shift import ShiftDetector, WindowProfile, profile
 from recdistill.online.spool import Spool, read_window
 from recdistill.signals.store import LOGIT, SignalStore
+from recdistill.train.evaluate import evaluate
 from recdistill.train.loop import predict
-from recdistill.train.plan import (build_model, feature_spec, sequence_length, student_init_seed, student_objective,
-                                   student_sample_seed, teacher_init_seed, teacher_sample_seed)
-from recdistill.train.ray_workers import (_dropped, _finish, _maybe_fail, _maybe_kill_hub, _quiet_train_logs, _restore,
-                                          _save, _threads)
+from recdistill.train.plan import (build_model, student_init_seed, student_objective, student_sample_seed,
+                                   teacher_init_seed, teacher_sample_seed)
+from recdistill.train.worker import (finish, save_checkpoint, test_hook_crash, test_hook_dropped, test_hook_kill_hub,
+                                     worker_prologue)
 
 
 def rss_mb() -> float:
@@ -68,8 +70,6 @@ def profiles_from_state(state: list[dict[str, Any]]) -> list[WindowProfile]:
 
 
 def window_metrics(z: torch.Tensor, rows: TensorLog, negative_keep: float) -> dict[str, float]:
-    from recdistill.experiment import evaluate
-
     return evaluate(z, rows, negative_keep)
 
 
@@ -105,23 +105,18 @@ def _read(spool: Spool, window: int, seq_len: int) -> tuple[pa.Table, TensorLog]
 
 def online_teacher_loop(config: dict[str, Any]) -> None:
     import ray
-    import ray.train
-    import ray.train.torch
 
-    _quiet_train_logs()
-    cfg = config_from_dict(config["cfg"])
     spool: Spool = config["spool"]
+    ctx = worker_prologue(config, spool.schema, spool.buckets)
+    cfg, seq_len, device = ctx.cfg, ctx.seq_len, ctx.device
     t, s = cfg.teacher, cfg.stream
-    _threads(cfg)
-    device = ray.train.torch.get_device()
-    seq_len = sequence_length(cfg)
-    model = build_model(feature_spec(spool.schema, spool.buckets), t, "single", teacher_init_seed(cfg)).to(device)
+    model = build_model(ctx.spec, t, "single", teacher_init_seed(cfg)).to(device)
     learner = StreamLearner(model, lr=t.lr, embedding_lr=t.embedding_lr, interval=1)
     detector = ShiftDetector(s.shift_threshold, s.shift_history, s.shift_top_k)
     buffer = ReplayBuffer(s.replay_capacity, teacher_sample_seed(cfg))
     store, hub, key = SignalStore(config["store"]), ray.get_actor(config["hub"]), config["key"]
     st: dict[str, Any] = {"next": 0, "windows": [], "replay_until": -1, "resumed": 0, "seconds": 0.0}
-    saved = _restore()
+    saved = ctx.saved
     if saved:
         learner.load(saved["learner"])
         buffer.load(saved["buffer"])
@@ -134,13 +129,13 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
             end = start + cfg.platform.signal_block_rows
             metas.append(store.write_block(key, version, window, 0, seq, ids[start:end], z[start:end]).to_dict())
         ray.get(hub.register.remote(metas))
-        if not _dropped(window):
+        if not test_hook_dropped(window):
             ray.get(hub.mark_complete.remote(key, version, window, extra))
 
     def checkpoint() -> None:
-        _save({"learner": learner.state(), "buffer": buffer.state(), "detector": profiles_state(detector.state()),
-               "state": dict(st)},
-              {"next": st["next"]}, 0)
+        save_checkpoint({"learner": learner.state(), "buffer": buffer.state(),
+                         "detector": profiles_state(detector.state()), "state": dict(st)},
+                        {"next": st["next"]}, 0)
 
     def sample(rows: TensorLog) -> torch.Tensor:
         keep = model_sample_mask(rows.row_id.numpy(), rows.label.numpy(), t.sampling_ratio, t.negative_keep_rate,
@@ -208,10 +203,10 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
         print(f"[teacher] window {w}: AUC {m['auc']:.4f} before learning it, JS {shift['js']:.4f}"
               f"{' (shift: replay on)' if shift['fired'] else ''}, {learner.steps - steps0} optimizer steps",
               flush=True)
-        _maybe_fail("online-teacher", w)
+        test_hook_crash("online-teacher", w)
         if (w + 1 - s.batch_windows) % s.checkpoint_every_windows == 0 and w + 1 < s.windows:
             checkpoint()
-    _finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"], "steps": learner.steps,
+    finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"], "steps": learner.steps,
              "params": model.num_params(), "device": device.type}, 0)
 
 
@@ -241,8 +236,7 @@ class _Student:
         return len(idx)
 
 
-def _students(cfg: ExperimentConfig, spool: Spool) -> list[_Student]:
-    spec = feature_spec(spool.schema, spool.buckets)
+def _students(cfg: ExperimentConfig, spec: FeatureSpec) -> list[_Student]:
     out = []
     for i, st in enumerate(cfg.students):
         for kind, distill in (("raw", False), ("distill", True)):
@@ -261,7 +255,7 @@ def _label_only(cfg: ExperimentConfig, distilled: _Student) -> _Student:
 
 
 def _joined(table: pa.Table, store_uri: str, blocks: list[dict[str, Any]] | None) -> torch.Tensor:
-    from recdistill.distributed import join_signals
+    from recdistill.signals.join import join_signals
 
     if blocks is None:
         return torch.full((table.num_rows,), float("nan"))
@@ -271,23 +265,18 @@ def _joined(table: pa.Table, store_uri: str, blocks: list[dict[str, Any]] | None
 
 def online_students_loop(config: dict[str, Any]) -> None:
     import ray
-    import ray.train
-    import ray.train.torch
 
-    _quiet_train_logs()
-    cfg = config_from_dict(config["cfg"])
     spool: Spool = config["spool"]
+    ctx = worker_prologue(config, spool.schema, spool.buckets)
+    cfg, seq_len, device = ctx.cfg, ctx.seq_len, ctx.device
     s = cfg.stream
-    _threads(cfg)
-    device = ray.train.torch.get_device()
-    seq_len = sequence_length(cfg)
     store, hub, key = config["store"], ray.get_actor(config["hub"]), config["key"]
-    students = _students(cfg, spool)
+    students = _students(cfg, ctx.spec)
     for m in students:
         m.learner.model.to(device)
     buffer = ReplayBuffer(s.replay_capacity, cfg.run.seed * 1000 + 99)
     st: dict[str, Any] = {"next": 0, "windows": [], "resumed": 0}
-    saved = _restore()
+    saved = ctx.saved
     if saved:
         if "label_only" in saved:
             students += [_label_only(cfg, m) for m in students if m.distill]
@@ -297,14 +286,15 @@ def online_students_loop(config: dict[str, Any]) -> None:
         st = {**saved["state"], "resumed": saved["state"]["resumed"] + 1}
 
     def checkpoint() -> None:
-        _save({"learners": {m.name: m.learner.state() for m in students}, "buffer": buffer.state(), "state": dict(st),
-               **({"label_only": True} if any(m.name.endswith("/label_only") for m in students) else {})},
-              {"next": st["next"]}, 0)
+        save_checkpoint({"learners": {m.name: m.learner.state() for m in students}, "buffer": buffer.state(),
+                         "state": dict(st),
+                         **({"label_only": True} if any(m.name.endswith("/label_only") for m in students) else {})},
+                        {"next": st["next"]}, 0)
 
     def wait(window: int, version: int) -> tuple[dict[str, Any] | None, float]:
         t0 = time.perf_counter()
         pending = hub.wait_window.remote(key, version, window, s.signal_timeout_s)
-        _maybe_kill_hub(hub, window)  # a test hook: the hub dies with this wait in flight (it is retried)
+        test_hook_kill_hub(hub, window)  # a test hook: the hub dies with this wait in flight (it is retried)
         got = ray.get(pending)
         return got, time.perf_counter() - t0
 
@@ -353,8 +343,8 @@ def online_students_loop(config: dict[str, Any]) -> None:
         print(f"[students] window {w}: " + ", ".join(f"{n} {v['auc']:.4f}" for n, v in metrics.items())
               + (f"; waited {lag:.1f} s for signals" if got else f"; NO signals after {lag:.0f} s: labels only"),
               flush=True)
-        _maybe_fail("online-students", w)
+        test_hook_crash("online-students", w)
         if (w + 1 - s.batch_windows) % s.checkpoint_every_windows == 0 and w + 1 < s.windows:
             checkpoint()
-    _finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"],
+    finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"],
              "params": {m.name: m.learner.model.num_params() for m in students}, "device": device.type}, 0)

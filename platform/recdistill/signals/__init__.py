@@ -1,6 +1,7 @@
-"""Teacher signals: content-addressed keys, the Parquet signal store, the hub actor."""
+"""Teacher signals: their kinds, the Parquet signal store, the hub actor, the join, leases."""
 
-from recdistill.signals.key import teacher_key
-from recdistill.signals.store import BlockMeta, SignalStore
+from recdistill.signals.blocks import BlockMeta, EntityBlockMeta
+from recdistill.signals.kinds import KINDS, SignalKind
+from recdistill.signals.store import SignalStore
 
-__all__ = ["BlockMeta", "SignalStore", "teacher_key"]
+__all__ = ["KINDS", "BlockMeta", "EntityBlockMeta", "SignalKind", "SignalStore"]

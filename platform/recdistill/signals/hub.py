@@ -109,3 +109,9 @@ def get_hub(experiment: str, store_uri: str, max_restarts: int = 3) -> Any:
         name=hub_name(experiment), get_if_exists=True, max_restarts=max_restarts, max_task_retries=-1,
         num_cpus=0, max_concurrency=64)
     return actor.remote(store_uri)
+
+
+def completed(hub: Any, signal_id: str, windows: list[tuple[int, int]]) -> list[dict[str, Any]] | None:
+    """Each ``(version, window)``'s completion record, or None unless every one is complete."""
+    done = ray.get([hub.complete.remote(signal_id, v, w) for v, w in windows])
+    return done if all(d is not None for d in done) else None

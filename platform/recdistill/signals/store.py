@@ -1,11 +1,14 @@
-"""The signal store: teacher logits as Parquet, content-addressed by teacher key.
+"""The signal store: teacher signals as Parquet, content-addressed by teacher key.
 
 Layout under the store root (a local path or any pyarrow filesystem URI)::
 
-    <key>/teacher.json        the committed training: its generation, config, metrics, steps
+    <key>/teacher.json        the committed training: its generation, the kinds it supplies, config, metrics
     <key>/_LEASE.json         held while a run trains this key (signals/lease.py)
-    <key>/<generation>/v<version>/w<window>/part-r<rank>-<seq>.parquet   row_id, logit
+    <key>/<generation>/v<version>/w<window>/part-r<rank>-<seq>.parquet   row_id, teacher_logit
     <key>/<generation>/v<version>/w<window>/_COMPLETE.json               rows and blocks, once whole
+    <key>/<generation>/<kind>/<channel>/v<version>/w<window>/...         other kinds and channels, alike
+
+Blocks of every kind (signals/kinds.py) and their layout: signals/blocks.py.
 
 Every training of a key writes a fresh generation, so blocks of a crashed or earlier
 training are never indexed beside the new ones (a join would pick between duplicate row
@@ -13,9 +16,8 @@ ids); ``teacher.json``, written last and atomically, names the generation reader
 Writers and readers address one generation by its signal id, ``<key>/<generation>``.
 
 A block's file name is fixed by (rank, seq), so a worker restarted from a checkpoint
-rewrites the same file instead of adding a duplicate. Its row-id range comes from the
-Parquet footer statistics, so the hub rebuilds its index from the files alone. Every JSON
-record is written to a temporary name and renamed, so no reader sees half of one.
+rewrites the same file instead of adding a duplicate. Every JSON record is written to a
+temporary name and renamed, so no reader sees half of one.
 """
 
 from __future__ import annotations
@@ -25,19 +27,18 @@ import os
 import re
 import secrets
 import time
-from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
 from recdistill.data.schema import ROW_ID
+from recdistill.signals.blocks import (PART, BlockMeta, EntityBlockMeta, Meta, block_meta, footer_meta,
+                                       read_entity_as_of, read_row_range, signal_dir, write_block_file)
+from recdistill.signals.kinds import (DEFAULT_CHANNEL, LOGIT, LOGIT_KIND, check_kinds, check_reads, signal_kind,
+                                      supplied)
 
-LOGIT = "teacher_logit"
-_PART = re.compile(r"part-r(\d+)-(\d+)\.parquet$")
-SIGNAL_SCHEMA = pa.schema([(ROW_ID, pa.int64()), (LOGIT, pa.float32())])
 _GENERATION = re.compile(r"g\d{8}T\d{6}-[0-9a-f]+$")
 
 
@@ -53,28 +54,12 @@ def signal_id(key: str, generation: str) -> str:
     return f"{key}/{generation}"
 
 
-@dataclass(frozen=True)
-class BlockMeta:
-    key: str
-    version: int
-    window: int
-    path: str  # filesystem path inside the store's filesystem
-    rows: int
-    row_id_min: int
-    row_id_max: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
 class SignalStore:
     def __init__(self, uri: str) -> None:
         self.uri = uri
         if "://" in uri:
             self.fs, self.root = pafs.FileSystem.from_uri(uri)
         else:
-            import os
-
             # absolute, so Ray workers (whose working directory differs) find the same files
             self.fs, self.root = pafs.LocalFileSystem(), os.path.abspath(uri)
             self.uri = self.root
@@ -84,31 +69,37 @@ class SignalStore:
     def __reduce__(self) -> tuple[Any, ...]:  # filesystems pickle; keep the URI as the identity
         return (SignalStore, (self.uri,))
 
-    def _dir(self, key: str, version: int, window: int) -> str:
-        return f"{self.root}/{key}/v{version}/w{window}"
+    def _dir(self, key: str, version: int, window: int, kind: str, channel: str) -> str:
+        return f"{signal_dir(f'{self.root}/{key}', kind, channel)}/v{version}/w{window}"
 
     # ------------------------------------------------------------ writing (teacher workers)
 
     def write_block(self, key: str, version: int, window: int, rank: int, seq: int,
-                    row_ids: np.ndarray, logits: np.ndarray) -> BlockMeta:
-        if row_ids.size == 0:
-            raise ValueError("write_block: an empty signal block")
-        d = self._dir(key, version, window)
-        self.fs.create_dir(d, recursive=True)
-        path = f"{d}/part-r{rank:04d}-{seq:06d}.parquet"
+                    row_ids: np.ndarray, logits: np.ndarray, channel: str = DEFAULT_CHANNEL) -> BlockMeta:
+        """A block of logits from arrays, as teacher workers record them (``write_table`` for any kind)."""
         table = pa.table({ROW_ID: pa.array(row_ids, pa.int64()), LOGIT: pa.array(logits, pa.float32())},
-                         schema=SIGNAL_SCHEMA)
-        tmp = path + ".tmp"
-        with self.fs.open_output_stream(tmp) as f:
-            pq.write_table(table, f)
-        self.fs.move(tmp, path)  # readers never see half a file
-        return BlockMeta(key, version, window, path, int(row_ids.size), int(row_ids.min()), int(row_ids.max()))
+                         schema=LOGIT_KIND.schema())
+        return self.write_table(key, LOGIT_KIND.name, version, window, rank, seq, table, channel)
+
+    def write_table(self, key: str, kind: str, version: int, window: int, rank: int, seq: int,
+                    table: pa.Table, channel: str = DEFAULT_CHANNEL) -> Meta:
+        """A block of any kind, checked against the kind's schema (signals/kinds.py)."""
+        k = signal_kind(kind)
+        d = self._dir(key, version, window, kind, channel)
+        path = f"{d}/part-r{rank:04d}-{seq:06d}.parquet"
+        table = k.validate(table, path)
+        if table.num_rows == 0:
+            raise ValueError(f"{path}: an empty signal block")
+        self.fs.create_dir(d, recursive=True)
+        write_block_file(self.fs, path, table)
+        return block_meta(k, key, version, window, channel, path, table.num_rows, k.key_ranges(table))
 
     def mark_complete(self, key: str, version: int, window: int, rows: int, blocks: int,
-                      extra: dict[str, Any] | None = None) -> None:
+                      extra: dict[str, Any] | None = None, kind: str = LOGIT_KIND.name,
+                      channel: str = DEFAULT_CHANNEL) -> None:
         """``extra``: what the teacher knew of the window when it published it (its shift
         detector's verdict), kept next to the blocks for every reader."""
-        self.write_json(f"{self._dir(key, version, window)}/_COMPLETE.json",
+        self.write_json(f"{self._dir(key, version, window, kind, channel)}/_COMPLETE.json",
                         {"rows": rows, "blocks": blocks, **(extra or {})})
 
     def write_teacher(self, key: str, info: dict[str, Any]) -> None:
@@ -116,10 +107,13 @@ class SignalStore:
         signal_id(key, info.get("generation", ""))  # refuse a commit that names no generation
         self.write_json(f"{self.root}/{key}/teacher.json", info, indent=2)
 
-    def commit_teacher(self, key: str, info: dict[str, Any]) -> None:
-        """Commit ``info["generation"]`` as ``key``'s training, then delete the generations
-        of crashed trainings; the one committed before stays for runs reading it now."""
-        previous = self.teacher_info(key)
+    def commit_teacher(self, key: str, info: dict[str, Any], supplies: Sequence[str] = (LOGIT_KIND.name,)) -> None:
+        """Commit ``info["generation"]`` as ``key``'s training, then delete the generations of
+        crashed trainings; the one committed before stays for runs reading it now. The signal
+        kinds the teacher ``supplies`` go into ``info`` itself, so the run that trained it
+        reports the same record as a run that reuses it."""
+        previous = self.teacher_info(key, reads=())
+        info["supplies"] = check_kinds(supplies)
         self.write_teacher(key, info)
         self.remove_generations(key, {info["generation"]} | ({previous["generation"]} if previous else set()))
 
@@ -189,51 +183,53 @@ class SignalStore:
     def raw_result(self, key: str) -> dict[str, Any] | None:
         return self.read_json(f"{self.root}/_raw/{key}.json")
 
-    def teacher_info(self, key: str) -> dict[str, Any] | None:
-        """The committed training of ``key``, or None. A record from an older store layout
-        (no generation) counts as none: the teacher trains again."""
+    def teacher_info(self, key: str, reads: Sequence[str] = (LOGIT_KIND.name,)) -> dict[str, Any] | None:
+        """The committed training of ``key``, or None; a ValueError when it does not supply a
+        kind its reader ``reads``. A record from an older store layout (no generation) counts
+        as none: the teacher trains again."""
         info = self.read_json(f"{self.root}/{key}/teacher.json")
         if not isinstance(info, dict) or not _GENERATION.match(str(info.get("generation", ""))):
             return None
+        check_reads(f"{key} ({self.root}/{key}/teacher.json)", supplied(info), reads)
         return info
 
-    def committed(self, key: str) -> str | None:
+    def committed(self, key: str, reads: Sequence[str] = (LOGIT_KIND.name,)) -> str | None:
         """The signal id of ``key``'s committed training, or None."""
-        info = self.teacher_info(key)
+        info = self.teacher_info(key, reads)
         return signal_id(key, info["generation"]) if info else None
 
-    def completion(self, key: str, version: int, window: int) -> dict[str, Any] | None:
-        return self.read_json(f"{self._dir(key, version, window)}/_COMPLETE.json")
+    def completion(self, key: str, version: int, window: int, kind: str = LOGIT_KIND.name,
+                   channel: str = DEFAULT_CHANNEL) -> dict[str, Any] | None:
+        return self.read_json(f"{self._dir(key, version, window, kind, channel)}/_COMPLETE.json")
 
-    def scan(self, key: str) -> tuple[list[BlockMeta], list[tuple[int, int]]]:
-        """Every block of a teacher key found in the store (from footers), and the
-        (version, window) pairs marked complete."""
-        base = f"{self.root}/{key}"
+    def scan(self, key: str, kind: str = LOGIT_KIND.name, channel: str = DEFAULT_CHANNEL
+             ) -> tuple[list[Meta], list[tuple[int, int]]]:
+        """Every block of one kind and channel of a teacher key found in the store (from
+        footers), and the (version, window) pairs marked complete."""
+        k, base = signal_kind(kind), signal_dir(f"{self.root}/{key}", kind, channel)
         if self.fs.get_file_info(base).type != pafs.FileType.Directory:
             return [], []
         blocks, complete = [], []
         for info in self.fs.get_file_info(pafs.FileSelector(base, recursive=True)):
+            # other kinds and channels lie deeper under the single teacher's logits: not 3 parts
             parts = info.path[len(base) + 1:].split("/")
             if len(parts) != 3 or not (parts[0].startswith("v") and parts[1].startswith("w")):
                 continue
             version, window = int(parts[0][1:]), int(parts[1][1:])
             if parts[2] == "_COMPLETE.json":
                 complete.append((version, window))
-            elif _PART.search(parts[2]):
-                md = pq.read_metadata(info.path, filesystem=self.fs)
-                lo = min(md.row_group(i).column(0).statistics.min for i in range(md.num_row_groups))
-                hi = max(md.row_group(i).column(0).statistics.max for i in range(md.num_row_groups))
-                blocks.append(BlockMeta(key, version, window, info.path, md.num_rows, int(lo), int(hi)))
+            elif PART.search(parts[2]):
+                blocks.append(footer_meta(self.fs, k, key, version, window, channel, info.path))
         return sorted(blocks, key=lambda b: b.path), sorted(complete)
 
     def read_range(self, blocks: list[BlockMeta], lo: int, hi: int) -> pa.Table:
-        """Signals of the blocks overlapping row ids [lo, hi], sorted by row id."""
-        parts = [pq.read_table(b.path, filesystem=self.fs, filters=[(ROW_ID, ">=", lo), (ROW_ID, "<=", hi)])
-                 for b in blocks if b.row_id_max >= lo and b.row_id_min <= hi]
-        if not parts:
-            return SIGNAL_SCHEMA.empty_table()
-        t = pa.concat_tables(parts)
-        return t.take(pa.compute.sort_indices(t, sort_keys=[(ROW_ID, "ascending")]))
+        """Values of a row-keyed kind's blocks overlapping row ids [lo, hi], sorted by row id."""
+        return read_row_range(self.fs, blocks, lo, hi)
+
+    def read_as_of(self, blocks: list[EntityBlockMeta], entity_ids: np.ndarray, as_of: int | np.ndarray
+                   ) -> pa.Table:
+        """An entity-time kind's latest value per entity at or before ``as_of`` (signals/blocks.py)."""
+        return read_entity_as_of(self.fs, blocks, entity_ids, as_of)
 
 
 def _json_default(value: Any) -> Any:

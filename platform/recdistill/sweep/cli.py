@@ -6,17 +6,11 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-# the overrides behind config.smoke_test, for a sweep whose trials are built from overrides
-SMOKE = ["data.rows=20000", "data.days=2", "data.synthetic.num_users=2000", "data.synthetic.max_cardinality=20000",
-         "data.synthetic.drift.shift_days=[]", "teacher.embed_dim=8", "teacher.depth=1", "teacher.width=32",
-         "teacher.epochs=1", "stream.windows=5", "stream.batch_windows=2"]
-
 
 def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", required=True, help="search_spaces/FILE.py or FILE.py:NAME")
     p.add_argument("--config", required=True, help="base experiment YAML")
     p.add_argument("--num-samples", type=int, help="draws per grid point (default: the space's NUM_SAMPLES)")
-    p.add_argument("--scheduler", choices=["grid", "random", "asha"], help="default: tune.scheduler")
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: tune.max_concurrent_trials)")
     p.add_argument("--pack", type=int, default=1,
                    help="sweep trials trained as the students of one run (one pass over the distill stream, one "
@@ -27,15 +21,17 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
 
 
 def sweep_command(a: argparse.Namespace) -> dict[str, Any]:
+    from recdistill.config import load_config
+    from recdistill.smoke import smoke_overrides
     from recdistill.sweep.runner import run_sweep
     from recdistill.sweep.space import check_space, load_space
 
     space = load_space(a.space)
-    overrides = list(a.overrides) + (SMOKE if a.smoke_test else [])
+    overrides = list(a.overrides) + (smoke_overrides(load_config(a.config, a.overrides)) if a.smoke_test else [])
     n = check_space(space, a.config, overrides)
     print(f"[sweep] {space.name}: {n} trials; {space.doc.splitlines()[0] if space.doc else ''}", flush=True)
     out = Path(a.out) if a.out else Path("runs") / "sweeps" / (
         f"{Path(a.config).stem}-{space.name.replace(':', '-')}{'-smoke' if a.smoke_test else ''}")
     samples = min(a.num_samples or space.num_samples, 2) if a.smoke_test else a.num_samples
-    return run_sweep(a.config, overrides, space, out, num_samples=samples, scheduler=a.scheduler,
+    return run_sweep(a.config, overrides, space, out, num_samples=samples,
                      max_concurrent=a.max_concurrent, pack=a.pack)

@@ -28,7 +28,7 @@ EXTRA = ("teacher_auc", "teacher_steps", "teacher_reused", "raw_reused", "second
 
 
 def teacher_key_of(cfg: ExperimentConfig) -> str:
-    from recdistill.signals.key import online_teacher_key, teacher_key
+    from recdistill.train.keys import online_teacher_key, teacher_key
 
     return online_teacher_key(cfg) if cfg.stream.enabled else teacher_key(cfg)
 
@@ -82,7 +82,7 @@ def _unit_config(cfgs: list[ExperimentConfig], trials: list[int], out: Path, nam
 
 
 def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace, out: Path, *,
-              num_samples: int | None = None, scheduler: str | None = None, max_concurrent: int | None = None,
+              num_samples: int | None = None, max_concurrent: int | None = None,
               pack: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
     import ray
     from ray import tune
@@ -90,9 +90,9 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
     from recdistill.experiment import run_experiment
     from recdistill.ray_env import ensure_ray
     from recdistill.run_dir import claim_dir
-    from recdistill.signals.key import raw_student_key
+    from recdistill.train.keys import raw_student_key
     from recdistill.signals.store import SignalStore
-    from recdistill.sweep.report import write_sweep_report
+    from recdistill.report.sweep import write_sweep_report
 
     t0 = time.perf_counter()
     out = out.resolve()
@@ -166,16 +166,10 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
     def tune_units(indices: list[int], stage: str) -> None:
         if not indices:
             return
-        sched = None
-        if (scheduler or base_cfg.tune.scheduler) == "asha":
-            from ray.tune.schedulers import ASHAScheduler
-
-            # trials report once, at the end: ASHA ranks them but has nothing to stop early
-            sched = ASHAScheduler(metric="unit", mode="max", max_t=100, grace_period=1)
         log(f"[sweep] Tune: {len(indices)} run(s) ({stage})")
         tuner = tune.Tuner(
             trainable, param_space={"unit": tune.grid_search(indices)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, scheduler=sched),
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
             run_config=tune.RunConfig(name=f"{name}-{space.name}-{stage}", verbose=0,
                                       storage_path=str((out / "tune").resolve())))
         for res in tuner.fit():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from recdistill.data.tensors import TensorLog
-from recdistill.metrics import StreamingAUC
+from recdistill.metrics import StreamingAUC, auc, calibration, group_auc, log_loss
 from recdistill.models import Ranker
 
 _BINS = 1 << 20
@@ -89,6 +89,18 @@ class Evaluator:
         t = torch.zeros(int(state["size"]), dtype=torch.float64)
         t[state["index"]] = state["value"]
         self.unpack(t)
+
+
+def evaluate(z: torch.Tensor, data: TensorLog, negative_keep: float, user_col: int | None = None) -> dict[str, float]:
+    """Metrics of main-tower logits held in memory; probabilities are corrected for the
+    model's own extra negative down-sampling, so they are calibrated to the test log. With
+    ``user_col`` (the user field's column in ``data.cat``), also group AUC by user."""
+    p = torch.sigmoid(z + math.log(negative_keep)).numpy()
+    y = data.label.numpy()
+    m = {"auc": auc(y, z.numpy()), "logloss": log_loss(y, p), "calibration": calibration(y, p)}
+    if user_col is not None:
+        m["gauc"] = group_auc(y, z.numpy(), data.cat[:, user_col].numpy())
+    return m
 
 
 Validator = Callable[[dict[str, Ranker]], dict[str, float]]

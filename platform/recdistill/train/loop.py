@@ -68,6 +68,17 @@ def batch_loss(model: Ranker, main: torch.Tensor, aux: torch.Tensor, batch: Tens
     return objective(main, aux, decoupled, batch.label, zt, mask, label_mask)["total"]
 
 
+def optimizer_step(opts: list[torch.optim.Optimizer], loss: torch.Tensor, *, apply: bool = True) -> None:
+    """Backpropagate ``loss`` and, with ``apply``, step every optimizer and drop the
+    gradients (set to None, so the next backward starts from none). ``apply=False`` only
+    accumulates: the stream learner's update interval steps on several batches' gradients."""
+    loss.backward()
+    if apply:
+        for o in opts:
+            o.step()
+            o.zero_grad(set_to_none=True)
+
+
 def train_step(model: Ranker, opts: list[torch.optim.Optimizer], batch: TensorLog, *,
                objective: Objective | None = None, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
     """One optimizer step on one batch (already on the model's device); returns the main
@@ -76,12 +87,7 @@ def train_step(model: Ranker, opts: list[torch.optim.Optimizer], batch: TensorLo
     NaN teacher logits mark rows without a signal: their distill loss is masked out.
     """
     main, aux = model(batch.cat, batch.dense, batch.seq)
-    loss = batch_loss(model, main, aux, batch, objective, teacher_logits)
-    for o in opts:
-        o.zero_grad(set_to_none=True)
-    loss.backward()
-    for o in opts:
-        o.step()
+    optimizer_step(opts, batch_loss(model, main, aux, batch, objective, teacher_logits))
     return main.detach()
 
 

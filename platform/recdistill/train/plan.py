@@ -10,12 +10,21 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Collection
 
+import numpy as np
 import torch
 
 from recdistill.config import ExperimentConfig, StudentConfig, TeacherConfig
+from recdistill.data.sampling import model_sample_mask
+from recdistill.data.tensors import TensorLog
 from recdistill.distill.debias import SamplingCorrection
 from recdistill.distill.objective import Objective
 from recdistill.models import FeatureSpec, Ranker
+
+
+def sample_index(data: TensorLog, ratio: float, negative_keep: float, seed: int) -> torch.Tensor:
+    """Rows a model trains on: a uniform share, then extra negative down-sampling (row hashes)."""
+    keep = model_sample_mask(data.row_id.numpy(), data.label.numpy(), ratio, negative_keep, seed)
+    return torch.from_numpy(np.flatnonzero(keep))
 
 
 def feature_spec(schema: Any, buckets: dict[str, int]) -> FeatureSpec:

@@ -2,143 +2,27 @@
 store) and a student group (one pass over the distill stream for all its students).
 
 Both checkpoint through ``ray.train.report`` and resume from ``ray.train.get_checkpoint``
-after a worker failure. Every rank calls ``report`` at the same steps (the cadence is a
-function of the step count, which DDP keeps in lockstep), as Train expects.
+after a worker failure (``train.worker``). Every rank calls ``report`` at the same steps
+(the cadence is a function of the step count, which DDP keeps in lockstep), as Train expects.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from recdistill.config import config_from_dict
 from recdistill.data.tensors import from_table
 from recdistill.data.windows import STUDENT_WINDOW
 from recdistill.signals.store import LOGIT, SignalStore
-from recdistill.train.checkpoint import STATE_FILE, load_dir, plain
+from recdistill.train.checkpoint import plain
 from recdistill.train.evaluate import EarlyStop, Evaluator, Validator, validation_auc
 from recdistill.train.group import StudentGroup
 from recdistill.train.loop import optimizers, train_step
-from recdistill.train.plan import (build_model, feature_spec, sequence_length, student_members,
-                                   teacher_init_seed)
-
-# A test hook that kills the worker process (a real crash, not an exception) once:
-# "<role>:<step>:<marker file>", e.g. "teacher:5:/tmp/x"; several specs separated by ";"
-# crash several workers of one run. The marker makes each fire once.
-FAIL_ENV = "RECDISTILL_FAIL_ONCE"
-
-
-def _fail_specs(spec: str) -> list[tuple[str, int, str]]:
-    out = []
-    for part in filter(None, (p.strip() for p in spec.split(";"))):
-        bits = part.split(":", 2)
-        if len(bits) != 3 or not bits[1].lstrip("-").isdigit():
-            raise ValueError(f"{FAIL_ENV}={spec!r}: expected '<role>:<step>:<marker file>' specs separated by ';', "
-                             f"got {part!r}")
-        out.append((bits[0], int(bits[1]), bits[2]))
-    return out
-
-
-def _maybe_fail(role: str, step: int) -> None:
-    for want_role, want_step, marker in _fail_specs(os.environ.get(FAIL_ENV, "")):
-        if want_role == role and step == want_step and not os.path.exists(marker):
-            Path(marker).write_text(f"{role} worker {os.getpid()} killed at step {step}\n")
-            # Train's controller takes a worker's last report (and so its checkpoint) off a
-            # one-slot queue when it next polls; a crash before that poll loses the checkpoint,
-            # which is Train's contract, not the fault this hook simulates. Die after two polls.
-            time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
-            os._exit(1)
-
-
-# A test hook: windows whose signals the online teacher writes but never marks complete,
-# as if it lagged behind or the hub lost them: "3,4".
-DROP_ENV = "RECDISTILL_DROP_SIGNALS"
-# A test hook: the online students kill the signal hub actor (Ray restarts it) once, while
-# their wait for a window's signals is in flight: "<window>:<marker file>".
-KILL_HUB_ENV = "RECDISTILL_KILL_HUB"
-TEST_HOOKS = (FAIL_ENV, DROP_ENV, KILL_HUB_ENV)
-
-
-def _maybe_kill_hub(hub: Any, window: int) -> None:
-    spec = os.environ.get(KILL_HUB_ENV, "")
-    if not spec:
-        return
-    want, marker = spec.split(":", 1)
-    if window == int(want) and not os.path.exists(marker):
-        import ray
-
-        Path(marker).write_text(f"hub killed by students worker {os.getpid()} waiting on window {window}\n")
-        ray.kill(hub, no_restart=False)
-
-
-def _dropped(window: int) -> bool:
-    spec = os.environ.get(DROP_ENV, "")
-    return bool(spec) and window in {int(x) for x in spec.split(",") if x}
-
-
-def _quiet_train_logs() -> None:
-    """Ray Train logs every report (metrics included) at INFO from a logger named after
-    its file, which ``LoggingConfig`` does not reach; long runs drowned the progress lines."""
-    from recdistill.ray_env import quiet_train_worker
-
-    quiet_train_worker()
-
-
-def _threads(cfg: Any) -> int:
-    import ray.train
-
-    if cfg.platform.torch_threads:
-        n = cfg.platform.torch_threads
-    else:
-        local = max(1, ray.train.get_context().get_local_world_size())
-        n = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
-                // local)
-    torch.set_num_threads(n)
-    return n
-
-
-def _save(payload: dict[str, Any], metrics: dict[str, Any], rank: int) -> None:
-    """Report ``metrics``; rank 0 attaches a checkpoint holding ``payload``."""
-    import ray.train
-
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as d:
-        torch.save(payload, os.path.join(d, STATE_FILE))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-
-
-def _finish(metrics: dict[str, Any], rank: int) -> None:
-    """The last report: metrics and a checkpoint of a few bytes (Train returns a run's
-    metrics with its checkpoint; the models themselves were saved by the epoch checkpoints)."""
-    import json
-
-    import ray.train
-
-    if rank != 0:
-        ray.train.report(metrics)
-        return
-    with tempfile.TemporaryDirectory() as d:
-        Path(d, "metrics.json").write_text(json.dumps(metrics, default=str))
-        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
-
-
-def _restore() -> dict[str, Any] | None:
-    """The payload of the run's latest checkpoint (loaded as data only), None on a fresh start."""
-    import ray.train
-
-    ckpt = ray.train.get_checkpoint()
-    if ckpt is None:
-        return None
-    with ckpt.as_directory() as d:
-        return load_dir(d)
+from recdistill.train.plan import build_model, student_members, teacher_init_seed
+from recdistill.train.worker import finish, save_checkpoint, test_hook_crash, worker_prologue
 
 
 def _shard_validator(config: dict[str, Any], schema: Any, seq_len: int, device: torch.device) -> Validator | None:
@@ -186,28 +70,21 @@ def teacher_loop(config: dict[str, Any]) -> None:
     import ray.train
     import ray.train.torch
 
-    _quiet_train_logs()
-    cfg = config_from_dict(config["cfg"])
-    schema, t = config["schema"], cfg.teacher
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = _threads(cfg)
-    device = ray.train.torch.get_device()
-    # NCCL cannot all-reduce sparse gradients: dense embeddings for multi-GPU DDP
-    sparse = not (world > 1 and device.type == "cuda")
-    model = build_model(feature_spec(schema, config["buckets"]), t, "single", teacher_init_seed(cfg), sparse)
+    ctx = worker_prologue(config)
+    cfg, schema, seq_len, rank, world, device = ctx.cfg, ctx.schema, ctx.seq_len, ctx.rank, ctx.world, ctx.device
+    t = cfg.teacher
+    model = build_model(ctx.spec, t, "single", teacher_init_seed(cfg), ctx.sparse_embeddings)
     model.to(device)
     opts = optimizers(model, t.lr, t.embedding_lr)
     net = ray.train.torch.prepare_model(model) if world > 1 else model
-    store, hub = SignalStore(config["store"]), ray.get_actor(config["hub"])
-    key, seq_len = config["key"], sequence_length(cfg)
+    store, hub, key = SignalStore(config["store"]), ray.get_actor(config["hub"]), config["key"]
     state: dict[str, Any] = {"epoch": 0, "batch": 0, "seq": 0, "steps": 0, "rows": 0, "seconds": 0.0, "resumed": 0,
                              "checkpoint_s": 0.0, "pass_steps": 0, "recorded": None, "signal_auc": None,
                              "signal_rows": None}
     early = EarlyStop(t.patience, t.eval_every)
     # the recorded signals' AUC on the rows they were recorded for: history (0) and window (1)
     signals = Evaluator(["history", "window"], {})
-    saved = _restore()
+    saved = ctx.saved
     if saved:
         model.load_state_dict(saved["model"])
         for o, s in zip(opts, saved["opts"]):
@@ -243,9 +120,10 @@ def teacher_loop(config: dict[str, Any]) -> None:
             merged = Evaluator(signals.names, {})
             merged.unpack(signals.pack())
             merged.all_reduce()
-        _save({"model": model.state_dict(), "opts": [o.state_dict() for o in opts], "state": plain(dict(state)),
-               "early": early.state(), "signals": merged.state() if merged else None},
-              {**extra, **{k: v for k, v in state.items() if k != "recorded"}}, rank)
+        save_checkpoint({"model": model.state_dict(), "opts": [o.state_dict() for o in opts],
+                         "state": plain(dict(state)), "early": early.state(),
+                         "signals": merged.state() if merged else None},
+                        {**extra, **{k: v for k, v in state.items() if k != "recorded"}}, rank)
         state["checkpoint_s"] += time.perf_counter() - t_ck
 
     def check(epoch: int) -> None:
@@ -295,7 +173,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
                 if early.exhausted and epoch > 0:  # never inside the recording pass
                     stop = True
                     break
-            _maybe_fail("teacher", state["steps"])
+            test_hook_crash("teacher", state["steps"])
         state["seconds"] += time.perf_counter() - t0
         if epoch == 0:
             flush()
@@ -318,36 +196,30 @@ def teacher_loop(config: dict[str, Any]) -> None:
     if early.final_step != state["pass_steps"]:  # it learned on (or went back) after recording
         final = _test_metrics(model, schema, seq_len, device, t.negative_keep_rate)["teacher"]
         teacher["final"] = {**final, "epochs": early.stopped_epoch, "step": early.final_step}
-    metrics = {"teacher": teacher, "threads": threads, "world": world, "device": device.type,
+    metrics = {"teacher": teacher, "threads": ctx.threads, "world": world, "device": device.type,
                "eval_s": time.perf_counter() - t_eval, **{k: v for k, v in state.items() if k != "recorded"}}
     if "oracle" in recorded:
         metrics["oracle"] = recorded["oracle"]
     # The trained teacher (its best weights with early stopping), for users who want to
     # serve or inspect it (and the transfer stage); its signals are already in the store.
     checkpoint({"phase": "final"})
-    _finish(metrics, rank)
+    finish(metrics, rank)
 
 
 def students_loop(config: dict[str, Any]) -> None:
     import ray.train
-    import ray.train.torch
 
-    _quiet_train_logs()
-    cfg = config_from_dict(config["cfg"])
-    schema, seq_len = config["schema"], sequence_length(cfg)
-    threads = _threads(cfg)
-    device = ray.train.torch.get_device()
-    group = StudentGroup(student_members(cfg, feature_spec(schema, config["buckets"]), config["students"],
-                                         config.get("skip_raw", ())), device,
+    ctx = worker_prologue(config)
+    schema, seq_len, rank, device = ctx.schema, ctx.seq_len, ctx.rank, ctx.device
+    group = StudentGroup(student_members(ctx.cfg, ctx.spec, config["students"], config.get("skip_raw", ())), device,
                          _shard_validator(config, schema, seq_len, device))
     # ``batches`` counts stream batches over the whole run (restored on resume), so the
     # failure hook's step names one point of the run however often it restarted
     start, resumed, batches = 0, 0, 0
-    saved = _restore()
+    saved = ctx.saved
     if saved:
         group.load(saved["group"])
         start, resumed, batches = saved["epoch"], saved["resumed"] + 1, saved["batches"]
-    rank = ray.train.get_context().get_world_rank()
     shard = ray.train.get_dataset_shard("train")
     timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
     for epoch in range(start, group.epochs):
@@ -363,15 +235,15 @@ def students_loop(config: dict[str, Any]) -> None:
             t_data = time.perf_counter()
             timing["feed_s"] += t_data - t_feed
             batches += 1
-            _maybe_fail("students", batches)
+            test_hook_crash("students", batches)
         group.end_epoch(epoch)
         if rank == 0:
             print(f"[students] epoch {epoch + 1}/{group.epochs}: " + ", ".join(
                 f"{m.name} {m.rows:,} rows {m.rows / max(m.seconds, 1e-9):,.0f}/s" for m in group.members), flush=True)
         if epoch + 1 < group.epochs and group.active:  # finished models go straight to scoring
             t_ck = time.perf_counter()
-            _save({"group": group.state(), "epoch": epoch + 1, "resumed": resumed, "batches": batches},
-                  {"epoch": epoch + 1}, rank)
+            save_checkpoint({"group": group.state(), "epoch": epoch + 1, "resumed": resumed, "batches": batches},
+                            {"epoch": epoch + 1}, rank)
             timing["checkpoint_s"] += time.perf_counter() - t_ck
 
     t_eval = time.perf_counter()
@@ -386,5 +258,5 @@ def students_loop(config: dict[str, Any]) -> None:
     ev.all_reduce()
     members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary()} for m in group.members}
     timing["eval_s"] = time.perf_counter() - t_eval
-    _finish({"members": members, "threads": threads, "resumed": resumed, "batches": batches, "device": device.type,
+    finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,
              **timing}, rank)

@@ -1,7 +1,7 @@
 """CrossAdapt's offline stage on Ray: the OLD model's knowledge into a NEW architecture.
 
 1. The teacher (the old model) is trained, or reused from the signal store with its
-   forward-distillation logits, exactly as in the 1→N experiment (``distributed``).
+   forward-distillation logits, exactly as in the 1→N experiment (``engine.stages``).
 2. The offline stream: the students' window joined with those logits, then strategically
    sampled (``transfer.sampling``) and augmented with made-up pairs the teacher scores
    (``transfer.augment``), all Ray Data steps; materialised once in the object store.
@@ -176,9 +176,10 @@ def _flag_real(batch: pa.Table) -> pa.Table:
 
 
 def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    from recdistill.distributed import _trainer, distill_stream, start_run, teacher_stage
+    from recdistill.engine.stages import distill_stream, start_run, teacher_stage
+    from recdistill.engine.trainer import ray_trainer
     from recdistill.transfer.augment import teacher_state_path
-    from recdistill.transfer.report import write_transfer_results
+    from recdistill.report.transfer import write_transfer_results
     from recdistill.transfer.workers import transfer_loop
 
     run = start_run(cfg, log)
@@ -208,8 +209,8 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
     if real_only is not None:
         datasets["train_real"] = real_only
     t0 = time.perf_counter()
-    result = _trainer(transfer_loop, f"transfer-{run.experiment}", cfg, loop_config, datasets, 1,
-                      run.storage).fit()
+    result = ray_trainer(transfer_loop, f"transfer-{run.experiment}", cfg, loop_config, datasets, 1,
+                         run.storage).fit()
     variants: dict[str, dict[str, Any]] = result.metrics["variants"]
     timings["variants_s"] = time.perf_counter() - t0
     for name, m in variants.items():

@@ -20,10 +20,10 @@ from recdistill.config import config_from_dict
 from recdistill.data.tensors import from_table
 from recdistill.signals.store import LOGIT
 from recdistill.train.evaluate import Evaluator
-from recdistill.train.loop import batch_loss, optimizers
-from recdistill.train.plan import build_model, feature_spec, sequence_length, student_init_seed, student_objective
+from recdistill.train.loop import batch_loss, optimizer_step, optimizers
 from recdistill.train.checkpoint import plain
-from recdistill.train.ray_workers import _finish, _maybe_fail, _quiet_train_logs, _restore, _save, _threads
+from recdistill.train.plan import build_model, student_init_seed, student_objective
+from recdistill.train.worker import WorkerContext, finish, save_checkpoint, test_hook_crash, worker_prologue
 from recdistill.transfer.augment import AUGMENTED, load_teacher_state
 from recdistill.transfer.projection import project_table
 
@@ -54,18 +54,17 @@ def _auc(model: torch.nn.Module, shard: Any, schema: Any, seq_len: int, device: 
     return ev.metrics("s")
 
 
-def _train_variant(v: dict[str, Any], config: dict[str, Any], cfg: Any, projected: dict[str, Any] | None,
-                   device: torch.device, world: int, rank: int, resume: dict[str, Any] | None,
-                   save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+def _train_variant(v: dict[str, Any], ctx: WorkerContext, projected: dict[str, Any] | None,
+                   resume: dict[str, Any] | None, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
     """One variant from its initialisation (``projected``: the projected table, its report and
     the seconds it took) to its final test metrics. ``save`` checkpoints the variant at each
     epoch boundary (all but its last); ``resume`` is such a checkpoint to go on from."""
     import ray.train
     import ray.train.torch
 
-    schema, seq_len, tc, s = config["schema"], sequence_length(cfg), cfg.transfer, cfg.students[0]
-    sparse = not (world > 1 and device.type == "cuda")  # NCCL cannot all-reduce sparse gradients
-    model = build_model(feature_spec(schema, config["buckets"]), s, s.towers, student_init_seed(cfg, 0), sparse)
+    cfg, schema, seq_len, device, world, rank = ctx.cfg, ctx.schema, ctx.seq_len, ctx.device, ctx.world, ctx.rank
+    tc, s = cfg.transfer, cfg.students[0]
+    model = build_model(ctx.spec, s, s.towers, student_init_seed(cfg, 0), ctx.sparse_embeddings)
     fields, init_s = [], 0.0
     if v["projected"]:
         assert projected is not None
@@ -126,16 +125,12 @@ def _train_variant(v: dict[str, Any], config: dict[str, Any], cfg: Any, projecte
                 if anchor is not None:
                     idx = b.cat + model.features.offsets
                     loss = loss + pull * (table(idx) - anchor[idx]).pow(2).sum(-1).mean()
-                for o in opts:
-                    o.zero_grad(set_to_none=True)
-                loss.backward()
-                for o in opts:
-                    o.step()
+                optimizer_step(opts, loss)
                 state["steps"] += 1
                 n_real = len(b) if real is None else int(real.sum())
                 state["rows"] += n_real
                 state["augmented_rows"] += len(b) - n_real
-                _maybe_fail(f"transfer-{name}", state["steps"])
+                test_hook_crash(f"transfer-{name}", state["steps"])
                 if state["steps"] % tc.eval_every == 0:
                     dt = time.perf_counter() - t0
                     state["seconds"] += dt
@@ -173,19 +168,11 @@ def transfer_loop(config: dict[str, Any]) -> None:
     (its fixed cost is seconds), each variant timed on its own. Checkpoints at variant and
     epoch boundaries: a restarted worker keeps the finished variants' results and goes on
     with the current one from its last epoch."""
-    import ray.train
-    import ray.train.torch
-
-    _quiet_train_logs()
-    cfg = config_from_dict(config["cfg"])
+    ctx = worker_prologue(config)
     # the offline sampling's label rebalancing counts as the student's negative down-sampling
-    s = dataclasses.replace(cfg.students[0], negative_keep_rate=config["negative_keep"])
-    cfg = dataclasses.replace(cfg, students=[s, *cfg.students[1:]])
-    ctx = ray.train.get_context()
-    rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    threads = _threads(cfg)
-    device = ray.train.torch.get_device()
-    saved = _restore() or {}
+    s = dataclasses.replace(ctx.cfg.students[0], negative_keep_rate=config["negative_keep"])
+    ctx = dataclasses.replace(ctx, cfg=dataclasses.replace(ctx.cfg, students=[s, *ctx.cfg.students[1:]]))
+    saved = ctx.saved or {}
     done: dict[str, dict[str, Any]] = saved.get("done", {})
     for result in done.values():  # finished before a restart: their results are the checkpoint's
         result["restored"] = True
@@ -194,18 +181,18 @@ def transfer_loop(config: dict[str, Any]) -> None:
     projected = None
     if any(v["projected"] for v in todo):
         t0 = time.perf_counter()
-        table, fields = projected_table(config, cfg, feature_spec(config["schema"], config["buckets"]))
+        table, fields = projected_table(config, ctx.cfg, ctx.spec)
         projected = {"table": table, "fields": fields, "seconds": time.perf_counter() - t0}
 
     def save(position: dict[str, Any]) -> None:
         # the curve and counters made plain; model and optimizer states are tensors already
         position = {**position, "state": plain(position["state"]), "curve": plain(position["curve"])}
-        _save({"done": done, "current": position}, {"variant": position["variant"]}, rank)
+        save_checkpoint({"done": done, "current": position}, {"variant": position["variant"]}, ctx.rank)
 
     for v in todo:
         resume = current if current and current["variant"] == v["variant"] else None
-        done[v["variant"]] = plain(_train_variant(v, config, cfg, projected, device, world, rank, resume, save))
+        done[v["variant"]] = plain(_train_variant(v, ctx, projected, resume, save))
         if len(done) < len(config["variants"]):
-            _save({"done": done, "current": None}, {"variant": v["variant"]}, rank)
+            save_checkpoint({"done": done, "current": None}, {"variant": v["variant"]}, ctx.rank)
     variants = {v["variant"]: done[v["variant"]] for v in config["variants"]}
-    _finish({"variants": variants, "threads": threads, "world": world, "device": device.type}, rank)
+    finish({"variants": variants, "threads": ctx.threads, "world": ctx.world, "device": ctx.device.type}, ctx.rank)

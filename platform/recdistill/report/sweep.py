@@ -13,16 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.reports import write_html
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from recdistill.report.render import pyplot, save_figure, write_html
 
 
 def _finite(x: Any) -> bool:
@@ -61,7 +52,7 @@ def _params_axis(ax: Any, values: list[float], label: str) -> None:
 
 
 def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
-    plt = _plt()
+    plt = pyplot()
     trials = summary["trials"]
     plots: list[tuple[str, Path]] = []
 
@@ -80,7 +71,7 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title("η vs α")
-        plots.append(("η vs α", _save(fig, out / "eta_vs_alpha.png", plt)))
+        plots.append(("η vs α", save_figure(fig, out / "eta_vs_alpha.png")))
 
     if _varied(trials, "stream.teacher_update_interval"):
         fig, ax = plt.subplots(figsize=(6, 4))
@@ -95,7 +86,7 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
         ax.set_title("AUC vs τ")
-        plots.append(("AUC vs τ", _save(fig, out / "auc_vs_tau.png", plt)))
+        plots.append(("AUC vs τ", save_figure(fig, out / "auc_vs_tau.png")))
 
     pts = [(t["params"], t["auc"]) for t in trials if _finite(t.get("params")) and _finite(t.get("auc"))]
     if pts:
@@ -116,7 +107,7 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
         a2.legend(fontsize=8)
         a2.set_title("serving cost vs quality")
         fig.tight_layout()
-        plots.append(("η and AUC vs student parameters", _save(fig, out / "eta_vs_params.png", plt)))
+        plots.append(("η and AUC vs student parameters", save_figure(fig, out / "eta_vs_params.png")))
 
     # per trial (x, AUC): streaming windows of online trials, held-out AUC over steps of
     # transfer trials (their first variant); batch trials report once and have no curve
@@ -143,15 +134,8 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         ax.set_title(f"learning curves: student AUC per {xlabel}")
-        plots.append(("learning curves", _save(fig, out / "learning_curves.png", plt)))
+        plots.append(("learning curves", save_figure(fig, out / "learning_curves.png")))
     return plots
-
-
-def _save(fig: Any, path: Path, plt: Any) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def _columns(summary: dict[str, Any]) -> list[str]:

@@ -1,4 +1,4 @@
-"""``recdistill report DIR``: (re)write a run's or a sweep's report.md and report.html.
+"""What every report writes with: report.md → report.html, results.json, the plots.
 
 The HTML is the Markdown report rendered by a small converter (headings, tables,
 paragraphs, code blocks, the run's own PNG plots embedded as base64 so the file stands
@@ -97,6 +97,24 @@ def write_html(directory: Path, title: str) -> Path:
     return out
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend: reports are drawn on machines without a display."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig: Any, path: Path) -> Path:
+    plt = pyplot()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_run_outputs(directory: Path, title: str, results: dict[str, Any], markdown: str,
                       plots: dict[str, Callable[[dict[str, Any], Path], None]]) -> list[Path]:
     """results.json, each plot (file name → plotting function), report.md and report.html."""
@@ -107,37 +125,3 @@ def write_run_outputs(directory: Path, title: str, results: dict[str, Any], mark
     (directory / "report.md").write_text(markdown)
     return [directory / "results.json", directory / "report.md", write_html(directory, title),
             *(directory / name for name in plots)]
-
-
-def report_dir(directory: Path, log: Callable[[str], None] = print) -> None:
-    """Rebuild the report of a run (batch or online) or of a sweep from its results.json."""
-    from recdistill.config import ConfigError, load_config
-
-    path = directory / "results.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no results.json here; expected a run or sweep directory")
-    results = json.loads(path.read_text())
-    if "trials" in results:
-        from recdistill.sweep.report import write_sweep_report
-
-        write_sweep_report(directory, results, None, log)
-        return
-    cfg_path = directory / "config.yaml"
-    if not cfg_path.exists():
-        raise ConfigError(f"{cfg_path}: a run directory needs the resolved config.yaml next to results.json")
-    cfg = load_config(cfg_path)
-    if "windows" in results:
-        from recdistill.online.report import plot_auc_over_windows, report_markdown
-
-        plot_auc_over_windows(results, directory / "auc_over_windows.png")
-        (directory / "report.md").write_text(report_markdown(cfg, results))
-    elif results.get("kind") == "transfer":
-        from recdistill.transfer.report import plot_curves, report_markdown
-
-        plot_curves(results, directory / "curves.png")
-        (directory / "report.md").write_text(report_markdown(cfg, results))
-    else:
-        from recdistill.results import report_markdown
-
-        (directory / "report.md").write_text(report_markdown(cfg, results))
-    log(f"[report] {directory / 'report.md'}, {write_html(directory, cfg.run.name)}")

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.reports import write_run_outputs
+from recdistill.report.render import pyplot, save_figure, write_run_outputs
 
 _ZOOM = 0.03  # AUC range shown below the scratch student's final AUC
 _COLOURS = {"scratch": "tab:gray", "progressive": "tab:blue", "end_to_end": "tab:red",
@@ -16,11 +16,7 @@ _COLOURS = {"scratch": "tab:gray", "progressive": "tab:blue", "end_to_end": "tab
 
 def plot_curves(results: dict[str, Any], path: Path) -> None:
     """Held-out AUC against training steps and against training seconds, per variant."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     target = results.get("speedup", {}).get("target_auc")
     for name, v in results["variants"].items():
@@ -45,9 +41,7 @@ def plot_curves(results: dict[str, Any], path: Path) -> None:
     axes[0].set_ylabel("held-out AUC")
     axes[0].legend(fontsize=8, loc="lower right")
     fig.suptitle(f"transfer: learning curves (dotted: end of phase 1{note})", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _fmt(x: float | None, spec: str) -> str:

@@ -6,15 +6,11 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.reports import write_run_outputs
+from recdistill.report.render import pyplot, save_figure, write_run_outputs
 
 
 def plot_auc_over_windows(results: dict[str, Any], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     ws = results["windows"]
     x = [w["window"] for w in ws]
     n = len(results["students"])
@@ -39,9 +35,7 @@ def plot_auc_over_windows(results: dict[str, Any], path: Path) -> None:
     axes[-1, 0].set_xlabel("window (red band: shift detector fired)")
     fig.suptitle(f"AUC per streaming window, τ = {results['stream']['tau'] or '∞'}, replay {results['stream']['replay']}",
                  fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def online_table(results: dict[str, Any]) -> list[str]:

@@ -1,0 +1,138 @@
+"""The single-process engine: one experiment, end to end, on one process — teacher → N
+students, raw and distilled. The reference the Ray engine is checked against.
+
+1. open the log and cut time-ordered splits (``engine.prepare.prepare_log``);
+2. train the teacher on its sample of the train split in log order, recording its
+   forward-distillation logits (the logit of each row before it learned from it);
+3. train each student twice on its own sample, raw (no teacher) and distilled, from the
+   same initial weights;
+   every model is validated on the valid split after each epoch (or every ``eval_every``
+   steps) and, with ``patience``, stops early and keeps its best weights;
+4. evaluate on the test split: AUC, LogLoss, calibration per model, η per student, and
+   the oracle AUC when the log knows the true click probability. The teacher reported
+   (η's denominator) is the one whose signals the students got: as its recording pass
+   left it; one trained on after that is reported beside it as ``teacher.final``;
+5. write ``results.json``, the resolved ``config.yaml`` and ``report.md`` to the run dir (a new
+   one: an earlier run's directory is refused unless ``run.overwrite``, see ``run_dir``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+import torch
+
+from recdistill.config import ExperimentConfig
+from recdistill.data.tensors import TensorLog, collect
+from recdistill.data.windows import STUDENT_WINDOW
+from recdistill.engine.prologue import open_run, prepare
+from recdistill.metrics import auc
+from recdistill.report.experiment import write_results
+from recdistill.results import Scored, StudentResult, Training, transferability
+from recdistill.train.evaluate import Validator, evaluate, validation_auc
+from recdistill.train.loop import fit, pick_device, predict
+from recdistill.train.plan import (build_model, check_validation, early_fields, feature_spec, sample_index,
+                                   sequence_length, student_init_seed, student_objective, student_rows,
+                                   student_sample_seed, teacher_init_seed, teacher_sample_seed)
+
+
+def local_validator(valid: TensorLog | None, device: torch.device, batch_size: int = 16_384) -> Validator | None:
+    """Validation AUC of named models on the valid split held in memory (None: no split)."""
+    if valid is None:
+        return None
+    return lambda models: validation_auc(
+        models, (valid.take(slice(s, s + batch_size)).to(device) for s in range(0, len(valid), batch_size)))
+
+
+def _collect_optional(ds: Any, schema: Any, seq_len: int) -> TensorLog | None:
+    """A split that may be empty (data.splits can give valid 0): None then."""
+    ds = ds.materialize()
+    return collect(ds, schema, seq_len) if ds.count() else None
+
+
+def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """The single-process engine: the reference the Ray engine is checked against."""
+    opened = open_run(cfg)
+    device = pick_device(cfg.run.device)
+    prepared = prepare(cfg, log)
+    cfg = prepared.cfg
+    schema = prepared.schema
+    seq_len = sequence_length(cfg)
+    train = collect(prepared.splits["train"], schema, seq_len)
+    test = collect(prepared.splits["test"], schema, seq_len or int(train.seq.shape[-1]))
+    valid = _collect_optional(prepared.splits["valid"], schema, seq_len or int(train.seq.shape[-1]))
+    check_validation(cfg, len(valid) if valid is not None else 0)
+    validate = local_validator(valid, device)
+    prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
+    spec = feature_spec(schema, prepared.preprocessor.buckets)
+    user_col = schema.categorical.index(schema.user_field) if schema.user_field in schema.categorical else None
+    log(f"[data] train {len(train):,} rows (CTR {train.label.mean():.4f}), valid {len(valid) if valid else 0:,}, "
+        f"test {len(test):,} rows; device {device}")
+
+    t = cfg.teacher
+    t_idx = sample_index(train, t.sampling_ratio, t.negative_keep_rate, teacher_sample_seed(cfg))
+    teacher = build_model(spec, t, "single", teacher_init_seed(cfg))
+    log(f"[teacher] {t.arch} {teacher.num_params():,} params on {len(t_idx):,} rows")
+    recorded: dict[str, float] = {}  # the teacher as its recording pass left it, on test
+    t_stats, t_logits = fit(teacher, train.take(t_idx), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
+                            embedding_lr=t.embedding_lr, device=device, record=True, validate=validate,
+                            eval_every=t.eval_every, patience=t.patience,
+                            on_pass_end=lambda m: recorded.update(
+                                evaluate(predict(m, test, device), test, t.negative_keep_rate, user_col)))
+    signals = torch.full((len(train),), float("nan"))
+    signals[t_idx] = t_logits
+    # How good the forward signals are: AUC on the rows they were recorded for, on the
+    # teacher-only history and on the students' window (what distillation can use).
+    in_window = train.window == STUDENT_WINDOW
+    y_t, w_t = train.label[t_idx].numpy(), in_window[t_idx].numpy()
+    signal_auc = [auc(y_t[~w_t], t_logits[~w_t].numpy()), auc(y_t[w_t], t_logits[w_t].numpy())]
+    teacher_metrics = recorded  # η's teacher: the one whose signals the students get
+    early = t_stats.early.summary()
+    log(f"[teacher] AUC {teacher_metrics['auc']:.4f} ({t_stats.samples_per_s:,.0f} samples/s); forward "
+        f"signals' AUC on history/window rows: {signal_auc[0]:.4f}/{signal_auc[1]:.4f}; stopped in epoch "
+        f"{early['stopped_epoch']}/{t.epochs}, best valid epoch {early['best_epoch']}")
+    results: dict[str, Any] = {
+        "engine": "local",
+        "teacher": {"arch": t.arch, "params": teacher.num_params(), "rows": len(t_idx),
+                    "samples_per_s": t_stats.samples_per_s, "signal_auc_history": signal_auc[0],
+                    "signal_auc_window": signal_auc[1], "steps": t_stats.steps, "pass_steps": t_stats.pass_steps,
+                    "signal_rows": {"history": int((~w_t).sum()), "window": int(w_t.sum())},
+                    **teacher_metrics, "signal_auc": teacher_metrics["auc"], **early_fields(early)},
+        "students": [],
+    }
+    if t_stats.early.final_step != t_stats.pass_steps:  # it learned on (or went back) after recording
+        final = evaluate(predict(teacher, test, device), test, t.negative_keep_rate, user_col)
+        results["teacher"]["final"] = {**final, "epochs": early["stopped_epoch"], "step": t_stats.early.final_step}
+        log(f"[teacher] after its recording pass: AUC {teacher_metrics['auc']:.4f} (η's teacher); as trained on: "
+            f"{final['auc']:.4f}")
+    if test.p_true is not None:
+        results["oracle"] = {"auc": auc(test.label.numpy(), test.p_true.numpy())}
+
+    for i, s in enumerate(cfg.students):
+        share, min_recency = student_rows(cfg, i)
+        s_idx = sample_index(train, share, s.negative_keep_rate, student_sample_seed(cfg, i))
+        s_idx = s_idx[in_window[s_idx]]
+        if min_recency:
+            s_idx = s_idx[train.recency[s_idx] >= min_recency]
+        rows = train.take(s_idx)
+        zt = signals[s_idx]
+        trained: dict[str, Training] = {}
+        for kind, z in (("raw", None), ("distill", zt)):
+            obj = student_objective(cfg, i, kind == "distill")
+            model = build_model(spec, s, s.towers, student_init_seed(cfg, i))
+            stats, _ = fit(model, rows, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                           embedding_lr=s.embedding_lr, device=device, objective=obj, teacher_logits=z,
+                           validate=validate, eval_every=s.eval_every, patience=s.patience)
+            scored = Scored.of(evaluate(predict(model, test, device), test, s.negative_keep_rate, user_col))
+            trained[kind] = Training(scored, stats.samples_per_s, stats.steps, early_fields(stats.early.summary()))
+        raw, dist = trained["raw"], trained["distill"]
+        entry = StudentResult(s.name, s.arch, s.towers, model.num_params(), len(s_idx), s.rows,
+                              float((~torch.isnan(zt)).float().mean()), raw, dist,
+                              transferability(teacher_metrics["auc"], raw.scored.auc, dist.scored.auc))
+        results["students"].append(entry.to_dict())
+        log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
+    results["data"] = prepared.describe()
+    results["seconds"] = time.perf_counter() - opened.t_start
+    write_results(cfg, results, log)
+    return results

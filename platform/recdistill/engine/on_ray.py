@@ -1,0 +1,111 @@
+"""One experiment on Ray: Ray Data → Ray Train teacher → signal hub → distill stream →
+student groups (Ray Train) → the same results as the single-process engine.
+
+1. Ray Data reads, splits and encodes the log (lazy, sharded; nothing gathered here);
+   the train split is tagged history / students' window.
+2. The teacher key is looked up in the signal store; when its signals are complete the
+   teacher step is skipped. Otherwise a ``TorchTrainer`` trains the teacher on its sample
+   (DDP over ``platform.teacher_workers``), writing forward-distillation logits per
+   block to the store and registering them with the hub.
+3. The distill stream: the window's rows joined with the teacher's logits once, by row
+   id, and materialised in the object store; every student group reads it.
+4. Student groups (``platform.students_per_group``) run as concurrent one-worker Ray
+   Train runs; each trains its students raw and distilled in one pass per epoch.
+
+Every model is validated on the valid split (materialised once, sharded to the workers,
+merged across them) and stops as ``train.evaluate.EarlyStop`` says, as on the local engine.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from recdistill.config import ExperimentConfig
+from recdistill.engine.stages import distill_stream, eval_datasets, start_run, teacher_stage
+from recdistill.engine.trainer import fit_metrics
+from recdistill.report.experiment import write_results
+from recdistill.results import KINDS, Scored, StudentResult, Training, transferability
+from recdistill.train.keys import raw_student_key
+from recdistill.train.plan import early_fields
+from recdistill.train.ray_workers import students_loop
+
+
+def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    import ray
+
+    run = start_run(cfg, log)
+    cfg = run.cfg
+    store, key, experiment, storage, base = run.store, run.key, run.experiment, run.storage, run.base
+    timings: dict[str, float] = {}
+    info, teacher_steps, reused = teacher_stage(cfg, run, log, timings)
+    stream, cov = distill_stream(run, log, timings)
+    prepared, t_start = run.prepared, run.t_start
+
+    n = len(cfg.students)
+    # raw students already trained by an earlier run (another α, another teacher) are reused
+    raw_keys = {i: raw_student_key(cfg, i) for i in range(n)}
+    cached = {i: store.raw_result(k) for i, k in raw_keys.items()} if cfg.platform.reuse_signals else {}
+    first_with: dict[str, int] = {}
+    for i, k in raw_keys.items():
+        first_with.setdefault(k, i)  # students that differ only in α share one raw student
+    skip_raw = sorted(i for i in range(n) if cached.get(i) or first_with[raw_keys[i]] != i)
+    size = cfg.platform.students_per_group or n
+    groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+    t0 = time.perf_counter()
+    stream_batch = min(s.batch_size for s in cfg.students)
+    datasets = {"train": stream, **eval_datasets(run)}
+    configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw} for g in groups]
+    names = [f"students-{j}-{experiment}" for j in range(len(groups))]
+    log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
+        + (f"; raw result of student(s) {skip_raw} reused from the store" if skip_raw else ""))
+    if len(groups) == 1:
+        outs = [fit_metrics(students_loop, names[0], cfg, configs[0], datasets, storage)]
+    else:
+        remote = ray.remote(num_cpus=0)(fit_metrics)
+        outs = ray.get([remote.remote(students_loop, nm, cfg, c, datasets, storage) for nm, c in zip(names, configs)])
+    timings["students_s"] = time.perf_counter() - t0
+    members = {k: v for o in outs for k, v in o["members"].items()}
+    for i, s in enumerate(cfg.students):
+        if cached.get(i):
+            members[f"{s.name}/raw"] = cached[i]
+        elif i in skip_raw:
+            members[f"{s.name}/raw"] = members[f"{cfg.students[first_with[raw_keys[i]]].name}/raw"]
+        else:
+            store.write_raw_result(raw_keys[i], members[f"{s.name}/raw"])
+
+    results: dict[str, Any] = {
+        "engine": "ray",
+        "teacher": {**{k: v for k, v in info.items() if k not in ("config", "oracle")},
+                    # the cut signal_auc_history/window were measured at (a reused teacher's may differ)
+                    "signal_auc_history_fraction": info.get("config", {}).get("history_fraction")},
+        "students": [],
+        "platform": {"teacher_key": key, "signal_id": run.signal_id, "teacher_reused": reused, "teacher_steps": teacher_steps,
+                     "signal_store": store.uri, "stream_rows": cov["rows"], "stream_rows_with_signal":
+                     cov["with_signal"], "student_groups": len(groups),
+                     "student_resumed": sum(o["resumed"] for o in outs), "raw_reused": len(skip_raw),
+                     "student_worker_s": {k: sum(o[k] for o in outs) for k in ("data_s", "feed_s", "checkpoint_s",
+                                                                                "eval_s")}, **timings},
+    }
+    if "oracle" in info:
+        results["oracle"] = {"auc": info["oracle"]["auc"]}
+    for i, s in enumerate(cfg.students):
+        raw, dist = (_training(members[f"{s.name}/{kind}"]) for kind in KINDS)
+        d = members[f"{s.name}/distill"]
+        entry = StudentResult(s.name, s.arch, s.towers, d["params"], d["sample_rows"], s.rows,
+                              d["signal_rows"] / d["rows_trained"] if d["rows_trained"] else 0.0, raw, dist,
+                              transferability(info["auc"], raw.scored.auc, dist.scored.auc), raw_reused=i in skip_raw)
+        results["students"].append(entry.to_dict())
+        log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
+    prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
+    results["data"] = prepared.describe()
+    results["seconds"] = time.perf_counter() - t_start
+    write_results(cfg, results, log)
+    ray.kill(run.hub)
+    return results
+
+
+def _training(m: dict[str, Any]) -> Training:
+    """A student group member's final metrics (``train.group``) as a training record."""
+    return Training(Scored.of(m), m["rows_trained"] / m["seconds"] if m["seconds"] else float("nan"), m["steps"],
+                    early_fields(m), m["seconds"])

@@ -1,0 +1,99 @@
+"""The experiment's log made model-ready: splits, the auto keys sized by the train split,
+encoding, and the train split tagged (history / students' window / recency) and
+ordered. Above data/ and ``sizing``: it is where the log meets the config's defaults."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from recdistill import sizing
+from recdistill.config import ExperimentConfig
+from recdistill.data.datasource import new_ledger, read_rejects
+from recdistill.data.log import raw_splits, synthetic_dir
+from recdistill.data.preprocess import Preprocessor, build_preprocessor, fit_vocab, oov_counts
+from recdistill.data.rejects import RejectTally
+from recdistill.data.schema import LogSchema
+from recdistill.data.windows import resolve_shuffle, shuffled_train, tag_history
+from recdistill.train.plan import recent_cuts
+
+
+@dataclass
+class PreparedLog:
+    """Model-ready splits of the experiment's log (Ray Datasets) and how they were made."""
+
+    schema: LogSchema
+    preprocessor: Preprocessor
+    splits: dict[str, Any]  # "train" (tagged: windows.tag_history), "valid", "test" → encoded Dataset
+    ledger: Any  # RejectLedger: call rejects() after the splits were consumed
+    cfg: ExperimentConfig  # the config with every auto key resolved (sizing.resolve): train with this one
+    shuffle: str = "none"  # the resolved data.shuffle the train split is ordered by
+    split_sources: dict[str, str] = field(default_factory=dict)  # split → where its rows come from
+    derived: dict[str, Any] = field(default_factory=dict)  # what sizing.resolve derived, from what
+
+    def rejects(self) -> RejectTally:
+        return read_rejects(self.ledger)
+
+    def describe(self) -> dict[str, Any]:
+        """What results.json says about the data: the training order, where each split came
+        from, and the test rows whose ids training never saw (one distributed pass)."""
+        return {"shuffle": self.shuffle, "split_sources": dict(self.split_sources),
+                "oov_test": oov_counts(self.splits["test"], self.preprocessor), "derived": self.derived}
+
+
+def prepare_log(cfg: ExperimentConfig, *, progress: Any = None,
+                log: Callable[[str], None] | None = None) -> PreparedLog:
+    """Open → splits (``data.log.raw_splits``) → auto keys resolved (``sizing``) →
+    (vocabulary fitted on train only) → encode every split → train split tagged and ordered.
+
+    The statistics pass and the vocabulary see the train split only, so OOV counts on test
+    are honest. The train split is tagged history / students' window / recency
+    (``windows.tag_history``), then data.shuffle orders it (``windows.shuffled_train``).
+    ``PreparedLog.cfg`` is the resolved config: the engines train with it and write it as
+    config.yaml.
+    """
+    ledger = new_ledger()
+    raw, schema, sources = raw_splits(cfg, ledger, progress)
+    cfg, derived = _resolve_auto(cfg, schema, raw, log)
+    data = cfg.data
+    vocab = fit_vocab(raw["train"], schema, data.min_count) if data.encoding == "vocab" else None
+    pre = build_preprocessor(schema, data, vocab)
+    encoded = {name: split.map_batches(pre, batch_format="pyarrow") for name, split in raw.items()}
+    shuffle = resolve_shuffle(data.shuffle, schema.has_ts)
+    cuts = recent_cuts(cfg)
+    if shuffle != "none":
+        encoded["train"] = shuffled_train(encoded["train"], schema.order_column, cfg.teacher.history_fraction,
+                                          shuffle, data.seed, cuts)
+    else:
+        encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts)
+    return PreparedLog(schema, pre, encoded, ledger, cfg, shuffle, sources, derived)
+
+
+def _resolve_auto(cfg: ExperimentConfig, schema: LogSchema, raw: dict[str, Any],
+                  log: Callable[[str], None] | None) -> tuple[ExperimentConfig, dict[str, Any]]:
+    """The config with its auto keys sized by the train split (one cached pass; none when
+    nothing is auto)."""
+    if not sizing.needs_pass(cfg):
+        return cfg, {}
+    fields = sizing.sketched_fields(cfg, schema)
+    stats = _synthetic_stats(cfg) if not fields else None
+    if stats is None:
+        stats = sizing.cached_stats(cfg, fields, lambda: sizing.measure(raw["train"], raw["valid"], fields))
+    return sizing.resolve_and_print(cfg, stats, log or print)
+
+
+def _synthetic_stats(cfg: ExperimentConfig) -> Any:
+    """A synthetic log's split sizes from its manifest (rows and positives as generated; the
+    time splits cut equal-count quantiles), so sizing it needs no pass; None for other logs."""
+    from recdistill.data.synthetic import verified_manifest
+
+    if cfg.data.source != "synthetic":
+        return None
+    manifest = verified_manifest(synthetic_dir(cfg))
+    if manifest is None:
+        return None
+    rows, positives = manifest["summary"]["rows"], manifest["summary"]["positives"]
+    keep = cfg.data.negative_keep_rate  # the experiment's own down-sampling, after generation
+    rows = positives + (rows - positives) * keep
+    f_train, f_valid, _ = cfg.data.splits
+    return sizing.TrainStats(int(round(rows * f_train)), int(round(positives * f_train)), int(round(rows * f_valid)))

@@ -1,0 +1,68 @@
+"""The Ray Train runs of every Ray pipeline: one factory, so the teacher, the student
+groups, the online loops and the transfer variants get the same scaling, failure,
+checkpoint, logging and test-hook settings."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from recdistill.config import ExperimentConfig
+from recdistill.train.worker import TEST_HOOKS
+
+
+def use_gpu(cfg: ExperimentConfig) -> bool:
+    import ray
+
+    if cfg.platform.use_gpu == "auto":
+        return ray.cluster_resources().get("GPU", 0) > 0 and cfg.run.device != "cpu"
+    return cfg.platform.use_gpu == "yes"
+
+
+def test_hook_env() -> dict[str, str]:
+    """The fault-injection hooks set in this process, for the workers' environment."""
+    return {k: os.environ[k] for k in TEST_HOOKS if os.environ.get(k)}
+
+
+def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any],
+                datasets: dict[str, Any], workers: int, storage: Path) -> Any:
+    """A ``TorchTrainer`` running ``fn`` on ``workers`` workers, its datasets read in order."""
+    import ray.train
+    from ray.data import ExecutionOptions
+    from ray.train.torch import TorchTrainer
+
+    gpu = use_gpu(cfg)
+    env = test_hook_env()
+    return TorchTrainer(
+        fn, train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(
+            num_workers=workers, use_gpu=gpu,
+            resources_per_worker={"CPU": cfg.platform.cpus_per_worker, **({"GPU": 1} if gpu else {})}),
+        run_config=ray.train.RunConfig(
+            name=name, storage_path=str(storage.resolve()),
+            failure_config=ray.train.FailureConfig(max_failures=cfg.platform.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
+            # Train echoes every report and checkpoint path at INFO; the driver prints progress
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            worker_runtime_env={"env_vars": env} if env else None),
+        datasets=datasets,
+        # log (time) order within each shard: forward distillation and the students'
+        # batches follow time, as in the single-process engine
+        dataset_config=ray.train.DataConfig(execution_options=ExecutionOptions(preserve_order=True)))
+
+
+def fit_metrics(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any],
+                datasets: dict[str, Any], storage: Path) -> dict[str, Any]:
+    """Run a one-worker Train run to its end; its final reported metrics."""
+    return ray_trainer(fn, name, cfg, loop_config, datasets, 1, storage).fit().metrics
+
+
+def model_checkpoint(result: Any) -> str | None:
+    """Path of the run's last checkpoint that holds model state (the final one holds metrics)."""
+    from recdistill.train.checkpoint import STATE_FILE
+
+    for ckpt, _ in reversed(getattr(result, "best_checkpoints", None) or []):
+        if os.path.exists(os.path.join(ckpt.path, STATE_FILE)):
+            return ckpt.path
+    return None

@@ -1,0 +1,180 @@
+"""What every Ray Train loop (teacher, student group, online, transfer) does on its worker:
+the prologue that readies it, checkpoints through ``ray.train.report`` and
+``ray.train.get_checkpoint``, the final report, and the fault-injection test hooks.
+
+Checkpoints and reports follow Train's contract: every rank calls ``report`` at the same
+steps (the loops keep their cadence a function of the step count, which DDP keeps in
+lockstep) and only rank 0 attaches a checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from recdistill.config import ExperimentConfig, config_from_dict
+from recdistill.models import FeatureSpec
+from recdistill.train.checkpoint import STATE_FILE, load_dir
+from recdistill.train.plan import feature_spec, sequence_length
+
+# A test hook that kills the worker process (a real crash, not an exception) once:
+# "<role>:<step>:<marker file>", e.g. "teacher:5:/tmp/x"; several specs separated by ";"
+# crash several workers of one run. The marker makes each fire once.
+FAIL_ENV = "RECDISTILL_FAIL_ONCE"
+# A test hook: windows whose signals the online teacher writes but never marks complete,
+# as if it lagged behind or the hub lost them: "3,4".
+DROP_ENV = "RECDISTILL_DROP_SIGNALS"
+# A test hook: the online students kill the signal hub actor (Ray restarts it) once, while
+# their wait for a window's signals is in flight: "<window>:<marker file>".
+KILL_HUB_ENV = "RECDISTILL_KILL_HUB"
+# Every test hook's variable: the driver forwards those it has set to the workers.
+TEST_HOOKS = (FAIL_ENV, DROP_ENV, KILL_HUB_ENV)
+
+
+@dataclass
+class WorkerContext:
+    """What a loop knows once its worker is set up (``worker_prologue``)."""
+
+    cfg: ExperimentConfig
+    schema: Any  # the log's ``LogSchema``
+    spec: FeatureSpec  # the models' input features
+    seq_len: int  # padded length of sequence features
+    rank: int
+    world: int
+    threads: int  # torch intra-op threads on this worker
+    device: torch.device
+    saved: dict[str, Any] | None  # the latest checkpoint's payload; None on a fresh start
+
+    @property
+    def sparse_embeddings(self) -> bool:
+        """Sparse embedding gradients, except for multi-GPU DDP: NCCL cannot all-reduce them."""
+        return not (self.world > 1 and self.device.type == "cuda")
+
+
+def worker_prologue(config: dict[str, Any], schema: Any = None, buckets: dict[str, int] | None = None
+                    ) -> WorkerContext:
+    """Set up this Train worker for a loop: Train's report logging quieted, torch threads set,
+    the config parsed, the device picked and the run's latest checkpoint read. The log's
+    ``schema`` and ``buckets`` are the loop config's "schema" and "buckets" unless given
+    (the online loops read theirs from the spool)."""
+    import ray.train
+    import ray.train.torch
+
+    quiet_logs()
+    cfg = config_from_dict(config["cfg"])
+    schema = config["schema"] if schema is None else schema
+    buckets = config["buckets"] if buckets is None else buckets
+    ctx = ray.train.get_context()
+    n = set_threads(cfg)
+    return WorkerContext(cfg, schema, feature_spec(schema, buckets), sequence_length(cfg), ctx.get_world_rank(),
+                         ctx.get_world_size(), n, ray.train.torch.get_device(), restore_checkpoint())
+
+
+def quiet_logs() -> None:
+    """Ray Train logs every report (metrics included) at INFO from a logger named after
+    its file, which ``LoggingConfig`` does not reach; long runs drowned the progress lines."""
+    from recdistill.ray_env import quiet_train_worker
+
+    quiet_train_worker()
+
+
+def set_threads(cfg: ExperimentConfig) -> int:
+    """Set torch's intra-op threads for this worker: ``platform.torch_threads``, or else the
+    node's CPUs shared among its Train workers. Returns the count."""
+    import ray.train
+
+    if cfg.platform.torch_threads:
+        n = cfg.platform.torch_threads
+    else:
+        local = max(1, ray.train.get_context().get_local_world_size())
+        n = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+                // local)
+    torch.set_num_threads(n)
+    return n
+
+
+def save_checkpoint(payload: dict[str, Any], metrics: dict[str, Any], rank: int) -> None:
+    """Report ``metrics``; rank 0 attaches a checkpoint holding ``payload`` (tensors and
+    plain containers only: it is loaded back as data)."""
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        torch.save(payload, os.path.join(d, STATE_FILE))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def restore_checkpoint() -> dict[str, Any] | None:
+    """The payload of the run's latest checkpoint (loaded as data only), None on a fresh start."""
+    import ray.train
+
+    ckpt = ray.train.get_checkpoint()
+    if ckpt is None:
+        return None
+    with ckpt.as_directory() as d:
+        return load_dir(d)
+
+
+def finish(metrics: dict[str, Any], rank: int) -> None:
+    """The last report: metrics and a checkpoint of a few bytes (Train returns a run's
+    metrics with its checkpoint; the models themselves were saved by the epoch checkpoints)."""
+    import ray.train
+
+    if rank != 0:
+        ray.train.report(metrics)
+        return
+    with tempfile.TemporaryDirectory() as d:
+        Path(d, "metrics.json").write_text(json.dumps(metrics, default=str))
+        ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+def crash_specs(spec: str) -> list[tuple[str, int, str]]:
+    """``FAIL_ENV``'s value as (role, step, marker file) triples."""
+    out = []
+    for part in filter(None, (p.strip() for p in spec.split(";"))):
+        bits = part.split(":", 2)
+        if len(bits) != 3 or not bits[1].lstrip("-").isdigit():
+            raise ValueError(f"{FAIL_ENV}={spec!r}: expected '<role>:<step>:<marker file>' specs separated by ';', "
+                             f"got {part!r}")
+        out.append((bits[0], int(bits[1]), bits[2]))
+    return out
+
+
+def test_hook_crash(role: str, step: int) -> None:
+    """Kill this worker process when ``FAIL_ENV`` names this role and step (once per marker)."""
+    for want_role, want_step, marker in crash_specs(os.environ.get(FAIL_ENV, "")):
+        if want_role == role and step == want_step and not os.path.exists(marker):
+            Path(marker).write_text(f"{role} worker {os.getpid()} killed at step {step}\n")
+            # Train's controller takes a worker's last report (and so its checkpoint) off a
+            # one-slot queue when it next polls; a crash before that poll loses the checkpoint,
+            # which is Train's contract, not the fault this hook simulates. Die after two polls.
+            time.sleep(2 * float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")))
+            os._exit(1)
+
+
+def test_hook_kill_hub(hub: Any, window: int) -> None:
+    """Kill the signal hub actor (Ray restarts it) when ``KILL_HUB_ENV`` names this window (once)."""
+    spec = os.environ.get(KILL_HUB_ENV, "")
+    if not spec:
+        return
+    want, marker = spec.split(":", 1)
+    if window == int(want) and not os.path.exists(marker):
+        import ray
+
+        Path(marker).write_text(f"hub killed by students worker {os.getpid()} waiting on window {window}\n")
+        ray.kill(hub, no_restart=False)
+
+
+def test_hook_dropped(window: int) -> bool:
+    """Whether ``DROP_ENV`` says this window's signals must never be marked complete."""
+    spec = os.environ.get(DROP_ENV, "")
+    return bool(spec) and window in {int(x) for x in spec.split(",") if x}
