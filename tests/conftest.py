@@ -1,4 +1,4 @@
-"""Shared fixtures: one local Ray per test module, kept small (see shared/RAY_NOTES.md)."""
+"""Shared fixtures: one small local Ray for the whole session (see shared/RAY_NOTES.md)."""
 
 from __future__ import annotations
 
@@ -11,14 +11,30 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("WANDB_MODE", "offline")
 
 
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
+@pytest.fixture(scope="session")
+def _ray_session() -> Iterator[None]:
+    yield
     import ray
 
-    if ray.is_initialized():
-        ray.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def ray_local(_ray_session: None) -> Iterator[None]:
+    """A local Ray of 2 CPUs, started by the first module that needs it and kept for the
+    next: its start and stop cost seconds each. A module that needs another cluster (its
+    own head, two nodes) shuts it down first (``no_local_ray``); the next module using
+    this fixture starts it again."""
     from recdistill.ray_env import ensure_ray
 
     ensure_ray(num_cpus=2)
     yield
-    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def no_local_ray() -> None:
+    """No Ray in this process: for modules that start their own clusters."""
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

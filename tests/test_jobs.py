@@ -126,7 +126,7 @@ print(json.dumps({**seen, "own": ray.get_runtime_context().gcs_address, "driver_
 
 
 @pytest.mark.timeout(400)
-def test_ray_job_submit_smoke_test(tmp_path: Path) -> None:
+def test_ray_job_submit_smoke_test(tmp_path: Path, no_local_ray: None) -> None:
     # The head authenticates as cluster.yaml's nodes do: token mode, the token in a file.
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))

@@ -13,14 +13,12 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def two_nodes():
+def two_nodes(no_local_ray: None):
     import ray
     from ray.cluster_utils import Cluster
 
     from recdistill.ray_env import ensure_ray
 
-    if ray.is_initialized():
-        ray.shutdown()
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
     cluster.add_node(num_cpus=1, resources={"worker_node": 1})
     cluster.wait_for_nodes()

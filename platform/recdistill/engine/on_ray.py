@@ -1,16 +1,17 @@
 """One experiment on Ray: Ray Data → Ray Train teacher → signal hub → distill stream →
 student groups (Ray Train) → the same results as the single-process engine.
 
-1. Ray Data reads, splits and encodes the log (lazy, sharded; nothing gathered here);
-   the train split is tagged history / students' window.
-2. The teacher key is looked up in the signal store; when its signals are complete the
-   teacher step is skipped. Otherwise a ``TorchTrainer`` trains the teacher on its sample
-   (DDP over ``platform.teacher_workers``), writing forward-distillation logits per
-   block to the store and registering them with the hub.
-3. The distill stream: the window's rows joined with the teacher's logits once, by row
-   id, and materialised in the object store; every student group reads it.
-4. Student groups (``platform.students_per_group``) run as concurrent one-worker Ray
-   Train runs; each trains its students raw and distilled in one pass per epoch.
+1. ``engine.ray_run``: Ray Data reads, splits and encodes the log (lazy, sharded; nothing
+   gathered here); the train split is tagged history / students' window.
+2. ``engine.teacher``: the teacher key is looked up in the signal store; when its signals
+   are complete the teacher step is skipped. Otherwise a ``TorchTrainer`` trains the
+   teacher on its sample (``train.teacher_loop``, DDP over ``platform.teacher_workers``),
+   publishing forward-distillation logits block by block (``signals.publish``).
+3. ``engine.stream``: the window's rows joined with the teacher's logits once, by row id,
+   and materialised in the object store; every student group reads it.
+4. Here: student groups (``platform.students_per_group``) run as concurrent one-worker Ray
+   Train runs (``train.students_loop``); each trains its students raw and distilled in one
+   pass per epoch.
 
 Every model is validated on the valid split (materialised once, sharded to the workers,
 merged across them) and stops as ``train.evaluate.EarlyStop`` says, as on the local engine.
@@ -22,13 +23,15 @@ import time
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.engine.stages import distill_stream, eval_datasets, start_run, teacher_stage
+from recdistill.engine.ray_run import eval_datasets, start_run
+from recdistill.engine.stream import distill_stream
+from recdistill.engine.teacher import teacher_stage
 from recdistill.engine.trainer import fit_metrics
 from recdistill.report.experiment import write_results
 from recdistill.results import KINDS, Scored, StudentResult, Training, transferability
 from recdistill.train.keys import raw_student_key
 from recdistill.train.plan import early_fields
-from recdistill.train.ray_workers import students_loop
+from recdistill.train.students_loop import students_loop
 
 
 def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:

@@ -51,7 +51,8 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     key = online_teacher_key(cfg)
     experiment = driver_name(cfg)
     hub = get_hub(experiment, store.uri)
-    base = {"cfg": to_dict(cfg), "spool": spool, "key": key, "store": store.uri, "hub": hub_name(experiment)}
+    base = {"cfg": to_dict(cfg), "spool": spool, "schema": spool.schema, "buckets": spool.buckets, "key": key,
+            "store": store.uri, "hub": hub_name(experiment)}
     storage = opened.out / "ray_train"
     s = cfg.stream
     tau = "∞ (frozen)" if s.teacher_update_interval is None else s.teacher_update_interval

@@ -36,6 +36,7 @@ from recdistill.online.learner import StreamLearner
 from recdistill.online.replay import ReplayBuffer
 from recdistill.online.shift import ShiftDetector, WindowProfile, profile
 from recdistill.online.spool import Spool, read_window
+from recdistill.signals.publish import Publisher
 from recdistill.signals.store import LOGIT, SignalStore
 from recdistill.train.evaluate import evaluate
 from recdistill.train.loop import predict
@@ -107,7 +108,7 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
     import ray
 
     spool: Spool = config["spool"]
-    ctx = worker_prologue(config, spool.schema, spool.buckets)
+    ctx = worker_prologue(config)
     cfg, seq_len, device = ctx.cfg, ctx.seq_len, ctx.device
     t, s = cfg.teacher, cfg.stream
     model = build_model(ctx.spec, t, "single", teacher_init_seed(cfg)).to(device)
@@ -123,14 +124,14 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
         detector.load(profiles_from_state(saved["detector"]))
         st = {**saved["state"], "resumed": saved["state"]["resumed"] + 1}
 
+    publisher = Publisher(store, hub, key)
+
     def publish(version: int, window: int, ids: np.ndarray, z: np.ndarray, extra: dict[str, Any]) -> None:
-        metas = []
-        for seq, start in enumerate(range(0, len(ids), cfg.platform.signal_block_rows)):
-            end = start + cfg.platform.signal_block_rows
-            metas.append(store.write_block(key, version, window, 0, seq, ids[start:end], z[start:end]).to_dict())
-        ray.get(hub.register.remote(metas))
+        n = cfg.platform.signal_block_rows
+        publisher.publish((version, window, seq, ids[start:start + n], z[start:start + n])
+                          for seq, start in enumerate(range(0, len(ids), n)))
         if not test_hook_dropped(window):
-            ray.get(hub.mark_complete.remote(key, version, window, extra))
+            publisher.complete(version, window, extra)
 
     def checkpoint() -> None:
         save_checkpoint({"learner": learner.state(), "buffer": buffer.state(),
@@ -267,7 +268,7 @@ def online_students_loop(config: dict[str, Any]) -> None:
     import ray
 
     spool: Spool = config["spool"]
-    ctx = worker_prologue(config, spool.schema, spool.buckets)
+    ctx = worker_prologue(config)
     cfg, seq_len, device = ctx.cfg, ctx.seq_len, ctx.device
     s = cfg.stream
     store, hub, key = config["store"], ray.get_actor(config["hub"]), config["key"]

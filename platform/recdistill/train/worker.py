@@ -21,7 +21,9 @@ import torch
 
 from recdistill.config import ExperimentConfig, config_from_dict
 from recdistill.models import FeatureSpec
+from recdistill.data.tensors import from_table
 from recdistill.train.checkpoint import STATE_FILE, load_dir
+from recdistill.train.evaluate import Validator, validation_auc
 from recdistill.train.plan import feature_spec, sequence_length
 
 # A test hook that kills the worker process (a real crash, not an exception) once:
@@ -58,23 +60,33 @@ class WorkerContext:
         return not (self.world > 1 and self.device.type == "cuda")
 
 
-def worker_prologue(config: dict[str, Any], schema: Any = None, buckets: dict[str, int] | None = None
-                    ) -> WorkerContext:
+def worker_prologue(config: dict[str, Any]) -> WorkerContext:
     """Set up this Train worker for a loop: Train's report logging quieted, torch threads set,
-    the config parsed, the device picked and the run's latest checkpoint read. The log's
-    ``schema`` and ``buckets`` are the loop config's "schema" and "buckets" unless given
-    (the online loops read theirs from the spool)."""
+    the config parsed (the loop config's "cfg", "schema" and "buckets"), the device picked
+    and the run's latest checkpoint read."""
     import ray.train
     import ray.train.torch
 
     quiet_logs()
     cfg = config_from_dict(config["cfg"])
-    schema = config["schema"] if schema is None else schema
-    buckets = config["buckets"] if buckets is None else buckets
+    schema, buckets = config["schema"], config["buckets"]
     ctx = ray.train.get_context()
     n = set_threads(cfg)
     return WorkerContext(cfg, schema, feature_spec(schema, buckets), sequence_length(cfg), ctx.get_world_rank(),
                          ctx.get_world_size(), n, ray.train.torch.get_device(), restore_checkpoint())
+
+
+def shard_validator(config: dict[str, Any], schema: Any, seq_len: int, device: torch.device) -> Validator | None:
+    """Validation AUC on this worker's shard of the valid split, merged across workers
+    (None when the driver found the split empty and passed no "valid" dataset)."""
+    import ray.train
+
+    if not config.get("valid_rows"):
+        return None
+    shard = ray.train.get_dataset_shard("valid")
+    return lambda models: validation_auc(models, (
+        from_table(t, schema, seq_len).to(device)
+        for t in shard.iter_batches(batch_size=16384, batch_format="pyarrow")))
 
 
 def quiet_logs() -> None:

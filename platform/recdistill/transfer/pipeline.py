@@ -1,7 +1,7 @@
 """CrossAdapt's offline stage on Ray: the OLD model's knowledge into a NEW architecture.
 
 1. The teacher (the old model) is trained, or reused from the signal store with its
-   forward-distillation logits, exactly as in the 1→N experiment (``engine.stages``).
+   forward-distillation logits, exactly as in the 1→N experiment (``engine.teacher``).
 2. The offline stream: the students' window joined with those logits, then strategically
    sampled (``transfer.sampling``) and augmented with made-up pairs the teacher scores
    (``transfer.augment``), all Ray Data steps; materialised once in the object store.
@@ -176,7 +176,9 @@ def _flag_real(batch: pa.Table) -> pa.Table:
 
 
 def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    from recdistill.engine.stages import distill_stream, start_run, teacher_stage
+    from recdistill.engine.ray_run import start_run
+    from recdistill.engine.stream import distill_stream
+    from recdistill.engine.teacher import teacher_stage
     from recdistill.engine.trainer import ray_trainer
     from recdistill.transfer.augment import teacher_state_path
     from recdistill.report.transfer import write_transfer_results

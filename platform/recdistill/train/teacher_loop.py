@@ -1,7 +1,9 @@
-"""The per-worker loops Ray Train runs: the teacher (forward distillation into the signal
-store) and a student group (one pass over the distill stream for all its students).
+"""The teacher's Ray Train loop: forward distillation into the signal store.
 
-Both checkpoint through ``ray.train.report`` and resume from ``ray.train.get_checkpoint``
+On its sample of the train split, in log order, the teacher records each row's logit
+before it learns from that row, writes the logits block by block to the store and
+registers the blocks with the hub; then it may train on (more epochs, early stopping).
+It checkpoints through ``ray.train.report`` and resumes from ``ray.train.get_checkpoint``
 after a worker failure (``train.worker``). Every rank calls ``report`` at the same steps
 (the cadence is a function of the step count, which DDP keeps in lockstep), as Train expects.
 """
@@ -16,26 +18,13 @@ import torch
 
 from recdistill.data.tensors import from_table
 from recdistill.data.windows import STUDENT_WINDOW
-from recdistill.signals.store import LOGIT, SignalStore
+from recdistill.signals.publish import Publisher
+from recdistill.signals.store import SignalStore
 from recdistill.train.checkpoint import plain
-from recdistill.train.evaluate import EarlyStop, Evaluator, Validator, validation_auc
-from recdistill.train.group import StudentGroup
+from recdistill.train.evaluate import EarlyStop, Evaluator
 from recdistill.train.loop import optimizers, train_step
-from recdistill.train.plan import build_model, student_members, teacher_init_seed
-from recdistill.train.worker import finish, save_checkpoint, test_hook_crash, worker_prologue
-
-
-def _shard_validator(config: dict[str, Any], schema: Any, seq_len: int, device: torch.device) -> Validator | None:
-    """Validation AUC on this worker's shard of the valid split, merged across workers
-    (None when the driver found the split empty and passed no "valid" dataset)."""
-    import ray.train
-
-    if not config.get("valid_rows"):
-        return None
-    shard = ray.train.get_dataset_shard("valid")
-    return lambda models: validation_auc(models, (
-        from_table(t, schema, seq_len).to(device)
-        for t in shard.iter_batches(batch_size=16384, batch_format="pyarrow")))
+from recdistill.train.plan import build_model, teacher_init_seed
+from recdistill.train.worker import finish, save_checkpoint, shard_validator, test_hook_crash, worker_prologue
 
 
 def _test_metrics(model: torch.nn.Module, schema: Any, seq_len: int, device: torch.device,
@@ -77,7 +66,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
     model.to(device)
     opts = optimizers(model, t.lr, t.embedding_lr)
     net = ray.train.torch.prepare_model(model) if world > 1 else model
-    store, hub, key = SignalStore(config["store"]), ray.get_actor(config["hub"]), config["key"]
+    publisher = Publisher(SignalStore(config["store"]), ray.get_actor(config["hub"]), config["key"], rank)
     state: dict[str, Any] = {"epoch": 0, "batch": 0, "seq": 0, "steps": 0, "rows": 0, "seconds": 0.0, "resumed": 0,
                              "checkpoint_s": 0.0, "pass_steps": 0, "recorded": None, "signal_auc": None,
                              "signal_rows": None}
@@ -93,7 +82,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
         early.load(saved["early"])
         if rank == 0 and saved["signals"] is not None:  # the merged sums; other ranks add what follows
             signals.load_state(saved["signals"])
-    validate = _shard_validator(config, schema, seq_len, device)
+    validate = shard_validator(config, schema, seq_len, device)
     # Signals are flushed every ``flush_every`` steps and a checkpoint follows every few
     # flushes: a function of the step count, the same on every rank.
     flush_every = max(1, cfg.platform.signal_block_rows // t.batch_size)
@@ -104,9 +93,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
             return
         ids, z, w, y = (np.concatenate(x) for x in zip(*pending))
         pending.clear()
-        metas = [store.write_block(key, 0, int(win), rank, state["seq"], ids[w == win], z[w == win]).to_dict()
-                 for win in np.unique(w)]
-        ray.get(hub.register.remote(metas))
+        publisher.publish((0, int(win), state["seq"], ids[w == win], z[w == win]) for win in np.unique(w))
         state["seq"] += 1
         # per block, not per step: a histogram update costs the same for 1 row or 65k
         for win, name in ((0, "history"), (STUDENT_WINDOW, "window")):
@@ -206,57 +193,3 @@ def teacher_loop(config: dict[str, Any]) -> None:
     finish(metrics, rank)
 
 
-def students_loop(config: dict[str, Any]) -> None:
-    import ray.train
-
-    ctx = worker_prologue(config)
-    schema, seq_len, rank, device = ctx.schema, ctx.seq_len, ctx.rank, ctx.device
-    group = StudentGroup(student_members(ctx.cfg, ctx.spec, config["students"], config.get("skip_raw", ())), device,
-                         _shard_validator(config, schema, seq_len, device))
-    # ``batches`` counts stream batches over the whole run (restored on resume), so the
-    # failure hook's step names one point of the run however often it restarted
-    start, resumed, batches = 0, 0, 0
-    saved = ctx.saved
-    if saved:
-        group.load(saved["group"])
-        start, resumed, batches = saved["epoch"], saved["resumed"] + 1, saved["batches"]
-    shard = ray.train.get_dataset_shard("train")
-    timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
-    for epoch in range(start, group.epochs):
-        if not group.active:  # every member stopped early
-            break
-        t_data = time.perf_counter()
-        for table in shard.iter_batches(batch_size=config["stream_batch"], batch_format="pyarrow"):
-            b = from_table(table, schema, seq_len)
-            zt = torch.from_numpy(table.column(LOGIT).to_numpy(zero_copy_only=False).astype(np.float32))
-            t_feed = time.perf_counter()
-            timing["data_s"] += t_feed - t_data
-            group.feed(b, zt, epoch)
-            t_data = time.perf_counter()
-            timing["feed_s"] += t_data - t_feed
-            batches += 1
-            test_hook_crash("students", batches)
-        group.end_epoch(epoch)
-        if rank == 0:
-            print(f"[students] epoch {epoch + 1}/{group.epochs}: " + ", ".join(
-                f"{m.name} {m.rows:,} rows {m.rows / max(m.seconds, 1e-9):,.0f}/s" for m in group.members), flush=True)
-        if epoch + 1 < group.epochs and group.active:  # finished models go straight to scoring
-            t_ck = time.perf_counter()
-            save_checkpoint({"group": group.state(), "epoch": epoch + 1, "resumed": resumed, "batches": batches},
-                            {"epoch": epoch + 1}, rank)
-            timing["checkpoint_s"] += time.perf_counter() - t_ck
-
-    t_eval = time.perf_counter()
-    ev = Evaluator([m.name for m in group.members], {m.name: m.negative_keep for m in group.members})
-    with torch.no_grad():
-        for m in group.members:
-            m.model.eval()
-        for table in ray.train.get_dataset_shard("test").iter_batches(batch_size=16384, batch_format="pyarrow"):
-            b = from_table(table, schema, seq_len).to(device)
-            for m in group.members:
-                ev.update(m.name, m.model(b.cat, b.dense, b.seq)[0], b.label)
-    ev.all_reduce()
-    members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary()} for m in group.members}
-    timing["eval_s"] = time.perf_counter() - t_eval
-    finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,
-             **timing}, rank)

@@ -1,0 +1,72 @@
+"""A batch run on Ray, started: the prepared splits (the held-out ones materialised
+once), the signal store and hub, the teacher's key and the loop config every Ray Train
+worker gets. The 1→N experiment and the transfer stage start here alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from recdistill.config import ExperimentConfig, to_dict
+from recdistill.engine.prologue import driver_name, open_run, prepare
+from recdistill.signals.hub import get_hub, hub_name
+from recdistill.signals.store import SignalStore
+from recdistill.train.keys import teacher_key
+from recdistill.train.plan import check_validation
+
+
+@dataclass
+class RayRun:
+    """What every Ray pipeline shares once the log is prepared: splits, store, hub, names."""
+
+    prepared: Any
+    train_ds: Any  # the train split tagged history / students' window
+    test_ds: Any  # materialised: every model scores it
+    valid_ds: Any  # materialised: every model validates on it (no rows: no validation)
+    valid_rows: int
+    store: SignalStore
+    hub: Any
+    key: str  # the teacher's key
+    experiment: str
+    storage: Path
+    base: dict[str, Any]  # the loop config every Train worker gets
+    t_start: float
+    signal_id: str = ""  # the teacher's signals: ``<key>/<generation>``, set by teacher_stage
+    cfg: Any = None  # the resolved config (``PreparedLog.cfg``): every later stage uses this one
+
+    @property
+    def schema(self) -> Any:
+        return self.prepared.schema
+
+
+def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
+    """Write the config, join or start Ray, prepare the log and the signal hub."""
+    import ray
+
+    opened = open_run(cfg)
+    res = ray.cluster_resources()
+    prepared = prepare(cfg, log, f" on Ray ({res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs)")
+    cfg = prepared.cfg
+    train_ds = prepared.splits["train"]
+    # Held out once into the object store (sharded across nodes, not on the driver): the
+    # teacher and every student group score it, and training workers that hold every CPU
+    # of a small node cannot starve a lazy read of it.
+    test_ds = prepared.splits["test"].materialize()
+    valid_ds = prepared.splits["valid"].materialize()
+    valid_rows = valid_ds.count()
+    check_validation(cfg, valid_rows)
+    key = teacher_key(cfg)
+    store = SignalStore(cfg.platform.signal_store)
+    experiment = driver_name(cfg)
+    hub = get_hub(experiment, store.uri)
+    base = {"cfg": to_dict(cfg), "schema": prepared.schema, "buckets": prepared.preprocessor.buckets, "key": key,
+            "store": store.uri, "hub": hub_name(experiment), "valid_rows": valid_rows}
+    return RayRun(prepared, train_ds, test_ds, valid_ds, valid_rows, store, hub, key, experiment,
+                  opened.out / "ray_train", base, opened.t_start, cfg=cfg)
+
+
+def eval_datasets(run: RayRun) -> dict[str, Any]:
+    """The held-out splits every Train run gets: test, and valid when it has rows."""
+    return {"test": run.test_ds, **({"valid": run.valid_ds} if run.valid_rows else {})}

@@ -1,0 +1,76 @@
+"""A student group's Ray Train loop: one pass per epoch over the distill stream (the
+students' window joined with the teacher's logits) trains every student of the group,
+raw and distilled (``train.group``); then each is scored on the test split. It
+checkpoints each epoch and resumes after a worker failure (``train.worker``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import torch
+
+from recdistill.data.tensors import from_table
+from recdistill.signals.store import LOGIT
+from recdistill.train.evaluate import Evaluator
+from recdistill.train.group import StudentGroup
+from recdistill.train.plan import student_members
+from recdistill.train.worker import finish, save_checkpoint, shard_validator, test_hook_crash, worker_prologue
+
+
+def students_loop(config: dict[str, Any]) -> None:
+    import ray.train
+
+    ctx = worker_prologue(config)
+    schema, seq_len, rank, device = ctx.schema, ctx.seq_len, ctx.rank, ctx.device
+    group = StudentGroup(student_members(ctx.cfg, ctx.spec, config["students"], config.get("skip_raw", ())), device,
+                         shard_validator(config, schema, seq_len, device))
+    # ``batches`` counts stream batches over the whole run (restored on resume), so the
+    # failure hook's step names one point of the run however often it restarted
+    start, resumed, batches = 0, 0, 0
+    saved = ctx.saved
+    if saved:
+        group.load(saved["group"])
+        start, resumed, batches = saved["epoch"], saved["resumed"] + 1, saved["batches"]
+    shard = ray.train.get_dataset_shard("train")
+    timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
+    for epoch in range(start, group.epochs):
+        if not group.active:  # every member stopped early
+            break
+        t_data = time.perf_counter()
+        for table in shard.iter_batches(batch_size=config["stream_batch"], batch_format="pyarrow"):
+            b = from_table(table, schema, seq_len)
+            zt = torch.from_numpy(table.column(LOGIT).to_numpy(zero_copy_only=False).astype(np.float32))
+            t_feed = time.perf_counter()
+            timing["data_s"] += t_feed - t_data
+            group.feed(b, zt, epoch)
+            t_data = time.perf_counter()
+            timing["feed_s"] += t_data - t_feed
+            batches += 1
+            test_hook_crash("students", batches)
+        group.end_epoch(epoch)
+        if rank == 0:
+            print(f"[students] epoch {epoch + 1}/{group.epochs}: " + ", ".join(
+                f"{m.name} {m.rows:,} rows {m.rows / max(m.seconds, 1e-9):,.0f}/s" for m in group.members), flush=True)
+        if epoch + 1 < group.epochs and group.active:  # finished models go straight to scoring
+            t_ck = time.perf_counter()
+            save_checkpoint({"group": group.state(), "epoch": epoch + 1, "resumed": resumed, "batches": batches},
+                            {"epoch": epoch + 1}, rank)
+            timing["checkpoint_s"] += time.perf_counter() - t_ck
+
+    t_eval = time.perf_counter()
+    ev = Evaluator([m.name for m in group.members], {m.name: m.negative_keep for m in group.members})
+    with torch.no_grad():
+        for m in group.members:
+            m.model.eval()
+        for table in ray.train.get_dataset_shard("test").iter_batches(batch_size=16384, batch_format="pyarrow"):
+            b = from_table(table, schema, seq_len).to(device)
+            for m in group.members:
+                ev.update(m.name, m.model(b.cat, b.dense, b.seq)[0], b.label)
+    ev.all_reduce()
+    members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary()} for m in group.members}
+    timing["eval_s"] = time.perf_counter() - t_eval
+    finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,
+             **timing}, rank)
