@@ -107,14 +107,13 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     assert second["students"][1]["auc_raw"] == pytest.approx(first["students"][1]["auc_raw"], abs=1e-6)
     saved = json.loads((shared / "ray2" / "results.json").read_text())
     assert saved["platform"]["teacher_reused"] is True
+    # a reused teacher's signal AUCs are for the cut it was recorded at, and say so
+    assert second["teacher"]["signal_auc_history_fraction"] == 0.5
 
-    # Another history cut (a log with time, not shuffled) is the same teacher: reused, and the
-    # students' larger window finds a signal on every row (some were the old cut's history).
-    third = run_experiment(_cfg(shared, "ray3", *GAP_EXTRA, "teacher.history_fraction=0.3"), log=lambda _: None)
-    assert third["platform"]["teacher_reused"] and third["platform"]["teacher_key"] == p["teacher_key"]
-    assert all(s["signal_coverage"] == 1.0 for s in third["students"])
-    assert third["platform"]["stream_rows"] == third["platform"]["stream_rows_with_signal"] > p["stream_rows"]
-    assert third["teacher"]["signal_auc_history_fraction"] == 0.5  # its signal AUCs are for the cut it was recorded at
+    # Another history cut (a log with time, not shuffled) is the same teacher, so it is reused
+    # (the store path above); that its students' larger window finds a signal on every row
+    # is the join's (tests/signals/test_signals.py::test_join_reads_every_window_the_teacher_recorded).
+    assert _key(shared, *GAP_EXTRA, "teacher.history_fraction=0.3") == p["teacher_key"]
 
     # A different teacher seed is a different key: the teacher trains again.
     assert _key(shared, *GAP_EXTRA, "run.seed=1") != p["teacher_key"]

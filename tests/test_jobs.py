@@ -58,7 +58,7 @@ def test_cluster_yaml_starts_every_node_with_token_auth() -> None:
 
 
 @pytest.mark.parametrize("value", ["0", "false", "False", "no"])
-def test_ensure_ray_refuses_train_v1(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+def test_ensure_ray_refuses_train_v1(monkeypatch: pytest.MonkeyPatch, value: str, no_local_ray: None) -> None:
     import ray
 
     from recdistill.ray_env import ensure_ray

@@ -57,6 +57,26 @@ def test_store_blocks_scan_and_range_reads(tmp_path: Path) -> None:
     assert store.scan("missing") == ([], [])
 
 
+def test_join_reads_every_window_the_teacher_recorded(tmp_path: Path) -> None:
+    """A teacher reused at an earlier history cut: the students' window now holds rows the
+    teacher recorded as history (window 0). Joined with both windows' blocks, as the distill
+    stream does, every row finds its logit; with the window's blocks alone, only those do."""
+    import pyarrow as pa
+
+    from recdistill.data.schema import ROW_ID
+    from recdistill.signals.join import coverage, join_signals
+    from recdistill.signals.store import LOGIT
+
+    store = SignalStore(str(tmp_path / "s"))
+    history = store.write_block("k", 0, 0, 0, 0, np.arange(0, 10), np.arange(0, 10, dtype=np.float32))
+    window = store.write_block("k", 0, 1, 0, 0, np.arange(10, 20), np.arange(10, 20, dtype=np.float32))
+    rows = pa.table({ROW_ID: pa.array(np.arange(5, 20), pa.int64())})  # the later cut's window: rows 5..19
+    both = join_signals(rows, store.uri, [history.to_dict(), window.to_dict()])
+    assert coverage(both) == {"rows": 15, "with_signal": 15}
+    assert both.column(LOGIT).to_pylist() == [float(i) for i in range(5, 20)]
+    assert coverage(join_signals(rows, store.uri, [window.to_dict()])) == {"rows": 15, "with_signal": 10}
+
+
 def test_hub_index_wait_and_restart(tmp_path: Path, ray_local) -> None:
     uri = str(tmp_path / "store")
     store = SignalStore(uri)

@@ -138,8 +138,9 @@ _CONTEND = """
 import os, sys, time
 from recdistill.signals.lease import try_acquire
 from recdistill.signals.store import SignalStore
-root, go, done = sys.argv[1:4]
+root, go, done, ready = sys.argv[1:5]
 store = SignalStore(root)
+open(ready, "w").close()
 while not os.path.exists(go):  # every process imported and waiting: they all try at once
     time.sleep(0.001)
 lease = try_acquire(store, "k", f"pid-{os.getpid()}", ttl_s=30)
@@ -153,9 +154,13 @@ if lease:
 
 def test_one_of_many_processes_wins_the_lease(tmp_path: Path) -> None:
     go, done = tmp_path / "go", tmp_path / "done"
-    procs = [subprocess.Popen([sys.executable, "-c", _CONTEND, str(tmp_path / "s"), str(go), str(done)],
-                              stdout=subprocess.PIPE, text=True) for _ in range(4)]
-    time.sleep(3.0)  # imports (pyarrow, numpy) in four processes
+    ready = [tmp_path / f"ready-{i}" for i in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-c", _CONTEND, str(tmp_path / "s"), str(go), str(done), str(r)],
+                              stdout=subprocess.PIPE, text=True) for r in ready]
+    deadline = time.monotonic() + 60
+    while not all(r.exists() for r in ready):  # every process has imported and waits at the start line
+        assert time.monotonic() < deadline and all(p.poll() is None for p in procs), "a contender did not start"
+        time.sleep(0.01)
     go.touch()
     answers = [p.stdout.readline().strip() for p in procs]
     done.touch()
