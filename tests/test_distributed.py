@@ -113,7 +113,7 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     # Another history cut (a log with time, not shuffled) is the same teacher, so it is reused
     # (the store path above); that its students' larger window finds a signal on every row
     # is the join's (tests/signals/test_signals.py::test_join_reads_every_window_the_teacher_recorded).
-    assert _key(shared, *GAP_EXTRA, "teacher.history_fraction=0.3") == p["teacher_key"]
+    assert _key(shared, *GAP_EXTRA, "teacher.history_fraction=0.3") == _key(shared, *GAP_EXTRA)
 
     # A different teacher seed is a different key: the teacher trains again.
     assert _key(shared, *GAP_EXTRA, "run.seed=1") != p["teacher_key"]

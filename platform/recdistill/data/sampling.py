@@ -86,3 +86,17 @@ def uniform_sample(batch: pa.Table, ratio: float, seed: int) -> pa.Table:
         raise ValueError(f"sampling ratio must be in (0, 1], got {ratio}")
     keep = row_uniform(batch.column(ROW_ID).to_numpy(), seed) < ratio
     return batch.filter(pa.array(keep))
+
+
+def student_row_mask(row_id: np.ndarray, label: np.ndarray, recency: np.ndarray | None, ratio: float,
+                     negative_keep: float, seed: int, min_recency: int) -> np.ndarray:
+    """Which rows of the students' window a student trains on: its seeded sample
+    (``model_sample_mask``) and, for ``rows: recent``, only rows whose recency tag is at
+    least ``min_recency`` (``train.plan.student_rows``). The local engine and the student
+    groups both pick through here."""
+    keep = model_sample_mask(row_id, label, ratio, negative_keep, seed)
+    if min_recency:
+        if recency is None:
+            raise ValueError("rows: recent needs the recency tag (windows.tag_history) on the students' rows")
+        keep &= recency >= min_recency
+    return keep

@@ -21,9 +21,11 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from recdistill.config import ExperimentConfig
+from recdistill.data.sampling import student_row_mask
 from recdistill.data.tensors import TensorLog, collect
 from recdistill.data.windows import STUDENT_WINDOW
 from recdistill.engine.prologue import open_run, prepare
@@ -111,10 +113,10 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
 
     for i, s in enumerate(cfg.students):
         share, min_recency = student_rows(cfg, i)
-        s_idx = sample_index(train, share, s.negative_keep_rate, student_sample_seed(cfg, i))
-        s_idx = s_idx[in_window[s_idx]]
-        if min_recency:
-            s_idx = s_idx[train.recency[s_idx] >= min_recency]
+        recency = train.recency.numpy() if train.recency is not None else None
+        keep = student_row_mask(train.row_id.numpy(), train.label.numpy(), recency, share, s.negative_keep_rate,
+                                student_sample_seed(cfg, i), min_recency)
+        s_idx = torch.from_numpy(np.flatnonzero(keep & in_window.numpy()))
         rows = train.take(s_idx)
         zt = signals[s_idx]
         trained: dict[str, Training] = {}

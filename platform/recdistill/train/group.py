@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from recdistill.data.sampling import model_sample_mask
+from recdistill.data.sampling import student_row_mask
 from recdistill.data.tensors import TensorLog
 from recdistill.distill.objective import Objective
 from recdistill.models import Ranker
@@ -116,9 +116,8 @@ class StudentGroup:
         for m in self.members:
             if epoch >= m.epochs or (m.done and epoch > 0):
                 continue
-            keep = model_sample_mask(ids, y, m.ratio, m.negative_keep, m.seed)
-            if m.min_recency:
-                keep &= batch.recency.numpy() >= m.min_recency
+            recency = batch.recency.numpy() if batch.recency is not None else None
+            keep = student_row_mask(ids, y, recency, m.ratio, m.negative_keep, m.seed, m.min_recency)
             if epoch == 0:
                 m.sample_rows += int(keep.sum())
             if m.done or not keep.any():
