@@ -534,6 +534,21 @@ def test_truncated_or_corrupt_compressed_file_names_the_file(tmp_path, ext):
             read(p, "criteo")
 
 
+def test_libsvm_field_sniffing_names_a_corrupt_compressed_file(tmp_path):
+    from recdistill.data.formats import schema_for_file
+
+    text = ("\n".join(f"{i % 2} 1:1 5:1 9:1" for i in range(400)) + "\n").encode()
+    good = tmp_path / "ok.libsvm.gz"
+    with pa.CompressedOutputStream(str(good), "gzip") as f:
+        f.write(text)
+    assert len(schema_for_file(str(good), "libsvm").categorical) == 3
+    data = good.read_bytes()
+    bad = tmp_path / "bad.libsvm.gz"
+    bad.write_bytes(data[:16] + bytes(b ^ 0x5A for b in data[16:80]) + data[80:])
+    with pytest.raises(DataError, match=rf"{bad}: compressed data is truncated or corrupt"):
+        schema_for_file(str(bad), "libsvm")
+
+
 def test_movielens_timestamps_beyond_int64_are_rejected(tmp_path):
     p = write(tmp_path, "u.data", ["1\t2\t4\t9223372036854775808", "1\t3\t4\t1e30", "1\t4\t4\t100",
                                    "1\t5\t4\t9223372036854774784", "1\t6\t4\t9223372036854775807"])

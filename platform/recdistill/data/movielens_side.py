@@ -45,11 +45,11 @@ from dataclasses import dataclass
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recdistill.data.formats.text import COMPRESSED_SUFFIXES
 from recdistill.data.rejects import DataError
 
 USER, ITEM = "user", "item"
 RECBOLE, ML100K = "recbole", "ml-100k"
-COMPRESSED_SUFFIXES = (".gz", ".bz2", ".zst", ".lz4", ".br")
 ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
                  "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
                  "Romance", "Sci-Fi", "Thriller", "War", "Western")

@@ -17,6 +17,7 @@ import json
 from typing import Any
 
 from recdistill.config import ExperimentConfig, to_dict
+from recdistill.data.formats import TIMED_SOURCES, expand_paths
 
 # 2: generations under each key, JSON spool schema (older stores' keys are not reused)
 SIGNAL_FORMAT = 2
@@ -33,8 +34,6 @@ def _file_fingerprint(path: str | None) -> list[tuple[str, int, int]]:
 
         if glob.has_magic(path):
             # a glob names no file itself: fingerprint the files it matches (as the reader does)
-            from recdistill.data.formats import expand_paths
-
             return sorted(fp for p in expand_paths(path) for fp in _file_fingerprint(p))
     fs, root = pafs.FileSystem.from_uri(path) if "://" in path else (pafs.LocalFileSystem(), path)
     info = fs.get_file_info(root)
@@ -64,10 +63,6 @@ def _digest(ident: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
-# Formats whose rows carry a time column: data.shuffle=auto keeps their order (no history cut in it).
-_TIMED_FORMATS = ("synthetic", "avazu", "movielens")
-
-
 def history_orders_teacher(cfg: ExperimentConfig) -> bool:
     """Whether ``teacher.history_fraction`` changes what the teacher learns: only when the
     train split is shuffled within history and window (``data.shuffle`` window, which auto
@@ -77,7 +72,7 @@ def history_orders_teacher(cfg: ExperimentConfig) -> bool:
     have time: counted as ordered by the cut, which at worst retrains a teacher."""
     shuffle = cfg.data.shuffle
     if shuffle == "auto":
-        return cfg.data.source not in _TIMED_FORMATS
+        return cfg.data.source not in TIMED_SOURCES
     return shuffle == "window"
 
 

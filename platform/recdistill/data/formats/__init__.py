@@ -79,10 +79,12 @@ from recdistill.data.rejects import DataError, RejectTally, empty_file_error
 from recdistill.data.schema import LogSchema
 
 __all__ = ["AVAZU_CATEGORICAL", "AVAZU_COLUMNS", "CRITEO_COLUMNS", "DEFAULT_BLOCK_SIZE", "FORMATS", "HEADER_MODES",
-           "TEXT_FORMATS", "expand_paths", "iter_file", "schema_for", "schema_for_file", "schema_for_files"]
+           "TEXT_FORMATS", "TIMED_SOURCES", "expand_paths", "iter_file", "schema_for", "schema_for_file", "schema_for_files"]
 
 FORMATS = ("criteo", "avazu", "libsvm", "movielens", "parquet")
 TEXT_FORMATS = ("criteo", "avazu", "libsvm", "movielens")
+# Sources whose rows always carry a time column (a Parquet log may or may not have one).
+TIMED_SOURCES = ("synthetic", "avazu", "movielens")
 HEADER_MODES = ("auto", "yes", "no")
 
 

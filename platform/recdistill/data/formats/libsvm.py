@@ -12,7 +12,7 @@ import pyarrow.compute as pc
 from recdistill.data.formats.paths import check_exists
 from recdistill.data.formats.rows import (BAD_LABEL, BAD_LIBSVM_TOKEN, WRONG_FIELD_COUNT, Rejects, assemble,
                                           np_mask, row_ids)
-from recdistill.data.formats.text import Layout, TextStream
+from recdistill.data.formats.text import Layout, TextStream, Utf8Lines
 from recdistill.data.rejects import DataError, RejectTally, empty_file_error
 from recdistill.data.schema import LABEL, ROW_ID, LogSchema
 
@@ -34,7 +34,9 @@ def sniff_libsvm_fields(path: str) -> int:
     """Feature count of the first valid line (what ``iter_file`` fixes the file's field count to)."""
     check_exists(path)
     with pa.input_stream(path, compression="detect") as f:
-        k, _, _ = peek_libsvm(f, path)
+        # through the same wrapper as the read itself: a damaged compressed file is a
+        # DataError naming it here too, not a bare OSError
+        k, _, _ = peek_libsvm(Utf8Lines(f, path, "libsvm"), path)
     return k
 
 
