@@ -92,3 +92,15 @@ def test_exponent_without_a_dot_is_a_number() -> None:
     assert (cfg.teacher.lr, cfg.students[0].embedding_lr, cfg.distill.temperature) == (0.001, 0.0002, 1.0)
     with pytest.raises(ConfigError, match="teacher.lr='fast'"):
         load_config(None, ["teacher.lr=fast"])
+
+
+def test_overrides_may_follow_flags_on_the_command_line() -> None:
+    # scripts/demo.sh passes its arguments after --overwrite: `run CONFIG --overwrite k=v`
+    from recdistill.cli import parse_args
+
+    a = parse_args(["run", "jobs/configs/demo.yaml", "--overwrite", "students.0.alpha=2", "run.seed=1"])
+    assert a.overwrite and a.config == "jobs/configs/demo.yaml" and a.overrides == ["students.0.alpha=2", "run.seed=1"]
+    b = parse_args(["run", "jobs/configs/demo.yaml", "run.seed=1", "--smoke-test", "run.name=x"])
+    assert b.smoke_test and b.overrides == ["run.seed=1", "run.name=x"]
+    with pytest.raises(SystemExit):
+        parse_args(["run", "jobs/configs/demo.yaml", "--overwrite", "--no-such-flag"])
