@@ -46,7 +46,8 @@ def _window(cfg: ExperimentConfig, key: str) -> tuple[Any, TensorLog, torch.Tens
     from recdistill.engine.prepare import prepare_log
     from recdistill.data.tensors import collect
     from recdistill.data.windows import STUDENT_WINDOW, tag_history
-    from recdistill.signals.store import LOGIT, SignalStore
+    from recdistill.signals.kinds import LOGIT
+    from recdistill.signals.store import SignalStore
     from recdistill.train.plan import sequence_length
 
     prepared = prepare_log(cfg)

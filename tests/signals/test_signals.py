@@ -65,7 +65,7 @@ def test_join_reads_every_window_the_teacher_recorded(tmp_path: Path) -> None:
 
     from recdistill.data.schema import ROW_ID
     from recdistill.signals.join import coverage, join_signals
-    from recdistill.signals.store import LOGIT
+    from recdistill.signals.kinds import LOGIT
 
     store = SignalStore(str(tmp_path / "s"))
     history = store.write_block("k", 0, 0, 0, 0, np.arange(0, 10), np.arange(0, 10, dtype=np.float32))

@@ -9,7 +9,7 @@ import torch
 
 from recdistill.config import TeacherConfig, to_dict
 from recdistill.data.schema import LABEL, ROW_ID, LogSchema
-from recdistill.signals.store import LOGIT
+from recdistill.signals.kinds import LOGIT
 from recdistill.train.plan import build_model, feature_spec
 from recdistill.transfer.augment import AUGMENTED, TeacherScorer, augment_batch
 

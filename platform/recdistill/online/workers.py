@@ -36,8 +36,9 @@ from recdistill.online.learner import StreamLearner
 from recdistill.online.replay import ReplayBuffer
 from recdistill.online.shift import ShiftDetector, WindowProfile, profile
 from recdistill.online.spool import Spool, read_window
+from recdistill.signals.kinds import LOGIT
 from recdistill.signals.publish import Publisher
-from recdistill.signals.store import LOGIT, SignalStore
+from recdistill.signals.store import SignalStore
 from recdistill.train.evaluate import evaluate
 from recdistill.train.loop import predict
 from recdistill.train.plan import (build_model, student_init_seed, student_objective, student_sample_seed,

@@ -17,7 +17,8 @@ from typing import Any
 import ray
 
 from recdistill.ray_env import actor_restarted
-from recdistill.signals.store import BlockMeta, SignalStore
+from recdistill.signals.blocks import BlockMeta
+from recdistill.signals.store import SignalStore
 
 Slot = tuple[str, int, int]  # (teacher key, version, window)
 

@@ -8,7 +8,9 @@ import numpy as np
 import pyarrow as pa
 
 from recdistill.data.schema import ROW_ID
-from recdistill.signals.store import LOGIT, BlockMeta, SignalStore
+from recdistill.signals.blocks import BlockMeta
+from recdistill.signals.kinds import LOGIT
+from recdistill.signals.store import SignalStore
 
 _STORES: dict[str, SignalStore] = {}
 

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from recdistill.data.tensors import from_table
-from recdistill.signals.store import LOGIT
+from recdistill.signals.kinds import LOGIT
 from recdistill.train.evaluate import Evaluator
 from recdistill.train.group import StudentGroup
 from recdistill.train.plan import student_members

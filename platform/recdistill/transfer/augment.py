@@ -31,7 +31,7 @@ import torch
 
 from recdistill.data.sampling import row_uniform
 from recdistill.data.schema import LABEL, P_TRUE, ROW_ID
-from recdistill.signals.store import LOGIT
+from recdistill.signals.kinds import LOGIT
 
 AUGMENTED = "augmented"  # int8: 1 = made-up pair (no label), 0 = a real impression
 GENERATORS = ("random", "popularity", "session")

@@ -18,7 +18,7 @@ import torch
 
 from recdistill.config import config_from_dict
 from recdistill.data.tensors import from_table
-from recdistill.signals.store import LOGIT
+from recdistill.signals.kinds import LOGIT
 from recdistill.train.evaluate import Evaluator
 from recdistill.train.loop import batch_loss, optimizer_step, optimizers
 from recdistill.train.checkpoint import plain
