@@ -69,7 +69,9 @@ def test_html_embeds_only_the_runs_own_pngs_and_escapes_names(tmp_path: Path) ->
     (run / "config.yaml").write_text(dump_config(cfg))
     write_results(cfg, results, log=lambda _: None)
     page = (run / "report.html").read_text()
-    assert page.count("data:image/png;base64,") == 1 and base64.b64encode(PNG + b"the run's own plot").decode() in page
+    # the run's own PNGs only: the plot placed in it and the raw → distilled plot it drew
+    assert page.count("data:image/png;base64,") == 2 and base64.b64encode(PNG + b"the run's own plot").decode() in page
+    assert base64.b64encode((run / "raw_to_distilled.png").read_bytes()).decode() in page
     for secret in (b"hunter2", b"outside the run", b"machine x password hunter2", PNG + b"outside the run"):
         assert base64.b64encode(secret).decode()[:-4] not in page and secret.decode(errors="ignore") not in page
     assert "<script>" not in page and "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt;" in page
@@ -103,3 +105,30 @@ def test_gauc_column_only_where_it_was_computed() -> None:
     rows = [line for line in with_gauc.splitlines() if line.startswith("|")]
     assert "GAUC (user)" in rows[0] and "| 0.6100 |" in rows[2] and "| 0.5800 |" in rows[3]
     assert len({line.count("|") for line in rows}) == 1  # every row has every column
+
+
+def test_batch_report_draws_gains_and_learning_curves(tmp_path: Path) -> None:
+    from recdistill.config import load_config
+    from recdistill.report.experiment import write_results
+
+    curve = [{"epoch": 1, "step": 10, "auc": 0.60}, {"epoch": 2, "step": 20, "auc": 0.62}]
+    student = {"name": "s", "arch": "dnn", "towers": "single", "params": 5, "auc_raw": 0.6, "auc_distill": 0.65,
+               "logloss_raw": 0.5, "logloss_distill": 0.49, "calibration_raw": 0.0, "calibration_distill": 0.0,
+               "eta": 0.5, "valid_curve_raw": curve, "valid_curve_distill": curve}
+    results = {"teacher": {"arch": "dcnv2", "params": 10, "auc": 0.7, "logloss": 0.5, "calibration": 0.0,
+                           "valid_curve": curve[:1]},
+               "students": [student], "oracle": {"auc": 0.8}, "seconds": 1.0}
+    out = tmp_path / "with"
+    write_results(load_config(None, [f"run.dir={out}"]), results, log=lambda _: None)
+    for name in ("raw_to_distilled.png", "learning_curves.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (out / name).stat().st_size > 5000
+        assert f"]({name})" in (out / "report.md").read_text()
+    assert (out / "report.html").read_text().count("data:image/png;base64,") == 2
+    # no valid split, no curves: the gains plot alone
+    bare = {**results, "teacher": {k: v for k, v in results["teacher"].items() if k != "valid_curve"},
+            "students": [{k: v for k, v in student.items() if not k.startswith("valid_curve")}]}
+    out2 = tmp_path / "without"
+    write_results(load_config(None, [f"run.dir={out2}"]), bare, log=lambda _: None)
+    assert (out2 / "raw_to_distilled.png").exists() and not (out2 / "learning_curves.png").exists()
+    assert "learning_curves" not in (out2 / "report.md").read_text()
+

@@ -90,8 +90,10 @@ def report_dir(directory: Path, log: Callable[[str], None] = print) -> None:
         plot_curves(results, directory / "curves.png")
         (directory / "report.md").write_text(report_markdown(cfg, results))
     else:
-        from recdistill.report.experiment import report_markdown
+        from recdistill.report.experiment import plots_for, report_markdown
 
+        for name, plot in plots_for(results).items():
+            plot(results, directory / name)
         (directory / "report.md").write_text(report_markdown(cfg, results))
     log(f"[report] {directory / 'report.md'}, {write_html(directory, cfg.run.name)}")
 

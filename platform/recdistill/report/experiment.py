@@ -1,22 +1,92 @@
-"""The batch experiment's outputs: results.json, the printed η table, report.md/html."""
+"""The batch experiment's outputs: results.json, the printed η table, report.md/html and
+its plots (raw → distilled per student against the teacher and the oracle; validation AUC
+per model over its training)."""
 
 from __future__ import annotations
 
-import json
+import math
+from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.report.render import write_html
-from recdistill.results import StudentResult
+from recdistill.report.render import pyplot, save_figure, write_run_outputs
+from recdistill.results import KINDS, StudentResult
+
+GAINS_PNG, CURVES_PNG = "raw_to_distilled.png", "learning_curves.png"
 
 
 def write_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> None:
     out = cfg.run.out_dir
-    (out / "results.json").write_text(json.dumps(results, indent=2))
-    (out / "report.md").write_text(report_markdown(cfg, results))
-    write_html(out, cfg.run.name)
+    written = write_run_outputs(out, cfg.run.name, results, report_markdown(cfg, results), plots_for(results))
     log("\n".join(result_table(results)))
-    log(f"[run] wrote {out / 'results.json'}, {out / 'report.md'}, {out / 'report.html'} ({results['seconds']:.0f} s)")
+    log(f"[run] wrote {', '.join(str(p) for p in written)} ({results['seconds']:.0f} s)")
+
+
+def plots_for(results: dict[str, Any]) -> dict[str, Callable[[dict[str, Any], Path], None]]:
+    """The plots a run's results can draw: the gains always; the curves when any model was
+    validated (a valid split with rows)."""
+    plots: dict[str, Callable[[dict[str, Any], Path], None]] = {GAINS_PNG: plot_raw_to_distilled}
+    if _curves(results):
+        plots[CURVES_PNG] = plot_learning_curves
+    return plots
+
+
+def _curves(results: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]], str, str]]:
+    """(label, validation curve, line style, colour) of every model that has one: a
+    student's raw (dashed) and distilled (solid) curves share its colour."""
+    out = [("teacher", results["teacher"].get("valid_curve") or [], "-o", "k")]
+    for i, s in enumerate(results["students"]):
+        out += [(f"{s['name']} {kind}", s.get(f"valid_curve_{kind}") or [], "--o" if kind == "raw" else "-o",
+                 f"C{i % 10}") for kind in KINDS]
+    return [c for c in out if c[1]]
+
+
+def plot_raw_to_distilled(results: dict[str, Any], path: Path) -> None:
+    """Each student's test AUC raw → distilled, beside the teacher's and the oracle's."""
+    plt = pyplot()
+    students = [StudentResult.from_dict(s) for s in results["students"]]
+    fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(students) + 2), 3.6))
+    x = range(len(students))
+    for i, s in enumerate(students):
+        ax.annotate("", xy=(i, s.distill.scored.auc), xytext=(i, s.raw.scored.auc),
+                    arrowprops={"arrowstyle": "->", "color": "tab:blue", "lw": 2})
+        eta = f"η {s.eta:.2f}" if math.isfinite(s.eta) else "η n/a"
+        ax.text(i + 0.08, (s.raw.scored.auc + s.distill.scored.auc) / 2, eta, fontsize=8, va="center")
+    ax.plot(x, [s.raw.scored.auc for s in students], "o", color="tab:gray", label="raw")
+    ax.plot(x, [s.distill.scored.auc for s in students], "o", color="tab:blue", label="distilled")
+    ax.axhline(results["teacher"]["auc"], color="k", lw=1, label="teacher")
+    if "oracle" in results:
+        ax.axhline(results["oracle"]["auc"], color="tab:green", lw=1, ls=":", label="oracle (p_true)")
+    ax.set_xticks(list(x), [s.name for s in students], fontsize=8)
+    ax.set_xlim(-0.5, len(students) - 0.3)
+    ax.set_ylabel("test AUC")
+    ax.set_title("raw → distilled per student", fontsize=10)
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize=7, loc="best")
+    save_figure(fig, path)
+
+
+def plot_learning_curves(results: dict[str, Any], path: Path) -> None:
+    """Validation AUC of every model at each of its validations, by epoch."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for label, curve, style, colour in _curves(results):
+        # several validations in one epoch (eval_every) sit at fractions of it
+        per_epoch: dict[int, int] = {}
+        for c in curve:
+            per_epoch[c["epoch"]] = per_epoch.get(c["epoch"], 0) + 1
+        seen: dict[int, int] = {}
+        xs = []
+        for c in curve:
+            seen[c["epoch"]] = seen.get(c["epoch"], 0) + 1
+            xs.append(c["epoch"] - 1 + seen[c["epoch"]] / per_epoch[c["epoch"]])
+        ax.plot(xs, [c["auc"] for c in curve], style, ms=3, color=colour, label=label)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation AUC")
+    ax.set_title("validation AUC per model", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    save_figure(fig, path)
 
 
 def result_table(r: dict[str, Any]) -> list[str]:
@@ -63,6 +133,9 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
         f = t["final"]
         lines += ["", f"The teacher trained on after that pass (to epoch {f['epochs']}): AUC {f['auc']:.4f}, "
                       f"LogLoss {f['logloss']:.4f}; not η's teacher."]
+    lines += ["", f"![raw → distilled per student]({GAINS_PNG})"]
+    if _curves(r):
+        lines += ["", f"![validation AUC per model]({CURVES_PNG})"]
     lines += _derived_lines(r.get("data", {}).get("derived") or {})
     return "\n".join(lines + [""])
 
