@@ -33,10 +33,38 @@ def test_jsonl_tracker_and_wandb_mode(tmp_path: Path, monkeypatch) -> None:
     t.finish()
     rows = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["kind"] for r in rows] == ["config", "metrics", "summary"] and rows[1]["step"] == 1
-    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))  # no login entry
     assert wandb_mode("auto") == "offline" and wandb_mode("disabled") is None
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
     assert wandb_mode("auto") == "online"
+
+
+def test_wandb_auto_follows_wandb_mode_and_a_login_entry(tmp_path: Path, monkeypatch) -> None:
+    import pytest
+
+    for name in ("WANDB_API_KEY", "WANDB_MODE", "WANDB_BASE_URL"):
+        monkeypatch.delenv(name, raising=False)
+    netrc = tmp_path / "netrc"
+    monkeypatch.setenv("NETRC", str(netrc))
+    assert wandb_mode("auto") == "offline"
+    # what `wandb login` writes: a key for the W&B host in the netrc file
+    netrc.write_text("machine api.wandb.ai\n  login user\n  password " + "k" * 40 + "\n")
+    netrc.chmod(0o600)
+    assert wandb_mode("auto") == "online"
+    monkeypatch.setenv("WANDB_BASE_URL", "https://wandb.example.com")  # a self-hosted server: its own entry
+    assert wandb_mode("auto") == "offline"
+    monkeypatch.delenv("WANDB_BASE_URL")
+    # WANDB_MODE, wandb's own switch, wins over a key
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    for env, mode in (("offline", "offline"), ("dryrun", "offline"), ("disabled", None), ("online", "online")):
+        monkeypatch.setenv("WANDB_MODE", env)
+        assert wandb_mode("auto") == mode, env
+    monkeypatch.setenv("WANDB_MODE", "sometimes")
+    with pytest.raises(ValueError, match="WANDB_MODE='sometimes'"):
+        wandb_mode("auto")
+    assert wandb_mode("offline") == "offline"  # an explicit setting is not overridden
 
 
 PNG = b"\x89PNG\r\n\x1a\n" + b"\x00" * 24  # magic bytes: enough for the check, not a drawable image

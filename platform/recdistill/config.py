@@ -373,7 +373,8 @@ class TuneConfig:
 @dataclass
 class TrackingConfig:
     wandb: Literal["auto", "offline", "online", "disabled"] = opt(
-        "auto", help="auto: online when WANDB_API_KEY is set, offline otherwise")
+        "auto", help="auto: what WANDB_MODE says when it is set; else online with a key (WANDB_API_KEY or a "
+                     "`wandb login` entry), offline without")
     project: str = opt("recdistill", help="W&B project")
     jsonl: bool = opt(True, help="also write metrics as JSON lines under the run directory")
 

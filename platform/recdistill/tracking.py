@@ -81,12 +81,39 @@ class JsonlTracker:
         self.f.close()
 
 
+# WANDB_MODE values wandb itself accepts, and what each means here
+_WANDB_MODES = {"online": "online", "run": "online", "offline": "offline", "dryrun": "offline",
+                "disabled": None}
+
+
+def wandb_logged_in() -> bool:
+    """Whether ``wandb login`` left a key for the W&B host: it writes one to the netrc file
+    (``NETRC`` or ~/.netrc), under the host of ``WANDB_BASE_URL`` (default api.wandb.ai)."""
+    import netrc
+    from urllib.parse import urlparse
+
+    path = os.environ.get("NETRC") or os.path.expanduser("~/.netrc")
+    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname or "api.wandb.ai"
+    try:
+        entry = netrc.netrc(path).authenticators(host)
+    except (OSError, netrc.NetrcParseError):
+        return False
+    return bool(entry and entry[2])
+
+
 def wandb_mode(setting: str) -> str | None:
-    """auto: online with a key in the environment, offline without; None = disabled."""
+    """auto: what ``WANDB_MODE`` says when it is set (wandb's own switch); else online with a
+    key (``WANDB_API_KEY`` or a ``wandb login`` entry), offline without. None = disabled."""
     if setting == "disabled":
         return None
     if setting == "auto":
-        return "online" if os.environ.get("WANDB_API_KEY") else "offline"
+        env = os.environ.get("WANDB_MODE", "").strip().lower()
+        if env:
+            if env not in _WANDB_MODES:
+                raise ValueError(f"WANDB_MODE={env!r}: expected one of {sorted(_WANDB_MODES)} "
+                                 f"(tracking.wandb=auto follows it)")
+            return _WANDB_MODES[env]
+        return "online" if os.environ.get("WANDB_API_KEY") or wandb_logged_in() else "offline"
     return setting
 
 
