@@ -74,6 +74,14 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     assert first["engine"] == "ray" and not first["platform"]["teacher_reused"]
     assert first["platform"]["teacher_steps"] > 0
     _close(local, first)
+    # GAUC and the test rows' bootstrap, merged across the Ray workers, as on the local engine
+    assert first["teacher"]["gauc"] == pytest.approx(local["teacher"]["gauc"], abs=1e-3)
+    assert first["teacher"]["auc_boot"] == pytest.approx(local["teacher"]["auc_boot"], abs=2e-3)
+    for sa, sb in zip(first["students"], local["students"]):
+        for kind in ("raw", "distill"):
+            assert sa[f"gauc_{kind}"] == pytest.approx(sb[f"gauc_{kind}"], abs=1e-3), (sa["name"], kind)
+            assert sa[f"auc_boot_{kind}"] == pytest.approx(sb[f"auc_boot_{kind}"], abs=2e-3), (sa["name"], kind)
+    assert first["summary"]["noise"] == "test rows" and len(first["summary"]["differences"]) == 4
     # the rows it trained on (every pass), not the test split it was scored on
     assert first["teacher"]["rows"] >= local["teacher"]["rows"] > first["teacher"]["test_rows"] > 0
     assert first["oracle"]["auc"] == pytest.approx(local["oracle"]["auc"], abs=1e-3)

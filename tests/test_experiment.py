@@ -129,3 +129,38 @@ def test_run_experiment_writes_results(tmp_path: Path, ray_local) -> None:
     keys = ("batch_size", "epochs", "eval_every", "patience", "lr", "embedding_lr")
     assert all(getattr(m, k) != "auto" for m in (resolved.teacher, *resolved.students) for k in keys)
     assert "η" in (tmp_path / "report.md").read_text()
+
+
+def test_seeds_run_each_seed_and_report_intervals(tmp_path: Path, ray_local) -> None:
+    """run.seeds=2 on the single-process engine: one complete run per seed under seeds/, one
+    synthetic log for both, and results.json with the means, per-seed values and intervals."""
+    cfg = load_config(None, [
+        "data.rows=6000", "data.days=2", "data.synthetic.num_users=500", "data.synthetic.max_cardinality=5000",
+        "teacher.depth=1", "teacher.width=16", "teacher.embed_dim=4", "teacher.epochs=1",
+        "students.0.embed_dim=4", "students.0.width=8", "students.0.depth=1", "students.0.epochs=1",
+        "students.1.name=single", "students.1.towers=single", "students.1.embed_dim=4", "students.1.width=8",
+        "students.1.depth=1", "students.1.epochs=1", "run.engine=local", "run.seeds=[3, 8]",
+        "run.bootstrap=30", "run.pairs=[[single, student]]", f"run.dir={tmp_path}"])
+    r = run_experiment(cfg, log=lambda _: None)
+    seeds = [json.loads((tmp_path / "seeds" / f"seed-{s}" / "results.json").read_text()) for s in (3, 8)]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["config.yaml", "data", "seeds", "results.json", "report.md", "report.html", "raw_to_distilled.png"])
+    assert not (tmp_path / "seeds" / "seed-3" / "data").exists()  # the log is generated once, in the run's data/
+    assert seeds[0]["teacher"]["auc"] != seeds[1]["teacher"]["auc"]  # another seed, another teacher
+    assert r["teacher"]["auc"] == pytest.approx((seeds[0]["teacher"]["auc"] + seeds[1]["teacher"]["auc"]) / 2)
+    assert len(seeds[0]["teacher"]["auc_boot"]) == 30 and len(seeds[0]["students"][0]["auc_boot_distill"]) == 30
+    s = r["summary"]
+    assert s["seeds"] == 2 and s["noise"] == "seeds and test rows"
+    assert s["models"]["student/raw"]["auc"]["values"] == [x["students"][0]["auc_raw"] for x in seeds]
+    names = [d["name"] for d in s["differences"]]
+    assert names == ["student: distilled − raw", "single: distilled − raw", "single − student: distilled AUC",
+                     "single − student: η"]  # the pair named is the first-student comparison: listed once
+    for d in s["differences"]:
+        lo, hi = d["ci"]
+        assert lo <= d["mean"] <= hi or d.get("undefined_share")
+    md = (tmp_path / "report.md").read_text()
+    assert "## Intervals (95%, over 2 seeds and 30 resamples of the test rows)" in md
+    assert "| student: distilled − raw |" in md and ("within noise" in md or "**finding**" in md)
+    # each seed's own run carries its test-row intervals too
+    assert seeds[0]["summary"]["noise"] == "test rows"
+    assert load_config(tmp_path / "config.yaml").run.seeds == [3, 8]

@@ -58,3 +58,7 @@ def test_ddp_teacher_across_two_nodes(two_nodes, tmp_path: Path) -> None:
     # streaming_split(equal=True) may hold back fewer rows than there are workers
     assert p["stream_rows"] - p["stream_rows_with_signal"] < 2
     assert 0.5 < r["teacher"]["auc"] < 1 and r["teacher"]["rows"] > 0
+    # GAUC on DDP: each worker read the whole test split and scored its own users' rows,
+    # so every test row was counted once and every user's rows were ranked together
+    assert r["teacher"]["test_rows"] == 1200 and 0.4 < r["teacher"]["gauc"] < 1
+    assert len(r["teacher"]["auc_boot"]) == 200

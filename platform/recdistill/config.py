@@ -420,6 +420,18 @@ class RunConfig:
         False, help="a run directory that already holds outputs is refused unless this is true; then its outputs "
                     "are deleted first (the data/ cache stays). `--overwrite` on the command line")
     seed: int = opt(0, help="seed for model initialisation and sampling")
+    seeds: int | list[int] = opt(
+        1, help="repeat the 1→N experiment over paired seeds: N runs run.seed, run.seed+1, ...; a list names the "
+                "seeds. In each seed the raw and the distilled student share initial weights and rows, and the "
+                "seed's teacher is keyed and reused like any teacher; results.json adds means, stds, 95% "
+                "intervals and paired differences (seeds/ holds each seed's own run)")
+    bootstrap: int = opt(
+        200, ge=0, help="Poisson-bootstrap replicates of the test rows per model (0: off): every AUC, difference "
+                        "and η interval covers the test rows' noise as well as the seeds'")
+    pairs: list[list[str]] = opt(
+        default_factory=list, help="ablation pairs of student names, [[a, b], ...]: each gets its paired "
+                                   "difference a − b (distilled AUC and η) with an interval, beside distilled − raw "
+                                   "and every student against the first")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", help="auto picks CUDA when present")
     engine: Literal["ray", "local"] = opt(
         "ray", help="ray: Ray Data → Ray Train teacher → signal hub → student groups (joins RAY_ADDRESS or starts "
@@ -428,6 +440,11 @@ class RunConfig:
     @property
     def out_dir(self) -> Path:
         return Path(self.dir) if self.dir else Path("runs") / self.name
+
+    @property
+    def seed_list(self) -> list[int]:
+        """The seeds ``seeds`` names: N consecutive from ``seed``, or its list."""
+        return list(self.seeds) if isinstance(self.seeds, list) else [self.seed + k for k in range(self.seeds)]
 
 
 @dataclass
@@ -467,6 +484,18 @@ class ExperimentConfig:
             bad = {k: v for k, v in self.data.buckets.items() if v < 2}
             if bad:
                 raise ConfigError(f"data.buckets={bad}: a field needs at least 2 buckets (missing and one id)")
+        seeds = self.run.seed_list
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ConfigError(f"run.seeds={self.run.seeds!r}: expected a positive count or a list of distinct seeds")
+        if len(seeds) > 1 and (self.stream.enabled or self.transfer.enabled):
+            raise ConfigError(f"run.seeds={self.run.seeds!r}: seeds are repeated for the batch 1→N experiment; "
+                              f"run the {'online pipeline' if self.stream.enabled else 'transfer stage'} once per "
+                              f"run.seed and compare the runs with `recdistill compare`")
+        for j, pair in enumerate(self.run.pairs):
+            unknown = [n for n in pair if n not in names]
+            if len(pair) != 2 or unknown or pair[0] == pair[1]:
+                raise ConfigError(f"run.pairs.{j}={pair!r}: expected two different student names of {names}"
+                                  + (f"; unknown: {unknown}" if unknown else ""))
         if self.transfer.enabled and self.stream.enabled:
             raise ConfigError("transfer.enabled and stream.enabled: the transfer stage is offline; run the online "
                               "pipeline as its own experiment")

@@ -16,7 +16,8 @@ from recdistill.config import ExperimentConfig
 def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run with the configured engine (``run.engine``): Ray (default) or this process.
     With ``stream.enabled`` the batch phase is followed by the streaming phase, on Ray;
-    with ``transfer.enabled`` the cross-architecture transfer stage runs instead, on Ray."""
+    with ``transfer.enabled`` the cross-architecture transfer stage runs instead, on Ray.
+    With several ``run.seeds`` the batch experiment runs once per seed (``seeds.run_seeds``)."""
     if cfg.transfer.enabled:
         from recdistill.transfer.pipeline import run_transfer
 
@@ -30,9 +31,11 @@ def run_experiment(cfg: ExperimentConfig, log: Callable[[str], None] = print) ->
             log("[run] stream.enabled: the online pipeline runs on Ray (a local one unless RAY_ADDRESS is set)")
         return run_online(cfg, log)
     if cfg.run.engine == "ray":
-        from recdistill.engine.on_ray import run_on_ray
+        from recdistill.engine.on_ray import run_on_ray as engine
+    else:
+        from recdistill.engine.local import run_local as engine
+    if len(cfg.run.seed_list) > 1:
+        from recdistill.seeds import run_seeds
 
-        return run_on_ray(cfg, log)
-    from recdistill.engine.local import run_local
-
-    return run_local(cfg, log)
+        return run_seeds(cfg, engine, log)
+    return engine(cfg, log)

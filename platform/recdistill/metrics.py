@@ -38,8 +38,18 @@ def group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> flo
     g = np.asarray(groups).ravel()
     if not (y.shape == s.shape == g.shape):
         raise ValueError(f"group_auc: labels {y.shape}, scores {s.shape} and groups {g.shape} differ in shape")
+    total, weight = group_auc_sums(y, s, g)
+    return total / weight if weight else float("nan")
+
+
+def group_auc_sums(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> tuple[float, float]:
+    """GAUC's numerator and denominator, (Σ n_g·AUC_g, Σ n_g) over the groups with both
+    classes: sums that add across workers which each hold whole groups."""
+    y = np.asarray(labels).astype(bool).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    g = np.asarray(groups).ravel()
     if y.size == 0:
-        return float("nan")
+        return 0.0, 0.0
     order = np.lexsort((s, g))
     gs, ss, ys = g[order], s[order], y[order]
     n = y.size
@@ -57,9 +67,9 @@ def group_auc(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray) -> flo
     rank_pos = np.bincount(gid, weights=rank * ys)
     ok = (pos > 0) & (neg > 0)
     if not ok.any():
-        return float("nan")
+        return 0.0, 0.0
     per_group = (rank_pos[ok] - pos[ok] * (pos[ok] + 1) / 2) / (pos[ok] * neg[ok])
-    return float(np.sum(cnt[ok] * per_group) / np.sum(cnt[ok]))
+    return float(np.sum(cnt[ok] * per_group)), float(np.sum(cnt[ok]))
 
 
 def log_loss(labels: np.ndarray, probs: np.ndarray) -> float:
@@ -113,3 +123,73 @@ class StreamingAUC:
 
     def log_loss(self) -> float:
         return self._ll_sum / self.n if self.n else float("nan")
+
+
+_POISSON_CDF = np.cumsum([np.exp(-1.0) / np.prod(np.arange(1, k + 1, dtype=np.float64)) for k in range(20)])
+
+
+def poisson_weights(row_ids: np.ndarray, replicates: int) -> np.ndarray:
+    """(replicates, rows) Poisson(1) weights, a pure function of (row id, replicate).
+
+    A Poisson bootstrap (each row drawn Poisson(1) times instead of n draws with
+    replacement) needs no row count in advance, so every worker weights its own shard;
+    and because a row's weights depend only on its id, every model scored on the same
+    rows — teacher, raw and distilled students, every seed — sees the same resample, so
+    differences between them stay paired.
+    """
+    ids = np.asarray(row_ids).astype(np.uint64).ravel()
+    with np.errstate(over="ignore"):  # uint64 wraps by design (splitmix64)
+        x = ids[None, :] * np.uint64(0x9E3779B97F4A7C15) + (np.arange(replicates, dtype=np.uint64)[:, None] + 1) \
+            * np.uint64(0xD1B54A32D192ED03)
+        x ^= x >> np.uint64(30)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(27)
+        x *= np.uint64(0x94D049BB133111EB)
+        x ^= x >> np.uint64(31)
+    u = (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return np.searchsorted(_POISSON_CDF, u).astype(np.float32)
+
+
+class BootstrapAUC:
+    """AUC under ``replicates`` Poisson resamples of the rows, in constant memory.
+
+    Each replicate keeps weighted positive/negative histograms of the score's logit
+    (``bins`` bins over [-16, 16]); the histograms add across chunks and workers. Binning
+    shifts every replicate's AUC alike, so intervals are taken from the replicates'
+    deviations from this accumulator's own binned full-sample AUC (``deviations``), and
+    placed around the exact AUC.
+    """
+
+    LO, HI = -16.0, 16.0
+
+    def __init__(self, replicates: int, bins: int = 1024) -> None:
+        self.replicates, self.bins = replicates, bins
+        self.hist = np.zeros((2, replicates + 1, bins))  # [pos/neg, replicate (last: unweighted), bin]
+
+    def update(self, labels: np.ndarray, probs: np.ndarray, row_ids: np.ndarray) -> None:
+        if not self.replicates:
+            return
+        y = np.asarray(labels).astype(bool).ravel()
+        p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), 1e-12, 1 - 1e-12)
+        z = np.log(p) - np.log1p(-p)
+        idx = np.clip(((z - self.LO) / (self.HI - self.LO) * self.bins).astype(np.int64), 0, self.bins - 1)
+        w = np.vstack([poisson_weights(row_ids, self.replicates), np.ones((1, y.size), np.float32)])
+        flat = (np.arange(self.replicates + 1)[:, None] * self.bins + idx[None, :]).ravel()
+        size = (self.replicates + 1) * self.bins
+        for k, mask in ((0, y), (1, ~y)):
+            self.hist[k] += np.bincount(flat, weights=(w * mask[None, :]).ravel(), minlength=size).reshape(
+                self.replicates + 1, self.bins)
+
+    def aucs(self) -> np.ndarray:
+        """Binned AUC of each replicate, then of the unweighted sample (last)."""
+        pos, neg = self.hist
+        n_pos, n_neg = pos.sum(1), neg.sum(1)
+        neg_below = np.cumsum(neg, 1) - neg
+        wins = (pos * neg_below).sum(1) + 0.5 * (pos * neg).sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where((n_pos > 0) & (n_neg > 0), wins / (n_pos * n_neg), np.nan)
+
+    def deviations(self) -> list[float]:
+        """Each replicate's AUC minus the full sample's, both binned alike."""
+        a = self.aucs()
+        return (a[:-1] - a[-1]).tolist()

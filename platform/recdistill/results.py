@@ -31,17 +31,23 @@ class Scored:
     logloss: float
     calibration: float
     gauc: float | None = None
+    # the AUC under each Poisson resample of the test rows, minus the unresampled AUC
+    # (``metrics.BootstrapAUC``); replicate k is the same rows for every model of a run
+    auc_boot: list[float] | None = None
 
     @classmethod
     def of(cls, m: dict[str, Any], suffix: str = "") -> Scored:
         """From a metrics dict; what an older or partial results.json lacks reads as NaN."""
         return cls(m[f"auc{suffix}"], m.get(f"logloss{suffix}", _NAN), m.get(f"calibration{suffix}", _NAN),
-                   m.get(f"gauc{suffix}"))
+                   m.get(f"gauc{suffix}"), m.get(f"auc_boot{suffix}"))
 
-    def fields(self, suffix: str = "") -> dict[str, float]:
-        out = {f"auc{suffix}": self.auc, f"logloss{suffix}": self.logloss, f"calibration{suffix}": self.calibration}
+    def fields(self, suffix: str = "") -> dict[str, Any]:
+        out: dict[str, Any] = {f"auc{suffix}": self.auc, f"logloss{suffix}": self.logloss,
+                               f"calibration{suffix}": self.calibration}
         if self.gauc is not None:
             out[f"gauc{suffix}"] = self.gauc
+        if self.auc_boot is not None:
+            out[f"auc_boot{suffix}"] = self.auc_boot
         return out
 
 

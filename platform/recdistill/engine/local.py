@@ -32,6 +32,7 @@ from recdistill.engine.prologue import open_run, prepare
 from recdistill.metrics import auc
 from recdistill.report.experiment import write_results
 from recdistill.results import Scored, StudentResult, Training, transferability
+from recdistill.seeds import summarize
 from recdistill.train.evaluate import Validator, evaluate, validation_auc
 from recdistill.train.loop import fit, pick_device, predict
 from recdistill.train.plan import (build_model, check_validation, early_fields, feature_spec, sample_index,
@@ -69,6 +70,7 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
     spec = feature_spec(schema, prepared.preprocessor.buckets)
     user_col = schema.categorical.index(schema.user_field) if schema.user_field in schema.categorical else None
+    boot = cfg.run.bootstrap
     log(f"[data] train {len(train):,} rows (CTR {train.label.mean():.4f}), valid {len(valid) if valid else 0:,}, "
         f"test {len(test):,} rows; device {device}")
 
@@ -81,7 +83,7 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
                             embedding_lr=t.embedding_lr, device=device, record=True, validate=validate,
                             eval_every=t.eval_every, patience=t.patience,
                             on_pass_end=lambda m: recorded.update(
-                                evaluate(predict(m, test, device), test, t.negative_keep_rate, user_col)))
+                                evaluate(predict(m, test, device), test, t.negative_keep_rate, user_col, boot)))
     signals = torch.full((len(train),), float("nan"))
     signals[t_idx] = t_logits
     # How good the forward signals are: AUC on the rows they were recorded for, on the
@@ -126,7 +128,7 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
             stats, _ = fit(model, rows, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                            embedding_lr=s.embedding_lr, device=device, objective=obj, teacher_logits=z,
                            validate=validate, eval_every=s.eval_every, patience=s.patience)
-            scored = Scored.of(evaluate(predict(model, test, device), test, s.negative_keep_rate, user_col))
+            scored = Scored.of(evaluate(predict(model, test, device), test, s.negative_keep_rate, user_col, boot))
             trained[kind] = Training(scored, stats.samples_per_s, stats.steps, early_fields(stats.early.summary()))
         raw, dist = trained["raw"], trained["distill"]
         entry = StudentResult(s.name, s.arch, s.towers, model.num_params(), len(s_idx), s.rows,
@@ -134,6 +136,7 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
                               transferability(teacher_metrics["auc"], raw.scored.auc, dist.scored.auc))
         results["students"].append(entry.to_dict())
         log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
+    results["summary"] = summarize([results], cfg.run.pairs)  # one seed: intervals over the test rows
     results["data"] = prepared.describe()
     results["seconds"] = time.perf_counter() - opened.t_start
     write_results(cfg, results, log)

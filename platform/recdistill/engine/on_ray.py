@@ -29,6 +29,7 @@ from recdistill.engine.teacher import teacher_stage
 from recdistill.engine.trainer import fit_metrics
 from recdistill.report.experiment import write_results
 from recdistill.results import KINDS, Scored, StudentResult, Training, transferability
+from recdistill.seeds import summarize
 from recdistill.train.keys import raw_student_key
 from recdistill.train.plan import early_fields
 from recdistill.train.students_loop import students_loop
@@ -101,6 +102,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         results["students"].append(entry.to_dict())
         log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
+    results["summary"] = summarize([results], cfg.run.pairs)  # one seed: intervals over the test rows
     results["data"] = prepared.describe()
     results["seconds"] = time.perf_counter() - t_start
     write_results(cfg, results, log)

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.train.worker import TEST_HOOKS
+from recdistill.train.worker import TEST_HOOKS, WHOLE_TEST
 
 
 def use_gpu(cfg: ExperimentConfig) -> bool:
@@ -34,6 +34,11 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
 
     gpu = use_gpu(cfg)
     env = test_hook_env()
+    schema = loop_config.get("schema")
+    # GAUC needs each user's rows on one worker: with several, each reads the whole test
+    # split and scores its own users' rows (``train.worker.score_test``)
+    whole_test = workers > 1 and "test" in datasets and getattr(schema, "user_field", None) is not None
+    loop_config = {**loop_config, WHOLE_TEST: whole_test}
     return TorchTrainer(
         fn, train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
@@ -49,7 +54,9 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
         datasets=datasets,
         # log (time) order within each shard: forward distillation and the students'
         # batches follow time, as in the single-process engine
-        dataset_config=ray.train.DataConfig(execution_options=ExecutionOptions(preserve_order=True)))
+        dataset_config=ray.train.DataConfig(
+            datasets_to_split=[n for n in datasets if not (whole_test and n == "test")] if whole_test else "all",
+            execution_options=ExecutionOptions(preserve_order=True)))
 
 
 def fit_metrics(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any],

@@ -52,8 +52,16 @@ def plot_raw_to_distilled(results: dict[str, Any], path: Path) -> None:
                     arrowprops={"arrowstyle": "->", "color": "tab:blue", "lw": 2})
         eta = f"η {s.eta:.2f}" if math.isfinite(s.eta) else "η n/a"
         ax.text(i + 0.08, (s.raw.scored.auc + s.distill.scored.auc) / 2, eta, fontsize=8, va="center")
-    ax.plot(x, [s.raw.scored.auc for s in students], "o", color="tab:gray", label="raw")
-    ax.plot(x, [s.distill.scored.auc for s in students], "o", color="tab:blue", label="distilled")
+    models = (results.get("summary") or {}).get("models", {})
+    for kind, colour in (("raw", "tab:gray"), ("distill", "tab:blue")):
+        ys = [s.training(kind).scored.auc for s in students]
+        cis = [models.get(f"{s.name}/{kind}", {}).get("auc", {}).get("ci") for s in students]
+        if all(c and all(map(math.isfinite, c)) for c in cis):
+            err = [[y - c[0] for y, c in zip(ys, cis)], [c[1] - y for y, c in zip(ys, cis)]]
+            ax.errorbar(x, ys, yerr=err, fmt="o", color=colour, capsize=3,
+                        label=f"{'distilled' if kind == 'distill' else 'raw'} (95% interval)")
+        else:
+            ax.plot(x, ys, "o", color=colour, label="distilled" if kind == "distill" else "raw")
     ax.axhline(results["teacher"]["auc"], color="k", lw=1, label="teacher")
     if "oracle" in results:
         ax.axhline(results["oracle"]["auc"], color="tab:green", lw=1, ls=":", label="oracle (p_true)")
@@ -133,11 +141,55 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
         f = t["final"]
         lines += ["", f"The teacher trained on after that pass (to epoch {f['epochs']}): AUC {f['auc']:.4f}, "
                       f"LogLoss {f['logloss']:.4f}; not η's teacher."]
+    lines += interval_lines(r.get("summary"))
     lines += ["", f"![raw → distilled per student]({GAINS_PNG})"]
     if _curves(r):
         lines += ["", f"![validation AUC per model]({CURVES_PNG})"]
     lines += _derived_lines(r.get("data", {}).get("derived") or {})
     return "\n".join(lines + [""])
+
+
+def _ci(x: dict[str, Any], fmt: str = ".4f") -> str:
+    lo, hi = x["ci"]
+    return f"[{lo:{fmt}}, {hi:{fmt}}]" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
+
+
+def _verdict(x: dict[str, Any]) -> str:
+    if x.get("undefined_share", 0) > 0.025:
+        return f"undefined in {x['undefined_share']:.0%} of draws (teacher ≈ raw)"
+    return "**finding**" if x["finding"] else "within noise"
+
+
+def interval_lines(summary: dict[str, Any] | None) -> list[str]:
+    """The summary's intervals (``seeds.summarize``): every model's AUC, η per student and
+    the paired differences, each difference marked a finding only when its interval
+    excludes 0."""
+    if not summary:
+        return []
+    n, noise = summary["seeds"], summary["noise"]
+    what = {"seeds and test rows": f"over {n} seeds and {summary['replicates']} resamples of the test rows",
+            "seeds": f"over {n} seeds (no test-row resamples)",
+            "test rows": f"over {summary['replicates']} resamples of the test rows, one seed: training noise "
+                         f"is not in them (run.seeds=3 or more for that)",
+            "none": "none: one seed and run.bootstrap=0"}[noise]
+    out = ["", f"## Intervals ({summary['level']:.0%}, {what})", "",
+           "| model | AUC (mean) | interval | std over seeds | LogLoss (mean) | interval |",
+           "| --- | ---: | --- | ---: | ---: | --- |"]
+    for name, m in summary["models"].items():
+        ll = m.get("logloss")
+        std = m["auc"].get("std", math.nan)
+        out.append(f"| {name} | {m['auc']['mean']:.4f} | {_ci(m['auc'])} | {std:.4f} | "
+                   + (f"{ll['mean']:.4f} | {_ci(ll)} |" if ll else " | |"))
+    out += ["", "| paired figure | value | interval | verdict |", "| --- | ---: | --- | --- |"]
+    for name, e in summary["eta"].items():
+        out.append(f"| {name}: η | {e['mean']:.3f} | {_ci(e, '.3f')} | {_verdict(e)} |")
+    for d in summary["differences"]:
+        fmt = ".3f" if d["metric"] == "eta" else ".4f"
+        out.append(f"| {d['name']} | {d['mean']:+{fmt}} | {_ci(d, fmt)} | {_verdict(d)} |")
+    out += ["", "A paired figure is a finding only when its interval excludes 0; otherwise it is within noise. "
+                "Intervals are the central 95% of joint draws: a Student-t draw over seeds (their own covariance) "
+                "plus one Poisson resample of the test rows, the same rows for every model (recdistill/intervals.py)."]
+    return out
 
 
 def _derived_lines(d: dict[str, Any]) -> list[str]:

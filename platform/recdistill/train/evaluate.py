@@ -3,7 +3,10 @@ validation that drives early stopping.
 
 Each worker scores its shard of the test (or valid) split; per model it keeps a
 StreamingAUC histogram and a few sums, packed into one tensor so DDP workers merge them
-with a single all-reduce. Nothing row-level leaves a worker. Every engine (the local
+with a single all-reduce. Nothing row-level leaves a worker. On the test split it also
+keeps Poisson-bootstrap histograms (``metrics.BootstrapAUC``: the test-row part of every
+interval) and, where the log has users, GAUC's two sums: a worker that holds whole users
+(``user_shard``) computes them exactly, and they add across workers. Every engine (the local
 loop, the Ray teacher, the student groups) validates and stops through ``EarlyStop``,
 so they stop at the same step.
 """
@@ -17,52 +20,78 @@ import numpy as np
 import torch
 
 from recdistill.data.tensors import TensorLog
-from recdistill.metrics import StreamingAUC, auc, calibration, group_auc, log_loss
+from recdistill.metrics import BootstrapAUC, StreamingAUC, auc, calibration, group_auc, group_auc_sums, log_loss
 from recdistill.models import Ranker
 
 _BINS = 1 << 20
 
 
 class Evaluator:
-    """``update(name, logits, labels)`` per batch; ``merge``; ``metrics()``."""
+    """``update(name, logits, labels)`` per batch; ``merge``; ``metrics()``. With
+    ``replicates`` (pass ``row_ids``) each model's AUC is also taken under that many
+    Poisson resamples of the rows; with ``by_user`` (pass ``users``) its GAUC, from the
+    users this worker holds whole."""
 
-    def __init__(self, names: list[str], negative_keep: dict[str, float], bins: int = _BINS) -> None:
+    def __init__(self, names: list[str], negative_keep: dict[str, float], bins: int = _BINS,
+                 replicates: int = 0, by_user: bool = False) -> None:
         self.names = list(names)
         self.shift = {n: math.log(negative_keep.get(n, 1.0)) for n in self.names}
         self.acc = {n: StreamingAUC(bins) for n in self.names}
         self.sums = {n: np.zeros(2) for n in self.names}  # sum of predictions, sum of labels
+        self.boot = {n: BootstrapAUC(replicates) for n in self.names}
+        self.by_user = by_user
+        self.gauc = {n: np.zeros(2) for n in self.names}  # Σ n_u·AUC_u, Σ n_u
+        self._rows: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {n: [] for n in self.names}
 
-    def update(self, name: str, logits: torch.Tensor, labels: torch.Tensor) -> None:
+    def update(self, name: str, logits: torch.Tensor, labels: torch.Tensor, row_ids: torch.Tensor | None = None,
+               users: torch.Tensor | None = None) -> None:
         """Logits of a model's main tower; probabilities are corrected for its own extra
         negative down-sampling, so they are calibrated to the test log."""
         p = torch.sigmoid(logits.float() + self.shift[name]).cpu().numpy().astype(np.float64)
         y = labels.cpu().numpy()
         self.acc[name].update(y, p)
         self.sums[name] += (p.sum(), y.sum())
+        if row_ids is not None:
+            self.boot[name].update(y, p, row_ids.cpu().numpy())
+        if self.by_user and users is not None:
+            self._rows[name].append((users.cpu().numpy(), y, p))
 
     def update_probs(self, name: str, probs: torch.Tensor, labels: torch.Tensor) -> None:
         p, y = probs.cpu().numpy().astype(np.float64), labels.cpu().numpy()
         self.acc[name].update(y, p)
         self.sums[name] += (p.sum(), y.sum())
 
+    def _settle_users(self) -> None:
+        """GAUC's sums over the rows gathered so far (a user's rows must all be here)."""
+        for n, rows in self._rows.items():
+            if rows:
+                u, y, p = (np.concatenate(x) for x in zip(*rows))
+                self.gauc[n] += group_auc_sums(y, p, u)
+                rows.clear()
+
     def pack(self) -> torch.Tensor:
+        self._settle_users()
         parts = []
         for n in self.names:
             a = self.acc[n]
             parts += [torch.from_numpy(a.pos).double(), torch.from_numpy(a.neg).double(),
-                      torch.tensor([a._ll_sum, float(a.n), *self.sums[n]], dtype=torch.float64)]
+                      torch.tensor([a._ll_sum, float(a.n), *self.sums[n], *self.gauc[n]], dtype=torch.float64),
+                      torch.from_numpy(self.boot[n].hist).double().flatten()]
         return torch.cat(parts)
 
     def unpack(self, t: torch.Tensor) -> None:
         off = 0
         for n in self.names:
-            a = self.acc[n]
+            a, boot = self.acc[n], self.boot[n]
             b = a.bins
             a.pos = t[off:off + b].round().long().numpy()
             a.neg = t[off + b:off + 2 * b].round().long().numpy()
-            ll, cnt, sp, sy = t[off + 2 * b:off + 2 * b + 4].tolist()
-            a._ll_sum, a.n, self.sums[n] = ll, int(round(cnt)), np.array([sp, sy])
-            off += 2 * b + 4
+            ll, cnt, sp, sy, gs, gw = t[off + 2 * b:off + 2 * b + 6].tolist()
+            a._ll_sum, a.n, self.sums[n], self.gauc[n] = ll, int(round(cnt)), np.array([sp, sy]), np.array([gs, gw])
+            off += 2 * b + 6
+            size = boot.hist.size
+            boot.hist = t[off:off + size].numpy().reshape(boot.hist.shape).copy()
+            off += size
 
     def all_reduce(self) -> None:
         """Sum every worker's accumulators (no-op on one process)."""
@@ -73,10 +102,17 @@ class Evaluator:
             dist.all_reduce(t)
             self.unpack(t)
 
-    def metrics(self, name: str) -> dict[str, float]:
+    def metrics(self, name: str) -> dict[str, Any]:
+        self._settle_users()
         a, (sp, sy) = self.acc[name], self.sums[name]
-        return {"auc": a.auc(), "logloss": a.log_loss(),
-                "calibration": float(sp / sy - 1) if sy > 0 else float("nan"), "rows": a.n}
+        out: dict[str, Any] = {"auc": a.auc(), "logloss": a.log_loss(),
+                               "calibration": float(sp / sy - 1) if sy > 0 else float("nan"), "rows": a.n}
+        if self.by_user:
+            total, weight = self.gauc[name]
+            out["gauc"] = float(total / weight) if weight else float("nan")
+        if self.boot[name].hist.any():
+            out["auc_boot"] = self.boot[name].deviations()
+        return out
 
     def state(self) -> dict[str, torch.Tensor]:
         """The accumulators as plain tensors for a checkpoint; sparse, since the histograms of
@@ -91,16 +127,29 @@ class Evaluator:
         self.unpack(t)
 
 
-def evaluate(z: torch.Tensor, data: TensorLog, negative_keep: float, user_col: int | None = None) -> dict[str, float]:
+def evaluate(z: torch.Tensor, data: TensorLog, negative_keep: float, user_col: int | None = None,
+             replicates: int = 0) -> dict[str, Any]:
     """Metrics of main-tower logits held in memory; probabilities are corrected for the
     model's own extra negative down-sampling, so they are calibrated to the test log. With
-    ``user_col`` (the user field's column in ``data.cat``), also group AUC by user."""
+    ``user_col`` (the user field's column in ``data.cat``), also group AUC by user; with
+    ``replicates``, the AUC's Poisson-bootstrap deviations (``auc_boot``) as the Ray
+    workers compute them."""
     p = torch.sigmoid(z + math.log(negative_keep)).numpy()
     y = data.label.numpy()
-    m = {"auc": auc(y, z.numpy()), "logloss": log_loss(y, p), "calibration": calibration(y, p)}
+    m: dict[str, Any] = {"auc": auc(y, z.numpy()), "logloss": log_loss(y, p), "calibration": calibration(y, p)}
     if user_col is not None:
         m["gauc"] = group_auc(y, z.numpy(), data.cat[:, user_col].numpy())
+    if replicates:
+        boot = BootstrapAUC(replicates)
+        boot.update(y, p.astype(np.float64), data.row_id.numpy())
+        m["auc_boot"] = boot.deviations()
     return m
+
+
+def user_shard(users: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """The rows of the users this worker scores when every worker reads the whole test
+    split: GAUC needs each user's rows on one worker."""
+    return (users.long() * 0x9E3779B1 % (1 << 31)) % world == rank
 
 
 Validator = Callable[[dict[str, Ranker]], dict[str, float]]

@@ -14,10 +14,10 @@ import torch
 
 from recdistill.data.tensors import from_table
 from recdistill.signals.kinds import LOGIT
-from recdistill.train.evaluate import Evaluator
 from recdistill.train.group import StudentGroup
 from recdistill.train.plan import student_members
-from recdistill.train.worker import finish, save_checkpoint, shard_validator, test_hook_crash, worker_prologue
+from recdistill.train.worker import (finish, save_checkpoint, score_test, shard_validator, test_hook_crash,
+                                    worker_prologue)
 
 
 def students_loop(config: dict[str, Any]) -> None:
@@ -61,15 +61,8 @@ def students_loop(config: dict[str, Any]) -> None:
             timing["checkpoint_s"] += time.perf_counter() - t_ck
 
     t_eval = time.perf_counter()
-    ev = Evaluator([m.name for m in group.members], {m.name: m.negative_keep for m in group.members})
-    with torch.no_grad():
-        for m in group.members:
-            m.model.eval()
-        for table in ray.train.get_dataset_shard("test").iter_batches(batch_size=16384, batch_format="pyarrow"):
-            b = from_table(table, schema, seq_len).to(device)
-            for m in group.members:
-                ev.update(m.name, m.model(b.cat, b.dense, b.seq)[0], b.label)
-    ev.all_reduce()
+    ev = score_test(ctx, config, {m.name: m.model for m in group.members},
+                    {m.name: m.negative_keep for m in group.members})
     members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary()} for m in group.members}
     timing["eval_s"] = time.perf_counter() - t_eval
     finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,

@@ -24,28 +24,18 @@ from recdistill.train.checkpoint import plain
 from recdistill.train.evaluate import EarlyStop, Evaluator
 from recdistill.train.loop import optimizers, train_step
 from recdistill.train.plan import build_model, teacher_init_seed
-from recdistill.train.worker import finish, save_checkpoint, shard_validator, test_hook_crash, worker_prologue
+from recdistill.train.worker import (WorkerContext, finish, save_checkpoint, score_test, shard_validator,
+                                    test_hook_crash, worker_prologue)
 
 
-def _test_metrics(model: torch.nn.Module, schema: Any, seq_len: int, device: torch.device,
+def _test_metrics(ctx: WorkerContext, config: dict[str, Any], model: torch.nn.Module,
                   negative_keep: float) -> dict[str, Any]:
     """The teacher (and the oracle, when the log knows p_true) on the test split, merged
     across workers; every rank calls it."""
-    import ray.train
-
-    ev = Evaluator(["teacher", "oracle"], {"teacher": negative_keep})
-    model.eval()
-    with torch.no_grad():
-        for table in ray.train.get_dataset_shard("test").iter_batches(batch_size=16384, batch_format="pyarrow"):
-            b = from_table(table, schema, seq_len).to(device)
-            ev.update("teacher", model(b.cat, b.dense, b.seq)[0], b.label)
-            if b.p_true is not None:
-                ev.update_probs("oracle", b.p_true, b.label)
-    model.train()
-    ev.all_reduce()
+    ev = score_test(ctx, config, {"teacher": model}, {"teacher": negative_keep}, with_oracle=True)
     out = {"teacher": ev.metrics("teacher")}
     if ev.acc["oracle"].n:
-        out["oracle"] = ev.metrics("oracle")
+        out["oracle"] = {k: v for k, v in ev.metrics("oracle").items() if k != "gauc"}
     return out
 
 
@@ -122,7 +112,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
         signals.all_reduce()
         state["signal_auc"] = {n: signals.metrics(n)["auc"] for n in signals.names}
         state["signal_rows"] = {n: signals.metrics(n)["rows"] for n in signals.names}
-        state["recorded"] = _test_metrics(model, schema, seq_len, device, t.negative_keep_rate)
+        state["recorded"] = _test_metrics(ctx, config, model, t.negative_keep_rate)
         state["pass_steps"] = state["steps"]
 
     shard = ray.train.get_dataset_shard("train")
@@ -181,7 +171,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
                "pass_steps": state["pass_steps"],
                **early.summary()}
     if early.final_step != state["pass_steps"]:  # it learned on (or went back) after recording
-        final = _test_metrics(model, schema, seq_len, device, t.negative_keep_rate)["teacher"]
+        final = _test_metrics(ctx, config, model, t.negative_keep_rate)["teacher"]
         teacher["final"] = {**final, "epochs": early.stopped_epoch, "step": early.final_step}
     metrics = {"teacher": teacher, "threads": ctx.threads, "world": world, "device": device.type,
                "eval_s": time.perf_counter() - t_eval, **{k: v for k, v in state.items() if k != "recorded"}}

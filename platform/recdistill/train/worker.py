@@ -23,7 +23,7 @@ from recdistill.config import ExperimentConfig, config_from_dict
 from recdistill.models import FeatureSpec
 from recdistill.data.tensors import from_table
 from recdistill.train.checkpoint import STATE_FILE, load_dir
-from recdistill.train.evaluate import Validator, validation_auc
+from recdistill.train.evaluate import Evaluator, Validator, user_shard, validation_auc
 from recdistill.train.plan import feature_spec, sequence_length
 
 # A test hook that kills the worker process (a real crash, not an exception) once:
@@ -87,6 +87,44 @@ def shard_validator(config: dict[str, Any], schema: Any, seq_len: int, device: t
     return lambda models: validation_auc(models, (
         from_table(t, schema, seq_len).to(device)
         for t in shard.iter_batches(batch_size=16384, batch_format="pyarrow")))
+
+
+# The loop-config flag ``ray_trainer`` sets when every worker reads the whole test split
+# (DDP on a log with users: GAUC needs each user's rows on one worker).
+WHOLE_TEST = "test_whole"
+
+
+def score_test(ctx: WorkerContext, config: dict[str, Any], models: dict[str, Any], negative_keep: dict[str, float],
+               with_oracle: bool = False) -> Evaluator:
+    """Every model of ``models`` (name → Ranker) on this worker's rows of the test split,
+    merged across workers: AUC, LogLoss, calibration, the AUC's test-row bootstrap
+    (``run.bootstrap`` replicates) and, where the log has users, GAUC. With ``with_oracle``,
+    the log's true click probability is scored as "oracle" where it has one. Every rank calls it."""
+    import ray.train
+
+    schema = ctx.schema
+    user_col = schema.categorical.index(schema.user_field) if schema.user_field in schema.categorical else None
+    names = list(models) + (["oracle"] if with_oracle else [])
+    ev = Evaluator(names, negative_keep, replicates=ctx.cfg.run.bootstrap, by_user=user_col is not None)
+    whole = bool(config.get(WHOLE_TEST)) and ctx.world > 1
+    for m in models.values():
+        m.eval()
+    with torch.no_grad():
+        for table in ray.train.get_dataset_shard("test").iter_batches(batch_size=16384, batch_format="pyarrow"):
+            b = from_table(table, schema, ctx.seq_len)
+            if whole:  # every worker read it all: this one scores its users' rows
+                b = b.take(user_shard(b.cat[:, user_col], ctx.rank, ctx.world) if user_col is not None
+                           else user_shard(b.row_id, ctx.rank, ctx.world))
+            b = b.to(ctx.device)
+            users = b.cat[:, user_col] if user_col is not None else None
+            for name, m in models.items():
+                ev.update(name, m(b.cat, b.dense, b.seq)[0], b.label, b.row_id, users)
+            if with_oracle and b.p_true is not None:
+                ev.update_probs("oracle", b.p_true, b.label)
+    for m in models.values():
+        m.train()
+    ev.all_reduce()
+    return ev
 
 
 def quiet_logs() -> None:

@@ -1,0 +1,186 @@
+"""Intervals over seeds and test rows: the Poisson bootstrap of the test rows, the joint
+draws, their coverage, and the summary a run writes (no Ray)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recdistill.intervals import Figures, draws, excludes_zero, interval, ratio, spread
+from recdistill.metrics import BootstrapAUC, auc, group_auc, poisson_weights
+from recdistill.seeds import over_seeds, summarize
+from recdistill.train.evaluate import Evaluator, evaluate, user_shard
+
+
+def test_poisson_weights_are_a_function_of_row_and_replicate() -> None:
+    ids = np.arange(50_000, dtype=np.int64) * 7 + 3
+    w = poisson_weights(ids, 20)
+    assert w.shape == (20, 50_000)
+    assert w.mean() == pytest.approx(1.0, abs=0.01) and w.var() == pytest.approx(1.0, abs=0.02)
+    assert (w == 0).mean() == pytest.approx(math.exp(-1), abs=0.01)
+    # the same row gets the same weights in any batch, and a shorter run's replicates are a prefix
+    assert np.array_equal(poisson_weights(ids[::-1], 20)[:, ::-1], w)
+    assert np.array_equal(poisson_weights(ids, 5), w[:5])
+    # replicates are not copies of one another
+    assert abs(np.corrcoef(w[0], w[1])[0, 1]) < 0.02
+
+
+def _naive_weighted_auc(y: np.ndarray, s: np.ndarray, w: np.ndarray) -> float:
+    """Σ over positive-negative pairs of w_i·w_j·[s_i > s_j] (ties ½), over Σw_pos·Σw_neg."""
+    pos, neg = np.flatnonzero(y), np.flatnonzero(~y)
+    num = sum(w[i] * w[j] * (1.0 if s[i] > s[j] else 0.5 if s[i] == s[j] else 0.0) for i in pos for j in neg)
+    return num / (w[pos].sum() * w[neg].sum())
+
+
+def test_bootstrap_auc_replicates_match_the_weighted_pair_count() -> None:
+    rng = np.random.default_rng(0)
+    n = 300
+    y = rng.random(n) < 0.3
+    p = 1 / (1 + np.exp(-(rng.normal(size=n) + y)))
+    ids = np.arange(n) + 1000
+    boot = BootstrapAUC(6, bins=1 << 16)
+    boot.update(y[:170], p[:170], ids[:170])  # in two chunks: the histograms add
+    boot.update(y[170:], p[170:], ids[170:])
+    got = boot.aucs()
+    w = poisson_weights(ids, 6)
+    for k in range(6):
+        assert got[k] == pytest.approx(_naive_weighted_auc(y, p, w[k]), abs=2e-4)
+    assert got[-1] == pytest.approx(auc(y, p), abs=2e-4)
+    assert boot.deviations() == pytest.approx((got[:-1] - got[-1]).tolist())
+
+
+def test_bootstrap_spread_matches_resampling_rows() -> None:
+    """The replicates' spread is the AUC's sampling spread (checked against drawing the rows
+    with replacement, the classic bootstrap, on exact AUCs)."""
+    rng = np.random.default_rng(1)
+    n = 4000
+    y = rng.random(n) < 0.2
+    p = 1 / (1 + np.exp(-(0.8 * rng.normal(size=n) + y)))
+    boot = BootstrapAUC(400)
+    boot.update(y, p, np.arange(n))
+    classic = [auc(y[i], p[i]) for i in (rng.integers(n, size=n) for _ in range(400))]
+    assert np.std(boot.deviations()) == pytest.approx(np.std(classic), rel=0.2)
+
+
+def test_evaluator_merged_across_workers_equals_one_pass() -> None:
+    """Two workers holding whole users: AUC, GAUC and the bootstrap histograms add up to
+    what one worker scoring every row computes."""
+    g = torch.Generator().manual_seed(0)
+    n = 5000
+    users = torch.randint(0, 300, (n,), generator=g)
+    y = (torch.rand(n, generator=g) < 0.3).float()
+    z = torch.randn(n, generator=g) + y
+    ids = torch.arange(n) * 3
+    one = Evaluator(["m"], {}, replicates=50, by_user=True)
+    one.update("m", z, y, ids, users)
+    parts = []
+    for rank in range(2):
+        mine = user_shard(users, rank, 2)
+        ev = Evaluator(["m"], {}, replicates=50, by_user=True)
+        ev.update("m", z[mine], y[mine], ids[mine], users[mine])
+        parts.append(ev.pack())
+    merged = Evaluator(["m"], {}, replicates=50, by_user=True)
+    merged.unpack(parts[0] + parts[1])
+    a, b = one.metrics("m"), merged.metrics("m")
+    assert b["auc"] == pytest.approx(a["auc"]) and b["rows"] == n
+    assert b["gauc"] == pytest.approx(a["gauc"]) == pytest.approx(group_auc(y.numpy(), z.numpy(), users.numpy()))
+    assert b["auc_boot"] == pytest.approx(a["auc_boot"])
+    # the in-memory evaluation (the local engine) gives the same deviations
+    from recdistill.data.tensors import TensorLog
+
+    log = TensorLog(cat=users[:, None], dense=torch.zeros(n, 0), seq=torch.zeros(n, 0, 1, dtype=torch.long),
+                    label=y, sample_rate=torch.ones(n), row_id=ids)
+    local = evaluate(z, log, 1.0, user_col=0, replicates=50)
+    assert local["auc_boot"] == pytest.approx(a["auc_boot"], abs=1e-9)
+    assert local["gauc"] == pytest.approx(a["gauc"])
+
+
+def _coverage(method: str, seeds: int, trials: int = 300) -> float:
+    rng = np.random.default_rng(7)
+    hit = 0
+    for t in range(trials):
+        x = 0.7 + 0.01 * rng.normal(size=seeds)
+        if method == "draws":
+            f = Figures.of({"m": x.tolist()})
+            ci = interval(lambda d: d["m"], f, draws(f, 2000, seed=t))["ci"]
+        else:
+            from scipy.stats import bootstrap
+
+            res = bootstrap((x,), np.mean, n_resamples=2000, method="percentile", random_state=t)
+            ci = [res.confidence_interval.low, res.confidence_interval.high]
+        hit += ci[0] <= 0.7 <= ci[1]
+    return hit / trials
+
+
+def test_three_seed_intervals_cover_at_their_level_and_resampling_does_not() -> None:
+    """With 3 seeds, the t-scaled draws cover the true mean about 95% of the time; a
+    percentile bootstrap that resamples the 3 seeds covers far less (why intervals.py does
+    not use it)."""
+    assert 0.91 <= _coverage("draws", 3) <= 0.99
+    assert _coverage("scipy", 3) < 0.85
+
+
+def test_spread_is_the_student_t_interval() -> None:
+    from scipy.stats import t
+
+    x = [0.71, 0.73, 0.70, 0.74]
+    s = spread(x)
+    lo, hi = t.interval(0.95, 3, loc=np.mean(x), scale=np.std(x, ddof=1) / 2)
+    assert s["ci"] == pytest.approx([lo, hi]) and s["std"] == pytest.approx(np.std(x, ddof=1))
+    assert math.isnan(spread([0.7])["std"])
+
+
+def test_ratio_interval_is_undefined_where_the_teacher_has_no_gain() -> None:
+    f = Figures.of({"t": [0.75, 0.76, 0.75], "r": [0.70, 0.71, 0.70], "d": [0.73, 0.735, 0.73]})
+    got = interval(ratio("d", "r", "t", "r"), f, draws(f))
+    assert got["mean"] == pytest.approx((0.73167 - 0.70333) / (0.75333 - 0.70333), abs=1e-3)
+    assert got["ci"][0] < got["mean"] < got["ci"][1] and "undefined_share" not in got
+    flat = Figures.of({"t": [0.70, 0.71, 0.70], "r": [0.70, 0.71, 0.70], "d": [0.73, 0.735, 0.73]})
+    assert interval(ratio("d", "r", "t", "r"), flat, draws(flat))["undefined_share"] > 0.3
+    assert excludes_zero([0.1, 0.2]) and excludes_zero([-0.2, -0.1]) and not excludes_zero([-0.1, 0.1])
+    assert not excludes_zero([math.nan, math.nan])
+
+
+def _seed_results(seed: int, gain: float, noise: float, boot: bool = True) -> dict:
+    rng = np.random.default_rng(seed)
+    raw = 0.70 + 0.004 * rng.normal()
+    dev = (0.002 * rng.normal(size=20)).tolist() if boot else None
+
+    def student(name: str, g: float) -> dict:
+        return {"name": name, "arch": "dnn", "towers": "single", "params": 10, "auc_raw": raw,
+                "auc_distill": raw + g + noise * rng.normal(), "logloss_raw": 0.5, "logloss_distill": 0.49,
+                "auc_boot_raw": dev, "auc_boot_distill": dev, "eta": 0.5, "valid_curve_raw": [{"auc": 0.7}]}
+    return {"engine": "local", "teacher": {"arch": "dcnv2", "params": 100, "auc": 0.75, "logloss": 0.45,
+                                           "calibration": 0.01, "auc_boot": dev},
+            "students": [student("a", gain), student("b", 0.0)], "data": {"rows": 1}}
+
+
+def test_summary_calls_a_consistent_gain_a_finding_and_noise_within_noise() -> None:
+    per = [_seed_results(s, 0.01, 0.0005) for s in range(3)]
+    s = summarize(per, [["b", "a"]])
+    assert s["seeds"] == 3 and s["replicates"] == 20 and s["noise"] == "seeds and test rows"
+    diffs = {d["name"]: d for d in s["differences"]}
+    assert diffs["a: distilled − raw"]["finding"] and diffs["a: distilled − raw"]["mean"] == pytest.approx(0.01, abs=1e-3)
+    assert not diffs["b: distilled − raw"]["finding"]  # gain 0: only noise
+    assert diffs["b − a: distilled AUC"]["finding"] and diffs["b − a: η"]["metric"] == "eta"
+    assert s["eta"]["a"]["finding"] and not s["eta"]["b"]["finding"]
+    assert s["models"]["a/distill"]["logloss"]["mean"] == pytest.approx(0.49)
+    noisy = summarize([_seed_results(s, 0.003, 0.01) for s in range(3)])
+    assert not {d["name"]: d for d in noisy["differences"]}["a: distilled − raw"]["finding"]
+    # one seed without replicates: no interval, and nothing is called a finding
+    one = summarize([_seed_results(0, 0.01, 0.0, boot=False)])
+    assert one["noise"] == "none" and not any(d["finding"] for d in one["differences"])
+
+
+def test_over_seeds_keeps_the_run_shape_with_means_and_per_seed_values() -> None:
+    per = [_seed_results(s, 0.01, 0.0005) for s in range(3)]
+    r = over_seeds(per, [4, 5, 6], [])
+    assert r["teacher"]["auc"] == pytest.approx(0.75) and "auc_boot" not in r["teacher"]
+    a = r["students"][0]
+    assert a["auc_raw"] == pytest.approx(np.mean([p["students"][0]["auc_raw"] for p in per]))
+    assert "valid_curve_raw" not in a  # one seed's curve is not the mean's
+    assert a["eta"] == r["summary"]["eta"]["a"]["mean"]
+    assert [p["seed"] for p in r["per_seed"]] == [4, 5, 6] and r["per_seed"][1]["dir"] == "seeds/seed-5"
