@@ -82,6 +82,7 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
             assert sa[f"gauc_{kind}"] == pytest.approx(sb[f"gauc_{kind}"], abs=1e-3), (sa["name"], kind)
             assert sa[f"auc_boot_{kind}"] == pytest.approx(sb[f"auc_boot_{kind}"], abs=2e-3), (sa["name"], kind)
     assert first["summary"]["noise"] == "test rows" and len(first["summary"]["differences"]) == 4
+    _check_tracking(shared / "ray1", first)
     # the rows it trained on (every pass), not the test split it was scored on
     assert first["teacher"]["rows"] >= local["teacher"]["rows"] > first["teacher"]["test_rows"] > 0
     assert first["oracle"]["auc"] == pytest.approx(local["oracle"]["auc"], abs=1e-3)
@@ -182,3 +183,34 @@ def test_missing_signal_blocks_are_masked_and_reported(shared: Path, reference: 
         assert 0 < s["signal_coverage"] < 1
         assert s["auc_raw"] == pytest.approx(next(r for r in reference["students"] if r["name"] == s["name"])["auc_raw"],
                                              abs=1e-6)
+
+
+def _check_tracking(run_dir: Path, results: dict) -> None:
+    """The run's offline W&B run, read back from its own log: per-step teacher rows and
+    per-epoch student rows that came live from the Train workers, the resolved config, the
+    results as a summary, the outputs as an artifact; and wandb would sync it."""
+    import subprocess
+    import sys
+
+    from wandb_records import read_run
+
+    (log,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    assert results["tracking"]["wandb_run_id"] in log.name
+    run = read_run(log)
+    teacher = [h for h in run["history"] if "teacher/step" in h]
+    assert [h["teacher/valid_auc"] for h in teacher if "teacher/valid_auc" in h] == pytest.approx(
+        [c["auc"] for c in results["teacher"]["valid_curve"]])
+    assert any("teacher/samples_per_s" in h for h in teacher)
+    epochs = [h for h in run["history"] if "student/epoch" in h]
+    assert [h["student/epoch"] for h in epochs] == [1, 2]  # student 0 trains two epochs
+    assert epochs[0]["student/student/distill/valid_auc"] == pytest.approx(
+        results["students"][0]["valid_curve_distill"][0]["auc"])
+    assert run["summary"]["teacher/auc"] == pytest.approx(results["teacher"]["auc"])
+    assert run["summary"]["student/student/eta"] == pytest.approx(results["students"][0]["eta"])
+    assert run["config"]["students"][0]["epochs"] == 2 and run["config"]["teacher"]["batch_size"] == 1024
+    assert run["artifacts"] == ["ray1-outputs"]
+    sync = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run", str(log.parent)],
+                          capture_output=True, text=True, timeout=120)
+    assert "Would sync 1 run" in sync.stdout + sync.stderr, sync.stdout + sync.stderr
+    jsonl = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(x["kind"] == "config" for x in jsonl) == 2  # as given, then resolved

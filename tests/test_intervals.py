@@ -11,7 +11,7 @@ import torch
 
 from recdistill.intervals import Figures, draws, excludes_zero, interval, ratio, spread
 from recdistill.metrics import BootstrapAUC, auc, group_auc, poisson_weights
-from recdistill.seeds import over_seeds, summarize
+from recdistill.summary import over_seeds, summarize
 from recdistill.train.evaluate import Evaluator, evaluate, user_shard
 
 

@@ -103,6 +103,18 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compare(args: argparse.Namespace) -> int:
+    from recdistill.compare import CompareError, compare, markdown, write_comparison
+
+    try:
+        c = compare([Path(p) for p in args.dirs], args.metric)
+    except CompareError as e:
+        raise ConfigError(str(e)) from None
+    print(markdown(c).split("\n\nA difference")[0])
+    print(f"[compare] wrote {', '.join(str(p) for p in write_comparison(c, Path(args.out)))}")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from recdistill.data.inspect import inspect_log
 
@@ -180,6 +192,20 @@ def build_parser() -> argparse.ArgumentParser:
                                     "needed).")
     rp.add_argument("dir", help="a run directory (results.json + config.yaml) or a sweep directory")
     rp.set_defaults(fn=_report)
+
+    cp = sub.add_parser("compare", help="runs and sweeps side by side, each figure with its 95% interval",
+                        description="One table and one plot of a metric across runs (one entry per student) and "
+                                    "sweeps (one per trial), with 95% intervals over seeds and test rows, and each "
+                                    "entry against the first: paired seed by seed when all ran the same seeds, a "
+                                    "finding only when the interval excludes 0.")
+    cp.add_argument("dirs", nargs="+", help="run or sweep directories (each holds results.json)")
+    from recdistill.compare import METRICS
+
+    cp.add_argument("--metric", default="eta", choices=list(METRICS),
+                    help="what to compare (default eta): " + "; ".join(f"{k}: {v}" for k, v in METRICS.items()))
+    cp.add_argument("--out", default="runs/compare", help="where compare.json, report.md/html and compare.png go "
+                                                          "(default runs/compare; rewritten in place)")
+    cp.set_defaults(fn=_compare)
 
     d = sub.add_parser("data", help="inspect click logs")
     dsub = d.add_subparsers(dest="data_command", required=True)

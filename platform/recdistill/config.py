@@ -376,6 +376,8 @@ class TrackingConfig:
         "auto", help="auto: what WANDB_MODE says when it is set; else online with a key (WANDB_API_KEY or a "
                      "`wandb login` entry), offline without")
     project: str = opt("recdistill", help="W&B project")
+    group: str | None = opt(None, help="W&B group of the run (null: none; a sweep groups its trials' runs, a "
+                                       "run over seeds its seeds' runs)")
     jsonl: bool = opt(True, help="also write metrics as JSON lines under the run directory")
 
 

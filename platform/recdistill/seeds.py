@@ -1,50 +1,49 @@
-"""A 1→N experiment repeated over paired seeds (``run.seeds``), and the summary with
-intervals that every batch run's results carry.
+"""A 1→N experiment repeated over paired seeds (``run.seeds``).
 
 ``run_seeds`` runs the experiment once per seed into ``seeds/seed-<s>/`` under the run
 directory (each a complete run: results.json, report, its own teacher key), sharing one
 synthetic log, and writes the run's results.json: the means over seeds in the usual
 shape (so sweeps, trackers and ``recdistill report`` read it as any run), each seed's
-figures under ``per_seed``, and ``summary`` (``summarize``): every model's AUC and
-LogLoss with its interval, η per student, and the paired differences — distilled − raw
-per student, each student against the first, and each ``run.pairs`` ablation — each
-marked a finding only when its interval excludes 0.
+figures under ``per_seed``, and ``summary`` with intervals (``summary.summarize``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
-
 from recdistill.config import ExperimentConfig
-from recdistill.intervals import LEVEL, Figures, draws, excludes_zero, interval, ratio, spread
-from recdistill.results import KINDS
+from recdistill.summary import SEEDS_DIR, over_seeds
 
-SEEDS_DIR = "seeds"
+
+def tracking_group(cfg: ExperimentConfig) -> str:
+    """The W&B group of a run over seeds: its seeds' runs and its own summary run."""
+    return cfg.tracking.group or f"{cfg.run.name}-seeds"
 
 
 def seed_config(cfg: ExperimentConfig, seed: int, out: Path) -> ExperimentConfig:
-    """The config of one seed's run: its own directory and name; a synthetic log generated
-    once, in the parent run's data/."""
+    """The config of one seed's run: its own directory and name, the run's W&B group; a
+    synthetic log generated once, in the parent run's data/."""
     data = cfg.data
     if data.source == "synthetic" and not data.path:
         data = dataclasses.replace(data, path=str(out / "data"))
     run = dataclasses.replace(cfg.run, seed=seed, seeds=1, name=f"{cfg.run.name}-seed{seed}",
                               dir=str(out / SEEDS_DIR / f"seed-{seed}"), overwrite=False)
-    return dataclasses.replace(cfg, data=data, run=run)
+    return dataclasses.replace(cfg, data=data, run=run,
+                               tracking=dataclasses.replace(cfg.tracking, group=tracking_group(cfg)))
 
 
 def run_seeds(cfg: ExperimentConfig, run_one: Callable[[ExperimentConfig, Callable[[str], None]], dict[str, Any]],
               log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run ``run_one`` (an engine) once per seed of ``run.seeds``; write and return the
     results over seeds."""
+    from recdistill.config import to_dict
+    from recdistill.engine.prologue import Opened
     from recdistill.report.experiment import write_results
     from recdistill.run_dir import open_run_dir
+    from recdistill.tracking import make_trackers
 
     t0 = time.perf_counter()
     out = open_run_dir(cfg)
@@ -55,106 +54,11 @@ def run_seeds(cfg: ExperimentConfig, run_one: Callable[[ExperimentConfig, Callab
         per_seed.append(run_one(seed_config(cfg, s, out), log))
     results = over_seeds(per_seed, seeds, cfg.run.pairs)
     results["seconds"] = time.perf_counter() - t0
-    write_results(cfg, results, log)
+    # the seeds' runs tracked their own training; this one holds the figures over them
+    opened = Opened(out, t0, make_trackers(cfg.tracking, out, cfg.run.name, to_dict(cfg), group=tracking_group(cfg),
+                                           job_type="seeds", stdout=False))
+    results["tracking"] = opened.tracking_info()
+    opened.finish(results, write_results(cfg, results, log))
     return results
 
 
-def over_seeds(per_seed: list[dict[str, Any]], seeds: list[int], pairs: list[list[str]]) -> dict[str, Any]:
-    """The results of a run over seeds, from each seed's results (see the module docstring)."""
-    first = per_seed[0]
-    out: dict[str, Any] = {
-        "engine": first["engine"],
-        "teacher": _mean_record([r["teacher"] for r in per_seed]),
-        "students": [_mean_record([r["students"][i] for r in per_seed]) for i in range(len(first["students"]))],
-    }
-    if "oracle" in first:
-        out["oracle"] = _mean_record([r["oracle"] for r in per_seed])
-    summary = summarize(per_seed, pairs)
-    for s in out["students"]:
-        s["eta"] = summary["eta"][s["name"]]["mean"]  # η of the mean AUCs (the ratio, not a mean of ratios)
-    out["summary"] = summary
-    out["per_seed"] = [{"seed": s, "dir": f"{SEEDS_DIR}/seed-{s}", "teacher_auc": r["teacher"]["auc"],
-                        "teacher_key": r.get("platform", {}).get("teacher_key"),
-                        "students": {x["name"]: {k: x[k] for k in ("auc_raw", "auc_distill", "eta")}
-                                     for x in r["students"]}} for s, r in zip(seeds, per_seed)]
-    out["data"] = first.get("data", {})
-    return out
-
-
-def _mean_record(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """One record from each seed's: numbers averaged, lists (curves, bootstrap deviations:
-    one seed's) left out, the rest from the first seed."""
-    out: dict[str, Any] = {}
-    for k, v in records[0].items():
-        vals = [r.get(k) for r in records]
-        if all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
-            m = float(np.mean(vals))
-            out[k] = int(round(m)) if all(isinstance(x, int) for x in vals) else m
-        elif isinstance(v, dict):
-            out[k] = _mean_record([x if isinstance(x, dict) else {} for x in vals])
-        elif not isinstance(v, list):
-            out[k] = v
-    return out
-
-
-def summarize(per_seed: list[dict[str, Any]], pairs: list[list[str]] = ()) -> dict[str, Any]:
-    """Every model's AUC (interval over seeds and test rows) and LogLoss (over seeds), η per
-    student and the paired differences, from each seed's results (one seed: test rows only)."""
-    names = [s["name"] for s in per_seed[0]["students"]]
-    auc: dict[str, list[float]] = {"teacher": [r["teacher"]["auc"] for r in per_seed]}
-    boot: dict[str, list[Any]] = {"teacher": [r["teacher"].get("auc_boot") for r in per_seed]}
-    other: dict[str, dict[str, list[float]]] = {"teacher": _scalars([r["teacher"] for r in per_seed], "")}
-    for i, n in enumerate(names):
-        for kind in KINDS:
-            recs = [r["students"][i] for r in per_seed]
-            auc[f"{n}/{kind}"] = [x[f"auc_{kind}"] for x in recs]
-            boot[f"{n}/{kind}"] = [x.get(f"auc_boot_{kind}") for x in recs]
-            other[f"{n}/{kind}"] = _scalars(recs, f"_{kind}")
-    f = Figures.of(auc, boot)
-    d = draws(f)
-    noise = ("seeds and test rows" if f.seeds > 1 and f.rows_resampled else "seeds" if f.seeds > 1
-             else "test rows" if f.rows_resampled else "none")
-    models = {}
-    for m in auc:
-        models[m] = {"auc": {**interval(lambda x, m=m: x[m], f, d), "std": spread(auc[m])["std"],
-                             "values": auc[m]},
-                     **{k: spread(v) for k, v in other[m].items()}}
-    eta = {n: {**interval(ratio(f"{n}/distill", f"{n}/raw", "teacher", f"{n}/raw"), f, d),
-               "values": [r["students"][i]["eta"] for r in per_seed]} for i, n in enumerate(names)}
-    for e in eta.values():
-        e["finding"] = _finding(e)
-    diffs = [_difference(f"{n}: distilled − raw", "auc", f"{n}/distill", f"{n}/raw", f, d) for n in names]
-    compared = [(n, names[0]) for n in names[1:]] + [tuple(p) for p in pairs if tuple(p) not in
-                                                      {(n, names[0]) for n in names[1:]}]
-    for a, b in compared:
-        diffs.append(_difference(f"{a} − {b}: distilled AUC", "auc", f"{a}/distill", f"{b}/distill", f, d))
-        diffs.append(_difference(f"{a} − {b}: η", "eta", ratio(f"{a}/distill", f"{a}/raw", "teacher", f"{a}/raw"),
-                                 ratio(f"{b}/distill", f"{b}/raw", "teacher", f"{b}/raw"), f, d))
-    return {"seeds": f.seeds, "replicates": len(next(iter(f.deviations.values()))[0]) if f.deviations else 0,
-            "noise": noise, "level": LEVEL, "models": models, "eta": eta, "differences": diffs}
-
-
-def _scalars(records: list[dict[str, Any]], suffix: str) -> dict[str, list[float]]:
-    """Per-seed LogLoss, calibration and (where computed) GAUC of one model."""
-    out = {}
-    for k in ("logloss", "calibration", "gauc"):
-        vals = [r.get(f"{k}{suffix}") for r in records]
-        if all(isinstance(v, (int, float)) and math.isfinite(v) for v in vals):
-            out[k] = [float(v) for v in vals]
-    return out
-
-
-def _difference(label: str, metric: str, a: Any, b: Any, f: Figures, d: dict[str, np.ndarray]) -> dict[str, Any]:
-    """A paired difference a − b of two figures (names, or statistics of the draws)."""
-    fa = (lambda x: x[a]) if isinstance(a, str) else a
-    fb = (lambda x: x[b]) if isinstance(b, str) else b
-    got = interval(lambda x: fa(x) - fb(x), f, d)
-    out = {"name": label, "metric": metric, **got}
-    out["finding"] = _finding(out)
-    return out
-
-
-def _finding(figure: dict[str, Any]) -> bool:
-    """Its interval excludes 0, and it is defined in all but the interval's tails (an η
-    whose teacher is no better than the raw student in many draws has no interval)."""
-    return excludes_zero(figure["ci"]) and figure.get("undefined_share", 0.0) <= (1 - LEVEL) / 2

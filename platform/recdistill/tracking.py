@@ -1,19 +1,31 @@
 """Experiment tracking behind one small protocol: stdout, JSON lines and Weights & Biases.
 
-W&B runs offline unless ``WANDB_API_KEY`` is set (``tracking.wandb=auto``): offline runs
-land under ``<dir>/wandb/offline-run-*`` and can be uploaded later with ``wandb sync``.
-Only the experiment config and metrics are logged; nothing from the environment.
+W&B runs offline unless a key is there (``tracking.wandb=auto``, see ``wandb_mode``):
+offline runs land under ``<dir>/wandb/offline-run-*`` and can be uploaded later with
+``wandb sync``. Only the experiment config, metrics and the run's own outputs (results,
+report, plots) are logged; nothing from the environment.
+
+Metric names are slash-namespaced by role, each role with its own step axis (``STEPS``):
+``teacher/valid_auc`` against ``teacher/step``, ``student/<name>/<raw|distill>/valid_auc``
+against ``student/epoch``, ``online/...`` against ``online/window``, ``transfer/...``
+against ``transfer/step``.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any, Protocol
 
 from recdistill.config import TrackingConfig
+
+
+# each role's step axis (a W&B step metric): live rows of a role carry it
+STEPS = {"teacher": "teacher/step", "student": "student/epoch", "online": "online/window",
+         "transfer": "transfer/step"}
 
 
 class Tracker(Protocol):
@@ -24,6 +36,8 @@ class Tracker(Protocol):
     def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None: ...
 
     def image(self, name: str, path: Path) -> None: ...
+
+    def artifact(self, name: str, kind: str, paths: list[Path]) -> None: ...
 
     def finish(self) -> None: ...
 
@@ -48,6 +62,9 @@ class StdoutTracker:
 
     def image(self, name: str, path: Path) -> None:
         print(f"[{self.name}] {name}: {path}", flush=True)
+
+    def artifact(self, name: str, kind: str, paths: list[Path]) -> None:
+        print(f"[{self.name}] {kind} {name}: {', '.join(p.name for p in paths)}", flush=True)
 
     def finish(self) -> None:
         pass
@@ -76,6 +93,9 @@ class JsonlTracker:
 
     def image(self, name: str, path: Path) -> None:
         self._write("image", {"name": name, "path": str(path)})
+
+    def artifact(self, name: str, kind: str, paths: list[Path]) -> None:
+        self._write("artifact", {"name": name, "type": kind, "paths": [str(p) for p in paths]})
 
     def finish(self) -> None:
         self.f.close()
@@ -127,6 +147,9 @@ class WandbTracker:
         self.run = wandb.init(project=project, name=name, group=group, job_type=job_type, config=config,
                               dir=str(directory), mode=mode, reinit="create_new",
                               settings=wandb.Settings(console="off", silent=True, x_disable_stats=True))
+        for role, step in STEPS.items():
+            self.run.define_metric(step)
+            self.run.define_metric(f"{role}/*", step_metric=step)
 
     def log(self, metrics: dict[str, Any], step: int | None = None) -> None:
         self.run.log(_scalars(metrics), step=step)
@@ -140,6 +163,16 @@ class WandbTracker:
 
     def image(self, name: str, path: Path) -> None:
         self.run.log({name: self.wandb.Image(str(path))})
+
+    def artifact(self, name: str, kind: str, paths: list[Path]) -> None:
+        # artifact names allow letters, digits, dashes, underscores and dots
+        art = self.wandb.Artifact(re.sub(r"[^\w.-]", "-", name), type=kind)
+        for p in paths:
+            art.add_file(str(p), name=p.name)
+        self.run.log_artifact(art)
+
+    def update_config(self, config: dict[str, Any]) -> None:
+        self.run.config.update(config, allow_val_change=True)
 
     def finish(self) -> None:
         self.run.finish()
@@ -171,6 +204,18 @@ class Trackers:
         for t in self.trackers:
             t.image(name, path)
 
+    def artifact(self, name: str, kind: str, paths: list[Path]) -> None:
+        for t in self.trackers:
+            t.artifact(name, kind, paths)
+
+    def update_config(self, config: dict[str, Any]) -> None:
+        """The resolved config (auto keys sized by the data), where a back end keeps one."""
+        for t in self.trackers:
+            if isinstance(t, WandbTracker):
+                t.update_config(config)
+            elif isinstance(t, JsonlTracker):
+                t._write("config", {"config": config})
+
     def finish(self) -> None:
         for t in self.trackers:
             t.finish()
@@ -188,3 +233,40 @@ def make_trackers(tracking: TrackingConfig, directory: Path, name: str, config: 
     if mode is not None:
         out.append(WandbTracker(directory, tracking.project, name, config, mode, group, job_type))
     return Trackers(out)
+
+
+def flatten(prefix: str, d: dict[str, Any]) -> dict[str, Any]:
+    """Nested metrics as slash-namespaced scalar keys (W&B groups its panels by them); lists
+    are left out."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, dict):
+            out.update(flatten(key, v))
+        elif isinstance(v, (int, float, str, bool)):
+            out[key] = v
+    return out
+
+
+def run_summary(results: dict[str, Any]) -> dict[str, Any]:
+    """A run's results.json as flat slash-namespaced scalars for a tracker's summary:
+    ``teacher/auc``, ``student/<name>/auc_distill``, ``student/<name>/eta``, the intervals
+    (``student/<name>/eta_ci_low``), ``platform/...``; curves and bootstrap lists left out."""
+    flat = flatten
+    out: dict[str, Any] = {}
+    for k, v in results.items():
+        if k == "students" and isinstance(v, list):
+            for s in v:
+                out.update(flat(f"student/{s.get('name', len(out))}", s))
+        elif k == "summary" and isinstance(v, dict):
+            for name, e in v.get("eta", {}).items():
+                out[f"student/{name}/eta_ci_low"], out[f"student/{name}/eta_ci_high"] = e["ci"]
+                out[f"student/{name}/eta_finding"] = e["finding"]
+            for d in v.get("differences", []):
+                out[f"difference/{d['name']}"] = d["mean"]
+                out[f"difference/{d['name']}/ci_low"], out[f"difference/{d['name']}/ci_high"] = d["ci"]
+        elif isinstance(v, dict):
+            out.update(flat(k, v))
+        elif isinstance(v, (int, float, str, bool)):
+            out[k] = v
+    return out

@@ -65,13 +65,17 @@ def test_alpha_sweep_trains_one_teacher(first: dict, tmp: Path) -> None:
     assert (out / "eta_vs_alpha.png").stat().st_size > 5000
     html = (out / "report.html").read_text()
     assert "<table>" in html and "data:image/png;base64" in html
-    # one offline W&B run per trial, plus the summary run with the trials table
-    runs = sorted(out.glob("tracking/trial-*/wandb/offline-run-*"))
+    # each trial's run tracked itself live (one offline W&B run each, in the sweep's group),
+    # plus the summary run with the trials table
+    runs = sorted(out.glob("trials/*/wandb/offline-run-*"))
     assert len(runs) == 3 and all(any(r.glob("*.wandb")) for r in runs)
-    assert len({t["wandb_run_id"] for t in saved["trials"]}) == 3
+    assert len({t["wandb_run_id"] for t in saved["trials"]}) == 3 and None not in {t["wandb_run_id"] for t in saved["trials"]}
     assert list(out.glob("tracking/summary/wandb/offline-run-*"))
-    lines = [json.loads(x) for x in (out / "tracking" / "trial-000" / "metrics.jsonl").read_text().splitlines()]
+    lines = [json.loads(x) for x in (out / "trials" / "001" / "metrics.jsonl").read_text().splitlines()]
     assert lines[0]["kind"] == "config" and any(x["kind"] == "summary" for x in lines)
+    # per-epoch rows of its students, live from the Train workers
+    assert any(x["kind"] == "metrics" and "student/epoch" in x for x in lines)
+    assert lines[0]["config"]["tracking"]["group"] == saved["tracking_group"]
 
 
 def test_rerun_packed_reuses_everything_and_trains_the_same_students(first: dict, tmp: Path) -> None:

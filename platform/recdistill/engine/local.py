@@ -31,8 +31,9 @@ from recdistill.data.windows import STUDENT_WINDOW
 from recdistill.engine.prologue import open_run, prepare
 from recdistill.metrics import auc
 from recdistill.report.experiment import write_results
-from recdistill.results import Scored, StudentResult, Training, transferability
-from recdistill.seeds import summarize
+from recdistill.results import KINDS, Scored, StudentResult, Training, transferability
+from recdistill.summary import summarize
+from recdistill.tracking import flatten
 from recdistill.train.evaluate import Validator, evaluate, validation_auc
 from recdistill.train.loop import fit, pick_device, predict
 from recdistill.train.plan import (build_model, check_validation, early_fields, feature_spec, sample_index,
@@ -58,7 +59,7 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
     """The single-process engine: the reference the Ray engine is checked against."""
     opened = open_run(cfg)
     device = pick_device(cfg.run.device)
-    prepared = prepare(cfg, log)
+    prepared = prepare(cfg, log, opened=opened)
     cfg = prepared.cfg
     schema = prepared.schema
     seq_len = sequence_length(cfg)
@@ -139,5 +140,24 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
     results["summary"] = summarize([results], cfg.run.pairs)  # one seed: intervals over the test rows
     results["data"] = prepared.describe()
     results["seconds"] = time.perf_counter() - opened.t_start
-    write_results(cfg, results, log)
+    results["tracking"] = opened.tracking_info()
+    written = write_results(cfg, results, log)
+    log_curves(opened.trackers, results)
+    opened.finish(results, written)
     return results
+
+
+def log_curves(trackers: Any, results: dict[str, Any]) -> None:
+    """The validation curves as history rows on the trackers' step axes (this engine trains
+    in the driver: its rows are logged when the run ends, not as they come)."""
+    t = results["teacher"]
+    for c in t.get("valid_curve") or []:
+        trackers.log(flatten("teacher", {"step": c["step"], "epoch": c["epoch"], "valid_auc": c["auc"]}))
+    epochs: dict[int, dict[str, Any]] = {}
+    for s in results["students"]:
+        for kind in KINDS:
+            for c in s.get(f"valid_curve_{kind}") or []:  # the epoch's last validation
+                epochs.setdefault(c["epoch"], {}).setdefault(s["name"], {})[kind] = {"valid_auc": c["auc"],
+                                                                                     "steps": c["step"]}
+    for e in sorted(epochs):
+        trackers.log(flatten("student", {"epoch": e, **epochs[e]}))

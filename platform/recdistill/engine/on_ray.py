@@ -29,7 +29,7 @@ from recdistill.engine.teacher import teacher_stage
 from recdistill.engine.trainer import fit_metrics
 from recdistill.report.experiment import write_results
 from recdistill.results import KINDS, Scored, StudentResult, Training, transferability
-from recdistill.seeds import summarize
+from recdistill.summary import summarize
 from recdistill.train.keys import raw_student_key
 from recdistill.train.plan import early_fields
 from recdistill.train.students_loop import students_loop
@@ -63,11 +63,13 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     names = [f"students-{j}-{experiment}" for j in range(len(groups))]
     log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
         + (f"; raw result of student(s) {skip_raw} reused from the store" if skip_raw else ""))
+    callbacks = run.callbacks("student")
     if len(groups) == 1:
-        outs = [fit_metrics(students_loop, names[0], cfg, configs[0], datasets, storage)]
+        outs = [fit_metrics(students_loop, names[0], cfg, configs[0], datasets, storage, callbacks)]
     else:
         remote = ray.remote(num_cpus=0)(fit_metrics)
-        outs = ray.get([remote.remote(students_loop, nm, cfg, c, datasets, storage) for nm, c in zip(names, configs)])
+        outs = ray.get([remote.remote(students_loop, nm, cfg, c, datasets, storage, callbacks)
+                        for nm, c in zip(names, configs)])
     timings["students_s"] = time.perf_counter() - t0
     members = {k: v for o in outs for k, v in o["members"].items()}
     for i, s in enumerate(cfg.students):
@@ -105,8 +107,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     results["summary"] = summarize([results], cfg.run.pairs)  # one seed: intervals over the test rows
     results["data"] = prepared.describe()
     results["seconds"] = time.perf_counter() - t_start
-    write_results(cfg, results, log)
-    ray.kill(run.hub)
+    results["tracking"] = run.opened.tracking_info()
+    run.finish(results, write_results(cfg, results, log))
     return results
 
 

@@ -10,33 +10,58 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from recdistill.config import ExperimentConfig
+from recdistill.config import ExperimentConfig, to_dict
 from recdistill.ray_env import ensure_ray
 from recdistill.run_dir import open_run_dir, write_resolved_config
+from recdistill.tracking import Trackers, make_trackers, run_summary
 
 
 @dataclass
 class Opened:
     out: Path  # the claimed run directory
     t_start: float  # perf_counter at the start: results' "seconds" count from here
+    trackers: Trackers  # the run's JSONL log and W&B run (tracking.*), live from here on
+
+    def tracking_info(self) -> dict[str, Any]:
+        """Where this run's tracking went, for its results.json."""
+        info: dict[str, Any] = {"wandb_run_id": self.trackers.wandb_run_id()}
+        if (self.out / "metrics.jsonl").exists():
+            info["jsonl"] = "metrics.jsonl"
+        return info
+
+    def finish(self, results: dict[str, Any], written: list[Path]) -> None:
+        """The run's figures as the trackers' summary, its outputs as an artifact and its plots
+        as images; then close them."""
+        self.trackers.summary(run_summary(results))
+        self.trackers.artifact(f"{self.out.name}-outputs", "run-outputs", [p for p in written if p.exists()])
+        for p in written:
+            if p.suffix == ".png" and p.exists():
+                self.trackers.image(p.stem, p)
+        self.trackers.finish()
 
 
 def open_run(cfg: ExperimentConfig) -> Opened:
-    """Claim ``run.out_dir`` (its config.yaml written) and join or start Ray."""
+    """Claim ``run.out_dir`` (its config.yaml written), join or start Ray and open the run's
+    trackers with its config."""
     t_start = time.perf_counter()
     out = open_run_dir(cfg)
     ensure_ray()
-    return Opened(out, t_start)
+    trackers = make_trackers(cfg.tracking, out, cfg.run.name, to_dict(cfg), group=cfg.tracking.group, job_type="run",
+                             stdout=False)
+    return Opened(out, t_start, trackers)
 
 
-def prepare(cfg: ExperimentConfig, log: Callable[[str], None], where: str = "") -> Any:
+def prepare(cfg: ExperimentConfig, log: Callable[[str], None], where: str = "", opened: Opened | None = None) -> Any:
     """The log prepared (``engine.prepare.prepare_log``) and the resolved config written beside
-    the results; ``PreparedLog.cfg`` is the config every later stage must use."""
+    the results (and given to the run's trackers); ``PreparedLog.cfg`` is the config every
+    later stage must use."""
     from recdistill.engine.prepare import prepare_log
 
     log(f"[data] preparing {cfg.data.source} log (splits {cfg.data.splits}){where}")
     prepared = prepare_log(cfg, log=log)
     write_resolved_config(prepared.cfg)
+    if opened is not None:
+        opened.trackers.update_config(to_dict(prepared.cfg))
     return prepared
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig, to_dict
-from recdistill.engine.prologue import driver_name, open_run, prepare
+from recdistill.engine.live import LiveMetrics
+from recdistill.engine.prologue import Opened, driver_name, open_run, prepare
 from recdistill.signals.hub import get_hub, hub_name
 from recdistill.signals.store import SignalStore
 from recdistill.train.keys import teacher_key
@@ -35,6 +36,23 @@ class RayRun:
     t_start: float
     signal_id: str = ""  # the teacher's signals: ``<key>/<generation>``, set by teacher_stage
     cfg: Any = None  # the resolved config (``PreparedLog.cfg``): every later stage uses this one
+    opened: Opened | None = None  # the run directory and trackers
+    live: LiveMetrics | None = None  # worker reports → the trackers, as they come
+
+    def callbacks(self, role: str) -> list[Any]:
+        """The Train callbacks of a run of ``role`` (teacher, student, transfer): its reports, live."""
+        return [self.live.callback(role)] if self.live is not None else []
+
+    def finish(self, results: dict[str, Any], written: list[Path]) -> None:
+        """The run's end: the live relay drained and closed, the trackers given the results
+        and outputs, the signal hub stopped."""
+        import ray
+
+        if self.live is not None:
+            self.live.close()
+        if self.opened is not None:
+            self.opened.finish(results, written)
+        ray.kill(self.hub)
 
     @property
     def schema(self) -> Any:
@@ -46,8 +64,9 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
     import ray
 
     opened = open_run(cfg)
+    live = LiveMetrics(opened.trackers)
     res = ray.cluster_resources()
-    prepared = prepare(cfg, log, f" on Ray ({res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs)")
+    prepared = prepare(cfg, log, f" on Ray ({res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs)", opened)
     cfg = prepared.cfg
     train_ds = prepared.splits["train"]
     # Held out once into the object store (sharded across nodes, not on the driver): the
@@ -64,7 +83,7 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
     base = {"cfg": to_dict(cfg), "schema": prepared.schema, "buckets": prepared.preprocessor.buckets, "key": key,
             "store": store.uri, "hub": hub_name(experiment), "valid_rows": valid_rows}
     return RayRun(prepared, train_ds, test_ds, valid_ds, valid_rows, store, hub, key, experiment,
-                  opened.out / "ray_train", base, opened.t_start, cfg=cfg)
+                  opened.out / "ray_train", base, opened.t_start, cfg=cfg, opened=opened, live=live)
 
 
 def eval_datasets(run: RayRun) -> dict[str, Any]:

@@ -69,7 +69,8 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
     log(f"[teacher] training {t.arch} (key {key}, generation {generation}) on {cfg.platform.teacher_workers} "
         f"Ray Train worker(s)")
     result = ray_trainer(teacher_loop, f"teacher-{key}-{run.experiment}", cfg, {**run.base, "key": run.signal_id},
-                      {"train": teacher_ds, **eval_datasets(run)}, cfg.platform.teacher_workers, run.storage).fit()
+                      {"train": teacher_ds, **eval_datasets(run)}, cfg.platform.teacher_workers, run.storage,
+                      run.callbacks("teacher")).fit()
     m = result.metrics
     for w in (0, STUDENT_WINDOW):
         Publisher(store, hub, run.signal_id).complete(0, w)

@@ -26,11 +26,20 @@ def test_hook_env() -> dict[str, str]:
 
 
 def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any],
-                datasets: dict[str, Any], workers: int, storage: Path) -> Any:
-    """A ``TorchTrainer`` running ``fn`` on ``workers`` workers, its datasets read in order."""
+                datasets: dict[str, Any], workers: int, storage: Path, callbacks: list[Any] | None = None) -> Any:
+    """A ``TorchTrainer`` running ``fn`` on ``workers`` workers, its datasets read in order.
+    ``callbacks`` run on Train's controller after each report (``engine.live.Relay``); inside
+    a Tune trial, Train's Tune callback is added, so Tune sees every report as it comes."""
     import ray.train
     from ray.data import ExecutionOptions
     from ray.train.torch import TorchTrainer
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    callbacks = list(callbacks or [])
+    if _in_tune_session():
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        callbacks.append(TuneReportCallback())
 
     gpu = use_gpu(cfg)
     env = test_hook_env()
@@ -49,7 +58,7 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
             failure_config=ray.train.FailureConfig(max_failures=cfg.platform.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=2),
             # Train echoes every report and checkpoint path at INFO; the driver prints progress
-            logging_config=ray.train.LoggingConfig(log_level="WARNING"),
+            logging_config=ray.train.LoggingConfig(log_level="WARNING"), callbacks=callbacks or None,
             worker_runtime_env={"env_vars": env} if env else None),
         datasets=datasets,
         # log (time) order within each shard: forward distillation and the students'
@@ -60,9 +69,9 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
 
 
 def fit_metrics(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any],
-                datasets: dict[str, Any], storage: Path) -> dict[str, Any]:
+                datasets: dict[str, Any], storage: Path, callbacks: list[Any] | None = None) -> dict[str, Any]:
     """Run a one-worker Train run to its end; its final reported metrics."""
-    return ray_trainer(fn, name, cfg, loop_config, datasets, 1, storage).fit().metrics
+    return ray_trainer(fn, name, cfg, loop_config, datasets, 1, storage, callbacks).fit().metrics
 
 
 def model_checkpoint(result: Any) -> str | None:

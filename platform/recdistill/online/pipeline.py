@@ -27,6 +27,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     from recdistill.online.spool import build_spool
     from recdistill.online.workers import online_students_loop, online_teacher_loop
     from recdistill.report.online import write_online_results
+    from recdistill.tracking import flatten
     from recdistill.run_dir import write_resolved_config
     from recdistill.signals.hub import completed, get_hub, hub_name
     from recdistill.signals.lease import reuse_or_lease
@@ -46,6 +47,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
                           f"{cpus:.0f} CPUs; use platform.cpus_per_worker={max(0.1, (cpus - 1) / 2):g} or less")
     cfg = resolve_for_stream(cfg, log)
     write_resolved_config(cfg)
+    opened.trackers.update_config(to_dict(cfg))
     store = SignalStore(cfg.platform.signal_store)
     spool = build_spool(cfg, store.uri, log)
     key = online_teacher_key(cfg)
@@ -100,7 +102,12 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
             lease.release()
     results = assemble(cfg, teacher, metrics["students"], reused)
     results["seconds"] = time.perf_counter() - opened.t_start
-    write_online_results(cfg, results, log)
+    results["tracking"] = opened.tracking_info()
+    written = write_online_results(cfg, results, log)
+    for w in results.get("windows", []):  # one history row per window
+        opened.trackers.log(flatten("online", {"window": w["window"], "teacher": {"auc": w["teacher"]["auc"]},
+                                               **{s["name"]: {k: s[k] for k in ("auc", "auc_raw", "eta")} for s in w["students"]}}))
+    opened.finish(results, written)
     ray.kill(hub)
     return results
 

@@ -15,11 +15,12 @@ from recdistill.results import KINDS, StudentResult
 GAINS_PNG, CURVES_PNG = "raw_to_distilled.png", "learning_curves.png"
 
 
-def write_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> None:
+def write_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> list[Path]:
     out = cfg.run.out_dir
     written = write_run_outputs(out, cfg.run.name, results, report_markdown(cfg, results), plots_for(results))
     log("\n".join(result_table(results)))
     log(f"[run] wrote {', '.join(str(p) for p in written)} ({results['seconds']:.0f} s)")
+    return written
 
 
 def plots_for(results: dict[str, Any]) -> dict[str, Callable[[dict[str, Any], Path], None]]:

@@ -89,8 +89,9 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_online_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> None:
+def write_online_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> list[Path]:
     paths = write_run_outputs(cfg.run.out_dir, cfg.run.name, results, report_markdown(cfg, results),
                               {"auc_over_windows.png": plot_auc_over_windows})
     log("\n".join(online_table(results)))
     log(f"[run] wrote {', '.join(map(str, paths))} ({results['seconds']:.0f} s)")
+    return paths

@@ -183,22 +183,12 @@ def write_sweep_report(out: Path, summary: dict[str, Any], cfg: ExperimentConfig
 
 
 def log_to_trackers(out: Path, summary: dict[str, Any], cfg: ExperimentConfig, plots: list[tuple[str, Path]]) -> None:
-    """One W&B run (and JSONL log) per trial in one group per sweep, and a summary run
-    with the table of all trials and the plots."""
+    """The sweep's summary run, in the group its trials' runs logged to live (each run of the
+    sweep tracked itself: per-epoch history, its results and report as artifacts): the
+    table of all trials and the plots."""
     from recdistill.tracking import make_trackers
 
-    group = f"{cfg.run.name}-{summary['space']}-{int(summary['seconds'])}s-{len(summary['trials'])}t"
-    for t in summary["trials"]:
-        tr = make_trackers(cfg.tracking, out / "tracking" / f"trial-{t['trial']:03d}", f"trial-{t['trial']:03d}",
-                           {**t["config"], "teacher_key": t["teacher_key"]}, group=group, stdout=False)
-        p = Path(t["dir"]) / "results.json"
-        if p.exists():
-            for w in json.loads(p.read_text()).get("windows", []):
-                tr.log({"window": w["window"], "auc": w["students"][0]["auc"], "teacher_auc": w["teacher"]["auc"]},
-                       step=w["window"])
-        tr.summary({k: v for k, v in t.items() if k not in ("config", "dir")})
-        t["wandb_run_id"] = tr.wandb_run_id()
-        tr.finish()
+    group = summary.get("tracking_group") or f"{cfg.run.name}-{summary['space']}"
     tr = make_trackers(cfg.tracking, out / "tracking" / "summary", "summary", {"space": summary["space"]},
                        group=group, job_type="summary", stdout=False)
     tr.table("trials", _columns(summary), _rows(summary))

@@ -105,8 +105,9 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_transfer_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> None:
+def write_transfer_results(cfg: ExperimentConfig, results: dict[str, Any], log: Callable[[str], None]) -> list[Path]:
     paths = write_run_outputs(cfg.run.out_dir, cfg.run.name, results, report_markdown(cfg, results),
                               {"curves.png": plot_curves})
     log("\n".join(transfer_table(results)))
     log(f"[run] wrote {', '.join(map(str, paths))} ({results['seconds']:.0f} s)")
+    return paths

@@ -22,7 +22,7 @@ from recdistill.config import ExperimentConfig, to_dict
 from recdistill.sweep.space import SearchSpace, trial_config, trial_overrides
 from recdistill.train.plan import seed_name
 
-TRIAL_METRICS = ("auc", "auc_raw", "eta", "logloss", "calibration", "params")
+TRIAL_METRICS = ("auc", "auc_raw", "eta", "logloss", "calibration", "params", "wandb_run_id")
 EXTRA = ("teacher_auc", "teacher_steps", "teacher_reused", "raw_reused", "seconds", "train_seconds", "stream_auc",
          "stream_eta")
 
@@ -38,7 +38,9 @@ def trial_metrics(results: dict[str, Any], j: int = 0) -> dict[str, Any]:
     s = results["students"][j]
     out = {"auc": s["auc_distill"], "auc_raw": s["auc_raw"], "eta": s["eta"], "params": s["params"],
            "logloss": s.get("logloss_distill"), "calibration": s.get("calibration_distill"),
-           "teacher_auc": results["teacher"]["auc"], "seconds": results["seconds"]}
+           "teacher_auc": results["teacher"]["auc"], "seconds": results["seconds"],
+           # the run's own W&B run: it tracked the trial live (a packed run tracks its trials together)
+           "wandb_run_id": (results.get("tracking") or {}).get("wandb_run_id")}
     if "stream_auc_distill" in s:
         out.update({"stream_auc": s["stream_auc_distill"], "stream_eta": s["stream_eta"]})
     p = results.get("platform", {})
@@ -124,7 +126,9 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
     share = max(0.05, min(base_cfg.platform.cpus_per_worker, (cpus - 1) / (2 * concurrent))) if not gpus \
         else base_cfg.platform.cpus_per_worker
     name = base_cfg.run.name
-    cfgs = [trial_config(base, overrides, {**v, "run.dir": str(out / "trials" / f"{i:03d}"),
+    # every run of the sweep logs to one W&B group, live; the sweep adds a summary run to it
+    group = base_cfg.tracking.group or f"{name}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfgs = [trial_config(base, overrides, {**v, "run.dir": str(out / "trials" / f"{i:03d}"), "tracking.group": group,
                                            "run.name": f"{name}-{space.name}-{i:03d}",
                                            "platform.cpus_per_worker": round(share, 3)})
             for i, v in enumerate(values)]
@@ -199,9 +203,9 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
         m = results[i]
         unit = next(u for u, members in enumerate(units) if i in members)
         trials.append({"trial": i, "config": v, "teacher_key": keys[i], "dir": str(unit_cfgs[unit].run.out_dir),
-                       "run": unit, **{k: m.get(k) for k in (*TRIAL_METRICS, *EXTRA) if k in m}})
+                       "run": unit, "student_index": units[unit].index(i), **{k: m.get(k) for k in (*TRIAL_METRICS, *EXTRA) if k in m}})
     wall = time.perf_counter() - t0
-    summary = {"space": space.name, "hypothesis": space.doc, "base_config": str(base), "overrides": overrides,
+    summary = {"space": space.name, "hypothesis": space.doc, "tracking_group": group, "base_config": str(base), "overrides": overrides,
                "pack": pack, "runs": len(units), "teachers_trained": len(trained), "teachers_reused": len(reused),
                "teacher_steps": sum(t.get("teacher_steps", 0) or 0 for t in trials), "seconds": wall,
                # a packed run's wall time is shared by its trials

@@ -12,6 +12,8 @@ stopped member takes no more rows and ends with its best weights, the others tra
 
 from __future__ import annotations
 
+from typing import Any
+
 import time
 from dataclasses import dataclass, field
 
@@ -170,6 +172,18 @@ class StudentGroup:
             self._validate([m], epoch)
             if m.early.exhausted:
                 self._finish(m, epoch)
+
+    def live(self, epoch: int) -> dict[str, Any]:
+        """Each member after epoch ``epoch`` (1-based) as ``{student: {raw|distill: {...}}}``:
+        rows and steps so far, and the validation AUC when it validated in this epoch."""
+        out: dict[str, Any] = {}
+        for m in self.members:
+            student, kind = m.name.rsplit("/", 1)
+            row: dict[str, Any] = {"rows": m.rows, "steps": m.steps}
+            if m.early.curve and m.early.curve[-1]["epoch"] == epoch:
+                row["valid_auc"] = m.early.curve[-1]["auc"]
+            out.setdefault(student, {})[kind] = row
+        return out
 
     def state(self) -> dict:
         return {m.name: m.state() for m in self.members}

@@ -16,7 +16,7 @@ from recdistill.data.tensors import from_table
 from recdistill.signals.kinds import LOGIT
 from recdistill.train.group import StudentGroup
 from recdistill.train.plan import student_members
-from recdistill.train.worker import (finish, save_checkpoint, score_test, shard_validator, test_hook_crash,
+from recdistill.train.worker import (LIVE, finish, save_checkpoint, score_test, shard_validator, test_hook_crash,
                                     worker_prologue)
 
 
@@ -36,6 +36,7 @@ def students_loop(config: dict[str, Any]) -> None:
         start, resumed, batches = saved["epoch"], saved["resumed"] + 1, saved["batches"]
     shard = ray.train.get_dataset_shard("train")
     timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
+    last: dict[str, Any] = {"epoch": start}
     for epoch in range(start, group.epochs):
         if not group.active:  # every member stopped early
             break
@@ -54,11 +55,18 @@ def students_loop(config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"[students] epoch {epoch + 1}/{group.epochs}: " + ", ".join(
                 f"{m.name} {m.rows:,} rows {m.rows / max(m.seconds, 1e-9):,.0f}/s" for m in group.members), flush=True)
+        # every epoch is reported (live to the run's trackers, and to Tune inside a sweep trial,
+        # whose scheduler ranks on valid_auc_distill by epoch)
+        live = group.live(epoch + 1)
+        report = {"epoch": epoch + 1, LIVE: {"epoch": epoch + 1, **live}, **_tune_metric(live)}
         if epoch + 1 < group.epochs and group.active:  # finished models go straight to scoring
             t_ck = time.perf_counter()
             save_checkpoint({"group": group.state(), "epoch": epoch + 1, "resumed": resumed, "batches": batches},
-                            {"epoch": epoch + 1}, rank)
+                            report, rank)
             timing["checkpoint_s"] += time.perf_counter() - t_ck
+        else:
+            ray.train.report(report)
+            last = report
 
     t_eval = time.perf_counter()
     ev = score_test(ctx, config, {m.name: m.model for m in group.members},
@@ -66,4 +74,11 @@ def students_loop(config: dict[str, Any]) -> None:
     members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary()} for m in group.members}
     timing["eval_s"] = time.perf_counter() - t_eval
     finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,
-             **timing}, rank)
+            **timing, **{k: v for k, v in last.items() if k != LIVE}}, rank)
+
+
+def _tune_metric(live: dict[str, Any]) -> dict[str, float]:
+    """The mean validation AUC of the distilled students that validated this epoch (what a
+    sweep's scheduler ranks a trial on); nothing when none did."""
+    aucs = [k["distill"]["valid_auc"] for k in live.values() if "valid_auc" in k.get("distill", {})]
+    return {"valid_auc_distill": float(np.mean(aucs))} if aucs else {}

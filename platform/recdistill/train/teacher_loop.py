@@ -24,7 +24,7 @@ from recdistill.train.checkpoint import plain
 from recdistill.train.evaluate import EarlyStop, Evaluator
 from recdistill.train.loop import optimizers, train_step
 from recdistill.train.plan import build_model, teacher_init_seed
-from recdistill.train.worker import (WorkerContext, finish, save_checkpoint, score_test, shard_validator,
+from recdistill.train.worker import (LIVE, WorkerContext, finish, save_checkpoint, score_test, shard_validator,
                                     test_hook_crash, worker_prologue)
 
 
@@ -90,6 +90,12 @@ def teacher_loop(config: dict[str, Any]) -> None:
             if (w == win).any():
                 signals.update(name, torch.from_numpy(z[w == win]), torch.from_numpy(y[w == win]))
 
+    def live(epoch: int, valid_auc: float | None = None) -> dict[str, Any]:
+        """The teacher's progress for the driver's trackers (``engine.live``)."""
+        row = {"step": state["steps"], "epoch": epoch, "rows": state["rows"],
+               "samples_per_s": state["rows"] / state["seconds"] if state["seconds"] else 0.0}
+        return {LIVE: {**row, "valid_auc": valid_auc} if valid_auc is not None else row}
+
     def checkpoint(extra: dict[str, Any]) -> None:
         t_ck = time.perf_counter()
         merged = None
@@ -100,12 +106,15 @@ def teacher_loop(config: dict[str, Any]) -> None:
         save_checkpoint({"model": model.state_dict(), "opts": [o.state_dict() for o in opts],
                          "state": plain(dict(state)), "early": early.state(),
                          "signals": merged.state() if merged else None},
-                        {**extra, **{k: v for k, v in state.items() if k != "recorded"}}, rank)
+                        {**extra, **{k: v for k, v in state.items() if k != "recorded"},
+                         **live(state["epoch"] + (state["batch"] > 0))}, rank)
         state["checkpoint_s"] += time.perf_counter() - t_ck
 
     def check(epoch: int) -> None:
         if validate is not None:
-            early.observe(validate({"teacher": model})["teacher"], epoch + 1, state["steps"], model)
+            auc = validate({"teacher": model})["teacher"]
+            early.observe(auc, epoch + 1, state["steps"], model)
+            ray.train.report(live(epoch + 1, auc))  # every rank validated: every rank reports
 
     def end_of_pass() -> None:
         """The recording pass is over: its signals' AUC and the teacher as it left it."""

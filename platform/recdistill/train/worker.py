@@ -89,6 +89,10 @@ def shard_validator(config: dict[str, Any], schema: Any, seq_len: int, device: t
         for t in shard.iter_batches(batch_size=16384, batch_format="pyarrow")))
 
 
+# The part of a worker report that the driver forwards to the run's trackers as it comes
+# (``engine.live``): small, namespaced by the loop's role.
+LIVE = "live"
+
 # The loop-config flag ``ray_trainer`` sets when every worker reads the whole test split
 # (DDP on a log with users: GAUC needs each user's rows on one worker).
 WHOLE_TEST = "test_whole"

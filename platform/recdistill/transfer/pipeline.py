@@ -212,7 +212,7 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
         datasets["train_real"] = real_only
     t0 = time.perf_counter()
     result = ray_trainer(transfer_loop, f"transfer-{run.experiment}", cfg, loop_config, datasets, 1,
-                         run.storage).fit()
+                         run.storage, run.callbacks("transfer")).fit()
     variants: dict[str, dict[str, Any]] = result.metrics["variants"]
     timings["variants_s"] = time.perf_counter() - t0
     for name, m in variants.items():
@@ -231,8 +231,6 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
         results["oracle"] = {"auc": info["oracle"]["auc"]}
     run.prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
     results["seconds"] = time.perf_counter() - run.t_start
-    write_transfer_results(cfg, results, log)
-    import ray
-
-    ray.kill(run.hub)
+    results["tracking"] = run.opened.tracking_info()
+    run.finish(results, write_transfer_results(cfg, results, log))
     return results

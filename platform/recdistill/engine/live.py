@@ -1,0 +1,82 @@
+"""Worker reports, live: what each Ray Train run's workers report (``ray.train.report``)
+reaches this run's trackers while the run trains, not after it.
+
+Train calls a ``UserCallback`` on its controller after every report; ``Relay`` puts the
+report's ``live`` part (a small dict the loops fill for this: epoch or step, validation
+AUC, throughput) on a Ray queue, and a thread of the driver drains it into the trackers
+under the role's namespace (``teacher/valid_auc``, ``student/decoupled/distill/valid_auc``)
+with the role's step axis. It is the channel Train's own Tune integration uses; inside a
+Tune trial ``engine.trainer.ray_trainer`` adds that integration too, so Tune sees every
+report (and ASHA can stop a trial between epochs).
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import ray.train
+
+from recdistill.tracking import flatten
+from recdistill.train.worker import LIVE
+
+
+class Relay(ray.train.UserCallback):
+    """On the Train controller: rank 0's ``live`` metrics of every report, onto the queue."""
+
+    def __init__(self, queue: Any, role: str) -> None:
+        self.queue, self.role = queue, role
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        live = metrics[0].get(LIVE) if metrics else None
+        if live:
+            self.queue.put({"role": self.role, **live})
+
+
+class LiveMetrics:
+    """The driver's end: a queue the relays fill and a thread that logs what arrives. Use as
+    a context manager; ``callback(role)`` for each Train run."""
+
+    def __init__(self, trackers: Any) -> None:
+        from ray.util.queue import Queue
+
+        self.trackers = trackers
+        self.queue = Queue(actor_options={"num_cpus": 0})
+        self.received = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._drain, name="recdistill-live-metrics", daemon=True)
+        self._thread.start()
+
+    def callback(self, role: str) -> Relay:
+        return Relay(self.queue, role)
+
+    def _drain(self) -> None:
+        from ray.util.queue import Empty
+
+        while True:
+            try:
+                item = self.queue.get(timeout=0.5)
+            except Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            self.forward(item)
+
+    def forward(self, item: dict[str, Any]) -> None:
+        role = item.pop("role")
+        self.received += 1
+        self.trackers.log(flatten(role, item))
+
+    def close(self) -> None:
+        """Drain what is left, then stop the thread and the queue actor."""
+        import ray
+
+        self._stop.set()
+        self._thread.join(timeout=30)
+        ray.kill(self.queue.actor)
+
+    def __enter__(self) -> LiveMetrics:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
