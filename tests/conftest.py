@@ -38,3 +38,15 @@ def no_local_ray() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
+
+
+@pytest.fixture
+def read_wandb_run():
+    """``read_run(path to run-<id>.wandb)``: an offline W&B run read back (tests/wandb_records.py)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("wandb_records", Path(__file__).with_name("wandb_records.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.read_run

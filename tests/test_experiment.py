@@ -144,7 +144,8 @@ def test_seeds_run_each_seed_and_report_intervals(tmp_path: Path, ray_local) -> 
     r = run_experiment(cfg, log=lambda _: None)
     seeds = [json.loads((tmp_path / "seeds" / f"seed-{s}" / "results.json").read_text()) for s in (3, 8)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
-        ["config.yaml", "data", "seeds", "results.json", "report.md", "report.html", "raw_to_distilled.png"])
+        ["config.yaml", "data", "seeds", "results.json", "report.md", "report.html", "raw_to_distilled.png",
+         "metrics.jsonl", "wandb"])  # its own tracking: the figures over seeds
     assert not (tmp_path / "seeds" / "seed-3" / "data").exists()  # the log is generated once, in the run's data/
     assert seeds[0]["teacher"]["auc"] != seeds[1]["teacher"]["auc"]  # another seed, another teacher
     assert r["teacher"]["auc"] == pytest.approx((seeds[0]["teacher"]["auc"] + seeds[1]["teacher"]["auc"]) / 2)

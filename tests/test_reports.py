@@ -160,3 +160,22 @@ def test_batch_report_draws_gains_and_learning_curves(tmp_path: Path) -> None:
     assert (out2 / "raw_to_distilled.png").exists() and not (out2 / "learning_curves.png").exists()
     assert "learning_curves" not in (out2 / "report.md").read_text()
 
+
+
+def test_run_summary_flattens_results_for_a_tracker() -> None:
+    from recdistill.tracking import flatten, run_summary
+
+    results = {"engine": "ray", "seconds": 3.5,
+               "teacher": {"auc": 0.76, "valid_curve": [{"auc": 0.7}], "final": {"auc": 0.77}},
+               "students": [{"name": "decoupled", "auc_distill": 0.75, "eta": 0.4, "auc_boot_raw": [0.1, 0.2]}],
+               "summary": {"eta": {"decoupled": {"mean": 0.4, "ci": [0.3, 0.5], "finding": True}},
+                           "differences": [{"name": "decoupled: distilled − raw", "mean": 0.01, "ci": [0.005, 0.015]}]},
+               "platform": {"teacher_reused": True}}
+    got = run_summary(results)
+    assert got["teacher/auc"] == 0.76 and got["teacher/final/auc"] == 0.77 and "teacher/valid_curve" not in got
+    assert got["student/decoupled/eta"] == 0.4 and "student/decoupled/auc_boot_raw" not in got
+    assert (got["student/decoupled/eta_ci_low"], got["student/decoupled/eta_ci_high"]) == (0.3, 0.5)
+    assert got["difference/decoupled: distilled − raw/ci_high"] == 0.015
+    assert got["platform/teacher_reused"] is True and got["engine"] == "ray" and got["seconds"] == 3.5
+    assert flatten("student", {"epoch": 2, "a": {"raw": {"valid_auc": 0.7}}}) == {
+        "student/epoch": 2, "student/a/raw/valid_auc": 0.7}

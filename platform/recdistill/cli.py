@@ -110,8 +110,9 @@ def _compare(args: argparse.Namespace) -> int:
         c = compare([Path(p) for p in args.dirs], args.metric)
     except CompareError as e:
         raise ConfigError(str(e)) from None
-    print(markdown(c).split("\n\nA difference")[0])
-    print(f"[compare] wrote {', '.join(str(p) for p in write_comparison(c, Path(args.out)))}")
+    written = write_comparison(c, Path(args.out))
+    print(markdown(c).split("\n\nEach entry is compared")[0])
+    print(f"[compare] wrote {', '.join(map(str, written))}")
     return 0
 
 

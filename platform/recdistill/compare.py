@@ -41,6 +41,7 @@ class Entry:
     seeds: list[int]
     per_seed: list[dict[str, Any]]  # {"teacher", "raw", "distill": AUC; "*_boot": deviations or None}
     test_rows: int | None
+    student: str | None = None  # a run's student (its reference is the first run's same student)
 
 
 def _student_figures(results: dict[str, Any], j: int) -> dict[str, Any]:
@@ -97,7 +98,7 @@ def load_entries(path: Path) -> list[Entry]:
         raise CompareError(f"{f}: not a 1→N run or sweep (online and transfer runs are compared in their own reports)")
     seeds = _run_seeds(path, results)
     return [Entry(f"{path.name}:{s['name']}", [k for k, _ in seeds], [_student_figures(r, j) for _, r in seeds],
-                  _test_rows(results)) for j, s in enumerate(results["students"])]
+                  _test_rows(results), s["name"]) for j, s in enumerate(results["students"])]
 
 
 def _stat(metric: str, e: str) -> Callable[[dict[str, np.ndarray]], np.ndarray]:
@@ -120,7 +121,8 @@ def _figures(entries: list[tuple[str, Entry]]) -> Figures:
 
 
 def compare(paths: list[Path], metric: str = "eta") -> dict[str, Any]:
-    """Every entry's ``metric`` with its interval, and each entry against the first."""
+    """Every entry's ``metric`` with its interval, and each entry against its reference: the
+    first entry of the same student (runs of one config family), else the first entry."""
     if metric not in METRICS:
         raise CompareError(f"--metric {metric}: expected one of {', '.join(METRICS)}")
     entries = [e for p in paths for e in load_entries(p)]
@@ -142,16 +144,19 @@ def compare(paths: list[Path], metric: str = "eta") -> dict[str, Any]:
         f, d = figs[k]
         rows.append({"entry": e.label, "seeds": e.seeds, **interval(_stat(metric, k), f, d)})
     diffs = []
-    k0 = keyed[0][0]
-    for k, e in keyed[1:]:
+    for j, (k, e) in enumerate(keyed):
+        ref = next((i for i, (_, x) in enumerate(keyed) if e.student is not None and x.student == e.student), 0)
+        if ref == j:
+            continue
+        k0, e0 = keyed[ref]
         if paired:
             f, d = figs[k]
         else:
-            f = _figures([keyed[0], (k, e)])
+            f = _figures([keyed[ref], (k, e)])
             d = {**figs[k0][1], **figs[k][1]}
         a, b = _stat(metric, k), _stat(metric, k0)
         got = interval(lambda x: a(x) - b(x), f, d)
-        diffs.append({"entry": e.label, "against": entries[0].label, **got,
+        diffs.append({"entry": e.label, "against": e0.label, **got,
                       "finding": excludes_zero(got["ci"]) and got.get("undefined_share", 0) <= 0.025})
     return {"metric": metric, "meaning": METRICS[metric], "paired": paired, "entries": rows, "differences": diffs,
             "sources": [str(p) for p in paths]}
@@ -166,15 +171,16 @@ def markdown(c: dict[str, Any]) -> str:
     lines = [f"# Comparison: {c['metric']}", "", f"{c['meaning']}; 95% intervals over seeds and test rows "
              + ("(paired: the same seeds and test rows in every entry)." if c["paired"] else
                 "(unpaired: the entries ran different seeds or test rows, so each is drawn on its own)."), "",
-             f"| entry | seeds | {c['metric']} | interval | − first | interval | verdict |",
-             "| --- | --- | ---: | --- | ---: | --- | --- |"]
+             f"| entry | seeds | {c['metric']} | interval | against | difference | interval | verdict |",
+             "| --- | --- | ---: | --- | --- | ---: | --- | --- |"]
     diffs = {d["entry"]: d for d in c["differences"]}
     for r in c["entries"]:
         d = diffs.get(r["entry"])
-        tail = (f"{d['mean']:+.4f} | {_ci(d)} | {'**finding**' if d['finding'] else 'within noise'} |" if d
-                else "(first) | | |")
+        tail = (f"{d['against']} | {d['mean']:+.4f} | {_ci(d)} | "
+                f"{'**finding**' if d['finding'] else 'within noise'} |" if d else "(reference) | | | |")
         lines.append(f"| {r['entry']} | {', '.join(map(str, r['seeds']))} | {r['mean']:.4f} | {_ci(r)} | {tail}")
-    lines += ["", "A difference is a finding only when its interval excludes 0.", "", "![comparison](compare.png)", ""]
+    lines += ["", "Each entry is compared with its reference: the first entry of the same student, else the "
+                  "first entry. A difference is a finding only when its interval excludes 0.", "", "![comparison](compare.png)", ""]
     return "\n".join(lines)
 
 

@@ -368,6 +368,12 @@ class TransferConfig:
 @dataclass
 class TuneConfig:
     max_concurrent_trials: int = opt(2, ge=1, help="trials running at once")
+    scheduler: Literal["fifo", "asha"] = opt(
+        "fifo", help="fifo: every trial runs to its end; asha: Tune's ASHA stops trials early by the validation "
+                     "AUC of their distilled student, reported after every epoch (needs a valid split; trials "
+                     "are not packed). The first trial of each teacher trains it outside Tune and is never stopped")
+    grace_period: int = opt(1, ge=1, help="asha: epochs every trial trains before it can be stopped")
+    reduction_factor: int = opt(2, ge=2, help="asha: a rung keeps the best 1/reduction_factor of the trials")
 
 
 @dataclass

@@ -123,3 +123,21 @@ def test_time_to_match_and_speedups() -> None:
     assert sp["target_auc"] == 0.72
     assert sp["progressive"] == {"reached": True, "steps": 20, "seconds": 3.0, "step_ratio": 1.0, "time_ratio": 0.75}
     assert not sp["end_to_end"]["reached"] and sp["end_to_end"]["step_ratio"] is None
+
+
+def test_the_same_config_twice_gives_identical_curves(first: dict, tmp: Path) -> None:
+    """The transfer A/B (issue 16): the same config and seed again — the teacher now read
+    from the store, no worker killed, and only two of the variants (each variant trains
+    from its own seeds, whatever ran before it) — learns exactly the same curves, point
+    for point. The first run's end_to_end variant resumed from a checkpoint, so this also
+    pins an exact resume."""
+    second = run_transfer(_config(tmp, "second", "transfer.sampling.strategy=biased", "transfer.sampling.budget=0.8",
+                                  "transfer.variants=[end_to_end, scratch]"), log=lambda _: None)
+    assert second["platform"]["teacher_reused"] and not first["platform"]["teacher_reused"]
+    assert second["data"] == first["data"]
+    assert list(second["variants"]) == ["end_to_end", "scratch"]
+    for name, w in second["variants"].items():
+        v = first["variants"][name]
+        assert [(p["step"], p["rows"], p["auc"]) for p in w["curve"]] == [
+            (p["step"], p["rows"], p["auc"]) for p in v["curve"]], name
+        assert w["final"] == v["final"], name

@@ -29,8 +29,8 @@ class Relay(ray.train.UserCallback):
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         live = metrics[0].get(LIVE) if metrics else None
-        if live:
-            self.queue.put({"role": self.role, **live})
+        for row in (live if isinstance(live, list) else [live] if live else []):  # a report may carry several rows
+            self.queue.put({"role": self.role, **row})
 
 
 class LiveMetrics:

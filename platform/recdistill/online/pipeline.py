@@ -26,8 +26,8 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     from recdistill.engine.trainer import fit_metrics, test_hook_env
     from recdistill.online.spool import build_spool
     from recdistill.online.workers import online_students_loop, online_teacher_loop
+    from recdistill.engine.live import LiveMetrics
     from recdistill.report.online import write_online_results
-    from recdistill.tracking import flatten
     from recdistill.run_dir import write_resolved_config
     from recdistill.signals.hub import completed, get_hub, hub_name
     from recdistill.signals.lease import reuse_or_lease
@@ -39,6 +39,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         raise ConfigError(f"platform.teacher_workers={cfg.platform.teacher_workers}: the streaming teacher runs on "
                           f"one worker (a window is what one update cycle sees); set platform.teacher_workers=1")
     opened = open_run(cfg)
+    live = LiveMetrics(opened.trackers)  # each window's figures, to the trackers as the loops report them
     cpus = ray.cluster_resources().get("CPU", 0)
     if not ray.cluster_resources().get("GPU", 0) and 2 * cfg.platform.cpus_per_worker > cpus - 1 + 1e-9:
         # two Train workers plus Ray Data's read tasks: without a whole CPU left over Ray hangs
@@ -88,7 +89,8 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     remote = ray.remote(num_cpus=0)(fit_metrics).options(runtime_env={"env_vars": hooks} if hooks else None)
     try:
         metrics = dict(zip([r[0] for r in runs],
-                           ray.get([remote.remote(fn, name, cfg, base, {}, storage) for _, fn, name in runs])))
+                           ray.get([remote.remote(fn, name, cfg, base, {}, storage, [live.callback("online")])
+                                    for _, fn, name in runs])))
         if reused:
             teacher = info
         else:
@@ -104,9 +106,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     results["seconds"] = time.perf_counter() - opened.t_start
     results["tracking"] = opened.tracking_info()
     written = write_online_results(cfg, results, log)
-    for w in results.get("windows", []):  # one history row per window
-        opened.trackers.log(flatten("online", {"window": w["window"], "teacher": {"auc": w["teacher"]["auc"]},
-                                               **{s["name"]: {k: s[k] for k in ("auc", "auc_raw", "eta")} for s in w["students"]}}))
+    live.close()
     opened.finish(results, written)
     ray.kill(hub)
     return results

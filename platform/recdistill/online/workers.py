@@ -43,7 +43,7 @@ from recdistill.train.evaluate import evaluate
 from recdistill.train.loop import predict
 from recdistill.train.plan import (build_model, student_init_seed, student_objective, student_sample_seed,
                                    teacher_init_seed, teacher_sample_seed)
-from recdistill.train.worker import (finish, save_checkpoint, test_hook_crash, test_hook_dropped, test_hook_kill_hub,
+from recdistill.train.worker import (LIVE, finish, save_checkpoint, test_hook_crash, test_hook_dropped, test_hook_kill_hub,
                                      worker_prologue)
 
 
@@ -107,6 +107,7 @@ def _read(spool: Spool, window: int, seq_len: int) -> tuple[pa.Table, TensorLog]
 
 def online_teacher_loop(config: dict[str, Any]) -> None:
     import ray
+    import ray.train
 
     spool: Spool = config["spool"]
     ctx = worker_prologue(config)
@@ -134,10 +135,10 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
         if not test_hook_dropped(window):
             publisher.complete(version, window, extra)
 
-    def checkpoint() -> None:
+    def checkpoint(live: dict[str, Any] | None = None) -> None:
         save_checkpoint({"learner": learner.state(), "buffer": buffer.state(),
                          "detector": profiles_state(detector.state()), "state": dict(st)},
-                        {"next": st["next"]}, 0)
+                        {"next": st["next"], **({LIVE: live} if live else {})}, 0)
 
     def sample(rows: TensorLog) -> torch.Tensor:
         keep = model_sample_mask(rows.row_id.numpy(), rows.label.numpy(), t.sampling_ratio, t.negative_keep_rate,
@@ -206,8 +207,12 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
               f"{' (shift: replay on)' if shift['fired'] else ''}, {learner.steps - steps0} optimizer steps",
               flush=True)
         test_hook_crash("online-teacher", w)
+        live = {"window": w, "teacher": {"auc": m["auc"], "js": shift["js"], "steps": learner.steps,
+                                         "replay": int(replay)}}
         if (w + 1 - s.batch_windows) % s.checkpoint_every_windows == 0 and w + 1 < s.windows:
-            checkpoint()
+            checkpoint(live)
+        else:
+            ray.train.report({LIVE: live})  # the window, live to the run's trackers
     finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"], "steps": learner.steps,
              "params": model.num_params(), "device": device.type}, 0)
 
@@ -267,6 +272,7 @@ def _joined(table: pa.Table, store_uri: str, blocks: list[dict[str, Any]] | None
 
 def online_students_loop(config: dict[str, Any]) -> None:
     import ray
+    import ray.train
 
     spool: Spool = config["spool"]
     ctx = worker_prologue(config)
@@ -287,11 +293,11 @@ def online_students_loop(config: dict[str, Any]) -> None:
         buffer.load(saved["buffer"])
         st = {**saved["state"], "resumed": saved["state"]["resumed"] + 1}
 
-    def checkpoint() -> None:
+    def checkpoint(live: dict[str, Any] | None = None) -> None:
         save_checkpoint({"learners": {m.name: m.learner.state() for m in students}, "buffer": buffer.state(),
                          "state": dict(st),
                          **({"label_only": True} if any(m.name.endswith("/label_only") for m in students) else {})},
-                        {"next": st["next"]}, 0)
+                        {"next": st["next"], **({LIVE: live} if live else {})}, 0)
 
     def wait(window: int, version: int) -> tuple[dict[str, Any] | None, float]:
         t0 = time.perf_counter()
@@ -346,7 +352,13 @@ def online_students_loop(config: dict[str, Any]) -> None:
               + (f"; waited {lag:.1f} s for signals" if got else f"; NO signals after {lag:.0f} s: labels only"),
               flush=True)
         test_hook_crash("online-students", w)
+        live: dict[str, Any] = {"window": w, "signal_rows": with_signal}
+        for name, v in metrics.items():
+            student, kind = name.rsplit("/", 1)
+            live.setdefault(student, {})[kind] = {"auc": v["auc"]}
         if (w + 1 - s.batch_windows) % s.checkpoint_every_windows == 0 and w + 1 < s.windows:
-            checkpoint()
+            checkpoint(live)
+        else:
+            ray.train.report({LIVE: live})  # the window, live to the run's trackers
     finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"],
              "params": {m.name: m.learner.model.num_params() for m in students}, "device": device.type}, 0)

@@ -49,20 +49,24 @@ def plot_raw_to_distilled(results: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(max(4.5, 1.6 * len(students) + 2), 3.6))
     x = range(len(students))
     for i, s in enumerate(students):
-        ax.annotate("", xy=(i, s.distill.scored.auc), xytext=(i, s.raw.scored.auc),
+        ax.annotate("", xy=(i + 0.1, s.distill.scored.auc), xytext=(i - 0.1, s.raw.scored.auc),
                     arrowprops={"arrowstyle": "->", "color": "tab:blue", "lw": 2})
         eta = f"η {s.eta:.2f}" if math.isfinite(s.eta) else "η n/a"
-        ax.text(i + 0.08, (s.raw.scored.auc + s.distill.scored.auc) / 2, eta, fontsize=8, va="center")
+        ci = ((results.get("summary") or {}).get("eta", {}).get(s.name) or {}).get("ci")
+        if ci and all(map(math.isfinite, ci)):
+            eta += f"\n[{ci[0]:.2f}, {ci[1]:.2f}]"
+        ax.text(i + 0.18, (s.raw.scored.auc + s.distill.scored.auc) / 2, eta, fontsize=8, va="center")
     models = (results.get("summary") or {}).get("models", {})
-    for kind, colour in (("raw", "tab:gray"), ("distill", "tab:blue")):
+    for kind, colour, dx in (("raw", "tab:gray", -0.1), ("distill", "tab:blue", 0.1)):
+        xs = [i + dx for i in x]  # side by side, the arrow between them
         ys = [s.training(kind).scored.auc for s in students]
         cis = [models.get(f"{s.name}/{kind}", {}).get("auc", {}).get("ci") for s in students]
         if all(c and all(map(math.isfinite, c)) for c in cis):
             err = [[y - c[0] for y, c in zip(ys, cis)], [c[1] - y for y, c in zip(ys, cis)]]
-            ax.errorbar(x, ys, yerr=err, fmt="o", color=colour, capsize=3,
+            ax.errorbar(xs, ys, yerr=err, fmt="o", color=colour, capsize=3,
                         label=f"{'distilled' if kind == 'distill' else 'raw'} (95% interval)")
         else:
-            ax.plot(x, ys, "o", color=colour, label="distilled" if kind == "distill" else "raw")
+            ax.plot(xs, ys, "o", color=colour, label="distilled" if kind == "distill" else "raw")
     ax.axhline(results["teacher"]["auc"], color="k", lw=1, label="teacher")
     if "oracle" in results:
         ax.axhline(results["oracle"]["auc"], color="tab:green", lw=1, ls=":", label="oracle (p_true)")

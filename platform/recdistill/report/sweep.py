@@ -111,8 +111,11 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
 
     # per trial (x, AUC): streaming windows of online trials, held-out AUC over steps of
     # transfer trials (their first variant); batch trials report once and have no curve
-    curves: dict[str, list[tuple[int, list[float], list[float]]]] = {"window": [], "training step": []}
+    curves: dict[str, list[tuple[int, list[float], list[float]]]] = {"window": [], "training step": [], "epoch": []}
     for t in trials:
+        epochs = _epoch_curve(Path(t["dir"]), t.get("student_index", 0))
+        if epochs:  # what the run's students reported live, stopped trials included
+            curves["epoch"].append((t["trial"], *epochs))
         p = Path(t["dir"]) / "results.json"
         if not p.exists():
             continue
@@ -130,17 +133,35 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
         for i, xs, ys in series:
             ax.plot(xs, ys, "-o", ms=3, label=f"trial {i}")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("AUC (prequential)" if xlabel == "window" else "held-out AUC")
+        ax.set_ylabel({"window": "AUC (prequential)", "epoch": "validation AUC (distilled)"}.get(xlabel, "held-out AUC"))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
         ax.set_title(f"learning curves: student AUC per {xlabel}")
-        plots.append(("learning curves", save_figure(fig, out / "learning_curves.png")))
+        name = "learning_curves.png" if xlabel != "epoch" else "valid_auc_by_epoch.png"
+        plots.append((f"learning curves per {xlabel}", save_figure(fig, out / name)))
     return plots
+
+
+def _epoch_curve(run_dir: Path, j: int) -> tuple[list[int], list[float]] | None:
+    """(epochs, validation AUC) of the ``j``-th student's distilled model, from the rows its
+    run logged live (``metrics.jsonl``); None without them."""
+    p = run_dir / "metrics.jsonl"
+    if not p.exists():
+        return None
+    rows = [json.loads(x) for x in p.read_text().splitlines() if x.strip()]
+    config = next((r["config"] for r in rows if r.get("kind") == "config"), {})
+    names = [s["name"] for s in config.get("students", [])]
+    if j >= len(names):
+        return None
+    key = f"student/{names[j]}/distill/valid_auc"
+    pts = [(r["student/epoch"], r[key]) for r in rows if r.get("kind") == "metrics" and key in r]
+    return ([e for e, _ in pts], [a for _, a in pts]) if pts else None
 
 
 def _columns(summary: dict[str, Any]) -> list[str]:
     paths = sorted({p for t in summary["trials"] for p in t["config"]})
-    return ["trial", *paths, "auc", "auc_raw", "eta", "params", "teacher_key", "teacher_steps"]
+    stopped = ["stopped_epoch", "valid_auc"] if any(t.get("stopped_early") for t in summary["trials"]) else []
+    return ["trial", *paths, "auc", "auc_raw", "eta", *stopped, "params", "teacher_key", "teacher_steps"]
 
 
 def _rows(summary: dict[str, Any]) -> list[list[Any]]:
@@ -165,6 +186,13 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, Path]]) -> str:
              f"Trials: {len(summary['trials'])}; teachers trained {summary['teachers_trained']}, reused "
              f"{summary['teachers_reused']}; {summary['seconds']:.0f} s wall, {summary['trial_seconds_sum']:.0f} s "
              f"summed over the trials' own runs.", ""]
+    early = summary.get("stopped_early") or {}
+    if early.get("trials"):
+        lines += [f"Stopped early by {summary['scheduler']}: {early['trials']} trial(s) after {early['epochs_run']} "
+                  f"epoch(s) in all, {early['epochs_saved']} epoch(s) saved; their rows show the epoch they "
+                  f"stopped in and their last validation AUC, and have no test scores.", ""]
+    elif summary.get("scheduler", "fifo") != "fifo":
+        lines += [f"Scheduler {summary['scheduler']}: no trial was stopped early.", ""]
     for title, p in plots:
         lines += [f"![{title}]({p.name})", ""]
     lines += ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]

@@ -17,6 +17,12 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                         "Ray Train start); only for spaces over students.0.* (default 1: a run per trial)")
     p.add_argument("--out", help="sweep directory (default runs/sweeps/<config>-<space>)")
     p.add_argument("--smoke-test", action="store_true", help="tiny log and models, at most 2 samples per point")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the trials, their teacher keys and what the signal store and sweep directory already "
+                        "hold; train nothing")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted sweep in its directory: runs that finished are kept, the rest run "
+                        "(again); the same command line as the first time")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config")
 
 
@@ -34,4 +40,4 @@ def sweep_command(a: argparse.Namespace) -> dict[str, Any]:
         f"{Path(a.config).stem}-{space.name.replace(':', '-')}{'-smoke' if a.smoke_test else ''}")
     samples = min(a.num_samples or space.num_samples, 2) if a.smoke_test else a.num_samples
     return run_sweep(a.config, overrides, space, out, num_samples=samples,
-                     max_concurrent=a.max_concurrent, pack=a.pack)
+                     max_concurrent=a.max_concurrent, pack=a.pack, dry_run=a.dry_run, resume=a.resume)

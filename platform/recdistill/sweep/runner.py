@@ -18,12 +18,15 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from recdistill.config import ExperimentConfig, to_dict
+from recdistill.config import ConfigError, ExperimentConfig, to_dict
 from recdistill.sweep.space import SearchSpace, trial_config, trial_overrides
 from recdistill.train.plan import seed_name
 
+STATE_FILE = "sweep_state.json"  # the trials and W&B group of a sweep, for --resume
+STOPPED_FILE = "stopped.json"  # in a run directory: the scheduler stopped it (epoch, validation AUC)
+ASHA_METRIC = "valid_auc_distill"  # what the students' loop reports each epoch (train/students_loop.py)
 TRIAL_METRICS = ("auc", "auc_raw", "eta", "logloss", "calibration", "params", "wandb_run_id")
-EXTRA = ("teacher_auc", "teacher_steps", "teacher_reused", "raw_reused", "seconds", "train_seconds", "stream_auc",
+EXTRA = ("stopped_early", "stopped_epoch", "valid_auc", "teacher_auc", "teacher_steps", "teacher_reused", "raw_reused", "seconds", "train_seconds", "stream_auc",
          "stream_eta")
 
 
@@ -62,9 +65,73 @@ def _run_unit(config: dict[str, Any], units: list[dict[str, Any]]) -> None:
     from recdistill.experiment import run_experiment
 
     u = config["unit"]
-    results = run_experiment(config_from_dict(units[u]["cfg"]), log=lambda m: print(f"[unit {u}] {m}", flush=True))
+    cfg = config_from_dict(units[u]["cfg"])
+    results = run_experiment(cfg, log=lambda m: print(f"[unit {u}] {m}", flush=True))
     tune.report({"unit": u, "trials": json.dumps([trial_metrics(results, j) for j in range(len(units[u]["trials"]))],
-                                                 default=float)})
+                                                 default=float),
+                 # the scheduler's time axis and metric, as in the epoch reports before this one
+                 "epoch": max(s.get("stopped_epoch_distill") or 0 for s in results["students"]),
+                 **_final_valid(results)})
+
+
+def _final_valid(results: dict[str, Any]) -> dict[str, float]:
+    """The mean last validation AUC of the run's distilled students (what ASHA ranked on)."""
+    last = [s["valid_curve_distill"][-1]["auc"] for s in results["students"] if s.get("valid_curve_distill")]
+    return {ASHA_METRIC: sum(last) / len(last)} if last else {}
+
+
+def _scheduler(base: ExperimentConfig, pack: int) -> Any:
+    """A fresh Tune scheduler for one Tune stage (``tune.scheduler``); None: FIFO. ASHA ranks
+    the runs of a stage against one another (the first run of each teacher, on the driver,
+    is never stopped)."""
+    t = base.tune
+    if t.scheduler == "fifo":
+        return None
+    if base.stream.enabled:
+        raise ConfigError("tune.scheduler=asha: online sweeps report per window, not per epoch; use fifo")
+    if pack > 1:
+        raise ConfigError(f"tune.scheduler=asha with --pack {pack}: ASHA stops a whole run, and a packed run trains "
+                          f"several trials; drop --pack")
+    if base.data.splits[1] <= 0 and not base.data.valid_path:
+        raise ConfigError("tune.scheduler=asha ranks trials by validation AUC: the log needs a valid split "
+                          f"(data.splits={base.data.splits})")
+    from ray.tune.schedulers import ASHAScheduler
+
+    # max_t past the last epoch: ASHA stops a trial that reaches max_t, which would cut a
+    # finished run off before it reports its test scores
+    epochs = max((s.epochs for s in base.students if isinstance(s.epochs, int)), default=100)
+    return ASHAScheduler(time_attr="epoch", metric=ASHA_METRIC, mode="max", max_t=epochs + 1,
+                         grace_period=t.grace_period, reduction_factor=t.reduction_factor)
+
+
+def _dry_run(cfgs: list[ExperimentConfig], values: list[dict[str, Any]], keys: list[str], units: list[list[int]],
+             unit_cfgs: list[ExperimentConfig], store: Any, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
+    """The trials a sweep would run, their teacher keys and what the store and the sweep
+    directory already hold; nothing is trained or written."""
+    from recdistill.train.keys import raw_student_key
+
+    rows = []
+    for u, members in enumerate(units):
+        done = (unit_cfgs[u].run.out_dir / "results.json").exists()
+        for i in members:
+            raw = None if cfgs[i].stream.enabled else store.raw_result(raw_student_key(cfgs[i], 0)) is not None
+            rows.append({"trial": i, "config": values[i], "teacher_key": keys[i], "run": u,
+                         "teacher_stored": store.teacher_info(keys[i]) is not None, "raw_stored": raw,
+                         "finished": done})
+    log(f"[sweep] dry run: {len(rows)} trial(s) in {len(units)} run(s), {len(set(keys))} teacher(s); nothing runs")
+    log(f"{'trial':>5}  {'run':>3}  {'teacher key':24}  {'teacher':8}  {'raw':8}  {'finished':8}  config")
+    yes = {True: "stored", False: "-", None: "n/a"}
+    for r in rows:
+        log(f"{r['trial']:>5}  {r['run']:>3}  {r['teacher_key']:24}  {yes[r['teacher_stored']]:8}  "
+            f"{yes[r['raw_stored']]:8}  {'yes' if r['finished'] else '-':8}  "
+            + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
+    return {"dry_run": True, "out": str(out), "trials": rows}
+
+
+def _epochs_of(cfg: ExperimentConfig) -> int:
+    """The epochs a trial's student was set to train (0 when left to the data to size)."""
+    e = cfg.students[0].epochs
+    return e if isinstance(e, int) else 0
 
 
 def _packable(space: SearchSpace, base: ExperimentConfig) -> bool:
@@ -85,7 +152,8 @@ def _unit_config(cfgs: list[ExperimentConfig], trials: list[int], out: Path, nam
 
 def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace, out: Path, *,
               num_samples: int | None = None, max_concurrent: int | None = None,
-              pack: int = 1, log: Callable[[str], None] = print) -> dict[str, Any]:
+              pack: int = 1, dry_run: bool = False, resume: bool = False,
+              log: Callable[[str], None] = print) -> dict[str, Any]:
     import ray
     from ray import tune
 
@@ -102,7 +170,13 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
     # A sweep directory is refused like a run directory: a re-run says run.overwrite=true
     # (--overwrite) or gets another --out; stored teachers are reused either way (they
     # live in the signal store, not here).
-    claim_dir(out, base_cfg.run.overwrite, "sweep")
+    state_path = out / STATE_FILE
+    if resume:
+        if not state_path.exists():
+            raise ConfigError(f"--resume: {out} holds no interrupted sweep ({STATE_FILE} is missing); run it "
+                              f"without --resume")
+    elif not dry_run:
+        claim_dir(out, base_cfg.run.overwrite, "sweep")
     # Tune runs each trial in its own working directory: relative paths would give every
     # trial its own log and signal store (and its own teacher). Pin them down here.
     shared: dict[str, Any] = {}
@@ -119,15 +193,21 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
     overrides = [*overrides, *(f"{k}={v}" for k, v in shared.items())]
     base_cfg = trial_config(base, overrides, {})
     values = trial_overrides(space, num_samples, seed=base_cfg.run.seed)
-    ensure_ray()
-    cpus, gpus = ray.cluster_resources().get("CPU", 0), ray.cluster_resources().get("GPU", 0)
+    state = json.loads(state_path.read_text()) if resume else None
+    if state is not None and json.loads(json.dumps(values, default=str)) != state["trials"]:
+        raise ConfigError(f"--resume: the trials of {out} were {len(state['trials'])} others (the space, samples or "
+                          f"overrides changed since it started); resume with the same command or start a new sweep")
+    if not dry_run:
+        ensure_ray()
+    cpus, gpus = (ray.cluster_resources().get("CPU", 0), ray.cluster_resources().get("GPU", 0)) if not dry_run \
+        else (1 + 2 * (max_concurrent or base_cfg.tune.max_concurrent_trials), 0)
     concurrent = max_concurrent or base_cfg.tune.max_concurrent_trials
     # each trial's Train workers share what is left after one CPU for Ray Data
     share = max(0.05, min(base_cfg.platform.cpus_per_worker, (cpus - 1) / (2 * concurrent))) if not gpus \
         else base_cfg.platform.cpus_per_worker
     name = base_cfg.run.name
     # every run of the sweep logs to one W&B group, live; the sweep adds a summary run to it
-    group = base_cfg.tracking.group or f"{name}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
+    group = state["group"] if state else base_cfg.tracking.group or f"{name}-{space.name}-{time.strftime('%Y%m%d-%H%M%S')}"
     cfgs = [trial_config(base, overrides, {**v, "run.dir": str(out / "trials" / f"{i:03d}"), "tracking.group": group,
                                            "run.name": f"{name}-{space.name}-{i:03d}",
                                            "platform.cpus_per_worker": round(share, 3)})
@@ -137,6 +217,7 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
         log(f"[sweep] --pack {pack} ignored: the space changes more than students.0 (or the base has several "
             f"students), so trials cannot share one run")
         pack = 1
+    _scheduler(base_cfg, pack)  # a scheduler the sweep cannot use fails here, before any training
     store = SignalStore(base_cfg.platform.signal_store)
     groups: dict[str, list[int]] = {}
     for i, k in enumerate(keys):
@@ -150,6 +231,29 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
 
     results: dict[int, dict[str, Any]] = {}
     unit_cfgs = [_unit_config(cfgs, u, out, name) for u in units]
+    if dry_run:
+        return _dry_run(cfgs, values, keys, units, unit_cfgs, store, out, log)
+    if state is None:
+        state_path.write_text(json.dumps({"group": group, "trials": values}, indent=1, default=str))
+
+    def finished(u: int) -> dict[str, Any] | None:
+        """A resumed sweep's run that ended before the interruption (its results), or that the
+        scheduler stopped (its stop record)."""
+        d = unit_cfgs[u].run.out_dir
+        for name in ("results.json", STOPPED_FILE):
+            if resume and (d / name).exists():
+                return json.loads((d / name).read_text())
+        return None
+
+    if resume:  # a run cut off midway starts again in its own directory
+        unit_cfgs = [c if finished(u) else dataclasses.replace(c, run=dataclasses.replace(c.run, overwrite=True))
+                     for u, c in enumerate(unit_cfgs)]
+        kept = [u for u in range(len(units)) if finished(u)]
+        for u in kept:
+            r = finished(u)
+            for j, i in enumerate(units[u]):
+                results[i] = dict(r) if r.get("stopped_early") else trial_metrics(r, j)
+        log(f"[sweep] --resume: {len(kept)} of {len(units)} run(s) had finished (or were stopped) and are kept")
     trained, reused = [], []
     done: set[int] = set()
     for key in groups:
@@ -157,7 +261,7 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
         stored = store.teacher_info(key) is not None and base_cfg.platform.reuse_signals
         log(f"[sweep] teacher {key}: {'stored, reused by' if stored else 'training it with'} run {u} "
             f"(trials {units[u]}); the other runs of this teacher read its signals")
-        r = run_experiment(unit_cfgs[u], log=lambda m, u=u: log(f"[unit {u}] {m}"))
+        r = finished(u) or run_experiment(unit_cfgs[u], log=lambda m, u=u: log(f"[unit {u}] {m}"))
         for j, i in enumerate(units[u]):
             results[i] = trial_metrics(r, j)
         done.add(u)
@@ -173,17 +277,26 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
         log(f"[sweep] Tune: {len(indices)} run(s) ({stage})")
         tuner = tune.Tuner(
             trainable, param_space={"unit": tune.grid_search(indices)},
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent),
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, scheduler=_scheduler(base_cfg, pack)),
             run_config=tune.RunConfig(name=f"{name}-{space.name}-{stage}", verbose=0,
                                       storage_path=str((out / "tune").resolve())))
         for res in tuner.fit():
             if res.error is not None:
                 raise RuntimeError(f"sweep run {res.config.get('unit')} failed: {res.error}")
-            u = int(res.metrics["unit"])
+            u = int(res.config["unit"])
+            if "trials" not in res.metrics:  # the scheduler stopped it after an epoch: no test scores
+                stop = {"stopped_early": True, "stopped_epoch": res.metrics.get("epoch"),
+                        "valid_auc": res.metrics.get(ASHA_METRIC), "teacher_steps": 0}
+                (unit_cfgs[u].run.out_dir / STOPPED_FILE).write_text(json.dumps(stop))
+                for i in units[u]:
+                    results[i] = dict(stop)
+                log(f"[sweep] run {u} (trials {units[u]}) stopped by {base_cfg.tune.scheduler} after epoch "
+                    f"{res.metrics.get('epoch')} (validation AUC {res.metrics.get(ASHA_METRIC, float('nan')):.4f})")
+                continue
             for i, m in zip(units[u], json.loads(res.metrics["trials"])):
                 results[i] = m
 
-    rest = [u for u in range(len(units)) if u not in done]
+    rest = [u for u in range(len(units)) if u not in done and u not in {v for v in range(len(units)) if finished(v)}]
     # Raw students (no teacher) are stored by their own key: the first run holding each
     # raw key trains it, in a first Tune stage, so that the other runs all read it.
     raw_first: dict[str, int] = {}
@@ -205,7 +318,12 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
         trials.append({"trial": i, "config": v, "teacher_key": keys[i], "dir": str(unit_cfgs[unit].run.out_dir),
                        "run": unit, "student_index": units[unit].index(i), **{k: m.get(k) for k in (*TRIAL_METRICS, *EXTRA) if k in m}})
     wall = time.perf_counter() - t0
-    summary = {"space": space.name, "hypothesis": space.doc, "tracking_group": group, "base_config": str(base), "overrides": overrides,
+    stopped = [t for t in trials if t.get("stopped_early")]
+    summary = {"scheduler": base_cfg.tune.scheduler,
+               "stopped_early": {"trials": len(stopped), "epochs_run": sum(t["stopped_epoch"] or 0 for t in stopped),
+                                 "epochs_saved": sum(_epochs_of(cfgs[t["trial"]]) - (t["stopped_epoch"] or 0)
+                                                     for t in stopped)},
+               "space": space.name, "hypothesis": space.doc, "tracking_group": group, "base_config": str(base), "overrides": overrides,
                "pack": pack, "runs": len(units), "teachers_trained": len(trained), "teachers_reused": len(reused),
                "teacher_steps": sum(t.get("teacher_steps", 0) or 0 for t in trials), "seconds": wall,
                # a packed run's wall time is shared by its trials

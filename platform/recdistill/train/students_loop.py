@@ -37,6 +37,7 @@ def students_loop(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
     last: dict[str, Any] = {"epoch": start}
+    tune_metric: dict[str, float] = {}
     for epoch in range(start, group.epochs):
         if not group.active:  # every member stopped early
             break
@@ -58,7 +59,8 @@ def students_loop(config: dict[str, Any]) -> None:
         # every epoch is reported (live to the run's trackers, and to Tune inside a sweep trial,
         # whose scheduler ranks on valid_auc_distill by epoch)
         live = group.live(epoch + 1)
-        report = {"epoch": epoch + 1, LIVE: {"epoch": epoch + 1, **live}, **_tune_metric(live)}
+        tune_metric.update(_tune_metric(live))  # an epoch without validation keeps the last value
+        report = {"epoch": epoch + 1, LIVE: {"epoch": epoch + 1, **live}, **tune_metric}
         if epoch + 1 < group.epochs and group.active:  # finished models go straight to scoring
             t_ck = time.perf_counter()
             save_checkpoint({"group": group.state(), "epoch": epoch + 1, "resumed": resumed, "batches": batches},

@@ -23,7 +23,7 @@ from recdistill.train.evaluate import Evaluator
 from recdistill.train.loop import batch_loss, optimizer_step, optimizers
 from recdistill.train.checkpoint import plain
 from recdistill.train.plan import build_model, student_init_seed, student_objective
-from recdistill.train.worker import WorkerContext, finish, save_checkpoint, test_hook_crash, worker_prologue
+from recdistill.train.worker import LIVE, WorkerContext, finish, save_checkpoint, test_hook_crash, worker_prologue
 from recdistill.transfer.augment import AUGMENTED, load_teacher_state
 from recdistill.transfer.projection import project_table
 
@@ -184,15 +184,27 @@ def transfer_loop(config: dict[str, Any]) -> None:
         table, fields = projected_table(config, ctx.cfg, ctx.spec)
         projected = {"table": table, "fields": fields, "seconds": time.perf_counter() - t0}
 
+    sent: dict[str, int] = {}  # curve points already reported live, per variant
+
     def save(position: dict[str, Any]) -> None:
         # the curve and counters made plain; model and optimizer states are tensors already
         position = {**position, "state": plain(position["state"]), "curve": plain(position["curve"])}
-        save_checkpoint({"done": done, "current": position}, {"variant": position["variant"]}, ctx.rank)
+        save_checkpoint({"done": done, "current": position},
+                        {"variant": position["variant"], LIVE: unsent(position["variant"], position["curve"])},
+                        ctx.rank)
+
+    def unsent(name: str, curve: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The curve points not yet reported live: one row each on the transfer/step axis."""
+        rows = [{"step": p["step"], name: {"auc": p["auc"], "rows": p["rows"]}} for p in curve[sent.get(name, 0):]]
+        sent[name] = len(curve)
+        return rows
 
     for v in todo:
         resume = current if current and current["variant"] == v["variant"] else None
         done[v["variant"]] = plain(_train_variant(v, ctx, projected, resume, save))
+        tail = unsent(v["variant"], done[v["variant"]]["curve"])
         if len(done) < len(config["variants"]):
-            save_checkpoint({"done": done, "current": None}, {"variant": v["variant"]}, ctx.rank)
+            save_checkpoint({"done": done, "current": None}, {"variant": v["variant"], LIVE: tail}, ctx.rank)
     variants = {v["variant"]: done[v["variant"]] for v in config["variants"]}
-    finish({"variants": variants, "threads": ctx.threads, "world": ctx.world, "device": ctx.device.type}, ctx.rank)
+    finish({"variants": variants, "threads": ctx.threads, "world": ctx.world, "device": ctx.device.type,
+            LIVE: tail if todo else []}, ctx.rank)
