@@ -197,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="runs and sweeps side by side, each figure with its 95% interval",
                         description="One table and one plot of a metric across runs (one entry per student) and "
                                     "sweeps (one per trial), with 95% intervals over seeds and test rows, and each "
-                                    "entry against the first: paired seed by seed when all ran the same seeds, a "
-                                    "finding only when the interval excludes 0.")
+                                    "entry against its reference (the first entry of the same student, else the "
+                                    "first entry): paired seed by seed when all ran the same seeds, a finding only "
+                                    "when the interval excludes 0.")
     cp.add_argument("dirs", nargs="+", help="run or sweep directories (each holds results.json)")
     from recdistill.compare import METRICS
 

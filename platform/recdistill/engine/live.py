@@ -29,8 +29,11 @@ class Relay(ray.train.UserCallback):
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
         live = metrics[0].get(LIVE) if metrics else None
-        for row in (live if isinstance(live, list) else [live] if live else []):  # a report may carry several rows
-            self.queue.put({"role": self.role, **row})
+        try:
+            for row in (live if isinstance(live, list) else [live] if live else []):  # a report may carry several
+                self.queue.put({"role": self.role, **row})
+        except Exception as e:  # tracking must never fail the training run it watches
+            print(f"[tracking] a {self.role} report was not relayed: {type(e).__name__}: {e}", flush=True)
 
 
 class LiveMetrics:
@@ -60,6 +63,10 @@ class LiveMetrics:
                 if self._stop.is_set():
                     return
                 continue
+            except Exception as e:  # the queue actor is gone: tracking stops, training goes on
+                print(f"[tracking] live metrics stopped after {self.received} rows: {type(e).__name__}: {e}",
+                      flush=True)
+                return
             self.forward(item)
 
     def forward(self, item: dict[str, Any]) -> None:
@@ -73,7 +80,10 @@ class LiveMetrics:
 
         self._stop.set()
         self._thread.join(timeout=30)
-        ray.kill(self.queue.actor)
+        try:
+            ray.kill(self.queue.actor)
+        except Exception:  # already gone with its node
+            pass
 
     def __enter__(self) -> LiveMetrics:
         return self

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.train.worker import TEST_HOOKS, WHOLE_TEST
+from recdistill.train.worker import TEST_HOOKS, TRAINS_ON, WHOLE_TEST
 
 
 def use_gpu(cfg: ExperimentConfig) -> bool:
@@ -37,9 +37,7 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
 
     callbacks = list(callbacks or [])
     if _in_tune_session():
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        callbacks.append(TuneReportCallback())
+        callbacks.append(_tune_epochs())
 
     gpu = use_gpu(cfg)
     env = test_hook_env()
@@ -66,6 +64,20 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
         dataset_config=ray.train.DataConfig(
             datasets_to_split=[n for n in datasets if not (whole_test and n == "test")] if whole_test else "all",
             execution_options=ExecutionOptions(preserve_order=True)))
+
+
+def _tune_epochs() -> Any:
+    """Train's Tune callback, passing on only the reports after which the run trains on
+    (``TRAINS_ON``): a scheduler that stopped a trial at its last epoch would kill it
+    before it scores the test split, and a finished trial reports its end itself."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    class TuneEpochs(TuneReportCallback):
+        def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+            if metrics and metrics[0].get(TRAINS_ON):
+                super().after_report(run_context, metrics, checkpoint)
+
+    return TuneEpochs()
 
 
 def fit_metrics(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any],

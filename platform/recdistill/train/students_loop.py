@@ -16,7 +16,7 @@ from recdistill.data.tensors import from_table
 from recdistill.signals.kinds import LOGIT
 from recdistill.train.group import StudentGroup
 from recdistill.train.plan import student_members
-from recdistill.train.worker import (LIVE, finish, save_checkpoint, score_test, shard_validator, test_hook_crash,
+from recdistill.train.worker import (LIVE, TRAINS_ON, finish, save_checkpoint, score_test, shard_validator, test_hook_crash,
                                     worker_prologue)
 
 
@@ -60,8 +60,9 @@ def students_loop(config: dict[str, Any]) -> None:
         # whose scheduler ranks on valid_auc_distill by epoch)
         live = group.live(epoch + 1)
         tune_metric.update(_tune_metric(live))  # an epoch without validation keeps the last value
-        report = {"epoch": epoch + 1, LIVE: {"epoch": epoch + 1, **live}, **tune_metric}
-        if epoch + 1 < group.epochs and group.active:  # finished models go straight to scoring
+        more = epoch + 1 < group.epochs and group.active
+        report = {"epoch": epoch + 1, LIVE: {"epoch": epoch + 1, **live}, TRAINS_ON: more, **tune_metric}
+        if more:  # finished models go straight to scoring
             t_ck = time.perf_counter()
             save_checkpoint({"group": group.state(), "epoch": epoch + 1, "resumed": resumed, "batches": batches},
                             report, rank)
@@ -76,7 +77,7 @@ def students_loop(config: dict[str, Any]) -> None:
     members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary()} for m in group.members}
     timing["eval_s"] = time.perf_counter() - t_eval
     finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,
-            **timing, **{k: v for k, v in last.items() if k != LIVE}}, rank)
+            **timing, **{k: v for k, v in last.items() if k not in (LIVE, TRAINS_ON)}}, rank)
 
 
 def _tune_metric(live: dict[str, Any]) -> dict[str, float]:

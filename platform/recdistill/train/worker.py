@@ -93,6 +93,11 @@ def shard_validator(config: dict[str, Any], schema: Any, seq_len: int, device: t
 # (``engine.live``): small, namespaced by the loop's role.
 LIVE = "live"
 
+# In a report: whether the run trains on after it. Only such reports reach a Tune scheduler
+# (``engine.trainer``): one that stopped a trial at its last report would cut it off before
+# it scores the test split.
+TRAINS_ON = "trains_on"
+
 # The loop-config flag ``ray_trainer`` sets when every worker reads the whole test split
 # (DDP on a log with users: GAUC needs each user's rows on one worker).
 WHOLE_TEST = "test_whole"
