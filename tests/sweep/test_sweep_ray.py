@@ -108,6 +108,15 @@ def test_asha_stops_a_trial_early_and_resume_keeps_what_finished(first: dict, tm
     assert not t0.get("stopped_early") and not t1.get("stopped_early") and 0 < t1["auc"] < 1  # ran to its end
     assert t2["stopped_early"] and t2["stopped_epoch"] == 1 and t2.get("auc") is None
     assert s["stopped_early"] == {"trials": 1, "epochs_run": 1, "epochs_saved": 2}
+    # the stopped run's workers gave their CPUs back: later Train runs would wait for them
+    import time
+
+    import ray
+
+    deadline = time.time() + 30
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.time() < deadline:
+        time.sleep(0.5)
+    assert ray.available_resources().get("CPU", 0) == ray.cluster_resources()["CPU"], ray.available_resources()
     md = (out / "report.md").read_text()
     assert "Stopped early by asha: 1 trial(s)" in md and "| stopped_epoch | valid_auc |" in md
     assert (out / "valid_auc_by_epoch.png").exists() and (out / "trials" / "002" / "stopped.json").exists()

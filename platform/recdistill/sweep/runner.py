@@ -21,6 +21,7 @@ from typing import Any, Callable
 from recdistill.config import ConfigError, ExperimentConfig, to_dict
 from recdistill.sweep.space import SearchSpace, trial_config, trial_overrides
 from recdistill.train.plan import seed_name
+from recdistill.train.worker import PLACEMENT_GROUP
 
 STATE_FILE = "sweep_state.json"  # the trials and W&B group of a sweep, for --resume
 STOPPED_FILE = "stopped.json"  # in a run directory: the scheduler stopped it (epoch, validation AUC)
@@ -126,6 +127,23 @@ def _dry_run(cfgs: list[ExperimentConfig], values: list[dict[str, Any]], keys: l
             f"{yes[r['raw_stored']]:8}  {'yes' if r['finished'] else '-':8}  "
             + ", ".join(f"{k}={v}" for k, v in r["config"].items()))
     return {"dry_run": True, "out": str(out), "trials": rows}
+
+
+def _release(placement_group: str | None) -> None:
+    """Remove the worker group placement group of a run the scheduler stopped. Tune kills the
+    trial, and with it the run's Train controller, which dies before it can free its workers'
+    CPUs; Train's cleaner would free them, but it needs the State API (a dashboard). Left
+    alone, the CPUs stay reserved until the driver exits, and the next Train run waits."""
+    if not placement_group:
+        return
+    import ray
+    from ray._raylet import PlacementGroupID
+    from ray.util.placement_group import PlacementGroup
+
+    try:
+        ray.util.remove_placement_group(PlacementGroup(PlacementGroupID.from_hex(placement_group)))
+    except Exception:  # already removed (Train's cleaner got there first)
+        pass
 
 
 def _epochs_of(cfg: ExperimentConfig) -> int:
@@ -285,6 +303,7 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
                 raise RuntimeError(f"sweep run {res.config.get('unit')} failed: {res.error}")
             u = int(res.config["unit"])
             if "trials" not in res.metrics:  # the scheduler stopped it after an epoch: no test scores
+                _release(res.metrics.get(PLACEMENT_GROUP))
                 stop = {"stopped_early": True, "stopped_epoch": res.metrics.get("epoch"),
                         "valid_auc": res.metrics.get(ASHA_METRIC), "teacher_steps": 0}
                 (unit_cfgs[u].run.out_dir / STOPPED_FILE).write_text(json.dumps(stop))

@@ -16,12 +16,13 @@ from recdistill.data.tensors import from_table
 from recdistill.signals.kinds import LOGIT
 from recdistill.train.group import StudentGroup
 from recdistill.train.plan import student_members
-from recdistill.train.worker import (LIVE, TRAINS_ON, finish, save_checkpoint, score_test, shard_validator, test_hook_crash,
+from recdistill.train.worker import (LIVE, PLACEMENT_GROUP, TRAINS_ON, finish, save_checkpoint, score_test, shard_validator, test_hook_crash,
                                     worker_prologue)
 
 
 def students_loop(config: dict[str, Any]) -> None:
     import ray.train
+    import ray.util
 
     ctx = worker_prologue(config)
     schema, seq_len, rank, device = ctx.schema, ctx.seq_len, ctx.rank, ctx.device
@@ -37,6 +38,10 @@ def students_loop(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
     last: dict[str, Any] = {"epoch": start}
+    # the worker group's placement group: a sweep removes it when its scheduler stopped this
+    # run (Train's own cleaner needs the State API, which a cluster without a dashboard lacks)
+    pg = ray.util.get_current_placement_group()
+    placement = {PLACEMENT_GROUP: pg.id.hex()} if pg is not None else {}
     tune_metric: dict[str, float] = {}
     for epoch in range(start, group.epochs):
         if not group.active:  # every member stopped early
@@ -61,7 +66,8 @@ def students_loop(config: dict[str, Any]) -> None:
         live = group.live(epoch + 1)
         tune_metric.update(_tune_metric(live))  # an epoch without validation keeps the last value
         more = epoch + 1 < group.epochs and group.active
-        report = {"epoch": epoch + 1, LIVE: {"epoch": epoch + 1, **live}, TRAINS_ON: more, **tune_metric}
+        report = {"epoch": epoch + 1, LIVE: {"epoch": epoch + 1, **live}, TRAINS_ON: more, **tune_metric,
+                  **placement}
         if more:  # finished models go straight to scoring
             t_ck = time.perf_counter()
             save_checkpoint({"group": group.state(), "epoch": epoch + 1, "resumed": resumed, "batches": batches},

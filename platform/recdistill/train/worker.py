@@ -97,6 +97,7 @@ LIVE = "live"
 # (``engine.trainer``): one that stopped a trial at its last report would cut it off before
 # it scores the test split.
 TRAINS_ON = "trains_on"
+PLACEMENT_GROUP = "placement_group"  # in a report: the hex id of the run's worker group placement group
 
 # The loop-config flag ``ray_trainer`` sets when every worker reads the whole test split
 # (DDP on a log with users: GAUC needs each user's rows on one worker).
