@@ -176,8 +176,9 @@ def markdown(c: dict[str, Any]) -> str:
     diffs = {d["entry"]: d for d in c["differences"]}
     for r in c["entries"]:
         d = diffs.get(r["entry"])
-        tail = (f"{d['against']} | {d['mean']:+.4f} | {_ci(d)} | "
-                f"{'**finding**' if d['finding'] else 'within noise'} |" if d else "(reference) | | | |")
+        verdict = ("no interval" if d and _ci(d) == "n/a" else "**finding**" if d and d["finding"]
+                   else "within noise")
+        tail = f"{d['against']} | {d['mean']:+.4f} | {_ci(d)} | {verdict} |" if d else "(reference) | | | |"
         lines.append(f"| {r['entry']} | {', '.join(map(str, r['seeds']))} | {r['mean']:.4f} | {_ci(r)} | {tail}")
     lines += ["", "Each entry is compared with its reference: the first entry of the same student, else the "
                   "first entry. A difference is a finding only when its interval excludes 0.", "", "![comparison](compare.png)", ""]

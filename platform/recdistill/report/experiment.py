@@ -160,6 +160,8 @@ def _ci(x: dict[str, Any], fmt: str = ".4f") -> str:
 
 
 def _verdict(x: dict[str, Any]) -> str:
+    if not all(map(math.isfinite, x["ci"])):
+        return "no interval"
     if x.get("undefined_share", 0) > 0.025:
         return f"undefined in {x['undefined_share']:.0%} of draws (teacher ≈ raw)"
     return "**finding**" if x["finding"] else "within noise"
@@ -173,10 +175,12 @@ def interval_lines(summary: dict[str, Any] | None) -> list[str]:
         return []
     n, noise = summary["seeds"], summary["noise"]
     what = {"seeds and test rows": f"over {n} seeds and {summary['replicates']} resamples of the test rows",
-            "seeds": f"over {n} seeds (no test-row resamples)",
+            "seeds": f"over {n} seeds; no test-row resamples (run.bootstrap=0, or a model reused from a store "
+                     f"written before them)",
             "test rows": f"over {summary['replicates']} resamples of the test rows, one seed: training noise "
                          f"is not in them (run.seeds=3 or more for that)",
-            "none": "none: one seed and run.bootstrap=0"}[noise]
+            "none": "none: one seed and no test-row resamples (run.bootstrap=0, or a teacher or raw student "
+                    "reused from a store written before them)"}[noise]
     out = ["", f"## Intervals ({summary['level']:.0%}, {what})", "",
            "| model | AUC (mean) | interval | std over seeds | LogLoss (mean) | interval |",
            "| --- | ---: | --- | ---: | ---: | --- |"]
