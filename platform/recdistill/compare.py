@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from recdistill.intervals import Figures, draws, excludes_zero, interval, ratio
+from recdistill.intervals import Figures, draws, finding, interval, ratio
+from recdistill.report.render import interval_text, verdict_text
 
 METRICS = {
     "eta": "η = (AUC distilled − AUC raw) / (AUC teacher − AUC raw)",
@@ -157,14 +158,9 @@ def compare(paths: list[Path], metric: str = "eta") -> dict[str, Any]:
         a, b = _stat(metric, k), _stat(metric, k0)
         got = interval(lambda x: a(x) - b(x), f, d)
         diffs.append({"entry": e.label, "against": e0.label, **got,
-                      "finding": excludes_zero(got["ci"]) and got.get("undefined_share", 0) <= 0.025})
+                      "finding": finding(got)})
     return {"metric": metric, "meaning": METRICS[metric], "paired": paired, "entries": rows, "differences": diffs,
             "sources": [str(p) for p in paths]}
-
-
-def _ci(x: dict[str, Any]) -> str:
-    lo, hi = x["ci"]
-    return f"[{lo:.4f}, {hi:.4f}]" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
 
 
 def markdown(c: dict[str, Any]) -> str:
@@ -176,10 +172,9 @@ def markdown(c: dict[str, Any]) -> str:
     diffs = {d["entry"]: d for d in c["differences"]}
     for r in c["entries"]:
         d = diffs.get(r["entry"])
-        verdict = ("no interval" if d and _ci(d) == "n/a" else "**finding**" if d and d["finding"]
-                   else "within noise")
-        tail = f"{d['against']} | {d['mean']:+.4f} | {_ci(d)} | {verdict} |" if d else "(reference) | | | |"
-        lines.append(f"| {r['entry']} | {', '.join(map(str, r['seeds']))} | {r['mean']:.4f} | {_ci(r)} | {tail}")
+        tail = (f"{d['against']} | {d['mean']:+.4f} | {interval_text(d)} | {verdict_text(d)} |" if d
+                else "(reference) | | | |")
+        lines.append(f"| {r['entry']} | {', '.join(map(str, r['seeds']))} | {r['mean']:.4f} | {interval_text(r)} | {tail}")
     lines += ["", "Each entry is compared with its reference: the first entry of the same student, else the "
                   "first entry. A difference is a finding only when its interval excludes 0.", "", "![comparison](compare.png)", ""]
     return "\n".join(lines)

@@ -105,6 +105,13 @@ def excludes_zero(ci: list[float]) -> bool:
     return bool(math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0))
 
 
+def finding(figure: dict[str, object]) -> bool:
+    """A figure (``interval``'s output) is a finding when its interval excludes 0 and it is
+    defined in all but the interval's tails (an η whose teacher is no better than the raw
+    student in many draws has no interval)."""
+    return excludes_zero(figure["ci"]) and float(figure.get("undefined_share", 0.0)) <= (1 - LEVEL) / 2
+
+
 def spread(values: list[float]) -> dict[str, object]:
     """Mean, sample std and the Student-t 95% interval of values over seeds (NaN std and
     bounds for one value)."""

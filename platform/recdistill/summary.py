@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from recdistill.intervals import LEVEL, Figures, draws, excludes_zero, interval, ratio, spread
+from recdistill.intervals import LEVEL, Figures, draws, finding, interval, ratio, spread
 from recdistill.results import KINDS
 
 SEEDS_DIR = "seeds"
@@ -81,7 +81,7 @@ def summarize(per_seed: list[dict[str, Any]], pairs: list[list[str]] = ()) -> di
     eta = {n: {**interval(ratio(f"{n}/distill", f"{n}/raw", "teacher", f"{n}/raw"), f, d),
                "values": [r["students"][i]["eta"] for r in per_seed]} for i, n in enumerate(names)}
     for e in eta.values():
-        e["finding"] = _finding(e)
+        e["finding"] = finding(e)
     diffs = [_difference(f"{n}: distilled − raw", "auc", f"{n}/distill", f"{n}/raw", f, d) for n in names]
     compared = [(n, names[0]) for n in names[1:]] + [tuple(p) for p in pairs if tuple(p) not in
                                                       {(n, names[0]) for n in names[1:]}]
@@ -109,11 +109,6 @@ def _difference(label: str, metric: str, a: Any, b: Any, f: Figures, d: dict[str
     fb = (lambda x: x[b]) if isinstance(b, str) else b
     got = interval(lambda x: fa(x) - fb(x), f, d)
     out = {"name": label, "metric": metric, **got}
-    out["finding"] = _finding(out)
+    out["finding"] = finding(out)
     return out
 
-
-def _finding(figure: dict[str, Any]) -> bool:
-    """Its interval excludes 0, and it is defined in all but the interval's tails (an η
-    whose teacher is no better than the raw student in many draws has no interval)."""
-    return excludes_zero(figure["ci"]) and figure.get("undefined_share", 0.0) <= (1 - LEVEL) / 2

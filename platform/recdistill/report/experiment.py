@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.report.render import pyplot, save_figure, write_run_outputs
+from recdistill.report.render import interval_text, pyplot, save_figure, verdict_text, write_run_outputs
 from recdistill.results import KINDS, StudentResult
 
 GAINS_PNG, CURVES_PNG = "raw_to_distilled.png", "learning_curves.png"
@@ -154,19 +154,6 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
     return "\n".join(lines + [""])
 
 
-def _ci(x: dict[str, Any], fmt: str = ".4f") -> str:
-    lo, hi = x["ci"]
-    return f"[{lo:{fmt}}, {hi:{fmt}}]" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
-
-
-def _verdict(x: dict[str, Any]) -> str:
-    if not all(map(math.isfinite, x["ci"])):
-        return "no interval"
-    if x.get("undefined_share", 0) > 0.025:
-        return f"undefined in {x['undefined_share']:.0%} of draws (teacher ≈ raw)"
-    return "**finding**" if x["finding"] else "within noise"
-
-
 def interval_lines(summary: dict[str, Any] | None) -> list[str]:
     """The summary's intervals (``seeds.summarize``): every model's AUC, η per student and
     the paired differences, each difference marked a finding only when its interval
@@ -187,14 +174,14 @@ def interval_lines(summary: dict[str, Any] | None) -> list[str]:
     for name, m in summary["models"].items():
         ll = m.get("logloss")
         std = m["auc"].get("std", math.nan)
-        out.append(f"| {name} | {m['auc']['mean']:.4f} | {_ci(m['auc'])} | {std:.4f} | "
-                   + (f"{ll['mean']:.4f} | {_ci(ll)} |" if ll else " | |"))
+        out.append(f"| {name} | {m['auc']['mean']:.4f} | {interval_text(m['auc'])} | {std:.4f} | "
+                   + (f"{ll['mean']:.4f} | {interval_text(ll)} |" if ll else " | |"))
     out += ["", "| paired figure | value | interval | verdict |", "| --- | ---: | --- | --- |"]
     for name, e in summary["eta"].items():
-        out.append(f"| {name}: η | {e['mean']:.3f} | {_ci(e, '.3f')} | {_verdict(e)} |")
+        out.append(f"| {name}: η | {e['mean']:.3f} | {interval_text(e, '.3f')} | {verdict_text(e)} |")
     for d in summary["differences"]:
         fmt = ".3f" if d["metric"] == "eta" else ".4f"
-        out.append(f"| {d['name']} | {d['mean']:+{fmt}} | {_ci(d, fmt)} | {_verdict(d)} |")
+        out.append(f"| {d['name']} | {d['mean']:+{fmt}} | {interval_text(d, fmt)} | {verdict_text(d)} |")
     out += ["", "A paired figure is a finding only when its interval excludes 0; otherwise it is within noise. "
                 "Intervals are the central 95% of joint draws: a Student-t draw over seeds (their own covariance) "
                 "plus one Poisson resample of the test rows, the same rows for every model (recdistill/intervals.py)."]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Callable
@@ -95,6 +96,21 @@ def write_html(directory: Path, title: str) -> Path:
     out = directory / "report.html"
     out.write_text(markdown_to_html(md, directory, title))
     return out
+
+
+def interval_text(x: dict[str, Any], fmt: str = ".4f") -> str:
+    """A figure's interval as ``[lo, hi]``, or ``n/a`` where it has none."""
+    lo, hi = x["ci"]
+    return f"[{lo:{fmt}}, {hi:{fmt}}]" if math.isfinite(lo) and math.isfinite(hi) else "n/a"
+
+
+def verdict_text(x: dict[str, Any]) -> str:
+    """What a paired figure (with ``finding``) says: a finding, within noise, undefined, or no interval."""
+    if not all(map(math.isfinite, x["ci"])):
+        return "no interval"
+    if x.get("undefined_share", 0) > 0.025:
+        return f"undefined in {x['undefined_share']:.0%} of draws (teacher ≈ raw)"
+    return "**finding**" if x["finding"] else "within noise"
 
 
 def pyplot() -> Any:
