@@ -16,7 +16,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
     .venv/bin/python -m pip install -q "torch==${TORCH_VERSION:-2.13.0}" 2>&1 | grep -v '^WARNING: Location' || true
   fi
-  .venv/bin/python -m pip install -q -e ".[test]" 2>&1 | grep -v '^WARNING: Location' || true
+  .venv/bin/python -m pip install -q -e ".[test,onnx]" 2>&1 | grep -v '^WARNING: Location' || true
   .venv/bin/python -c "import recdistill, torch, ray, pyarrow, wandb" \
     || { echo "setup: install failed" >&2; exit 1; }
   echo "$want" > "$stamp"

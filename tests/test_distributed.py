@@ -116,6 +116,12 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     assert second["students"][0]["auc_distill"] == first["students"][0]["auc_distill"]
     assert second["students"][0]["valid_curve_distill"] == first["students"][0]["valid_curve_distill"]
     assert second["students"][1]["auc_raw"] == first["students"][1]["auc_raw"]
+    # a reused teacher and reused raw students still leave as artifacts, their weights from the store
+    assert sorted(second["models"]["written"]) == sorted(MODELS) and sorted(local["models"]["written"]) == sorted(MODELS)
+    for name in ("teacher", "student/raw", "single/raw", "student/distill"):
+        sha = [json.loads((shared / r / "models" / name / "manifest.json").read_text())["files"]["weights.safetensors"]
+               ["sha256"] for r in ("ray1", "ray2")]
+        assert sha[0] == sha[1], name
     saved = json.loads((shared / "ray2" / "results.json").read_text())
     assert saved["platform"]["teacher_reused"] is True
     # a reused teacher's signal AUCs are for the cut it was recorded at, and say so
@@ -165,6 +171,61 @@ def test_killed_teacher_and_student_workers_resume_from_their_checkpoints(shared
         assert sa["auc_raw"] == pytest.approx(sb["auc_raw"], abs=1e-6), sa["name"]
 
 
+MODELS = ["teacher", "student/raw", "student/distill", "single/raw", "single/distill"]
+
+
+def test_models_leave_the_run_and_score_its_test_split_as_results_json(shared: Path, reference: dict,
+                                                                        tmp_path: Path) -> None:
+    """Every model of the run is an artifact; `score --split test` on the run's own log gives
+    results.json's test figures back; bad logs get clear errors; the export matches."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from recdistill.artifacts.export_dir import export_artifact
+    from recdistill.artifacts.score import ScoreError, encoded_batches, score
+    from recdistill.data.schema import LogSchema
+    from recdistill.serving.export import available_formats
+
+    run = shared / "ray1"
+    assert sorted(reference["models"]["written"]) == sorted(MODELS) and "missing" not in reference["models"]
+    for name in MODELS:
+        assert (run / "models" / name / "manifest.json").is_file(), name
+    data = str(shared / "data")
+    s0 = reference["students"][0]
+    got = score(run / "models" / "student" / "distill", data, "parquet", split="test", out=str(tmp_path / "preds"),
+                log=lambda _: None)
+    assert got.metrics["auc"] == pytest.approx(s0["auc_distill"], abs=1e-6)
+    assert got.metrics["logloss"] == pytest.approx(s0["logloss_distill"], abs=1e-6)
+    assert got.metrics["calibration"] == pytest.approx(s0["calibration_distill"], abs=1e-6)
+    assert got.rows == reference["teacher"]["test_rows"]
+    assert got.unseen == reference["data"]["oov_test"]  # ids training never saw, per field
+    preds = pq.read_table(tmp_path / "preds")
+    assert preds.column_names == ["row_id", "logit", "p"] and preds.num_rows == got.rows
+    teacher = score(run / "models" / "teacher", data, "parquet", split="test", log=lambda _: None)
+    assert teacher.metrics["auc"] == pytest.approx(reference["teacher"]["final"]["auc"], abs=1e-6)  # as trained last
+
+    # a log of another format, and one whose fields are not the model's
+    with pytest.raises(ScoreError, match="trained on a 'parquet' log; --format 'criteo'"):
+        score(run / "models" / "teacher", data, "criteo", log=lambda _: None)
+    odd = LogSchema(dense=("I1", "I99"), categorical=("C1",), categorical_type="int64", source="synthetic")
+    table = pa.table({"row_id": pa.array([1, 2], pa.int64()), "label": pa.array([0, 1], pa.int8()),
+                      "I1": pa.array([1.0, 2.0], pa.float32()), "I99": pa.array([0.5, 0.1], pa.float32()),
+                      "C1": pa.array([3, 4], pa.int64())}, schema=odd.arrow_schema())
+    pq.write_table(table, tmp_path / "odd.parquet")
+    with pytest.raises(ScoreError, match=r"missing \d+: I2 \(dense\).*extra 1: I99 \(dense\)"):
+        score(run / "models" / "teacher", str(tmp_path / "odd.parquet"), "parquet", log=lambda _: None)
+
+    # the exported main tower equals the eager model on the test split, in every format installed
+    batches = list(encoded_batches(run / "models" / "student" / "distill", data, "parquet", split="test"))
+    assert sum(int(b[0].shape[0]) for b in batches) == got.rows
+    for fmt in available_formats():
+        info = export_artifact(run / "models" / "student" / "distill", fmt, tmp_path / "export" / fmt, batches,
+                               log=lambda _: None)
+        assert max(info["max_abs_diff_vs_eager"].values()) <= 1e-5
+        assert bool(info["dropped"]) == (s0["towers"] == "decoupled")  # a decoupled student's aux tower is dropped
+        assert (tmp_path / "export" / fmt / "preprocess.json").is_file()
+
+
 def test_missing_signal_blocks_are_masked_and_reported(shared: Path, reference: dict) -> None:
     """Delete half the window's signal blocks: students still train, the gap is counted."""
     from recdistill.signals.store import SignalStore
@@ -208,7 +269,11 @@ def _check_tracking(run_dir: Path, results: dict, read_run) -> None:
     assert run["summary"]["teacher/auc"] == pytest.approx(results["teacher"]["auc"])
     assert run["summary"]["student/student/auc_distill"] == pytest.approx(results["students"][0]["auc_distill"])
     assert run["config"]["students"][0]["epochs"] == 2 and run["config"]["teacher"]["batch_size"] == 1024
-    assert run["artifacts"] == ["ray1-outputs"]
+    models = {f"ray1-{name.replace('/', '-')}": name for name in results["models"]["written"]}
+    assert sorted(run["artifacts"]) == sorted(["ray1-outputs", *models])
+    for art, name in models.items():  # each model as a W&B artifact of type model, its manifest as metadata
+        assert run["artifact_types"][art] == "model"
+        assert run["artifact_metadata"][art]["name"] == name and "weights.safetensors" in run["artifact_metadata"][art]["files"]
     sync = subprocess.run([sys.executable, "-m", "wandb", "sync", "--dry-run", str(log.parent)],
                           capture_output=True, text=True, timeout=120)
     assert "Would sync 1 run" in sync.stdout + sync.stderr, sync.stdout + sync.stderr

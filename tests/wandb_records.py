@@ -36,10 +36,12 @@ def _chunks(data: bytes) -> Iterator[bytes]:
 
 
 def read_run(path: Path) -> dict[str, Any]:
-    """``{"history": [row, ...], "summary": {...}, "config": {...}, "artifacts": [names]}``."""
+    """``{"history": [row, ...], "summary": {...}, "config": {...}, "artifacts": [names],
+    "artifact_types": {name: type}, "artifact_metadata": {name: {...}}}``."""
     from wandb.proto import wandb_internal_pb2 as pb
 
-    out: dict[str, Any] = {"history": [], "summary": {}, "config": {}, "artifacts": []}
+    out: dict[str, Any] = {"history": [], "summary": {}, "config": {}, "artifacts": [], "artifact_types": {},
+                           "artifact_metadata": {}}
     for chunk in _chunks(path.read_bytes()):
         r = pb.Record()
         r.ParseFromString(chunk)
@@ -54,4 +56,6 @@ def read_run(path: Path) -> dict[str, Any]:
                 out["config"][i.key or "/".join(i.nested_key)] = json.loads(i.value_json)
         elif kind == "artifact":
             out["artifacts"].append(r.artifact.name)
+            out["artifact_types"][r.artifact.name] = r.artifact.type
+            out["artifact_metadata"][r.artifact.name] = json.loads(r.artifact.metadata) if r.artifact.metadata else {}
     return out

@@ -116,6 +116,37 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _score(args: argparse.Namespace) -> int:
+    from recdistill.artifacts.score import describe, score
+    from recdistill.ray_env import ensure_ray
+
+    ensure_ray()
+    result = score(args.model_dir, args.log, args.format, out=args.out, split=args.split, header=args.header,
+                   error_budget=args.error_budget, batch_size=args.batch_size)
+    print("\n".join(describe(result)))
+    if args.json:
+        Path(args.json).write_text(json.dumps(dataclasses.asdict(result), indent=2, default=str))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from recdistill.artifacts.export_dir import export_artifact
+
+    batches: list = []
+    if args.check_log:
+        from recdistill.artifacts.score import encoded_batches
+        from recdistill.ray_env import ensure_ray
+
+        if not args.check_format:
+            raise ConfigError("--check-log needs --check-format (the log's format)")
+        ensure_ray()
+        batches = list(encoded_batches(args.model_dir, args.check_log, args.check_format, split=args.check_split,
+                                       limit=args.check_rows))
+    for fmt in args.to:
+        export_artifact(args.model_dir, fmt, Path(args.out) / fmt if args.out else None, batches)
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from recdistill.data.inspect import inspect_log
 
@@ -209,6 +240,49 @@ def build_parser() -> argparse.ArgumentParser:
                                                           "(default runs/compare; rewritten in place)")
     cp.set_defaults(fn=_compare)
 
+    sc = sub.add_parser("score", help="score a click log with a model artifact (runs/<run>/models/<model>/)",
+                        description="Read LOG with the format's reader (Ray Data), encode it with the artifact's own "
+                                    "preprocessing and score it in a map_batches actor pool (a GPU per actor when "
+                                    "the cluster has them). Writes (row_id, logit, p) with p in population space "
+                                    "(the training down-sampling undone); prints AUC, LogLoss and calibration when "
+                                    "the log has labels, and the rows whose ids the model never saw, per field.")
+    sc.add_argument("model_dir", help="a model artifact directory, e.g. runs/demo/models/small/distill")
+    sc.add_argument("log", help="file, directory or glob")
+    sc.add_argument("--format", required=True, choices=["criteo", "avazu", "libsvm", "movielens", "parquet"],
+                    help="log format (the synthetic log is parquet)")
+    sc.add_argument("--out", help="write the scores here as Parquet (a directory); default: metrics only")
+    from recdistill.artifacts.score import SPLITS
+
+    sc.add_argument("--split", default="all", choices=list(SPLITS),
+                    help="score every row (all, default), or re-cut LOG into the run's train/valid/test splits "
+                         "as the run did and score one: with the run's own log, --split test gives back "
+                         "results.json's test figures")
+    sc.add_argument("--header", default="auto", choices=["auto", "yes", "no"], help="CSV header line")
+    sc.add_argument("--error-budget", type=float, default=0.001,
+                    help="largest share of rejected rows before failing (default 0.001)")
+    sc.add_argument("--batch-size", type=int, default=16_384, help="rows per scoring batch (default 16384)")
+    sc.add_argument("--json", help="also write the summary (rows, metrics, unseen ids, rejects) to this JSON file")
+    sc.set_defaults(fn=_score)
+
+    from recdistill.serving.export import FORMATS
+
+    ex = sub.add_parser("export", help="export a model artifact's serving tower (TorchScript, ExportedProgram, ONNX)",
+                        description="Export the main tower of a model artifact (a decoupled student's auxiliary tower "
+                                    "is dropped, as it is served) with a dynamic batch size, put the preprocessing "
+                                    "spec, vocabularies and sampling record beside it, and check its logits against "
+                                    "the eager model's (to 1e-5) on random inputs and, with --check-log, on a log's "
+                                    "rows. ONNX needs the optional extra: pip install 'recdistill[onnx]'.")
+    ex.add_argument("model_dir", help="a model artifact directory, e.g. runs/demo/models/small/distill")
+    ex.add_argument("--to", nargs="+", required=True, choices=list(FORMATS), help="format(s) to export to")
+    ex.add_argument("--out", help="directory for the exports, one subdirectory per format "
+                                  "(default MODEL_DIR/export/<format>/)")
+    ex.add_argument("--check-log", help="also compare on this log's rows (e.g. the run's log with --check-split test)")
+    ex.add_argument("--check-format", choices=["criteo", "avazu", "libsvm", "movielens", "parquet"],
+                    help="the --check-log's format")
+    ex.add_argument("--check-split", default="all", choices=list(SPLITS), help="rows of --check-log (as `score`)")
+    ex.add_argument("--check-rows", type=int, default=100_000, help="at most this many rows (default 100000)")
+    ex.set_defaults(fn=_export)
+
     d = sub.add_parser("data", help="inspect click logs")
     dsub = d.add_subparsers(dest="data_command", required=True)
     i = dsub.add_parser("inspect", help="rows, CTR, per-field cardinality and missing rate, rejected rows",
@@ -264,6 +338,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"recdistill: data error: {cause}", file=sys.stderr)
         return 2
     except FileNotFoundError as e:
+        print(f"recdistill: {e}", file=sys.stderr)
+        return 2
+    except ValueError as e:
+        from recdistill.artifacts.model_dir import ArtifactError
+        from recdistill.artifacts.score import ScoreError
+
+        if not isinstance(e, (ArtifactError, ScoreError)):
+            raise
         print(f"recdistill: {e}", file=sys.stderr)
         return 2
 

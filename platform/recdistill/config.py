@@ -440,6 +440,11 @@ class RunConfig:
         default_factory=list, help="ablation pairs of student names, [[a, b], ...]: each gets its paired "
                                    "difference a − b (distilled AUC and η) with an interval, beside distilled − raw "
                                    "and every student against the first")
+    serving: Literal["exported-program", "torchscript", "onnx", "off"] = opt(
+        "exported-program", help="after the run, export each distilled student's serving tower in this format and "
+                                 "measure its latency (p50/p99 at batch 1 and 512), throughput, bytes and parameters "
+                                 "on CPU (and on a GPU when the cluster has one): results.json students[i].serving; "
+                                 "off: skip")
     device: Literal["auto", "cpu", "cuda"] = opt("auto", help="auto picks CUDA when present")
     engine: Literal["ray", "local"] = opt(
         "ray", help="ray: Ray Data → Ray Train teacher → signal hub → student groups (joins RAY_ADDRESS or starts "

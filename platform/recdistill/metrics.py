@@ -88,6 +88,14 @@ def calibration(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(np.mean(probs) / np.mean(y) - 1)
 
 
+def log_loss_sum(labels: np.ndarray, probs: np.ndarray) -> float:
+    """Σ of the rows' log losses (probabilities clipped as ``log_loss`` does): what
+    streaming and block-wise reductions add up."""
+    y = np.asarray(labels).astype(bool)
+    pc = np.clip(np.asarray(probs, dtype=np.float64), _EPS, 1 - _EPS)
+    return float(-(np.log(pc[y]).sum() + np.log1p(-pc[~y]).sum()))
+
+
 class StreamingAUC:
     """AUC and LogLoss accumulated over chunks in constant memory.
 
@@ -109,8 +117,7 @@ class StreamingAUC:
         idx = np.minimum((p * self.bins).astype(np.int64), self.bins - 1)
         self.pos += np.bincount(idx[y], minlength=self.bins)
         self.neg += np.bincount(idx[~y], minlength=self.bins)
-        pc = np.clip(p, _EPS, 1 - _EPS)
-        self._ll_sum += float(-(np.log(pc[y]).sum() + np.log1p(-pc[~y]).sum()))
+        self._ll_sum += log_loss_sum(y, p)
         self.n += y.size
 
     def auc(self) -> float:

@@ -37,7 +37,7 @@ class Tracker(Protocol):
 
     def image(self, name: str, path: Path) -> None: ...
 
-    def artifact(self, name: str, kind: str, paths: list[Path]) -> None: ...
+    def artifact(self, name: str, kind: str, paths: list[Path], metadata: dict[str, Any] | None = None) -> None: ...
 
     def finish(self) -> None: ...
 
@@ -63,7 +63,7 @@ class StdoutTracker:
     def image(self, name: str, path: Path) -> None:
         print(f"[{self.name}] {name}: {path}", flush=True)
 
-    def artifact(self, name: str, kind: str, paths: list[Path]) -> None:
+    def artifact(self, name: str, kind: str, paths: list[Path], metadata: dict[str, Any] | None = None) -> None:
         print(f"[{self.name}] {kind} {name}: {', '.join(p.name for p in paths)}", flush=True)
 
     def finish(self) -> None:
@@ -94,8 +94,9 @@ class JsonlTracker:
     def image(self, name: str, path: Path) -> None:
         self._write("image", {"name": name, "path": str(path)})
 
-    def artifact(self, name: str, kind: str, paths: list[Path]) -> None:
-        self._write("artifact", {"name": name, "type": kind, "paths": [str(p) for p in paths]})
+    def artifact(self, name: str, kind: str, paths: list[Path], metadata: dict[str, Any] | None = None) -> None:
+        self._write("artifact", {"name": name, "type": kind, "paths": [str(p) for p in paths],
+                                 **({"metadata": metadata} if metadata else {})})
 
     def finish(self) -> None:
         self.f.close()
@@ -164,11 +165,14 @@ class WandbTracker:
     def image(self, name: str, path: Path) -> None:
         self.run.log({name: self.wandb.Image(str(path))})
 
-    def artifact(self, name: str, kind: str, paths: list[Path]) -> None:
+    def artifact(self, name: str, kind: str, paths: list[Path], metadata: dict[str, Any] | None = None) -> None:
         # artifact names allow letters, digits, dashes, underscores and dots
-        art = self.wandb.Artifact(re.sub(r"[^\w.-]", "-", name), type=kind)
+        art = self.wandb.Artifact(re.sub(r"[^\w.-]", "-", name), type=kind, metadata=metadata)
         for p in paths:
-            art.add_file(str(p), name=p.name)
+            if p.is_dir():  # a model artifact's directory, its files at the root
+                art.add_dir(str(p))
+            else:
+                art.add_file(str(p), name=p.name)
         self.run.log_artifact(art)
 
     def update_config(self, config: dict[str, Any]) -> None:
@@ -204,9 +208,9 @@ class Trackers:
         for t in self.trackers:
             t.image(name, path)
 
-    def artifact(self, name: str, kind: str, paths: list[Path]) -> None:
+    def artifact(self, name: str, kind: str, paths: list[Path], metadata: dict[str, Any] | None = None) -> None:
         for t in self.trackers:
-            t.artifact(name, kind, paths)
+            t.artifact(name, kind, paths, metadata)
 
     def update_config(self, config: dict[str, Any]) -> None:
         """The resolved config (auto keys sized by the data), where a back end keeps one."""

@@ -24,6 +24,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from recdistill.artifacts.serving_cost import measure_run_students
+from recdistill.artifacts.run_models import RunModels
 from recdistill.config import ExperimentConfig
 from recdistill.data.sampling import student_row_mask
 from recdistill.data.tensors import TensorLog, collect
@@ -34,6 +36,7 @@ from recdistill.report.experiment import write_results
 from recdistill.results import KINDS, Scored, StudentResult, Training, transferability
 from recdistill.summary import summarize
 from recdistill.tracking import flatten
+from recdistill.train.keys import teacher_key
 from recdistill.train.evaluate import Validator, evaluate, validation_auc
 from recdistill.train.loop import fit, pick_device, predict
 from recdistill.train.plan import (build_model, check_validation, early_fields, feature_spec, sample_index,
@@ -111,6 +114,8 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
         results["teacher"]["final"] = {**final, "epochs": early["stopped_epoch"], "step": t_stats.early.final_step}
         log(f"[teacher] after its recording pass: AUC {teacher_metrics['auc']:.4f} (η's teacher); as trained on: "
             f"{final['auc']:.4f}")
+    models = RunModels(cfg, prepared.preprocessor, spec, seq_len, teacher_key(cfg), log)
+    models.teacher(teacher, results["teacher"].get("final") or teacher_metrics)  # the weights as trained last
     if test.p_true is not None:
         results["oracle"] = {"auc": auc(test.label.numpy(), test.p_true.numpy())}
 
@@ -129,7 +134,9 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
             stats, _ = fit(model, rows, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
                            embedding_lr=s.embedding_lr, device=device, objective=obj, teacher_logits=z,
                            validate=validate, eval_every=s.eval_every, patience=s.patience)
-            scored = Scored.of(evaluate(predict(model, test, device), test, s.negative_keep_rate, user_col, boot))
+            metrics = evaluate(predict(model, test, device), test, s.negative_keep_rate, user_col, boot)
+            models.student(i, kind, model, metrics)
+            scored = Scored.of(metrics)
             trained[kind] = Training(scored, stats.samples_per_s, stats.steps, early_fields(stats.early.summary()))
         raw, dist = trained["raw"], trained["distill"]
         entry = StudentResult(s.name, s.arch, s.towers, model.num_params(), len(s_idx), s.rows,
@@ -137,6 +144,8 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
                               transferability(teacher_metrics["auc"], raw.scored.auc, dist.scored.auc))
         results["students"].append(entry.to_dict())
         log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
+    results["models"] = models.summary()
+    measure_run_students(cfg.run.out_dir, results, cfg.run.serving, log)
     results["summary"] = summarize([results], cfg.run.pairs)  # one seed: intervals over the test rows
     results["data"] = prepared.describe()
     results["seconds"] = time.perf_counter() - opened.t_start

@@ -22,16 +22,18 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
+from recdistill.artifacts.serving_cost import measure_run_students
+from recdistill.artifacts.run_models import RunModels, model_name
 from recdistill.config import ExperimentConfig
 from recdistill.engine.ray_run import eval_datasets, start_run
 from recdistill.engine.stream import distill_stream
 from recdistill.engine.teacher import teacher_stage
-from recdistill.engine.trainer import fit_metrics
+from recdistill.engine.trainer import CHECKPOINT, final_weights, fit_metrics
 from recdistill.report.experiment import write_results
 from recdistill.results import KINDS, Scored, StudentResult, Training, transferability
 from recdistill.summary import summarize
 from recdistill.train.keys import raw_student_key
-from recdistill.train.plan import early_fields
+from recdistill.train.plan import early_fields, feature_spec, sequence_length
 from recdistill.train.students_loop import students_loop
 
 
@@ -72,13 +74,27 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
                         for nm, c in zip(names, configs)])
     timings["students_s"] = time.perf_counter() - t0
     members = {k: v for o in outs for k, v in o["members"].items()}
+    checkpoints = {k: o[CHECKPOINT] for o in outs for k in o["members"]}
+    models = RunModels(cfg, prepared.preprocessor, feature_spec(prepared.schema, prepared.preprocessor.buckets),
+                       sequence_length(cfg), key, log)
+    with models.from_store(store, store.teacher_weights_path(key, info["generation"])) as w:
+        models.teacher(w, info.get("final") or info, _PREDATES)  # the weights as trained last
     for i, s in enumerate(cfg.students):
+        raw, dist = model_name(s.name, "raw"), model_name(s.name, "distill")
+        models.student(i, "distill", final_weights(checkpoints[dist], dist), members[dist])
         if cached.get(i):
-            members[f"{s.name}/raw"] = cached[i]
-        elif i in skip_raw:
-            members[f"{s.name}/raw"] = members[f"{cfg.students[first_with[raw_keys[i]]].name}/raw"]
-        else:
-            store.write_raw_result(raw_keys[i], members[f"{s.name}/raw"])
+            members[raw] = cached[i]
+            with models.from_store(store, store.raw_weights_path(raw_keys[i])) as w:
+                models.student(i, "raw", w, members[raw], _PREDATES)
+            continue
+        trained = model_name(cfg.students[first_with[raw_keys[i]]].name, "raw") if i in skip_raw else raw
+        members[raw] = members[trained]
+        weights = final_weights(checkpoints[trained], trained)
+        if i not in skip_raw:
+            if weights is not None:  # before its result: a run that finds the result finds the weights
+                store.put_file(weights, store.raw_weights_path(raw_keys[i]))
+            store.write_raw_result(raw_keys[i], members[raw])
+        models.student(i, "raw", weights, members[raw])
 
     results: dict[str, Any] = {
         "engine": "ray",
@@ -104,12 +120,18 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         results["students"].append(entry.to_dict())
         log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
+    results["models"] = models.summary()
+    measure_run_students(cfg.run.out_dir, results, cfg.run.serving, log)
     results["summary"] = summarize([results], cfg.run.pairs)  # one seed: intervals over the test rows
     results["data"] = prepared.describe()
     results["seconds"] = time.perf_counter() - t_start
     results["tracking"] = run.opened.tracking_info()
     run.finish(results, write_results(cfg, results, log))
     return results
+
+
+# why a model reused from the signal store has no artifact
+_PREDATES = "reused from a signal store written before it kept model weights; retrain it to get one"
 
 
 def _training(m: dict[str, Any]) -> Training:

@@ -37,7 +37,20 @@ class Opened:
         for p in written:
             if p.suffix == ".png" and p.exists():
                 self.trackers.image(p.stem, p)
+        self.log_models(results)
         self.trackers.finish()
+
+    def log_models(self, results: dict[str, Any]) -> None:
+        """Each model artifact the run wrote, as a tracker artifact of type ``model`` with its
+        manifest as metadata."""
+        from recdistill.artifacts.model_dir import read_manifest
+
+        for name, rel in (results.get("models") or {}).get("written", {}).items():
+            directory = self.out / rel
+            manifest = read_manifest(directory)
+            self.trackers.artifact(f"{self.out.name}-{name}", "model", [directory],
+                                   {**{k: v for k, v in manifest.items() if k != "files"},
+                                    "files": {f: e["sha256"] for f, e in manifest["files"].items()}})
 
 
 def open_run(cfg: ExperimentConfig) -> Opened:

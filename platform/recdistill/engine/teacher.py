@@ -11,7 +11,7 @@ from typing import Any, Callable
 from recdistill.config import ExperimentConfig, to_dict
 from recdistill.data.windows import HISTORY, STUDENT_WINDOW
 from recdistill.engine.ray_run import RayRun, eval_datasets
-from recdistill.engine.trainer import model_checkpoint, ray_trainer
+from recdistill.engine.trainer import final_checkpoint, final_weights, model_checkpoint, ray_trainer
 from recdistill.signals.hub import completed
 from recdistill.signals.lease import reuse_or_lease
 from recdistill.signals.publish import Publisher
@@ -82,6 +82,9 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
             "resumed": m["resumed"], "checkpoint": model_checkpoint(result)}
     if "oracle" in m:
         info["oracle"] = m["oracle"]
+    weights = final_weights(final_checkpoint(result), "teacher")
+    if weights is not None:  # beside its signals: a run reusing them still writes the teacher's artifact
+        store.put_file(weights, store.teacher_weights_path(key, generation))
     store.commit_teacher(key, info)
     timings["teacher_s"] = time.perf_counter() - t0
     log(f"[teacher] AUC {info['auc']:.4f} after {m['steps']} steps ({info['samples_per_s']:,.0f} samples/s, "

@@ -82,8 +82,27 @@ def _tune_epochs() -> Any:
 
 def fit_metrics(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any],
                 datasets: dict[str, Any], storage: Path, callbacks: list[Any] | None = None) -> dict[str, Any]:
-    """Run a one-worker Train run to its end; its final reported metrics."""
-    return ray_trainer(fn, name, cfg, loop_config, datasets, 1, storage, callbacks).fit().metrics
+    """Run a one-worker Train run to its end; its final reported metrics, and under
+    ``CHECKPOINT`` the path of its final checkpoint (the trained models' weights, see
+    ``train.worker.finish``)."""
+    result = ray_trainer(fn, name, cfg, loop_config, datasets, 1, storage, callbacks).fit()
+    return {**result.metrics, CHECKPOINT: final_checkpoint(result)}
+
+
+CHECKPOINT = "checkpoint_path"
+
+
+def final_checkpoint(result: Any) -> str | None:
+    """The directory of a run's last checkpoint (its ``finish`` report), on the run's storage."""
+    return result.checkpoint.path if result.checkpoint is not None else None
+
+
+def final_weights(checkpoint: str | None, name: str) -> Path | None:
+    """The weights ``train.worker.finish`` saved for model ``name`` in a final checkpoint."""
+    from recdistill.train.worker import WEIGHTS_DIR
+
+    path = Path(checkpoint, WEIGHTS_DIR, f"{name}.safetensors") if checkpoint else None
+    return path if path is not None and path.is_file() else None
 
 
 def model_checkpoint(result: Any) -> str | None:

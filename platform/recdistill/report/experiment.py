@@ -151,7 +151,37 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
     if _curves(r):
         lines += ["", f"![validation AUC per model]({CURVES_PNG})"]
     lines += _derived_lines(r.get("data", {}).get("derived") or {})
+    lines += model_lines(r)
     return "\n".join(lines + [""])
+
+
+def model_lines(r: dict[str, Any]) -> list[str]:
+    """The run's model artifacts and, where measured, each student's serving cost."""
+    models = r.get("models") or {}
+    lines: list[str] = []
+    if models.get("written"):
+        lines += ["", "## Models", "", "Self-contained artifacts (weights, preprocessing, sampling, provenance; "
+                  "`recdistill score DIR LOG`, `recdistill export DIR`):", ""]
+        lines += [f"- `{name}`: `{rel}/`" for name, rel in models["written"].items()]
+    lines += [f"- `{name}`: no artifact ({why})" for name, why in (models.get("missing") or {}).items()]
+    served = [(s["name"], s["serving"]) for s in r.get("students", []) if s.get("serving")]
+    if served:
+        lines += ["", "### Serving cost (measured)", "",
+                  "| student | format | device, threads | p50 / p99 ms, batch 1 | p50 / p99 ms, batch 512 | rows/s, "
+                  "batch 512 | artifact bytes | exported bytes | dense params | embedding params |",
+                  "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for name, v in served:
+            for m in v.get("measured", []):
+                b1, b512 = m["batch"].get("1", {}), m["batch"].get("512", {})
+                lines.append(f"| {name} | {v.get('format')} | {m.get('device')}, {m.get('threads')} | "
+                             f"{b1.get('p50_ms', float('nan')):.3f} / {b1.get('p99_ms', float('nan')):.3f} | "
+                             f"{b512.get('p50_ms', float('nan')):.3f} / {b512.get('p99_ms', float('nan')):.3f} | "
+                             f"{b512.get('rows_per_s', float('nan')):,.0f} | {v.get('artifact_bytes', 0):,} | "
+                             f"{v.get('exported_bytes', 0):,} | {v['params']['dense']:,} | "
+                             f"{v['params']['embedding']:,} |")
+        lines += ["", "The distilled student's main tower (the auxiliary tower of a decoupled student is dropped, as it "
+                  "is served), exported and timed after a warm-up on random valid inputs."]
+    return lines
 
 
 def interval_lines(summary: dict[str, Any] | None) -> list[str]:

@@ -31,6 +31,28 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
+WITHIN = 0.001  # "the smallest student within 0.001 AUC of the best": what users ask a shape sweep
+
+
+def cost_axis(trials: list[dict[str, Any]]) -> tuple[str, str]:
+    """The serving cost a sweep's front is drawn on: the measured CPU latency when every
+    scored trial has one (``run.serving``), else the parameter count."""
+    scored = [t for t in trials if _finite(t.get("auc"))]
+    if scored and all(_finite(t.get("latency_ms_b512")) for t in scored):
+        return "latency_ms_b512", "measured latency, ms per batch of 512 (p50, CPU, 1 thread)"
+    return "params", "student parameters (serving cost; latency not measured)"
+
+
+def smallest_within(trials: list[dict[str, Any]], within: float = WITHIN) -> dict[str, Any] | None:
+    """The cheapest trial (by ``cost_axis``) whose distilled AUC is within ``within`` of the best."""
+    key, _ = cost_axis(trials)
+    scored = [t for t in trials if _finite(t.get("auc")) and _finite(t.get(key))]
+    if not scored:
+        return None
+    best = max(t["auc"] for t in scored)
+    return min((t for t in scored if t["auc"] >= best - within), key=lambda t: (t[key], -t["auc"]))
+
+
 def _varied(trials: list[dict[str, Any]], path: str) -> bool:
     return len({json.dumps(t["config"].get(path)) for t in trials if path in t["config"]}) > 1
 
@@ -88,12 +110,14 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
         ax.set_title("AUC vs τ")
         plots.append(("AUC vs τ", save_figure(fig, out / "auc_vs_tau.png")))
 
-    pts = [(t["params"], t["auc"]) for t in trials if _finite(t.get("params")) and _finite(t.get("auc"))]
-    if pts:
+    cost_key, cost_label = cost_axis(trials)
+    ok = [t for t in trials if _finite(t.get(cost_key)) and _finite(t.get("auc"))]
+    if ok:
+        pts = [(t[cost_key], t["auc"]) for t in ok]
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4))
-        ok = [t for t in trials if _finite(t.get("params")) and _finite(t.get("auc"))]
-        a1.scatter([t["params"] for t in ok], [t["eta"] if _finite(t.get("eta")) else float("nan") for t in ok], s=18)
-        _params_axis(a1, [p[0] for p in pts], "student parameters")
+        a1.scatter([t.get("params") for t in ok], [t["eta"] if _finite(t.get("eta")) else float("nan") for t in ok],
+                   s=18)
+        _params_axis(a1, [t["params"] for t in ok if _finite(t.get("params"))] or [1.0], "student parameters")
         a1.set_ylabel("η")
         a1.grid(alpha=0.3)
         a1.set_title("η vs student size")
@@ -101,13 +125,20 @@ def make_plots(out: Path, summary: dict[str, Any]) -> list[tuple[str, Path]]:
         front = pareto_front(pts)
         a2.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "-o", color="tab:red", ms=5,
                 label="Pareto front")
-        _params_axis(a2, [p[0] for p in pts], "student parameters (serving cost)")
+        pick = smallest_within(trials)
+        if pick is not None:
+            a2.scatter([pick[cost_key]], [pick["auc"]], s=120, facecolors="none", edgecolors="tab:blue",
+                       label=f"smallest within {WITHIN} AUC of the best (trial {pick['trial']})")
+        if cost_key == "params":
+            _params_axis(a2, [p[0] for p in pts], cost_label)
+        else:
+            a2.set_xlabel(cost_label)
         a2.set_ylabel("AUC (distilled)")
         a2.grid(alpha=0.3)
         a2.legend(fontsize=8)
         a2.set_title("serving cost vs quality")
         fig.tight_layout()
-        plots.append(("η and AUC vs student parameters", save_figure(fig, out / "eta_vs_params.png")))
+        plots.append(("η vs student parameters; AUC vs serving cost", save_figure(fig, out / "eta_vs_params.png")))
 
     # per trial (x, AUC): streaming windows of online trials, held-out AUC over steps of
     # transfer trials (their first variant); batch trials report once and have no curve
@@ -161,7 +192,11 @@ def _epoch_curve(run_dir: Path, j: int) -> tuple[list[int], list[float]] | None:
 def _columns(summary: dict[str, Any]) -> list[str]:
     paths = sorted({p for t in summary["trials"] for p in t["config"]})
     stopped = ["stopped_epoch", "valid_auc"] if any(t.get("stopped_early") for t in summary["trials"]) else []
-    return ["trial", *paths, "auc", "auc_raw", "eta", *stopped, "params", "teacher_key", "teacher_steps"]
+    latency = ["latency_ms_b1", "latency_ms_b512"] if any(_finite(t.get("latency_ms_b512"))
+                                                         for t in summary["trials"]) else []
+    models = ["models"] if any(t.get("models") for t in summary["trials"]) else []
+    return ["trial", *paths, "auc", "auc_raw", "eta", *stopped, "params", *latency, "teacher_key", "teacher_steps",
+            *models]
 
 
 def _rows(summary: dict[str, Any]) -> list[list[Any]]:
@@ -193,6 +228,15 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, Path]]) -> str:
                   f"stopped in and their last validation AUC, and have no test scores.", ""]
     elif summary.get("scheduler", "fifo") != "fifo":
         lines += [f"Scheduler {summary['scheduler']}: no trial was stopped early.", ""]
+    pick = smallest_within(summary["trials"])
+    if pick is not None:
+        key, label = cost_axis(summary["trials"])
+        best = max(t["auc"] for t in summary["trials"] if _finite(t.get("auc")))
+        lines += [f"Smallest student within {WITHIN} AUC of the best ({best:.4f}): trial {pick['trial']} "
+                  f"({', '.join(f'{k}={v}' for k, v in pick['config'].items())}), AUC {pick['auc']:.4f}, "
+                  f"{pick.get('params', 0):,} parameters"
+                  + (f", {pick['latency_ms_b512']:.3f} ms per 512 rows" if _finite(pick.get("latency_ms_b512")) else "")
+                  + f" (cost axis: {label}).", ""]
     for title, p in plots:
         lines += [f"![{title}]({p.name})", ""]
     lines += ["| " + " | ".join(cols) + " |", "|" + " --- |" * len(cols)]

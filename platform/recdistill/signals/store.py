@@ -121,6 +121,32 @@ class SignalStore:
         """A raw student's test metrics, shared by every run that trains the same raw student."""
         self.write_json(f"{self.root}/_raw/{key}.json", info)
 
+    # A trained model's weights beside its signals (a teacher: ``<key>/<generation>/model.safetensors``;
+    # a raw student: ``_raw/<key>.safetensors``), so a run that reuses the model still writes its artifact.
+    def teacher_weights_path(self, key: str, generation: str) -> str:
+        return f"{self.root}/{signal_id(key, generation)}/model.safetensors"
+
+    def raw_weights_path(self, key: str) -> str:
+        return f"{self.root}/_raw/{key}.safetensors"
+
+    def put_file(self, local: str | os.PathLike[str], path: str) -> None:
+        """Copy a local file to ``path`` in the store, under a temporary name first."""
+        self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
+        tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+        with open(local, "rb") as src, self.fs.open_output_stream(tmp) as dst:
+            for chunk in iter(lambda: src.read(1 << 22), b""):
+                dst.write(chunk)
+        self.fs.move(tmp, path)
+
+    def get_file(self, path: str, local: str | os.PathLike[str]) -> bool:
+        """Copy ``path`` from the store to a local file; False when the store has none."""
+        if self.fs.get_file_info(path).type != pafs.FileType.File:
+            return False
+        with self.fs.open_input_stream(path) as src, open(local, "wb") as dst:
+            for chunk in iter(lambda: src.read(1 << 22), b""):
+                dst.write(chunk)
+        return True
+
     def write_json(self, path: str, obj: Any, indent: int | None = None) -> None:
         """Write a JSON record under a temporary name, then rename it into place."""
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)

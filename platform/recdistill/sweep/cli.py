@@ -23,6 +23,9 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted sweep in its directory: runs that finished are kept, the rest run "
                         "(again); the same command line as the first time")
+    p.add_argument("--keep", default="all",
+                   help="model artifacts kept: all (default: every trial's students) or best:K (the K trials with "
+                        "the best distilled test AUC; the others' models are deleted at the end)")
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config")
 
 
@@ -40,4 +43,5 @@ def sweep_command(a: argparse.Namespace) -> dict[str, Any]:
         f"{Path(a.config).stem}-{space.name.replace(':', '-')}{'-smoke' if a.smoke_test else ''}")
     samples = min(a.num_samples or space.num_samples, 2) if a.smoke_test else a.num_samples
     return run_sweep(a.config, overrides, space, out, num_samples=samples,
-                     max_concurrent=a.max_concurrent, pack=a.pack, dry_run=a.dry_run, resume=a.resume)
+                     max_concurrent=a.max_concurrent, pack=a.pack, dry_run=a.dry_run, resume=a.resume,
+                     keep=a.keep)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -26,7 +27,8 @@ from recdistill.train.worker import PLACEMENT_GROUP
 STATE_FILE = "sweep_state.json"  # the trials and W&B group of a sweep, for --resume
 STOPPED_FILE = "stopped.json"  # in a run directory: the scheduler stopped it (epoch, validation AUC)
 ASHA_METRIC = "valid_auc_distill"  # what the students' loop reports each epoch (train/students_loop.py)
-TRIAL_METRICS = ("auc", "auc_raw", "eta", "logloss", "calibration", "params", "wandb_run_id")
+TRIAL_METRICS = ("auc", "auc_raw", "eta", "logloss", "calibration", "params", "latency_ms_b1", "latency_ms_b512",
+                 "wandb_run_id")
 EXTRA = ("stopped_early", "stopped_epoch", "valid_auc", "teacher_auc", "teacher_steps", "teacher_reused", "raw_reused", "seconds", "train_seconds", "stream_auc",
          "stream_eta")
 
@@ -45,6 +47,10 @@ def trial_metrics(results: dict[str, Any], j: int = 0) -> dict[str, Any]:
            "teacher_auc": results["teacher"]["auc"], "seconds": results["seconds"],
            # the run's own W&B run: it tracked the trial live (a packed run tracks its trials together)
            "wandb_run_id": (results.get("tracking") or {}).get("wandb_run_id")}
+    lat = (s.get("serving") or {}).get("measured") or []
+    if lat:  # the serving cost axis of the sweep's front: measured on CPU (the first measurement)
+        out["latency_ms_b1"] = lat[0]["batch"]["1"]["p50_ms"]
+        out["latency_ms_b512"] = lat[0]["batch"]["512"]["p50_ms"]
     if "stream_auc_distill" in s:
         out.update({"stream_auc": s["stream_auc_distill"], "stream_eta": s["stream_eta"]})
     p = results.get("platform", {})
@@ -156,6 +162,43 @@ def _packable(space: SearchSpace, base: ExperimentConfig) -> bool:
     return len(base.students) == 1 and all(p.startswith("students.0.") for p in space.paths)
 
 
+def parse_keep(keep: str) -> int | None:
+    """``--keep``: "all" (None) or "best:K" (K ≥ 0)."""
+    if keep == "all":
+        return None
+    head, _, k = keep.partition(":")
+    if head != "best" or not k.isdigit():
+        raise ConfigError(f"--keep {keep!r}: expected 'all' or 'best:K' (K a whole number, e.g. best:3)")
+    return int(k)
+
+
+def keep_models(trials: list[dict[str, Any]], run_dirs: list[Path], students: list[list[str]], keep: str,
+                log: Callable[[str], None]) -> int:
+    """Point each trial at its student's model artifacts (``<run dir>/models/<student>/``)
+    and, with ``best:K``, delete those of every trial but the K best by distilled test AUC
+    (a run's teacher artifact goes when none of its trials is kept). Returns the trials
+    whose models are kept."""
+    k = parse_keep(keep)
+    ranked = sorted((t for t in trials if isinstance(t.get("auc"), (int, float)) and t["auc"] == t["auc"]),
+                    key=lambda t: -t["auc"])
+    best = {t["trial"] for t in ranked[:k]} if k is not None else {t["trial"] for t in trials}
+    kept_runs: set[int] = set()
+    for t in trials:
+        d = run_dirs[t["run"]] / "models" / students[t["run"]][t["student_index"]]
+        if t["trial"] in best and d.is_dir():
+            t["models"] = str(d)
+            kept_runs.add(t["run"])
+        elif d.is_dir():
+            shutil.rmtree(d)
+    if k is not None:
+        for u, d in enumerate(run_dirs):
+            if u not in kept_runs and (d / "models").is_dir():
+                shutil.rmtree(d / "models")
+        log(f"[sweep] --keep {keep}: the models of {len(best)} trial(s) kept "
+            f"({', '.join(str(i) for i in sorted(best))}), the others' deleted")
+    return sum(1 for t in trials if t.get("models"))
+
+
 def _unit_config(cfgs: list[ExperimentConfig], trials: list[int], out: Path, name: str) -> ExperimentConfig:
     """Trials that differ only in their student, as the students of one run (one pass
     over the distill stream); seed_name keeps each one's seeds, so it trains exactly as it would alone."""
@@ -170,7 +213,7 @@ def _unit_config(cfgs: list[ExperimentConfig], trials: list[int], out: Path, nam
 
 def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace, out: Path, *,
               num_samples: int | None = None, max_concurrent: int | None = None,
-              pack: int = 1, dry_run: bool = False, resume: bool = False,
+              pack: int = 1, dry_run: bool = False, resume: bool = False, keep: str = "all",
               log: Callable[[str], None] = print) -> dict[str, Any]:
     import ray
     from ray import tune
@@ -184,6 +227,7 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
 
     t0 = time.perf_counter()
     out = out.resolve()
+    parse_keep(keep)  # a bad --keep fails before any training
     base_cfg = trial_config(base, overrides, {})
     # A sweep directory is refused like a run directory: a re-run says run.overwrite=true
     # (--overwrite) or gets another --out; stored teachers are reused either way (they
@@ -336,12 +380,16 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
         unit = next(u for u, members in enumerate(units) if i in members)
         trials.append({"trial": i, "config": v, "teacher_key": keys[i], "dir": str(unit_cfgs[unit].run.out_dir),
                        "run": unit, "student_index": units[unit].index(i), **{k: m.get(k) for k in (*TRIAL_METRICS, *EXTRA) if k in m}})
+    kept_models = keep_models(trials, [c.run.out_dir for c in unit_cfgs],
+                              [[unit_cfgs[u].students[j].name for j in range(len(m))] for u, m in enumerate(units)],
+                              keep, log)
     wall = time.perf_counter() - t0
     stopped = [t for t in trials if t.get("stopped_early")]
     summary = {"scheduler": base_cfg.tune.scheduler,
                "stopped_early": {"trials": len(stopped), "epochs_run": sum(t["stopped_epoch"] or 0 for t in stopped),
                                  "epochs_saved": sum(_epochs_of(cfgs[t["trial"]]) - (t["stopped_epoch"] or 0)
                                                      for t in stopped)},
+               "keep": keep, "models_kept": kept_models,
                "space": space.name, "hypothesis": space.doc, "tracking_group": group, "base_config": str(base), "overrides": overrides,
                "pack": pack, "runs": len(units), "teachers_trained": len(trained), "teachers_reused": len(reused),
                "teacher_steps": sum(t.get("teacher_steps", 0) or 0 for t in trials), "seconds": wall,

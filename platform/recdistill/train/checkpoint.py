@@ -61,3 +61,11 @@ def plain(obj: Any) -> Any:
         return torch.from_numpy(obj)
     return obj
 
+
+
+def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
+    """A model's state dict as safetensors: tensors only, nothing to unpickle when read
+    (model artifacts, ``artifacts.model_dir``)."""
+    from safetensors.torch import save_file
+
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))

@@ -63,6 +63,11 @@ def _digest(ident: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:24]
 
 
+def data_fingerprint(cfg: ExperimentConfig) -> str:
+    """The identity of the rows a run reads (its data section and its input files)."""
+    return _digest(_data_identity(cfg))
+
+
 def history_orders_teacher(cfg: ExperimentConfig) -> bool:
     """Whether ``teacher.history_fraction`` changes what the teacher learns: only when the
     train split is shuffled within history and window (``data.shuffle`` window, which auto

@@ -83,7 +83,8 @@ def students_loop(config: dict[str, Any]) -> None:
     members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary()} for m in group.members}
     timing["eval_s"] = time.perf_counter() - t_eval
     finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,
-            **timing, **{k: v for k, v in last.items() if k not in (LIVE, TRAINS_ON)}}, rank)
+            **timing, **{k: v for k, v in last.items() if k not in (LIVE, TRAINS_ON)}}, rank,
+           {m.name: m.model for m in group.members})
 
 
 def _tune_metric(live: dict[str, Any]) -> dict[str, float]:

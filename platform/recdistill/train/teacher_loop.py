@@ -189,6 +189,6 @@ def teacher_loop(config: dict[str, Any]) -> None:
     # The trained teacher (its best weights with early stopping), for users who want to
     # serve or inspect it (and the transfer stage); its signals are already in the store.
     checkpoint({"phase": "final"})
-    finish(metrics, rank)
+    finish(metrics, rank, {"teacher": model})
 
 

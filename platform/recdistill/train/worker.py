@@ -22,7 +22,7 @@ import torch
 from recdistill.config import ExperimentConfig, config_from_dict
 from recdistill.models import FeatureSpec
 from recdistill.data.tensors import from_table
-from recdistill.train.checkpoint import STATE_FILE, load_dir
+from recdistill.train.checkpoint import STATE_FILE, load_dir, save_weights
 from recdistill.train.evaluate import Evaluator, Validator, user_shard, validation_auc
 from recdistill.train.plan import feature_spec, sequence_length
 
@@ -184,9 +184,11 @@ def restore_checkpoint() -> dict[str, Any] | None:
         return load_dir(d)
 
 
-def finish(metrics: dict[str, Any], rank: int) -> None:
-    """The last report: metrics and a checkpoint of a few bytes (Train returns a run's
-    metrics with its checkpoint; the models themselves were saved by the epoch checkpoints)."""
+def finish(metrics: dict[str, Any], rank: int, models: dict[str, torch.nn.Module] | None = None) -> None:
+    """The last report: metrics and a small checkpoint (Train returns a run's metrics with
+    its checkpoint). With ``models`` (name → trained model), rank 0 also puts each one's
+    weights there as ``weights/<name>.safetensors`` (``WEIGHTS_DIR``): the driver makes
+    them the run's model artifacts (``artifacts.run_models``)."""
     import ray.train
 
     if rank != 0:
@@ -194,7 +196,14 @@ def finish(metrics: dict[str, Any], rank: int) -> None:
         return
     with tempfile.TemporaryDirectory() as d:
         Path(d, "metrics.json").write_text(json.dumps(metrics, default=str))
+        for name, model in (models or {}).items():
+            path = Path(d, WEIGHTS_DIR, f"{name}.safetensors")
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_weights(model, path)
         ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(d))
+
+
+WEIGHTS_DIR = "weights"  # in a run's final checkpoint: the trained models' weights (``finish``)
 
 
 def crash_specs(spec: str) -> list[tuple[str, int, str]]:

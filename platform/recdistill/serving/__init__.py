@@ -1,0 +1,1 @@
+"""Serving: export a ranker's main tower (TorchScript, torch.export, ONNX) and measure its cost."""
