@@ -25,7 +25,9 @@ TINY = ["data.rows=20000", "data.days=2", "data.synthetic.num_users=2000", "data
         "students.1.depth=1", "students.1.arch=deepfm", "students.1.batch_size=512", "teacher.batch_size=1024",
         # pinned, not sized by the data (sizing.py): one pass each unless a test asks for more
         "teacher.patience=0", "students.0.epochs=1", "students.1.epochs=1", "students.0.eval_every=0",
-        "students.1.eval_every=0", "teacher.eval_every=0"]
+        "students.1.eval_every=0", "teacher.eval_every=0",
+        # the serving cost is measured in the reference run only (an export and a timing per student)
+        "run.serving=off"]
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +67,7 @@ def _curve(r: dict, *path: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def reference(shared: Path, ray_local) -> dict:
-    return run_experiment(_cfg(shared, "ray1", *GAP_EXTRA), log=lambda _: None)
+    return run_experiment(_cfg(shared, "ray1", *GAP_EXTRA, "run.serving=exported-program"), log=lambda _: None)
 
 
 def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, reference: dict, read_wandb_run) -> None:
@@ -188,6 +190,15 @@ def test_models_leave_the_run_and_score_its_test_split_as_results_json(shared: P
 
     run = shared / "ray1"
     assert sorted(reference["models"]["written"]) == sorted(MODELS) and "missing" not in reference["models"]
+    for s in reference["students"]:  # measured: the exported serving tower timed on CPU
+        serving = s["serving"]
+        cpu = serving["measured"][0]
+        assert serving["format"] == "exported-program" and cpu["device"] == "cpu" and cpu["threads"] == 1
+        for b in ("1", "512"):
+            assert 0 < cpu["batch"][b]["p50_ms"] <= cpu["batch"][b]["p99_ms"] and cpu["batch"][b]["rows_per_s"] > 0
+        assert serving["artifact_bytes"] > serving["exported_bytes"] > 0  # the export leaves the aux tower and vocab out
+        assert serving["params"]["dense"] + serving["params"]["embedding"] == serving["params"]["total"] <= s["params"]
+    assert "Serving cost (measured)" in (run / "report.md").read_text()
     for name in MODELS:
         assert (run / "models" / name / "manifest.json").is_file(), name
     data = str(shared / "data")

@@ -114,6 +114,10 @@ def test_run_experiment_writes_results(tmp_path: Path, ray_local) -> None:
         assert all(c["step"] % 3 == 0 for c in s1[f"valid_curve_{kind}"][:-1]) and s1[f"stopped_epoch_{kind}"] == 1
         assert s1[f"valid_curve_{kind}"][-1]["step"] == s1[f"steps_{kind}"]
     assert "| raw 1 (1), distilled 1 (1) |" in (tmp_path / "report.md").read_text()
+    # the single-process engine leaves its models too, and times each distilled student's export
+    assert sorted(saved["models"]["written"]) == sorted(["teacher", "student/raw", "student/distill", "single/raw",
+                                                          "single/distill"])
+    assert all(s["serving"]["measured"][0]["batch"]["512"]["rows_per_s"] > 0 for s in saved["students"])
     assert [s["name"] for s in saved["students"]] == ["student", "single"]
     for s in saved["students"]:
         assert {"params", "auc_raw", "auc_distill", "eta"} <= set(s)
@@ -140,7 +144,7 @@ def test_seeds_run_each_seed_and_report_intervals(tmp_path: Path, ray_local) -> 
         "students.0.embed_dim=4", "students.0.width=8", "students.0.depth=1", "students.0.epochs=1",
         "students.1.name=single", "students.1.towers=single", "students.1.embed_dim=4", "students.1.width=8",
         "students.1.depth=1", "students.1.epochs=1", "run.engine=local", "run.seeds=[3, 8]",
-        "run.bootstrap=30", "run.pairs=[[single, student]]", f"run.dir={tmp_path}"])
+        "run.bootstrap=30", "run.pairs=[[single, student]]", "run.serving=off", f"run.dir={tmp_path}"])
     r = run_experiment(cfg, log=lambda _: None)
     seeds = [json.loads((tmp_path / "seeds" / f"seed-{s}" / "results.json").read_text()) for s in (3, 8)]
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(

@@ -55,6 +55,14 @@ def test_results_per_window_and_shift(first: dict, tmp: Path) -> None:
     assert saved["windows"] == json.loads(json.dumps(first["windows"]))
     assert (tmp / "first" / "auc_over_windows.png").stat().st_size > 10_000
     assert "AUC per window" in (tmp / "first" / "report.md").read_text()
+    # the models as the stream left them: the teacher and every student kind, with the spool's encoder
+    names = {"teacher", *(f"{s.name}/{k}" for s in cfg.students for k in ("raw", "distill", "label_only"))}
+    assert set(first["models"]["written"]) == names
+    from recdistill.artifacts.model_dir import load_artifact
+
+    art = load_artifact(tmp / "first" / first["models"]["written"][f"{cfg.students[0].name}/distill"])
+    assert art.provenance["metrics"]["window"] == streaming[-1]
+    assert art.model.num_params() == first["students"][0]["params"]
 
 
 def test_second_run_reuses_the_online_teacher(first: dict, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -64,6 +72,10 @@ def test_second_run_reuses_the_online_teacher(first: dict, tmp: Path, monkeypatc
     again = run_online(_cfg(tmp, "store", "again"), log=lambda _: None)
     assert (tmp / "students_killed").exists() and again["stream"]["student_resumed"] == 1
     assert again["teacher"]["reused"] and again["teacher"]["key"] == first["teacher"]["key"]
+    # the reused teacher's artifact: its weights kept in the store beside its signals
+    sha = [json.loads((tmp / r / "models" / "teacher" / "manifest.json").read_text())["files"]["weights.safetensors"]
+           ["sha256"] for r in ("first", "again")]
+    assert sha[0] == sha[1]
     assert [w["teacher"] for w in again["windows"]] == [w["teacher"] for w in first["windows"]]
     # the same signals and seeds: the students learn exactly the same, crash or not
     assert [w["window"] for w in again["windows"]] == [w["window"] for w in first["windows"]]

@@ -20,7 +20,9 @@ TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data
         "teacher.arch=dcnv2", "teacher.depth=1", "teacher.width=16", "teacher.embed_dim=4", "teacher.batch_size=1024",
         "teacher.epochs=1",
         "students.0.embed_dim=4", "students.0.width=16", "students.0.depth=1", "students.0.batch_size=512",
-        "students.0.epochs=1", "tracking.wandb=offline"]
+        "students.0.epochs=1", "tracking.wandb=offline",
+        # the serving cost is measured in the shape sweep only (it is its cost axis)
+        "run.serving=off"]
 
 
 SPACE = SearchSpace("alpha3", "Hypothesis: test. Budget: 3 trials.",
@@ -87,6 +89,32 @@ def test_rerun_packed_reuses_everything_and_trains_the_same_students(first: dict
     assert packed["teacher_steps"] == 0 and all(t["raw_reused"] for t in packed["trials"])
     for a, b in zip(first["trials"], packed["trials"]):
         assert a["auc"] == pytest.approx(b["auc"], abs=1e-6) and a["auc_raw"] == b["auc_raw"]
+
+
+def test_shape_sweep_answers_the_smallest_student_within_0001_on_measured_latency(first: dict, tmp: Path) -> None:
+    """The fixed-budget shape space at smoke scale, its four trials packed as the students of
+    one run on the module's teacher: each distilled student's export is timed, the front is
+    drawn on that latency, and --keep best:2 keeps the models of the two best trials only."""
+    from recdistill.report.sweep import smallest_within
+    from recdistill.sweep.space import load_space
+
+    space = load_space(str(Path(__file__).parents[2] / "search_spaces" / "student_shape.py") + ":FIXED_BUDGET")
+    common = [*TINY, f"data.path={tmp / 'sweep' / 'data'}", f"platform.signal_store={tmp / 'store'}", "run.name=shape",
+              "tracking.wandb=disabled", "run.serving=exported-program"]
+    out = tmp / "shape"
+    s = run_sweep(None, common, space, out, pack=4, keep="best:2", log=lambda _: None)
+    assert s["runs"] == 1 and s["teachers_trained"] == 0 and len(s["trials"]) == 4
+    assert all(t["latency_ms_b512"] > 0 and t["latency_ms_b1"] > 0 for t in s["trials"])
+    kept = [t for t in s["trials"] if t.get("models")]
+    best = sorted(s["trials"], key=lambda t: -t["auc"])[:2]
+    assert s["models_kept"] == 2 and {t["trial"] for t in kept} == {t["trial"] for t in best}
+    assert all((Path(t["models"]) / "distill" / "manifest.json").is_file() for t in kept)
+    gone = [t for t in s["trials"] if not t.get("models")]
+    assert not any((Path(t["dir"]) / "models" / f"t{t['trial']:03d}").exists() for t in gone)
+    pick = smallest_within(s["trials"])
+    md = (out / "report.md").read_text()
+    assert "Smallest student within 0.001 AUC of the best" in md and f"trial {pick['trial']}" in md
+    assert "measured latency" in md and (out / "eta_vs_params.png").exists()
 
 
 # A scenario set up to expose early stopping (the closing note of issue 16 shows the same

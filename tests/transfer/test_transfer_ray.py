@@ -65,6 +65,15 @@ def test_a_killed_worker_resumes_the_variant_at_its_last_epoch(first: dict, tmp:
     assert (e2e["steps"], e2e["rows"], e2e["augmented_rows"]) == (scratch["steps"], scratch["rows"],
                                                                   scratch["augmented_rows"])
     assert [(p["step"], p["rows"]) for p in e2e["curve"]] == [(p["step"], p["rows"]) for p in scratch["curve"]]
+    # every variant leaves as an artifact, those finished before the crash included: its
+    # weights score the test split as the variant's final metrics say
+    from recdistill.artifacts.score import score
+
+    student = first["student"]["name"]
+    assert set(first["models"]["written"]) == {"teacher", *(f"{student}/{n}" for n in v)}
+    got = score(tmp / "first" / first["models"]["written"][f"{student}/scratch"], str(tmp / "data"), "parquet",
+                split="test", log=lambda _: None)
+    assert got.metrics["auc"] == pytest.approx(scratch["final"]["auc"], abs=1e-6)
 
 
 def test_every_variant_has_a_curve_and_final_metrics(first: dict, tmp: Path) -> None:

@@ -23,7 +23,7 @@ from recdistill.train.keys import data_fingerprint
 
 MODELS_DIR = "models"
 TEACHER = "teacher"
-_METRICS = ("auc", "logloss", "calibration", "gauc", "rows")
+_METRICS = ("auc", "logloss", "calibration", "gauc", "rows", "window")
 
 
 def model_name(student: str, kind: str) -> str:
@@ -57,7 +57,7 @@ class RunModels:
         s = self.cfg.students[i]
         self._write(model_name(s.name, kind), f"student-{kind}", weights,
                     describe_model(s, s.towers, self.spec, self.seq_len), s.negative_keep_rate, metrics, why_missing,
-                    {"student": s.name, "kind": kind, "alpha": s.alpha if kind == "distill" else None})
+                    {"student": s.name, "kind": kind, "alpha": None if kind == "raw" else s.alpha})
 
     def _write(self, name: str, role: str, weights: Path | torch.nn.Module | None, model: dict[str, Any],
                negative_keep: float, metrics: dict[str, Any], why_missing: str, extra: dict[str, Any] | None = None

@@ -57,9 +57,14 @@ def measure_run_students(run_dir: Path, results: dict[str, Any], fmt: str,
     if fmt == "off":
         return
     written = (results.get("models") or {}).get("written", {})
+    from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
+
     gpus = ray.cluster_resources().get("GPU", 0) > 0
-    cpu_task = ray.remote(num_cpus=THREADS)(measure_files)
-    gpu_task = ray.remote(num_cpus=1, num_gpus=1)(measure_files) if gpus else None
+    # outside any placement group: inside a sweep trial the run's driver holds a sliver of a
+    # CPU in its trial's group, which a timing task must not be squeezed into
+    free = PlacementGroupSchedulingStrategy(placement_group=None)
+    cpu_task = ray.remote(num_cpus=THREADS, scheduling_strategy=free)(measure_files)
+    gpu_task = ray.remote(num_cpus=1, num_gpus=1, scheduling_strategy=free)(measure_files) if gpus else None
     pending = {}
     for s in results["students"]:
         rel = written.get(f"{s['name']}/distill")

@@ -23,7 +23,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     import ray
 
     from recdistill.engine.prologue import driver_name, open_run
-    from recdistill.engine.trainer import fit_metrics, test_hook_env
+    from recdistill.engine.trainer import CHECKPOINT, final_weights, fit_metrics, test_hook_env
     from recdistill.online.spool import build_spool
     from recdistill.online.workers import online_students_loop, online_teacher_loop
     from recdistill.engine.live import LiveMetrics
@@ -98,11 +98,15 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
             teacher = {"key": key, "generation": generation, "arch": cfg.teacher.arch, "config": to_dict(cfg.teacher),
                        "params": m["params"], "steps": m["steps"], "batch": m["batch"], "windows": m["windows"],
                        "resumed": m["resumed"]}
+            weights = final_weights(m[CHECKPOINT], "teacher")
+            if weights is not None:  # beside its signals: a run reusing them still writes its artifact
+                store.put_file(weights, store.teacher_weights_path(key, generation))
             store.commit_teacher(key, teacher)
     finally:
         if lease is not None:
             lease.release()
     results = assemble(cfg, teacher, metrics["students"], reused)
+    results["models"] = _write_models(cfg, spool, store, key, generation, metrics, results, log)
     results["seconds"] = time.perf_counter() - opened.t_start
     results["tracking"] = opened.tracking_info()
     written = write_online_results(cfg, results, log)
@@ -110,6 +114,35 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     opened.finish(results, written)
     ray.kill(hub)
     return results
+
+
+def _write_models(cfg: ExperimentConfig, spool: Any, store: Any, key: str, generation: str,
+                  metrics: dict[str, Any], results: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+    """The models as the stream left them (after the last window): the online teacher and
+    every student (raw, distilled, label-only), as artifacts with the spool's encoder."""
+    from recdistill.artifacts.run_models import RunModels
+    from recdistill.engine.trainer import CHECKPOINT, final_weights
+    from recdistill.online.spool import spool_preprocessor
+    from recdistill.train.plan import feature_spec, sequence_length
+
+    pre = spool_preprocessor(spool, store)
+    if pre is None:
+        log("[models] no artifacts: the window spool was written before it kept its encoder; delete it "
+            f"({spool.uri}) to rebuild it")
+        return {"written": {}, "missing": {"*": "the window spool predates kept encoders"}}
+    models = RunModels(cfg, pre, feature_spec(spool.schema, spool.buckets), sequence_length(cfg), key, log)
+    last = results["windows"][-1]
+    with models.from_store(store, store.teacher_weights_path(key, generation)) as w:
+        models.teacher(w, last["teacher"], "reused from a signal store written before it kept model weights")
+    ckpt = metrics["students"][CHECKPOINT]
+    for i, s in enumerate(cfg.students):
+        mine = last["students"][i]
+        for kind, auc in (("raw", mine["auc_raw"]), ("distill", mine["auc"]),
+                          ("label_only", mine.get("auc_label_only"))):
+            name = f"{s.name}/{kind}"
+            if auc is not None:
+                models.student(i, kind, final_weights(ckpt, name), {"auc": auc, "window": last["window"]})
+    return models.summary()
 
 
 def assemble(cfg: ExperimentConfig, teacher: dict[str, Any], students: dict[str, Any],

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -88,6 +89,7 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
     uri = f"{base}/{generation}"
     fs, root = _fs(uri)
     encoded.write_parquet(uri, partition_cols=[WINDOW])
+    _keep_preprocessor(store, f"{store.root}/_windows/{key}/{generation}", pre)
     rows = []
     for w in range(s.windows):
         d = f"{root}/{WINDOW}={w}"
@@ -110,6 +112,34 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
     log(f"[spool] {sum(rows):,} rows in {s.windows} windows ({min(rows):,}–{max(rows):,} rows each) written to "
         f"{uri} in {time.perf_counter() - t0:.1f} s")
     return Spool(uri, schema, pre.buckets, rows)
+
+
+PREPROCESSOR = "_preprocessor"  # in a spool generation: the fitted encoder, for the run's model artifacts
+
+
+def _keep_preprocessor(store: Any, root: str, pre: Any) -> None:
+    import tempfile
+
+    from recdistill.artifacts.preprocess_state import write_preprocessor
+
+    with tempfile.TemporaryDirectory() as d:
+        for name in write_preprocessor(pre, Path(d)):
+            store.put_file(Path(d, name), f"{root}/{PREPROCESSOR}/{name}")
+
+
+def spool_preprocessor(spool: Spool, store: Any) -> Any:
+    """The preprocessor the spool was encoded with (None for a spool written before it was
+    kept there)."""
+    import tempfile
+
+    from recdistill.artifacts.preprocess_state import PREPROCESS, VOCAB, read_preprocessor
+
+    root = f"{store.root}/{spool.uri[len(store.uri.rstrip('/')) + 1:]}/{PREPROCESSOR}"
+    with tempfile.TemporaryDirectory() as d:
+        if not store.get_file(f"{root}/{PREPROCESS}", Path(d, PREPROCESS)):
+            return None
+        store.get_file(f"{root}/{VOCAB}", Path(d, VOCAB))
+        return read_preprocessor(Path(d))
 
 
 def committed_spool(store: Any, done: str, base: str) -> Spool | None:

@@ -214,7 +214,7 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
         else:
             ray.train.report({LIVE: live})  # the window, live to the run's trackers
     finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"], "steps": learner.steps,
-             "params": model.num_params(), "device": device.type}, 0)
+             "params": model.num_params(), "device": device.type}, 0, {"teacher": model})
 
 
 class _Student:
@@ -361,4 +361,5 @@ def online_students_loop(config: dict[str, Any]) -> None:
         else:
             ray.train.report({LIVE: live})  # the window, live to the run's trackers
     finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"],
-             "params": {m.name: m.learner.model.num_params() for m in students}, "device": device.type}, 0)
+             "params": {m.name: m.learner.model.num_params() for m in students}, "device": device.type}, 0,
+           {m.name: m.learner.model for m in students})

@@ -175,6 +175,30 @@ def _flag_real(batch: pa.Table) -> pa.Table:
     return batch.append_column(AUGMENTED, pa.array(np.zeros(batch.num_rows, np.int8)))
 
 
+def _write_models(cfg: ExperimentConfig, run: Any, info: dict[str, Any], result: Any,
+                  variants: dict[str, dict[str, Any]], data_info: dict[str, Any],
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    """Every variant of the new model (``models/<student>/<variant>/``) and the old model
+    (the teacher) as artifacts; a variant's sampling record holds the offline rows' effective
+    negative keep rate (the strategic sampling's rebalancing included)."""
+    import dataclasses
+
+    from recdistill.artifacts.run_models import RunModels
+    from recdistill.engine.trainer import final_checkpoint, final_weights
+    from recdistill.train.plan import feature_spec, sequence_length
+
+    pre = run.prepared.preprocessor
+    s = dataclasses.replace(cfg.students[0], negative_keep_rate=data_info["negative_keep_effective"])
+    models = RunModels(dataclasses.replace(cfg, students=[s, *cfg.students[1:]]), pre,
+                       feature_spec(run.schema, pre.buckets), sequence_length(cfg), run.key, log)
+    with models.from_store(run.store, run.store.teacher_weights_path(run.key, info["generation"])) as w:
+        models.teacher(w, info.get("final") or info, "reused from a signal store written before it kept model weights")
+    ckpt = final_checkpoint(result)
+    for name, v in variants.items():
+        models.student(0, name, final_weights(ckpt, name), v["final"])
+    return models.summary()
+
+
 def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     from recdistill.engine.ray_run import start_run
     from recdistill.engine.stream import distill_stream
@@ -229,6 +253,7 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
     }
     if "oracle" in info:
         results["oracle"] = {"auc": info["oracle"]["auc"]}
+    results["models"] = _write_models(cfg, run, info, result, variants, data_info, log)
     run.prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
     results["seconds"] = time.perf_counter() - run.t_start
     results["tracking"] = run.opened.tracking_info()

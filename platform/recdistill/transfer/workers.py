@@ -55,9 +55,10 @@ def _auc(model: torch.nn.Module, shard: Any, schema: Any, seq_len: int, device: 
 
 
 def _train_variant(v: dict[str, Any], ctx: WorkerContext, projected: dict[str, Any] | None,
-                   resume: dict[str, Any] | None, save: Callable[[dict[str, Any]], None]) -> dict[str, Any]:
+                   resume: dict[str, Any] | None, save: Callable[[dict[str, Any]], None]
+                   ) -> tuple[dict[str, Any], torch.nn.Module]:
     """One variant from its initialisation (``projected``: the projected table, its report and
-    the seconds it took) to its final test metrics. ``save`` checkpoints the variant at each
+    the seconds it took) to its final test metrics, and the trained model. ``save`` checkpoints the variant at each
     epoch boundary (all but its last); ``resume`` is such a checkpoint to go on from."""
     import ray.train
     import ray.train.torch
@@ -160,7 +161,7 @@ def _train_variant(v: dict[str, Any], ctx: WorkerContext, projected: dict[str, A
         print(f"[transfer {name}] AUC {final['auc']:.4f} after {state['steps']} steps, {state['seconds']:.1f} s "
               f"training", flush=True)
     return {"variant": name, "curve": curve, "fields": fields, "final": final, "params": model.num_params(),
-            "init_s": init_s, "eval_s": time.perf_counter() - t_eval, **state}
+            "init_s": init_s, "eval_s": time.perf_counter() - t_eval, **state}, model
 
 
 def transfer_loop(config: dict[str, Any]) -> None:
@@ -189,7 +190,7 @@ def transfer_loop(config: dict[str, Any]) -> None:
     def save(position: dict[str, Any]) -> None:
         # the curve and counters made plain; model and optimizer states are tensors already
         position = {**position, "state": plain(position["state"]), "curve": plain(position["curve"])}
-        save_checkpoint({"done": done, "current": position},
+        save_checkpoint({"done": done, "current": position, "weights": weights},
                         {"variant": position["variant"], LIVE: unsent(position["variant"], position["curve"])},
                         ctx.rank)
 
@@ -199,12 +200,26 @@ def transfer_loop(config: dict[str, Any]) -> None:
         sent[name] = len(curve)
         return rows
 
+    # each finished variant's weights ride in the checkpoints, so a restarted worker still
+    # hands every variant over as a model artifact (``finish``)
+    weights: dict[str, Any] = saved.get("weights", {})
     for v in todo:
         resume = current if current and current["variant"] == v["variant"] else None
-        done[v["variant"]] = plain(_train_variant(v, ctx, projected, resume, save))
+        result, model = _train_variant(v, ctx, projected, resume, save)
+        done[v["variant"]] = plain(result)
+        weights[v["variant"]] = {k: t.detach().cpu() for k, t in model.state_dict().items()}
         tail = unsent(v["variant"], done[v["variant"]]["curve"])
         if len(done) < len(config["variants"]):
-            save_checkpoint({"done": done, "current": None}, {"variant": v["variant"], LIVE: tail}, ctx.rank)
+            save_checkpoint({"done": done, "current": None, "weights": weights}, {"variant": v["variant"], LIVE: tail},
+                            ctx.rank)
     variants = {v["variant"]: done[v["variant"]] for v in config["variants"]}
     finish({"variants": variants, "threads": ctx.threads, "world": ctx.world, "device": ctx.device.type,
-            LIVE: tail if todo else []}, ctx.rank)
+            LIVE: tail if todo else []}, ctx.rank, {name: _module(ctx, w) for name, w in weights.items()})
+
+
+def _module(ctx: WorkerContext, state: dict[str, Any]) -> torch.nn.Module:
+    """A variant's model rebuilt from its weights (a variant finished before a restart)."""
+    s = ctx.cfg.students[0]
+    model = build_model(ctx.spec, s, s.towers, 0, sparse_embeddings=False)
+    model.load_state_dict(state)
+    return model
