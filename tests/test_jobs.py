@@ -159,7 +159,9 @@ def test_ray_job_submit_smoke_test(tmp_path: Path, no_local_ray: None) -> None:
              sys.executable, "jobs/distill.py", "--config", "jobs/configs/demo.yaml", "--smoke-test",
              f"run.dir={out}", f"platform.signal_store={tmp_path / 'store'}",
              # both jobs' students at once leave a whole CPU of the 2 for Ray Data
-             "platform.cpus_per_worker=0.5", "platform.lease_poll_s=0.5"],
+             "platform.cpus_per_worker=0.5", "platform.lease_poll_s=0.5",
+             # the serving cost is checked in tests/test_distributed.py; here the job path is
+             "run.serving=off"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for out in outs]
         logs = [j.communicate(timeout=300)[0] for j in jobs]
         for j, text in zip(jobs, logs):
