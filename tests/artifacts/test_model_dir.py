@@ -110,3 +110,19 @@ def test_the_artifact_holds_no_pickle(tmp_path: Path) -> None:
         assert "aux.weight" in set(f.keys())  # the whole trained model; export drops the aux tower
     for p in out.iterdir():
         assert not p.read_bytes().startswith(b"\x80"), p  # no pickle protocol header anywhere
+
+
+def test_the_score_summary_names_unseen_ids_and_rejected_rows() -> None:
+    from recdistill.artifacts.score import ScoreResult, describe
+    from recdistill.data.rejects import RejectTally
+
+    tally = RejectTally(total=1000)
+    tally.add("too_few_fields", "log.txt", 7, "1\t2")
+    got = describe(ScoreResult(999, {"auc": 0.75, "logloss": 0.45, "calibration": 0.01, "rows": 999},
+                               {"rows": 999, "fields": {"site": 12, "item": 0}, "hashed_no_oov": ["u"]},
+                               tally.to_dict(), None, "all"))
+    text = "\n".join(got)
+    assert "AUC 0.750000" in text and "unseen ids (rows): site 12" in text and "item" not in text.split("unseen")[1]
+    assert "hashed fields" in text and "too_few_fields" in text
+    clean = describe(ScoreResult(5, None, {"rows": 5, "fields": {}}, RejectTally(total=5).to_dict(), "p/", "test"))
+    assert "no labels" in "\n".join(clean) and "rejected rows: none of 5 read" in "\n".join(clean)

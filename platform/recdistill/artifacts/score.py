@@ -260,8 +260,12 @@ def describe(result: ScoreResult) -> list[str]:
     if result.unseen.get("hashed_no_oov"):
         lines.append(f"[score] hashed fields (never unseen, they collide instead): "
                      f"{', '.join(result.unseen['hashed_no_oov'])}")
-    if result.rejects:
-        lines.append(f"[score] rejected rows: {result.rejects}")
+    if result.rejects.get("rejected"):
+        from recdistill.data.rejects import RejectTally
+
+        lines += [f"[score] {line}" for line in RejectTally.from_dict(result.rejects).summary_lines()]
+    else:
+        lines.append(f"[score] rejected rows: none of {result.rejects.get('total', 0):,} read")
     return lines
 
 
