@@ -246,7 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "the cluster has them). Writes (row_id, logit, p) with p in population space "
                                     "(the training down-sampling undone); prints AUC, LogLoss and calibration when "
                                     "the log has labels, and the rows whose ids the model never saw, per field.")
-    sc.add_argument("model_dir", help="a model artifact directory, e.g. runs/demo/models/small/distill")
+    sc.add_argument("model_dir", help="a model artifact directory, e.g. runs/demo/models/decoupled/distill")
     sc.add_argument("log", help="file, directory or glob")
     sc.add_argument("--format", required=True, choices=["criteo", "avazu", "libsvm", "movielens", "parquet"],
                     help="log format (the synthetic log is parquet)")
@@ -272,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "spec, vocabularies and sampling record beside it, and check its logits against "
                                     "the eager model's (to 1e-5) on random inputs and, with --check-log, on a log's "
                                     "rows. ONNX needs the optional extra: pip install 'recdistill[onnx]'.")
-    ex.add_argument("model_dir", help="a model artifact directory, e.g. runs/demo/models/small/distill")
+    ex.add_argument("model_dir", help="a model artifact directory, e.g. runs/demo/models/decoupled/distill")
     ex.add_argument("--to", nargs="+", required=True, choices=list(FORMATS), help="format(s) to export to")
     ex.add_argument("--out", help="directory for the exports, one subdirectory per format "
                                   "(default MODEL_DIR/export/<format>/)")
