@@ -96,6 +96,12 @@ def log_loss_sum(labels: np.ndarray, probs: np.ndarray) -> float:
     return float(-(np.log(pc[y]).sum() + np.log1p(-pc[~y]).sum()))
 
 
+def auc_bins(probs: np.ndarray, bins: int) -> np.ndarray:
+    """Each probability's bin in ``StreamingAUC``'s histogram of ``bins`` bins (block-wise
+    reductions bin the same way, so their AUC equals the streaming one)."""
+    return np.minimum((np.asarray(probs, dtype=np.float64) * bins).astype(np.int64), bins - 1)
+
+
 class StreamingAUC:
     """AUC and LogLoss accumulated over chunks in constant memory.
 
@@ -114,7 +120,7 @@ class StreamingAUC:
     def update(self, labels: np.ndarray, probs: np.ndarray) -> None:
         y = np.asarray(labels).astype(bool)
         p = np.asarray(probs, dtype=np.float64)
-        idx = np.minimum((p * self.bins).astype(np.int64), self.bins - 1)
+        idx = auc_bins(p, self.bins)
         self.pos += np.bincount(idx[y], minlength=self.bins)
         self.neg += np.bincount(idx[~y], minlength=self.bins)
         self._ll_sum += log_loss_sum(y, p)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import torch
 
 from recdistill.data.preprocess import MISSING, OOV, Preprocessor
+from recdistill.data.reduce import add_sparse
 
 Partial = dict[str, Any]  # field → (new codes, old codes, counts), and "old_oov_rows": field → rows
 
@@ -48,9 +49,7 @@ def combine(a: Partial, b: Partial) -> Partial:
     out: Partial = {"old_oov_rows": {f: a["old_oov_rows"].get(f, 0) + b["old_oov_rows"].get(f, 0)
                                      for f in a["old_oov_rows"].keys() | b["old_oov_rows"].keys()}}
     for field in a.keys() - {"old_oov_rows"}:
-        keys = np.concatenate([a[field][0], b[field][0]])
-        uniq, inv = np.unique(keys, return_inverse=True)
-        out[field] = (uniq, np.bincount(inv, weights=np.concatenate([a[field][1], b[field][1]])).astype(np.int64))
+        out[field] = add_sparse(a[field], b[field])
     return out
 
 

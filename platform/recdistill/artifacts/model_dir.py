@@ -16,6 +16,7 @@ into place, so a reader never sees half of one.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -26,7 +27,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -153,6 +154,16 @@ class Artifact:
     @property
     def seq_len(self) -> int:
         return int(self.config.get("seq_len", 0))
+
+
+@contextlib.contextmanager
+def unpacked(files: dict[str, bytes]) -> Iterator[Path]:
+    """An artifact sent as its files' bytes (to a scoring actor or a timing task, on nodes
+    that cannot read the driver's disk), written to a temporary directory for the block."""
+    with tempfile.TemporaryDirectory() as d:
+        for name, blob in files.items():
+            Path(d, name).write_bytes(blob)
+        yield Path(d)
 
 
 def build_ranker(config: dict[str, Any]) -> Ranker:

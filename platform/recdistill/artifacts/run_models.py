@@ -23,6 +23,8 @@ from recdistill.train.keys import data_fingerprint
 
 MODELS_DIR = "models"
 TEACHER = "teacher"
+# why a model reused from the signal store has no artifact
+PREDATES = "reused from a signal store written before it kept model weights; retrain it to get one"
 _METRICS = ("auc", "logloss", "calibration", "gauc", "rows", "window")
 
 
@@ -72,6 +74,13 @@ class RunModels:
         write_artifact(out, name, role, weights, model, self.pre,
                        sampling_record(negative_keep, self.cfg.data.negative_keep_rate), provenance)
         self.written[name] = str(out.relative_to(self.cfg.run.out_dir))
+
+    def stored_teacher(self, store: Any, generation: str, metrics: dict[str, Any]) -> None:
+        """The teacher's artifact from the weights the store keeps beside its signals (the
+        run trained it, or reused it)."""
+        assert self.teacher_key is not None
+        with self.from_store(store, store.teacher_weights_path(self.teacher_key, generation)) as w:
+            self.teacher(w, metrics, PREDATES)
 
     @contextlib.contextmanager
     def from_store(self, store: Any, path: str) -> Iterator[Path | None]:

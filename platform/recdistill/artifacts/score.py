@@ -12,7 +12,6 @@ test split gives its results.json figures back.
 from __future__ import annotations
 
 import math
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,9 +20,10 @@ import numpy as np
 import pyarrow as pa
 import torch
 
-from recdistill.artifacts.model_dir import Artifact, ArtifactError, load_artifact
+from recdistill.artifacts.model_dir import Artifact, ArtifactError, load_artifact, unpacked
+from recdistill.data.reduce import add_sparse, reduce_blocks
 from recdistill.data.schema import LABEL, ROW_ID, LogSchema
-from recdistill.metrics import log_loss_sum
+from recdistill.metrics import auc_bins, log_loss_sum
 
 SPLITS = ("all", "train", "valid", "test")
 _BINS = 1 << 20  # the engines' StreamingAUC resolution, so a run's AUC comes back to 1e-6
@@ -81,9 +81,7 @@ class Scorer:
     def __init__(self, files: dict[str, bytes], metrics_shift: float) -> None:
         from recdistill.train.loop import pick_device
 
-        with tempfile.TemporaryDirectory() as d:
-            for name, blob in files.items():
-                Path(d, name).write_bytes(blob)
+        with unpacked(files) as d:
             self.art = load_artifact(d)
         self.device = pick_device("auto")
         self.model = self.art.model.to(self.device)
@@ -116,19 +114,14 @@ def _metric_partial(batch: pa.Table) -> dict[str, Any]:
     """One block's share of AUC (sparse histograms of p), LogLoss and calibration sums."""
     y = batch.column(LABEL).to_numpy().astype(bool)
     p = batch.column("_p_metrics").to_numpy()
-    idx = np.minimum((p * _BINS).astype(np.int64), _BINS - 1)
+    idx = auc_bins(p, _BINS)
     return {"pos": np.unique(idx[y], return_counts=True), "neg": np.unique(idx[~y], return_counts=True),
             "ll": log_loss_sum(y, p), "n": int(y.size),
             "sum_p": float(p.sum()), "sum_y": float(y.sum())}
 
 
 def _combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
-    def merge(u: tuple[np.ndarray, np.ndarray], v: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-        keys = np.concatenate([u[0], v[0]])
-        uniq, inv = np.unique(keys, return_inverse=True)
-        return uniq, np.bincount(inv, weights=np.concatenate([u[1], v[1]])).astype(np.int64)
-
-    return {"pos": merge(a["pos"], b["pos"]), "neg": merge(a["neg"], b["neg"]), "ll": a["ll"] + b["ll"],
+    return {"pos": add_sparse(a["pos"], b["pos"]), "neg": add_sparse(a["neg"], b["neg"]), "ll": a["ll"] + b["ll"],
             "n": a["n"] + b["n"], "sum_p": a["sum_p"] + b["sum_p"], "sum_y": a["sum_y"] + b["sum_y"]}
 
 
@@ -214,8 +207,6 @@ def score(model_dir: str | Path, log_path: str, fmt: str, *, out: str | None = N
     rows = scored.count()
     metrics = None
     if LABEL in scored.schema().names and rows:
-        from recdistill.data.reduce import reduce_blocks
-
         metrics = _metrics(reduce_blocks(scored.select_columns([LABEL, "_p_metrics"]),
                                          lambda b: _metric_partial(b), _combine))
     if out:

@@ -21,15 +21,11 @@ def measure_files(files: dict[str, bytes], fmt: str, device: str = "cpu") -> dic
     import torch
 
     from recdistill.artifacts.export_dir import random_batch
-    from recdistill.artifacts.model_dir import load_artifact
+    from recdistill.artifacts.model_dir import load_artifact, unpacked
     from recdistill.serving.export import MainTower, export, load
     from recdistill.serving.latency import file_bytes, measure, param_counts
 
-    with tempfile.TemporaryDirectory() as d:
-        src = Path(d, "artifact")
-        src.mkdir()
-        for name, blob in files.items():
-            (src / name).write_bytes(blob)
+    with unpacked(files) as src, tempfile.TemporaryDirectory() as d:
         art = load_artifact(src)
         out: dict[str, Any] = {"format": fmt, "artifact_bytes": file_bytes(src), "params": param_counts(art.model)}
         if device == "cpu":

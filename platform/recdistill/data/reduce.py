@@ -13,6 +13,7 @@ from __future__ import annotations
 import pickle
 from typing import Any, Callable, TypeVar
 
+import numpy as np
 import pyarrow as pa
 
 T = TypeVar("T")
@@ -20,6 +21,16 @@ T = TypeVar("T")
 
 def _partial(batch: pa.Table, fn: Callable[..., Any], kwargs: dict[str, Any]) -> pa.Table:
     return pa.table({"partial": pa.array([pickle.dumps(fn(batch, **kwargs))], pa.binary())})
+
+
+Sparse = tuple[np.ndarray, np.ndarray]  # (distinct keys, their counts)
+
+
+def add_sparse(a: Sparse, b: Sparse) -> Sparse:
+    """Two sparse counts (distinct int64 keys and their counts, as ``np.unique(...,
+    return_counts=True)`` gives them) added: the fold of block-wise histograms and pair counts."""
+    uniq, inv = np.unique(np.concatenate([a[0], b[0]]), return_inverse=True)
+    return uniq, np.bincount(inv, weights=np.concatenate([a[1], b[1]]), minlength=len(uniq)).astype(np.int64)
 
 
 def reduce_blocks(ds: Any, fn: Callable[..., T], combine: Callable[[T, T], T],

@@ -23,7 +23,7 @@ import time
 from typing import Any, Callable
 
 from recdistill.artifacts.serving_cost import measure_run_students
-from recdistill.artifacts.run_models import RunModels, model_name
+from recdistill.artifacts.run_models import PREDATES, RunModels, model_name
 from recdistill.config import ExperimentConfig
 from recdistill.engine.ray_run import eval_datasets, start_run
 from recdistill.engine.stream import distill_stream
@@ -77,15 +77,14 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     checkpoints = {k: o[CHECKPOINT] for o in outs for k in o["members"]}
     models = RunModels(cfg, prepared.preprocessor, feature_spec(prepared.schema, prepared.preprocessor.buckets),
                        sequence_length(cfg), key, log)
-    with models.from_store(store, store.teacher_weights_path(key, info["generation"])) as w:
-        models.teacher(w, info.get("final") or info, _PREDATES)  # the weights as trained last
+    models.stored_teacher(store, info["generation"], info.get("final") or info)  # the weights as trained last
     for i, s in enumerate(cfg.students):
         raw, dist = model_name(s.name, "raw"), model_name(s.name, "distill")
         models.student(i, "distill", final_weights(checkpoints[dist], dist), members[dist])
         if cached.get(i):
             members[raw] = cached[i]
             with models.from_store(store, store.raw_weights_path(raw_keys[i])) as w:
-                models.student(i, "raw", w, members[raw], _PREDATES)
+                models.student(i, "raw", w, members[raw], PREDATES)
             continue
         trained = model_name(cfg.students[first_with[raw_keys[i]]].name, "raw") if i in skip_raw else raw
         members[raw] = members[trained]
@@ -128,10 +127,6 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     results["tracking"] = run.opened.tracking_info()
     run.finish(results, write_results(cfg, results, log))
     return results
-
-
-# why a model reused from the signal store has no artifact
-_PREDATES = "reused from a signal store written before it kept model weights; retrain it to get one"
 
 
 def _training(m: dict[str, Any]) -> Training:

@@ -132,8 +132,7 @@ def _write_models(cfg: ExperimentConfig, spool: Any, store: Any, key: str, gener
         return {"written": {}, "missing": {"*": "the window spool predates kept encoders"}}
     models = RunModels(cfg, pre, feature_spec(spool.schema, spool.buckets), sequence_length(cfg), key, log)
     last = results["windows"][-1]
-    with models.from_store(store, store.teacher_weights_path(key, generation)) as w:
-        models.teacher(w, last["teacher"], "reused from a signal store written before it kept model weights")
+    models.stored_teacher(store, generation, last["teacher"])
     ckpt = metrics["students"][CHECKPOINT]
     for i, s in enumerate(cfg.students):
         mine = last["students"][i]

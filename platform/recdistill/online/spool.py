@@ -89,7 +89,7 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
     uri = f"{base}/{generation}"
     fs, root = _fs(uri)
     encoded.write_parquet(uri, partition_cols=[WINDOW])
-    _keep_preprocessor(store, f"{store.root}/_windows/{key}/{generation}", pre)
+    _keep_preprocessor(store, uri, pre)
     rows = []
     for w in range(s.windows):
         d = f"{root}/{WINDOW}={w}"
@@ -117,14 +117,21 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
 PREPROCESSOR = "_preprocessor"  # in a spool generation: the fitted encoder, for the run's model artifacts
 
 
-def _keep_preprocessor(store: Any, root: str, pre: Any) -> None:
+def _preprocessor_dir(store: Any, spool_uri: str) -> str:
+    """Where the spool at ``spool_uri`` (under the store's URI) keeps its encoder, as a path
+    in the store's filesystem."""
+    return f"{store.root}/{spool_uri[len(store.uri.rstrip('/')) + 1:]}/{PREPROCESSOR}"
+
+
+def _keep_preprocessor(store: Any, spool_uri: str, pre: Any) -> None:
     import tempfile
 
     from recdistill.artifacts.preprocess_state import write_preprocessor
 
+    root = _preprocessor_dir(store, spool_uri)
     with tempfile.TemporaryDirectory() as d:
         for name in write_preprocessor(pre, Path(d)):
-            store.put_file(Path(d, name), f"{root}/{PREPROCESSOR}/{name}")
+            store.put_file(Path(d, name), f"{root}/{name}")
 
 
 def spool_preprocessor(spool: Spool, store: Any) -> Any:
@@ -134,7 +141,7 @@ def spool_preprocessor(spool: Spool, store: Any) -> Any:
 
     from recdistill.artifacts.preprocess_state import PREPROCESS, VOCAB, read_preprocessor
 
-    root = f"{store.root}/{spool.uri[len(store.uri.rstrip('/')) + 1:]}/{PREPROCESSOR}"
+    root = _preprocessor_dir(store, spool.uri)
     with tempfile.TemporaryDirectory() as d:
         if not store.get_file(f"{root}/{PREPROCESS}", Path(d, PREPROCESS)):
             return None

@@ -133,18 +133,14 @@ class SignalStore:
         """Copy a local file to ``path`` in the store, under a temporary name first."""
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         tmp = f"{path}.tmp-{secrets.token_hex(4)}"
-        with open(local, "rb") as src, self.fs.open_output_stream(tmp) as dst:
-            for chunk in iter(lambda: src.read(1 << 22), b""):
-                dst.write(chunk)
+        pafs.copy_files(os.fspath(local), tmp, pafs.LocalFileSystem(), self.fs)
         self.fs.move(tmp, path)
 
     def get_file(self, path: str, local: str | os.PathLike[str]) -> bool:
         """Copy ``path`` from the store to a local file; False when the store has none."""
         if self.fs.get_file_info(path).type != pafs.FileType.File:
             return False
-        with self.fs.open_input_stream(path) as src, open(local, "wb") as dst:
-            for chunk in iter(lambda: src.read(1 << 22), b""):
-                dst.write(chunk)
+        pafs.copy_files(path, os.fspath(local), self.fs, pafs.LocalFileSystem())
         return True
 
     def write_json(self, path: str, obj: Any, indent: int | None = None) -> None:

@@ -63,9 +63,10 @@ def plain(obj: Any) -> Any:
 
 
 
-def save_weights(model: torch.nn.Module, path: str | os.PathLike[str]) -> None:
-    """A model's state dict as safetensors: tensors only, nothing to unpickle when read
-    (model artifacts, ``artifacts.model_dir``)."""
+def save_weights(model: torch.nn.Module | dict[str, torch.Tensor], path: str | os.PathLike[str]) -> None:
+    """A model's state dict (or the state dict itself) as safetensors: tensors only,
+    nothing to unpickle when read (model artifacts, ``artifacts.model_dir``)."""
     from safetensors.torch import save_file
 
-    save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(path))
+    state = model.state_dict() if isinstance(model, torch.nn.Module) else model
+    save_file({k: v.detach().cpu().contiguous() for k, v in state.items()}, str(path))

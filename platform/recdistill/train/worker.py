@@ -184,9 +184,10 @@ def restore_checkpoint() -> dict[str, Any] | None:
         return load_dir(d)
 
 
-def finish(metrics: dict[str, Any], rank: int, models: dict[str, torch.nn.Module] | None = None) -> None:
+def finish(metrics: dict[str, Any], rank: int,
+           models: dict[str, torch.nn.Module | dict[str, torch.Tensor]] | None = None) -> None:
     """The last report: metrics and a small checkpoint (Train returns a run's metrics with
-    its checkpoint). With ``models`` (name → trained model), rank 0 also puts each one's
+    its checkpoint). With ``models`` (name → trained model or its state dict), rank 0 also puts each one's
     weights there as ``weights/<name>.safetensors`` (``WEIGHTS_DIR``): the driver makes
     them the run's model artifacts (``artifacts.run_models``)."""
     import ray.train

@@ -191,8 +191,7 @@ def _write_models(cfg: ExperimentConfig, run: Any, info: dict[str, Any], result:
     s = dataclasses.replace(cfg.students[0], negative_keep_rate=data_info["negative_keep_effective"])
     models = RunModels(dataclasses.replace(cfg, students=[s, *cfg.students[1:]]), pre,
                        feature_spec(run.schema, pre.buckets), sequence_length(cfg), run.key, log)
-    with models.from_store(run.store, run.store.teacher_weights_path(run.key, info["generation"])) as w:
-        models.teacher(w, info.get("final") or info, "reused from a signal store written before it kept model weights")
+    models.stored_teacher(run.store, info["generation"], info.get("final") or info)
     ckpt = final_checkpoint(result)
     for name, v in variants.items():
         models.student(0, name, final_weights(ckpt, name), v["final"])

@@ -214,12 +214,4 @@ def transfer_loop(config: dict[str, Any]) -> None:
                             ctx.rank)
     variants = {v["variant"]: done[v["variant"]] for v in config["variants"]}
     finish({"variants": variants, "threads": ctx.threads, "world": ctx.world, "device": ctx.device.type,
-            LIVE: tail if todo else []}, ctx.rank, {name: _module(ctx, w) for name, w in weights.items()})
-
-
-def _module(ctx: WorkerContext, state: dict[str, Any]) -> torch.nn.Module:
-    """A variant's model rebuilt from its weights (a variant finished before a restart)."""
-    s = ctx.cfg.students[0]
-    model = build_model(ctx.spec, s, s.towers, 0, sparse_embeddings=False)
-    model.load_state_dict(state)
-    return model
+            LIVE: tail if todo else []}, ctx.rank, weights)
