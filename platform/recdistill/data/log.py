@@ -107,7 +107,7 @@ def _read_split_files(cfg: ExperimentConfig, ledger: Any) -> tuple[dict[str, Any
     return out, first
 
 
-def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None
+def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None, memo: Any = None
                ) -> tuple[dict[str, Any], LogSchema, dict[str, str]]:
     """The raw (not yet encoded) train/valid/test splits, lazy, with the schema and where
     each split's rows come from: data.valid_path / data.test_path where given, the rest cut
@@ -119,7 +119,7 @@ def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None
     if data.source == "synthetic" or not (data.valid_path or data.test_path):
         ds, schema = open_log(cfg, ledger=ledger, progress=progress)
         sources = {"train": "data.path", "valid": "data.path", "test": "data.path"}
-        return time_splits(ds, schema.order_column, data.splits), schema, sources
+        return time_splits(ds, schema.order_column, data.splits, memo), schema, sources
     reads, schema = _read_split_files(cfg, ledger)
     if data.negative_keep_rate < 1.0:
         reads = {k: v.map_batches(negative_downsample, batch_format="pyarrow",
@@ -128,6 +128,6 @@ def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None
     share, (first, rest), sources = _path_cut(data)
     # all of data.path is train when both other splits have files: no cut to compute
     raw = {first: reads["path"]} if not rest else \
-        dict(zip((first, rest), two_way_split(reads["path"], schema.order_column, share)))
+        dict(zip((first, rest), two_way_split(reads["path"], schema.order_column, share, memo)))
     raw.update({name: reads[name] for name in ("valid", "test") if name in reads})
     return raw, schema, sources

@@ -12,7 +12,7 @@ because time has few distinct values.
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +47,14 @@ def order_values(batch: pa.Table, column: str) -> np.ndarray:
     return x + row_uniform(batch.column(ROW_ID).to_numpy(), _TIE_SEED)
 
 
-def boundaries(ds: Any, column: str, quantiles: Sequence[float]) -> list[float]:
+# ``memo(what, compute)``: the cuts ``what`` names (which rows, column, quantiles), from an
+# earlier run of the same log or ``compute()``d and kept (``sizing.cut_memo``). Cuts are
+# exact and deterministic, so a kept cut equals a recomputed one; it saves the passes.
+CutMemo = Callable[[dict[str, Any], Callable[[], list[float]]], list[float]]
+
+
+def boundaries(ds: Any, column: str, quantiles: Sequence[float], memo: CutMemo | None = None,
+               rows: str = "log") -> list[float]:
     """Deterministic quantiles of ``column`` over a Ray Dataset, with no sort and no gather.
 
     Time (``ts``): two histogram passes of 4096 bins, the second refining only the bins
@@ -58,6 +65,9 @@ def boundaries(ds: Any, column: str, quantiles: Sequence[float]) -> list[float]:
     """
     if not quantiles:
         return []
+    if memo is not None:
+        return memo({"rows": rows, "column": column, "quantiles": [float(q) for q in quantiles]},
+                    lambda: boundaries(ds, column, quantiles))
     if column == ROW_ID:
         return _row_order_cuts(ds, quantiles)
     stats = reduce_blocks(ds, _min_max_count, _combine_min_max_count, {"column": column})
@@ -145,17 +155,17 @@ def _tag(batch: pa.Table, column: str, bounds: list[float]) -> pa.Table:
     return batch.append_column(WINDOW, pa.array(assign(order_values(batch, column), bounds)))
 
 
-def time_splits(ds: Any, column: str, fractions: Sequence[float]) -> dict[str, Any]:
+def time_splits(ds: Any, column: str, fractions: Sequence[float], memo: CutMemo | None = None) -> dict[str, Any]:
     """Train/valid/test Ray Datasets, time-ordered by ``column`` (lazy; nothing materialised)."""
-    bounds = boundaries(ds, column, cut_points(fractions))
+    bounds = boundaries(ds, column, cut_points(fractions), memo)
     return {name: ds.map_batches(_select, batch_format="pyarrow",
                                  fn_kwargs={"column": column, "bounds": bounds, "index": i})
             for i, name in enumerate(SPLIT_NAMES)}
 
 
-def two_way_split(ds: Any, column: str, first_fraction: float) -> tuple[Any, Any]:
+def two_way_split(ds: Any, column: str, first_fraction: float, memo: CutMemo | None = None) -> tuple[Any, Any]:
     """The earliest ``first_fraction`` of rows and the rest (lazy), cut as ``time_splits`` cuts."""
-    bounds = boundaries(ds, column, [first_fraction])
+    bounds = boundaries(ds, column, [first_fraction], memo, rows="data.path")
     return tuple(ds.map_batches(_select, batch_format="pyarrow",  # type: ignore[return-value]
                                 fn_kwargs={"column": column, "bounds": bounds, "index": i}) for i in (0, 1))
 
@@ -178,7 +188,7 @@ def _tag_train(batch: pa.Table, column: str, history: list[float], recent: list[
 
 
 def tag_history(train: Any, column: str, history_fraction: float,
-                recent_cuts: Sequence[float] = ()) -> tuple[Any, float | None]:
+                recent_cuts: Sequence[float] = (), memo: CutMemo | None = None) -> tuple[Any, float | None]:
     """Tag the train split's rows: ``window`` 0 = the teacher-only history (the earliest
     ``history_fraction`` of rows in time), 1 = the students' window; ``recency`` k = the row
     lies past the k-th of ``recent_cuts`` (shares of the train split in ascending order, see
@@ -186,7 +196,7 @@ def tag_history(train: Any, column: str, history_fraction: float,
     One deterministic pass for all cuts, shared by every engine, so they train on the same rows.
 """
     head = [history_fraction] if history_fraction > 0 else []
-    cuts = boundaries(train, column, head + list(recent_cuts))
+    cuts = boundaries(train, column, head + list(recent_cuts), memo, rows="train split")
     history, recent = cuts[:len(head)], cuts[len(head):]
     tagged = train.map_batches(_tag_train, batch_format="pyarrow",
                                fn_kwargs={"column": column, "history": history, "recent": recent})
@@ -238,7 +248,7 @@ def _permute_batch(batch: pa.Table, mode: str, seed: int) -> pa.Table:
 
 
 def shuffled_train(train: Any, column: str, history_fraction: float, mode: str, seed: int,
-                   recent_cuts: Sequence[float] = ()) -> Any:
+                   recent_cuts: Sequence[float] = (), memo: CutMemo | None = None) -> Any:
     """The train split tagged with its windows (cut in log order, as ``tag_history`` does),
     then in ``mode``'s seeded order: row ids permuted and sorted, materialised.
 
@@ -246,7 +256,7 @@ def shuffled_train(train: Any, column: str, history_fraction: float, mode: str, 
     (the local engine's ``collect``, Ray Train's ordered shards, the signal join's ranges)
     sees the same order; the history/window cut is taken before the ids change.
     """
-    tagged, _ = tag_history(train, column, history_fraction, recent_cuts)
+    tagged, _ = tag_history(train, column, history_fraction, recent_cuts, memo)
     permuted = tagged.map_batches(_permute_batch, batch_format="pyarrow", fn_kwargs={"mode": mode, "seed": seed})
     return permuted.sort(ROW_ID).materialize()
 

@@ -52,8 +52,10 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None,
     ``PreparedLog.cfg`` is the resolved config: the engines train with it and write it as
     config.yaml.
     """
+    from recdistill.engine.cut_memo import cut_memo
+
     ledger = new_ledger()
-    raw, schema, sources = raw_splits(cfg, ledger, progress)
+    raw, schema, sources = raw_splits(cfg, ledger, progress, cut_memo(cfg, log))
     cfg, derived = _resolve_auto(cfg, schema, raw, log)
     data = cfg.data
     vocab = fit_vocab(raw["train"], schema, data.min_count) if data.encoding == "vocab" else None
@@ -63,9 +65,10 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None,
     cuts = recent_cuts(cfg)
     if shuffle != "none":
         encoded["train"] = shuffled_train(encoded["train"], schema.order_column, cfg.teacher.history_fraction,
-                                          shuffle, data.seed, cuts)
+                                          shuffle, data.seed, cuts, cut_memo(cfg, log))
     else:
-        encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts)
+        encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts,
+                                          cut_memo(cfg, log))
     return PreparedLog(schema, pre, encoded, ledger, cfg, shuffle, sources, derived)
 
 
