@@ -355,8 +355,20 @@ class TransferConfig:
     eval_rows: int = opt(50_000, ge=1, help="test rows the learning curves are scored on (final metrics: all)")
     sampling: TransferSamplingConfig = opt(default_factory=TransferSamplingConfig, help="offline-data sampling")
     augment: TransferAugmentConfig = opt(default_factory=TransferAugmentConfig, help="unclicked-sample augmentation")
+    old_model: str | None = opt(
+        None, help="a model artifact directory (runs/<run>/models/<model>/) as the OLD model, in place of a teacher "
+                   "trained in the run: its logits (its own encoding) are the signal, its embeddings are projected "
+                   "through the id pairing of its encoder and this run's (another vocabulary or hash size allowed); "
+                   "needs augment.ratio=0")
 
     def check(self) -> None:
+        if self.old_model and self.augment.ratio > 0:
+            raise ConfigError(f"transfer.old_model is set and transfer.augment.ratio={self.augment.ratio}: augmented "
+                              f"rows are made from rows already in the new encoding, which the old model cannot "
+                              f"score; set transfer.augment.ratio=0")
+        if self.old_model and "progressive_noaug" in self.variants:
+            raise ConfigError("transfer.old_model: progressive_noaug is progressive without augmented rows, and with "
+                              "the old model there are none; drop it from transfer.variants")
         bad = [v for v in self.variants if v not in TRANSFER_VARIANTS]
         if bad or not self.variants:
             raise ConfigError(f"transfer.variants={self.variants!r}: expected a non-empty list of "
@@ -371,7 +383,8 @@ class TuneConfig:
     scheduler: Literal["fifo", "asha"] = opt(
         "fifo", help="fifo: every trial runs to its end; asha: Tune's ASHA stops trials early by the validation "
                      "AUC of their distilled student, reported after every epoch (needs a valid split; trials "
-                     "are not packed). The first trial of each teacher trains it outside Tune and is never stopped")
+                     "are not packed). The first trial of a teacher not yet stored trains it outside Tune and is "
+                     "never stopped")
     grace_period: int = opt(1, ge=1, help="asha: epochs every trial trains before it can be stopped")
     reduction_factor: int = opt(2, ge=2, help="asha: a rung keeps the best 1/reduction_factor of the trials")
 

@@ -150,3 +150,39 @@ def test_the_same_config_twice_gives_identical_curves(first: dict, tmp: Path) ->
         assert [(p["step"], p["rows"], p["auc"]) for p in w["curve"]] == [
             (p["step"], p["rows"], p["auc"]) for p in v["curve"]], name
         assert w["final"] == v["final"], name
+
+
+def test_a_saved_model_with_another_hash_size_is_the_old_model(first: dict, tmp: Path) -> None:
+    """transfer.old_model: the first run's teacher artifact is the OLD model of a run whose
+    encoder hashes every large field into 4096 buckets (the artifact identity-encodes them,
+    up to 20k ids): its logits come from its own encoding, its embeddings through the id
+    pairing of the two encoders; no teacher is trained."""
+    old_dir = tmp / "first" / first["models"]["written"]["teacher"]
+    r = run_transfer(_config(tmp, "from_artifact", f"transfer.old_model={old_dir}", "transfer.augment.ratio=0",
+                             "transfer.variants=[scratch, progressive]", "data.buckets=max", "data.hash_buckets=4096"),
+                     log=lambda _: None)
+    assert r["platform"]["teacher_steps"] == 0 and r["platform"]["teacher_key"] is None
+    old = r["old_model"]
+    assert old["weights_sha256"] == json.loads((old_dir / "manifest.json").read_text())["files"][
+        "weights.safetensors"]["sha256"]
+    # its own encoding of the same test rows: the first run's teacher AUC, as trained last
+    assert old["test_auc"] == pytest.approx((first["teacher"].get("final") or first["teacher"])["auc"], abs=1e-4)
+    pairing = old["id_pairing"]
+    hashed = [f for f, p in pairing.items() if p["old_buckets"] > 4096]
+    assert hashed and all(pairing[f]["new_buckets"] == 4096 for f in hashed)
+    # every field's train ids pair up; identity codes cover every id, so none is unseen by the old model
+    assert all(p["pairs"] > 0 and p["old_oov_rows"] == 0 for p in pairing.values())
+    prog = r["variants"]["progressive"]
+    # a hashed field's 4096 new rows are blends of the old rows whose ids share them
+    assert prog["fields"] and all(f["mapped"] + f["unmapped"] == 4096 for f in prog["fields"] if f["rows"] > 4096)
+    assert sum(f["mapped"] for f in prog["fields"]) > 0
+    assert all(0.5 < v["final"]["auc"] < 1.0 for v in r["variants"].values())
+    assert r["data"]["augmented_rows"] == 0 and r["platform"]["stream_rows"] > 0
+    assert set(r["models"]["written"]) == {f"{r['student']['name']}/{n}" for n in ("scratch", "progressive")}
+    md = (tmp / "from_artifact" / "report.md").read_text()
+    assert "saved artifact" in md and "| id pairs |" in md
+    # augmentation would need the old encoding of rows already in the new one: refused up front
+    from recdistill.config import ConfigError
+
+    with pytest.raises(ConfigError, match="transfer.augment.ratio=0"):
+        _config(tmp, "refused", f"transfer.old_model={old_dir}", "transfer.variants=[scratch]")

@@ -78,9 +78,14 @@ class Scorer:
     """The actor of the scoring pool: rebuilds the artifact from its files once, then turns
     encoded batches into (row_id, logit, p[, label, p_metrics])."""
 
-    def __init__(self, files: dict[str, bytes], metrics_shift: float) -> None:
+    def __init__(self, files: Any, metrics_shift: float) -> None:
+        """``files``: the artifact's files (``artifact_files``), or an ObjectRef of them."""
+        import ray
+
         from recdistill.train.loop import pick_device
 
+        if isinstance(files, ray.ObjectRef):
+            files = ray.get(files)
         with unpacked(files) as d:
             self.art = load_artifact(d)
         self.device = pick_device("auto")
@@ -123,6 +128,13 @@ def _metric_partial(batch: pa.Table) -> dict[str, Any]:
 def _combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     return {"pos": add_sparse(a["pos"], b["pos"]), "neg": add_sparse(a["neg"], b["neg"]), "ll": a["ll"] + b["ll"],
             "n": a["n"] + b["n"], "sum_p": a["sum_p"] + b["sum_p"], "sum_y": a["sum_y"] + b["sum_y"]}
+
+
+def labelled_metrics(scored: Any) -> dict[str, Any] | None:
+    """AUC, LogLoss and calibration of a Dataset of ``Scorer`` outputs with labels, folded
+    block by block (None when it has no rows)."""
+    acc = reduce_blocks(scored.select_columns([LABEL, "_p_metrics"]), _metric_partial, _combine)
+    return _metrics(acc) if acc is not None else None
 
 
 def _metrics(acc: dict[str, Any]) -> dict[str, Any]:
@@ -205,10 +217,7 @@ def score(model_dir: str | Path, log_path: str, fmt: str, *, out: str | None = N
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
         **({"num_gpus": 1} if gpus else {"num_cpus": 1})).materialize()
     rows = scored.count()
-    metrics = None
-    if LABEL in scored.schema().names and rows:
-        metrics = _metrics(reduce_blocks(scored.select_columns([LABEL, "_p_metrics"]),
-                                         lambda b: _metric_partial(b), _combine))
+    metrics = labelled_metrics(scored) if LABEL in scored.schema().names and rows else None
     if out:
         scored.select_columns([ROW_ID, "logit", "p"]).write_parquet(out)
     rejects = read_rejects(ledger)

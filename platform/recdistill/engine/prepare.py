@@ -30,6 +30,7 @@ class PreparedLog:
     shuffle: str = "none"  # the resolved data.shuffle the train split is ordered by
     split_sources: dict[str, str] = field(default_factory=dict)  # split → where its rows come from
     derived: dict[str, Any] = field(default_factory=dict)  # what sizing.resolve derived, from what
+    raw: dict[str, Any] = field(default_factory=dict)  # the splits before encoding (lazy): another encoder's view
 
     def rejects(self) -> RejectTally:
         return read_rejects(self.ledger)
@@ -41,8 +42,8 @@ class PreparedLog:
                 "oov_test": oov_counts(self.splits["test"], self.preprocessor), "derived": self.derived}
 
 
-def prepare_log(cfg: ExperimentConfig, *, progress: Any = None,
-                log: Callable[[str], None] | None = None) -> PreparedLog:
+def prepare_log(cfg: ExperimentConfig, *, progress: Any = None, log: Callable[[str], None] | None = None,
+                raw_train_hook: Callable[[Any], Any] | None = None) -> PreparedLog:
     """Open → splits (``data.log.raw_splits``) → auto keys resolved (``sizing``) →
     (vocabulary fitted on train only) → encode every split → train split tagged and ordered.
 
@@ -60,7 +61,10 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None,
     data = cfg.data
     vocab = fit_vocab(raw["train"], schema, data.min_count) if data.encoding == "vocab" else None
     pre = build_preprocessor(schema, data, vocab)
-    encoded = {name: split.map_batches(pre, batch_format="pyarrow") for name, split in raw.items()}
+    # a hook adds columns to the raw train rows (an old model's logit: transfer.old_model);
+    # the encoder passes columns it does not encode through
+    encoded = {name: (raw_train_hook(split) if raw_train_hook is not None and name == "train" else split)
+               .map_batches(pre, batch_format="pyarrow") for name, split in raw.items()}
     shuffle = resolve_shuffle(data.shuffle, schema.has_ts)
     cuts = recent_cuts(cfg)
     if shuffle != "none":
@@ -69,7 +73,7 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None,
     else:
         encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts,
                                           cut_memo(cfg, log))
-    return PreparedLog(schema, pre, encoded, ledger, cfg, shuffle, sources, derived)
+    return PreparedLog(schema, pre, encoded, ledger, cfg, shuffle, sources, derived, raw)
 
 
 def _resolve_auto(cfg: ExperimentConfig, schema: LogSchema, raw: dict[str, Any],

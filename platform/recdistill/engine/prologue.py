@@ -64,14 +64,15 @@ def open_run(cfg: ExperimentConfig) -> Opened:
     return Opened(out, t_start, trackers)
 
 
-def prepare(cfg: ExperimentConfig, log: Callable[[str], None], where: str = "", opened: Opened | None = None) -> Any:
+def prepare(cfg: ExperimentConfig, log: Callable[[str], None], where: str = "", opened: Opened | None = None,
+            raw_train_hook: Callable[[Any], Any] | None = None) -> Any:
     """The log prepared (``engine.prepare.prepare_log``) and the resolved config written beside
     the results (and given to the run's trackers); ``PreparedLog.cfg`` is the config every
     later stage must use."""
     from recdistill.engine.prepare import prepare_log
 
     log(f"[data] preparing {cfg.data.source} log (splits {cfg.data.splits}){where}")
-    prepared = prepare_log(cfg, log=log)
+    prepared = prepare_log(cfg, log=log, raw_train_hook=raw_train_hook)
     write_resolved_config(prepared.cfg)
     if opened is not None:
         opened.trackers.update_config(to_dict(prepared.cfg))

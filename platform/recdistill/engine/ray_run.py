@@ -59,14 +59,17 @@ class RayRun:
         return self.prepared.schema
 
 
-def start_run(cfg: ExperimentConfig, log: Callable[[str], None]) -> RayRun:
-    """Write the config, join or start Ray, prepare the log and the signal hub."""
+def start_run(cfg: ExperimentConfig, log: Callable[[str], None],
+              raw_train_hook: Callable[[Any], Any] | None = None) -> RayRun:
+    """Write the config, join or start Ray, prepare the log and the signal hub.
+    ``raw_train_hook`` adds columns to the raw train rows before encoding (``prepare_log``)."""
     import ray
 
     opened = open_run(cfg)
     live = LiveMetrics(opened.trackers)
     res = ray.cluster_resources()
-    prepared = prepare(cfg, log, f" on Ray ({res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs)", opened)
+    prepared = prepare(cfg, log, f" on Ray ({res.get('CPU', 0):.0f} CPUs, {res.get('GPU', 0):.0f} GPUs)", opened,
+                       raw_train_hook)
     cfg = prepared.cfg
     train_ds = prepared.splits["train"]
     # Held out once into the object store (sharded across nodes, not on the driver): the

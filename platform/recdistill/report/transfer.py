@@ -62,11 +62,28 @@ def transfer_table(r: dict[str, Any]) -> list[str]:
     return rows
 
 
+def _old_model_lines(old: dict[str, Any] | None) -> list[str]:
+    """A saved old model (``transfer.old_model``): where it came from and how its ids met this run's."""
+    if not old:
+        return []
+    lines = ["", f"The old model is the saved artifact `{old['path']}` (weights sha256 {str(old['weights_sha256'])[:12]}…, "
+                 f"trained in run {old.get('trained_in')}): its logits come from its own encoding of this run's rows, "
+                 f"shifted by {old['logit_offset']:+.4f} onto this run's sampling; its embeddings are projected through "
+                 f"the pairing of its encoder and this run's.", "",
+             "| field | old buckets | new buckets | id pairs | rows with an id the old model never saw |",
+             "|---|---:|---:|---:|---:|"]
+    for field, p in old["id_pairing"].items():
+        lines.append(f"| {field} | {p['old_buckets']:,} | {p['new_buckets']:,} | {p['pairs']:,} | {p['old_oov_rows']:,} |")
+    return lines + [""]
+
+
 def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
     t, s, d = r["teacher"], r["student"], r["data"]
     lines = [f"# {cfg.run.name}: cross-architecture transfer", "",
              f"Old model (teacher): {t['arch']}, embed {r['teacher_embed_dim']}, {t['params']:,} params, "
-             f"AUC {t['auc']:.4f}" + (" (reused from the signal store)" if r["platform"]["teacher_reused"] else ""),
+             f"AUC {t['auc']:.4f}" + (" (reused from the signal store)" if r["platform"]["teacher_reused"] else "")
+             + (" on this run's test rows" if "old_model" in r else ""),
+             *_old_model_lines(r.get("old_model")),
              f"New model (student): {s['arch']}, embed {s['embed_dim']}, depth {s['depth']}, width {s['width']}, "
              f"towers {s['towers']}", "",
              f"Offline rows: {d['offline_rows']:,} → {d['train_rows']:,} labelled after sampling "

@@ -3,7 +3,8 @@ trained once, the rest of the trials run by Ray Tune reading the stored signals.
 
 The first trial of each teacher group runs on the driver before Tune starts: it trains
 that teacher (signals to the store) and its own students. Every other trial then finds
-its teacher's signals complete in the store and runs 0 teacher steps. Tune runs each
+its teacher's signals complete in the store and runs 0 teacher steps. A teacher already
+in the store needs no first run: all its trials go to Tune (a lone run stays on the driver). Tune runs each
 trial as a driver function (``tune.with_resources(fn, {"cpu": 0.01})``) that builds its
 own Ray Train student run, the Train V2 way; Train workers get at most an even share of
 the CPUs left after one for Ray Data (a trial whose trainer cannot place its workers
@@ -321,6 +322,13 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
     for key in groups:
         u = next(j for j, unit in enumerate(units) if keys[unit[0]] == key)
         stored = store.teacher_info(key) is not None and base_cfg.platform.reuse_signals
+        runs_of_key = sum(keys[unit[0]] == key for unit in units)
+        if stored and runs_of_key > 1:
+            # nothing to train first: every run of this teacher goes to Tune, concurrently and
+            # under the scheduler (a run on the driver would wait alone and never be stopped)
+            log(f"[sweep] teacher {key}: stored; its {runs_of_key} runs read its signals under Tune")
+            reused.append(key)
+            continue
         log(f"[sweep] teacher {key}: {'stored, reused by' if stored else 'training it with'} run {u} "
             f"(trials {units[u]}); the other runs of this teacher read its signals")
         r = finished(u) or run_experiment(unit_cfgs[u], log=lambda m, u=u: log(f"[unit {u}] {m}"))

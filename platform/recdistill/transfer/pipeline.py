@@ -175,12 +175,13 @@ def _flag_real(batch: pa.Table) -> pa.Table:
     return batch.append_column(AUGMENTED, pa.array(np.zeros(batch.num_rows, np.int8)))
 
 
-def _write_models(cfg: ExperimentConfig, run: Any, info: dict[str, Any], result: Any,
+def _write_models(cfg: ExperimentConfig, run: Any, info: dict[str, Any] | None, result: Any,
                   variants: dict[str, dict[str, Any]], data_info: dict[str, Any],
                   log: Callable[[str], None]) -> dict[str, Any]:
     """Every variant of the new model (``models/<student>/<variant>/``) and the old model
-    (the teacher) as artifacts; a variant's sampling record holds the offline rows' effective
-    negative keep rate (the strategic sampling's rebalancing included)."""
+    (the teacher trained here; none when it came as an artifact, ``info`` None) as
+    artifacts; a variant's sampling record holds the offline rows' effective negative keep
+    rate (the strategic sampling's rebalancing included)."""
     import dataclasses
 
     from recdistill.artifacts.run_models import RunModels
@@ -191,11 +192,48 @@ def _write_models(cfg: ExperimentConfig, run: Any, info: dict[str, Any], result:
     s = dataclasses.replace(cfg.students[0], negative_keep_rate=data_info["negative_keep_effective"])
     models = RunModels(dataclasses.replace(cfg, students=[s, *cfg.students[1:]]), pre,
                        feature_spec(run.schema, pre.buckets), sequence_length(cfg), run.key, log)
-    models.stored_teacher(run.store, info["generation"], info.get("final") or info)
+    if info is not None:
+        models.stored_teacher(run.store, info["generation"], info.get("final") or info)
     ckpt = final_checkpoint(result)
     for name, v in variants.items():
         models.student(0, name, final_weights(ckpt, name), v["final"])
     return models.summary()
+
+
+def _old_model_stage(cfg: ExperimentConfig, run: Any, old: Any, log: Callable[[str], None],
+                     timings: dict[str, float]) -> tuple[dict[str, Any], Any, dict[str, int], Any]:
+    """With ``transfer.old_model``: the students' window (its rows carry the old model's
+    logit, ``transfer.old_model.with_old_logits``), the projection through the encoders' id
+    pairing (put in the object store for the workers) and the old model's record."""
+    import ray
+
+    from recdistill.data.reduce import reduce_blocks
+    from recdistill.data.windows import STUDENT_WINDOW
+    from recdistill.engine.stream import sum_counts, window_rows
+    from recdistill.signals.join import coverage
+    from recdistill.train.plan import feature_spec
+    from recdistill.transfer.old_model import check_fields, old_projection, old_test_auc
+
+    check_fields(old, run.schema)
+    t0 = time.perf_counter()
+    stream = run.train_ds.map_batches(window_rows, batch_format="pyarrow",
+                                      fn_kwargs={"window": STUDENT_WINDOW}).materialize()
+    cov = reduce_blocks(stream, coverage, sum_counts) or {"rows": 0, "with_signal": 0}
+    timings["stream_s"] = time.perf_counter() - t0
+    pre = run.prepared.preprocessor
+    t0 = time.perf_counter()
+    projected, pairing = old_projection(cfg, old, run.prepared.raw["train"], pre, feature_spec(run.schema, pre.buckets))
+    auc = old_test_auc(old, run.prepared.raw["test"])
+    timings["old_model_s"] = time.perf_counter() - t0
+    unseen = {f: r["old_oov_rows"] for f, r in pairing.items() if r["old_oov_rows"]}
+    log(f"[transfer] old model AUC {auc:.4f} on this run's test rows (its own encoding); window rows "
+        f"{cov['rows']:,} scored by it; ids it never saw: "
+        + (", ".join(f"{f} {n:,} rows" for f, n in unseen.items()) if unseen else "none"))
+    a = old.artifact
+    info = {"arch": a.config["arch"], "auc": auc, "params": a.model.num_params(),
+            "config": {"embed_dim": a.config["embed_dim"]},
+            "old_model": {**old.describe(), "test_auc": auc, "id_pairing": pairing}}
+    return info, stream, cov, ray.put(projected)
 
 
 def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -207,16 +245,28 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
     from recdistill.report.transfer import write_transfer_results
     from recdistill.transfer.workers import transfer_loop
 
-    run = start_run(cfg, log)
+    old = None
+    if cfg.transfer.old_model:
+        from recdistill.ray_env import ensure_ray
+        from recdistill.transfer.old_model import open_old_model, with_old_logits
+
+        ensure_ray()
+        old = open_old_model(cfg, log)
+    run = start_run(cfg, log, with_old_logits(old) if old is not None else None)
     cfg = run.cfg
     timings: dict[str, float] = {}
-    info, teacher_steps, reused = teacher_stage(cfg, run, log, timings)
-    checkpoint = info.get("checkpoint")
-    if not checkpoint:
-        raise RuntimeError(f"teacher {run.key} has no model checkpoint in the store; set "
-                           f"platform.reuse_signals=false to retrain it")
-    teacher_state_path(checkpoint)  # fail here, not in every worker, when it is gone
-    stream, cov = distill_stream(run, log, timings)
+    projected = None
+    if old is not None:
+        info, stream, cov, projected = _old_model_stage(cfg, run, old, log, timings)
+        teacher_steps, reused, checkpoint = 0, False, None
+    else:
+        info, teacher_steps, reused = teacher_stage(cfg, run, log, timings)
+        checkpoint = info.get("checkpoint")
+        if not checkpoint:
+            raise RuntimeError(f"teacher {run.key} has no model checkpoint in the store; set "
+                               f"platform.reuse_signals=false to retrain it")
+        teacher_state_path(checkpoint)  # fail here, not in every worker, when it is gone
+        stream, cov = distill_stream(run, log, timings)
     train, data_info = offline_stream(cfg, run, stream, log, timings, checkpoint, info["config"])
     curve_ds = run.test_ds.limit(cfg.transfer.eval_rows).materialize()
     s = cfg.students[0]
@@ -229,7 +279,7 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
     plans = [{"variant": name, "dataset": "train_real" if name == "progressive_noaug" else "train",
               **variant_plan(cfg, name)} for name in cfg.transfer.variants]
     loop_config = {**run.base, "variants": plans, "checkpoint": checkpoint, "teacher_config": info["config"],
-                   "negative_keep": data_info["negative_keep_effective"]}
+                   "negative_keep": data_info["negative_keep_effective"], "projected": projected}
     datasets = {"train": train, "test": run.test_ds, "curve": curve_ds}
     if real_only is not None:
         datasets["train_real"] = real_only
@@ -247,12 +297,14 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
         "teacher": {k: v for k, v in info.items() if k not in ("config", "oracle")},
         "teacher_embed_dim": info["config"]["embed_dim"], "student": to_dict(s),
         "data": data_info, "variants": variants, "speedup": speedups(variants),
-        "platform": {"teacher_key": run.key, "teacher_reused": reused, "teacher_steps": teacher_steps,
-                     "stream_rows": cov["rows"], **timings},
+        "platform": {"teacher_key": run.key if old is None else None, "teacher_reused": reused,
+                     "teacher_steps": teacher_steps, "stream_rows": cov["rows"], **timings},
     }
+    if old is not None:
+        results["old_model"] = info["old_model"]
     if "oracle" in info:
         results["oracle"] = {"auc": info["oracle"]["auc"]}
-    results["models"] = _write_models(cfg, run, info, result, variants, data_info, log)
+    results["models"] = _write_models(cfg, run, info if old is None else None, result, variants, data_info, log)
     run.prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
     results["seconds"] = time.perf_counter() - run.t_start
     results["tracking"] = run.opened.tracking_info()

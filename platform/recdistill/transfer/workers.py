@@ -180,7 +180,11 @@ def transfer_loop(config: dict[str, Any]) -> None:
     current = saved.get("current")
     todo = [v for v in config["variants"] if v["variant"] not in done]
     projected = None
-    if any(v["projected"] for v in todo):
+    if any(v["projected"] for v in todo) and config.get("projected") is not None:
+        import ray
+
+        projected = ray.get(config["projected"])  # the old model's, projected on the driver (transfer.old_model)
+    elif any(v["projected"] for v in todo):
         t0 = time.perf_counter()
         table, fields = projected_table(config, ctx.cfg, ctx.spec)
         projected = {"table": table, "fields": fields, "seconds": time.perf_counter() - t0}
