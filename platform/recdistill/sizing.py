@@ -163,15 +163,29 @@ def cached_stats(cfg: ExperimentConfig, fields: tuple[str, ...], compute: Callab
     from recdistill.train.keys import log_stats_key
     from recdistill.signals.store import SignalStore
 
-    store = SignalStore(cfg.platform.signal_store)
-    path = f"{store.root}/_log_stats/{log_stats_key(cfg, scope)}.json"
-    hit = store.read_json(path)
-    if hit is not None and set(fields) <= set(hit.get("distinct", {})):
-        return TrainStats(hit["train_rows"], hit["positives"], hit["valid_rows"],
-                          {k: hit["distinct"][k] for k in fields})
+    hit = stored_stats(cfg, fields, scope)
+    if hit is not None:
+        return hit
     stats = compute()
-    store.write_json(path, dataclasses.asdict(stats))
+    store = SignalStore(cfg.platform.signal_store)
+    store.write_json(f"{store.root}/_log_stats/{log_stats_key(cfg, scope)}.json", dataclasses.asdict(stats))
     return stats
+
+
+def stored_stats(cfg: ExperimentConfig, fields: tuple[str, ...] | None,
+                 scope: str = "train split") -> TrainStats | None:
+    """The statistics an earlier run of this log kept in the store (``cached_stats``), with
+    ``fields`` sketched (None: those it sketched); None when there are none: no pass here."""
+    from recdistill.signals.store import SignalStore
+    from recdistill.train.keys import log_stats_key
+
+    store = SignalStore(cfg.platform.signal_store)
+    hit = store.read_json(f"{store.root}/_log_stats/{log_stats_key(cfg, scope)}.json")
+    distinct = (hit or {}).get("distinct", {})
+    if hit is None or (fields is not None and not set(fields) <= set(distinct)):
+        return None
+    return TrainStats(hit["train_rows"], hit["positives"], hit["valid_rows"],
+                      {k: distinct[k] for k in (distinct if fields is None else fields)})
 
 
 def resolve_for_stream(cfg: ExperimentConfig, log: Callable[[str], None]) -> ExperimentConfig:

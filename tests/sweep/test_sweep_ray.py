@@ -129,6 +129,11 @@ def test_asha_stops_a_trial_early_and_resume_keeps_what_finished(first: dict, tm
               "students.0.epochs=3", "students.0.patience=0", "students.0.eval_every=0", "tune.scheduler=asha",
               "tune.grace_period=1", "tune.reduction_factor=2"]
     out = tmp / "asha"
+    # the dry run looks the teacher up under the key its runs will use (auto keys resolved
+    # from the log's stored statistics, no pass): the module's teacher, stored
+    dry = run_sweep(None, common, LR_SPACE, tmp / "asha-dry", dry_run=True, log=lambda _: None)
+    assert [t["teacher_stored"] for t in dry["trials"]] == [True, True]
+    assert dry["trials"][0]["teacher_key"] == first["trials"][0]["teacher_key"]
     s = run_sweep(None, common, LR_SPACE, out, max_concurrent=1, log=lambda _: None)
     # the module's teacher (the students' epochs do not change it): stored, so no trial runs
     # on the driver; both in one Tune stage, in grid order, and the scheduler sees both
@@ -163,5 +168,5 @@ def test_asha_stops_a_trial_early_and_resume_keeps_what_finished(first: dict, tm
     assert json.loads((out / "sweep_state.json").read_text())["group"] == s["tracking_group"] == again["tracking_group"]
     from recdistill.config import ConfigError
 
-    with pytest.raises(ConfigError, match="--resume: the trials of .* were 3 others"):
+    with pytest.raises(ConfigError, match="--resume: the trials of .* were 2 others"):
         run_sweep(None, common, SPACE, out, resume=True, log=lambda _: None)

@@ -89,6 +89,40 @@ def _resolve_auto(cfg: ExperimentConfig, schema: LogSchema, raw: dict[str, Any],
     return sizing.resolve_and_print(cfg, stats, log or print)
 
 
+def resolved_if_known(cfg: ExperimentConfig) -> ExperimentConfig | None:
+    """``cfg`` with its auto keys resolved as a run of it will resolve them, from what is known
+    without reading the log: a synthetic log's manifest, or the statistics an earlier run of
+    the log kept in the store; None when only a pass could say. Keys of the resolved config
+    (teacher, raw student) are those the run will store its models under."""
+    if not sizing.needs_pass(cfg):
+        return cfg
+    fields: tuple[str, ...] | None = None
+    stats = None
+    if cfg.data.source == "synthetic":
+        from recdistill.data.synthetic import synthetic_schema
+
+        fields = sizing.sketched_fields(cfg, synthetic_schema(cfg.data.synthetic))
+        stats = _synthetic_stats(cfg) if not fields else None
+    stats = stats or sizing.stored_stats(cfg, fields)
+    return sizing.resolve(cfg, stats)[0] if stats is not None else None
+
+
+def resolved_like_a_run(cfg: ExperimentConfig, *, read: bool) -> ExperimentConfig | None:
+    """``cfg`` resolved as ``prepare_log`` will resolve it in a run: from what is known
+    (``resolved_if_known``), else (``read``) by the run's own statistics pass, done here and
+    kept in the store, so the run finds it there. None for an online config (it is sized by
+    the whole log, ``sizing.resolve_for_stream``) or when nothing is known and ``read`` is off."""
+    if cfg.stream.enabled:
+        return None
+    known = resolved_if_known(cfg)
+    if known is not None or not read:
+        return known
+    from recdistill.engine.cut_memo import cut_memo
+
+    raw, schema, _ = raw_splits(cfg, new_ledger(), memo=cut_memo(cfg))
+    return _resolve_auto(cfg, schema, raw, lambda _: None)[0]
+
+
 def _synthetic_stats(cfg: ExperimentConfig) -> Any:
     """A synthetic log's split sizes from its manifest (rows and positives as generated; the
     time splits cut equal-count quantiles), so sizing it needs no pass; None for other logs."""

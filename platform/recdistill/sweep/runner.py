@@ -275,7 +275,13 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
                                            "run.name": f"{name}-{space.name}-{i:03d}",
                                            "platform.cpus_per_worker": round(share, 3)})
             for i, v in enumerate(values)]
-    keys = [teacher_key_of(c) for c in cfgs]
+    from recdistill.engine.prepare import resolved_like_a_run
+
+    # the keys a run stores its teacher and raw students under are those of its config with
+    # the auto keys resolved: resolved here as the runs will (the statistics pass, if the log
+    # was never measured, is the first run's, kept in the store); a dry run reads nothing
+    as_run = [resolved_like_a_run(c, read=not dry_run) or c for c in cfgs]
+    keys = [teacher_key_of(c) for c in as_run]
     if pack > 1 and not _packable(space, base_cfg):
         log(f"[sweep] --pack {pack} ignored: the space changes more than students.0 (or the base has several "
             f"students), so trials cannot share one run")
@@ -295,7 +301,7 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
     results: dict[int, dict[str, Any]] = {}
     unit_cfgs = [_unit_config(cfgs, u, out, name) for u in units]
     if dry_run:
-        return _dry_run(cfgs, values, keys, units, unit_cfgs, store, out, log)
+        return _dry_run(as_run, values, keys, units, unit_cfgs, store, out, log)
     if state is None:
         state_path.write_text(json.dumps({"group": group, "trials": values}, indent=1, default=str))
 
@@ -372,10 +378,10 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
     # raw key trains it, in a first Tune stage, so that the other runs all read it.
     raw_first: dict[str, int] = {}
     if not base_cfg.stream.enabled:
-        seen = {raw_student_key(cfgs[i], 0) for u in done for i in units[u]}
+        seen = {raw_student_key(as_run[i], 0) for u in done for i in units[u]}
         for u in rest:
             for i in units[u]:
-                k = raw_student_key(cfgs[i], 0)
+                k = raw_student_key(as_run[i], 0)
                 if k not in seen and store.raw_result(k) is None:
                     raw_first.setdefault(k, u)
     first_stage = sorted(set(raw_first.values()))
