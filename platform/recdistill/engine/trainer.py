@@ -61,8 +61,11 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
         datasets=datasets,
         # log (time) order within each shard: forward distillation and the students'
         # batches follow time, as in the single-process engine
+        # One worker reads each dataset whole, in its own process: a split would start a
+        # coordinator actor per dataset (seconds of fixed cost per Train run) to feed one reader.
         dataset_config=ray.train.DataConfig(
-            datasets_to_split=[n for n in datasets if not (whole_test and n == "test")] if whole_test else "all",
+            datasets_to_split=[] if workers == 1 else
+            [n for n in datasets if not (whole_test and n == "test")] if whole_test else "all",
             execution_options=ExecutionOptions(preserve_order=True)))
 
 
