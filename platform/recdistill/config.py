@@ -278,6 +278,10 @@ class StreamConfig:
 
     enabled: bool = opt(False, help="after the batch phase, replay later windows in time order")
     windows: int = opt(10, ge=2, help="equal-count time windows the whole log is cut into")
+    keep_models: Literal["last", "every"] = opt(
+        "last", help="model artifacts of an online run: last = every model as the stream left it (models/<model>/); "
+                     "every = also one per window boundary, each model as it was after learning that window "
+                     "(models/windows/w<window>/<model>/; a reused teacher has only its last)")
     batch_windows: int = opt(4, ge=1, help="windows in the batch phase (the rest stream)")
     teacher_update_interval: int | None = opt(
         10, ge=1, help="teacher optimizer step every τ batches in streaming, gradients accumulated in between "

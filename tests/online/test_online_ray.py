@@ -37,7 +37,7 @@ def tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def first(tmp: Path, ray_local) -> dict:
-    return run_online(_cfg(tmp, "store", "first"), log=lambda _: None)
+    return run_online(_cfg(tmp, "store", "first", "stream.keep_models=every"), log=lambda _: None)
 
 
 def test_results_per_window_and_shift(first: dict, tmp: Path) -> None:
@@ -57,12 +57,27 @@ def test_results_per_window_and_shift(first: dict, tmp: Path) -> None:
     assert "AUC per window" in (tmp / "first" / "report.md").read_text()
     # the models as the stream left them: the teacher and every student kind, with the spool's encoder
     names = {"teacher", *(f"{s.name}/{k}" for s in cfg.students for k in ("raw", "distill", "label_only"))}
-    assert set(first["models"]["written"]) == names
-    from recdistill.artifacts.model_dir import load_artifact
+    written = first["models"]["written"]
+    assert {n for n in written if not n.startswith("windows/")} == names
+    from recdistill.artifacts.model_dir import load_artifact, read_manifest
 
-    art = load_artifact(tmp / "first" / first["models"]["written"][f"{cfg.students[0].name}/distill"])
+    art = load_artifact(tmp / "first" / written[f"{cfg.students[0].name}/distill"])
     assert art.provenance["metrics"]["window"] == streaming[-1]
     assert art.model.num_params() == first["students"][0]["params"]
+    # stream.keep_models=every: each model also as it was after each streamed window, scored
+    # by the next window's prequential AUC; the last one is the run's final model
+    assert {n for n in written if n.startswith("windows/")} == {f"windows/w{w:04d}/{n}" for w in streaming for n in names}
+    for w, nxt in zip(streaming, first["windows"][1:]):
+        a = load_artifact(tmp / "first" / written[f"windows/w{w:04d}/{cfg.students[0].name}/distill"])
+        assert a.provenance["metrics"] == {"window": w, "auc": pytest.approx(nxt["students"][0]["auc"])}
+
+    def sha(name: str) -> str:
+        return read_manifest(tmp / "first" / written[name])["files"]["weights.safetensors"]["sha256"]
+
+    for n in names:
+        assert sha(f"windows/w{streaming[-1]:04d}/{n}") == sha(n), n
+    assert sha(f"windows/w{streaming[0]:04d}/teacher") != sha("teacher")
+    assert not list((tmp / "store" / "_window_models").iterdir())  # handed over, then removed
 
 
 def test_second_run_reuses_the_online_teacher(first: dict, tmp: Path, monkeypatch: pytest.MonkeyPatch) -> None:

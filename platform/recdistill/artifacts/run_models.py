@@ -33,6 +33,11 @@ def model_name(student: str, kind: str) -> str:
     return f"{student}/{kind}"
 
 
+def windowed(name: str, window: int | None) -> str:
+    """A model as it was after an online window: ``windows/w<window>/<name>`` (None: ``name``)."""
+    return name if window is None else f"windows/w{window:04d}/{name}"
+
+
 class RunModels:
     """Writes the run's artifacts and keeps what it wrote (and what it could not, and why)
     for results.json's ``models``."""
@@ -49,15 +54,16 @@ class RunModels:
                         "data": to_dict(cfg.data),  # what `recdistill score --split` re-cuts a log by
                         "config_hash": hashlib.sha256(dump_config(cfg).encode()).hexdigest()[:24]}
 
-    def teacher(self, weights: Path | torch.nn.Module | None, metrics: dict[str, Any], why_missing: str = "") -> None:
+    def teacher(self, weights: Path | torch.nn.Module | None, metrics: dict[str, Any], why_missing: str = "",
+                window: int | None = None) -> None:
         t = self.cfg.teacher
-        self._write(TEACHER, "teacher", weights, describe_model(t, "single", self.spec, self.seq_len),
+        self._write(windowed(TEACHER, window), "teacher", weights, describe_model(t, "single", self.spec, self.seq_len),
                     t.negative_keep_rate, metrics, why_missing)
 
     def student(self, i: int, kind: str, weights: Path | torch.nn.Module | None, metrics: dict[str, Any],
-                why_missing: str = "") -> None:
+                why_missing: str = "", window: int | None = None) -> None:
         s = self.cfg.students[i]
-        self._write(model_name(s.name, kind), f"student-{kind}", weights,
+        self._write(windowed(model_name(s.name, kind), window), f"student-{kind}", weights,
                     describe_model(s, s.towers, self.spec, self.seq_len), s.negative_keep_rate, metrics, why_missing,
                     {"student": s.name, "kind": kind, "alpha": None if kind == "raw" else s.alpha})
 

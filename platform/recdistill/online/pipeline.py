@@ -55,7 +55,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     experiment = driver_name(cfg)
     hub = get_hub(experiment, store.uri)
     base = {"cfg": to_dict(cfg), "spool": spool, "schema": spool.schema, "buckets": spool.buckets, "key": key,
-            "store": store.uri, "hub": hub_name(experiment)}
+            "store": store.uri, "hub": hub_name(experiment), "run_id": experiment}
     storage = opened.out / "ray_train"
     s = cfg.stream
     tau = "∞ (frozen)" if s.teacher_update_interval is None else s.teacher_update_interval
@@ -106,7 +106,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         if lease is not None:
             lease.release()
     results = assemble(cfg, teacher, metrics["students"], reused)
-    results["models"] = _write_models(cfg, spool, store, key, generation, metrics, results, log)
+    results["models"] = _write_models(cfg, spool, store, key, generation, metrics, results, log, experiment, reused)
     results["seconds"] = time.perf_counter() - opened.t_start
     results["tracking"] = opened.tracking_info()
     written = write_online_results(cfg, results, log)
@@ -117,9 +117,12 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
 
 
 def _write_models(cfg: ExperimentConfig, spool: Any, store: Any, key: str, generation: str,
-                  metrics: dict[str, Any], results: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+                  metrics: dict[str, Any], results: dict[str, Any], log: Callable[[str], None], run_id: str,
+                  reused: bool) -> dict[str, Any]:
     """The models as the stream left them (after the last window): the online teacher and
-    every student (raw, distilled, label-only), as artifacts with the spool's encoder."""
+    every student (raw, distilled, label-only), as artifacts with the spool's encoder; with
+    ``stream.keep_models=every`` also each as it was after each streamed window, from the
+    weights the workers handed over through the store (``models/windows/w<w>/<model>/``)."""
     from recdistill.artifacts.run_models import RunModels
     from recdistill.engine.trainer import CHECKPOINT, final_weights
     from recdistill.online.spool import spool_preprocessor
@@ -141,7 +144,32 @@ def _write_models(cfg: ExperimentConfig, spool: Any, store: Any, key: str, gener
             name = f"{s.name}/{kind}"
             if auc is not None:
                 models.student(i, kind, final_weights(ckpt, name), {"auc": auc, "window": last["window"]})
+    if cfg.stream.keep_models == "every":
+        _write_window_models(cfg, store, models, results["windows"], run_id, reused)
     return models.summary()
+
+
+def _write_window_models(cfg: ExperimentConfig, store: Any, models: Any, windows: list[dict[str, Any]], run_id: str,
+                         reused: bool) -> None:
+    """One artifact per model per streamed window, as it was after learning that window. Its
+    metrics are the next window's prequential scores (what it scored before learning on); the
+    last window's model has none, it is the run's final one."""
+    for k, win in enumerate(windows):
+        w = win["window"]
+        nxt = windows[k + 1] if k + 1 < len(windows) else None
+        if not reused:
+            with models.from_store(store, store.window_weights_path(run_id, w, "teacher")) as weights:
+                metrics = {"window": w, **({"auc": nxt["teacher"]["auc"]} if nxt else {})}
+                models.teacher(weights, metrics, "the teacher worker handed none over", window=w)
+        for i, s in enumerate(cfg.students):
+            for kind, score in (("raw", "auc_raw"), ("distill", "auc"), ("label_only", "auc_label_only")):
+                if windows[-1]["students"][i].get(score) is None:
+                    continue  # a kind this run did not train (label-only students are optional)
+                auc = nxt["students"][i].get(score) if nxt else None
+                with models.from_store(store, store.window_weights_path(run_id, w, f"{s.name}/{kind}")) as weights:
+                    models.student(i, kind, weights, {"window": w, **({"auc": auc} if auc is not None else {})},
+                                   "the student worker handed none over", window=w)
+    store.remove_window_weights(run_id)
 
 
 def assemble(cfg: ExperimentConfig, teacher: dict[str, Any], students: dict[str, Any],

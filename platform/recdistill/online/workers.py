@@ -43,8 +43,8 @@ from recdistill.train.evaluate import evaluate
 from recdistill.train.loop import predict
 from recdistill.train.plan import (build_model, student_init_seed, student_objective, student_sample_seed,
                                    teacher_init_seed, teacher_sample_seed)
-from recdistill.train.worker import (LIVE, finish, save_checkpoint, test_hook_crash, test_hook_dropped, test_hook_kill_hub,
-                                     worker_prologue)
+from recdistill.train.worker import (LIVE, finish, hand_over_weights, save_checkpoint, test_hook_crash, test_hook_dropped,
+                                     test_hook_kill_hub, worker_prologue)
 
 
 def rss_mb() -> float:
@@ -200,6 +200,8 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
             recorded[start:start + n] = learner.learn(b)[:n].float().cpu()
         publish(w, w, rows.row_id[idx].numpy(), recorded.numpy(), {"phase": "stream", "replay": replay, **shift})
         buffer.add(rows.take(idx), recorded)
+        if s.keep_models == "every":  # the teacher as it is after learning window w
+            hand_over_weights(store, {"teacher": model}, lambda n: store.window_weights_path(config["run_id"], w, n))
         st["windows"].append({"window": w, "rows": len(rows), "steps": learner.steps - steps0, "replay": replay,
                               "seconds": time.perf_counter() - t0, "shift": shift, "rss_mb": rss_mb(), **m})
         st["next"] = w + 1
@@ -343,6 +345,10 @@ def online_students_loop(config: dict[str, Any]) -> None:
         for m in students:
             m.train(rows, zt, device, 1, s.batch_size, buffer if replay else None, n_replay if replay else 0)
         buffer.add(rows, zt)
+        if s.keep_models == "every":  # every student as it is after learning window w
+            models_store = SignalStore(store)
+            hand_over_weights(models_store, {m.name: m.learner.model for m in students},
+                              lambda n: models_store.window_weights_path(config["run_id"], w, n))
         with_signal = int((~torch.isnan(zt)).sum())
         st["windows"].append({"window": w, "lag_s": lag if got else None, "signals": got is not None,
                               "signal_rows": with_signal, "rows": len(rows), "replay": replay, "members": metrics,

@@ -129,6 +129,16 @@ class SignalStore:
     def raw_weights_path(self, key: str) -> str:
         return f"{self.root}/_raw/{key}.safetensors"
 
+    def window_weights_path(self, run: str, window: int, name: str) -> str:
+        """Where an online run's worker hands a model over as it was after ``window``
+        (``stream.keep_models=every``); the driver makes it an artifact, then removes the run's."""
+        return f"{self.root}/_window_models/{run}/w{window:05d}/{name}.safetensors"
+
+    def remove_window_weights(self, run: str) -> None:
+        base = f"{self.root}/_window_models/{run}"
+        if self.fs.get_file_info(base).type == pafs.FileType.Directory:
+            self.fs.delete_dir(base)
+
     def put_file(self, local: str | os.PathLike[str], path: str) -> None:
         """Copy a local file to ``path`` in the store, under a temporary name first."""
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)

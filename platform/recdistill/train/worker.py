@@ -15,7 +15,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -205,6 +205,17 @@ def finish(metrics: dict[str, Any], rank: int,
 
 
 WEIGHTS_DIR = "weights"  # in a run's final checkpoint: the trained models' weights (``finish``)
+
+
+def hand_over_weights(store: Any, models: dict[str, torch.nn.Module], path_of: Callable[[str], str]) -> None:
+    """Each model's weights put in the signal store (``store``: a ``SignalStore``) at
+    ``path_of(name)``: mid-run, where the run's checkpoints keep only the latest state, the
+    store is the place a driver on another node reads them from (online window boundaries)."""
+    with tempfile.TemporaryDirectory() as d:
+        local = Path(d, "model.safetensors")
+        for name, model in models.items():
+            save_weights(model, local)
+            store.put_file(local, path_of(name))
 
 
 def crash_specs(spec: str) -> list[tuple[str, int, str]]:
