@@ -94,13 +94,14 @@ class Evaluator:
             off += size
 
     def all_reduce(self) -> None:
-        """Sum every worker's accumulators (no-op on one process)."""
+        """Sum every worker's accumulators (no-op on one process), on the device the process
+        group's backend reduces on: NCCL (GPU workers) takes CUDA tensors only."""
         import torch.distributed as dist
 
         if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            t = self.pack()
+            t = self.pack().to(collective_device(dist.get_backend()))
             dist.all_reduce(t)
-            self.unpack(t)
+            self.unpack(t.cpu())
 
     def metrics(self, name: str) -> dict[str, Any]:
         self._settle_users()
@@ -125,6 +126,16 @@ class Evaluator:
         t = torch.zeros(int(state["size"]), dtype=torch.float64)
         t[state["index"]] = state["value"]
         self.unpack(t)
+
+
+def collective_device(backend: str) -> torch.device:
+    """Where a collective's tensors must live under ``backend``: NCCL reduces CUDA tensors
+    only (this process's current GPU), gloo CPU tensors; a combined backend
+    (``cpu:gloo,cuda:nccl``) takes CPU tensors through gloo."""
+    names = str(backend).lower()
+    if "nccl" in names and "gloo" not in names:
+        return torch.device("cuda", torch.cuda.current_device() if torch.cuda.is_available() else 0)
+    return torch.device("cpu")
 
 
 def evaluate(z: torch.Tensor, data: TensorLog, negative_keep: float, user_col: int | None = None,
