@@ -104,3 +104,18 @@ def test_overrides_may_follow_flags_on_the_command_line() -> None:
     assert b.smoke_test and b.overrides == ["run.seed=1", "run.name=x"]
     with pytest.raises(SystemExit):
         parse_args(["run", "jobs/configs/demo.yaml", "--overwrite", "--no-such-flag"])
+
+
+def test_gpu_share_per_worker_lets_an_online_runs_two_workers_share_one_gpu() -> None:
+    from recdistill.engine.trainer import worker_gpus
+
+    auto = load_config(None, [])
+    assert auto.platform.gpus_per_worker == "auto"
+    assert worker_gpus(auto, 1, cluster_gpus=1) == 1.0  # a batch run's workers: a whole GPU each
+    # an online run's teacher and students run at once and wait on each other: on one GPU
+    # they share it, else the students would wait for the teacher's end and time out
+    assert worker_gpus(auto, 2, cluster_gpus=1) == 0.5
+    assert worker_gpus(auto, 2, cluster_gpus=2) == 1.0
+    assert worker_gpus(load_config(None, ["platform.gpus_per_worker=0.25"]), 2, cluster_gpus=8) == 0.25
+    with pytest.raises(ConfigError, match="platform.gpus_per_worker"):
+        load_config(None, ["platform.gpus_per_worker=1.5"])

@@ -417,6 +417,11 @@ class PlatformConfig:
         1.0, gt=0.0, help="CPUs reserved per Train worker; leave at least one CPU of the node for Ray Data")
     torch_threads: int = opt(0, ge=0, help="intra-op threads per worker (0 = the node's CPUs / its workers)")
     use_gpu: Literal["auto", "yes", "no"] = opt("auto", help="auto: GPU workers when the cluster has GPUs")
+    gpus_per_worker: float | Literal["auto"] = opt(
+        "auto", gt=0.0, le=1.0,
+        help="GPU share each GPU Train worker asks for: a fraction lets workers share a device. auto = 1, except "
+             "an online run's teacher and student group, which run at once and wait on each other: with fewer GPUs "
+             "than the 2 they need they take 0.5 each (on one GPU, one would otherwise wait for the other's end)")
     signal_store: str = opt(
         "runs/signal_store",
         help="where teacher signals live as Parquet, content-addressed by teacher key (local path or a "

@@ -20,13 +20,29 @@ def use_gpu(cfg: ExperimentConfig) -> bool:
     return cfg.platform.use_gpu == "yes"
 
 
+def worker_gpus(cfg: ExperimentConfig, together: int = 1, cluster_gpus: float | None = None) -> float:
+    """The GPU share of one GPU Train worker (``platform.gpus_per_worker``). ``together``:
+    the one-worker Train runs that must run at the same time (an online run's teacher and
+    student group); under auto they split the GPUs when there are fewer than them."""
+    share = cfg.platform.gpus_per_worker
+    if share != "auto":
+        return float(share)
+    if together <= 1:
+        return 1.0
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0) if cluster_gpus is None else cluster_gpus
+    return 1.0 if gpus >= together else max(0.01, min(1.0, gpus / together) if gpus else 1.0 / together)
+
+
 def test_hook_env() -> dict[str, str]:
     """The fault-injection hooks set in this process, for the workers' environment."""
     return {k: os.environ[k] for k in TEST_HOOKS if os.environ.get(k)}
 
 
 def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any],
-                datasets: dict[str, Any], workers: int, storage: Path, callbacks: list[Any] | None = None) -> Any:
+                datasets: dict[str, Any], workers: int, storage: Path, callbacks: list[Any] | None = None,
+                together: int = 1) -> Any:
     """A ``TorchTrainer`` running ``fn`` on ``workers`` workers, its datasets read in order.
     ``callbacks`` run on Train's controller after each report (``engine.live.Relay``); inside
     a Tune trial, Train's Tune callback is added, so Tune sees every report as it comes."""
@@ -50,7 +66,8 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
         fn, train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers, use_gpu=gpu,
-            resources_per_worker={"CPU": cfg.platform.cpus_per_worker, **({"GPU": 1} if gpu else {})}),
+            resources_per_worker={"CPU": cfg.platform.cpus_per_worker,
+                                  **({"GPU": worker_gpus(cfg, together)} if gpu else {})}),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(storage.resolve()),
             failure_config=ray.train.FailureConfig(max_failures=cfg.platform.max_failures),
@@ -84,11 +101,12 @@ def _tune_epochs() -> Any:
 
 
 def fit_metrics(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any],
-                datasets: dict[str, Any], storage: Path, callbacks: list[Any] | None = None) -> dict[str, Any]:
+                datasets: dict[str, Any], storage: Path, callbacks: list[Any] | None = None,
+                together: int = 1) -> dict[str, Any]:
     """Run a one-worker Train run to its end; its final reported metrics, and under
     ``CHECKPOINT`` the path of its final checkpoint (the trained models' weights, see
     ``train.worker.finish``)."""
-    result = ray_trainer(fn, name, cfg, loop_config, datasets, 1, storage, callbacks).fit()
+    result = ray_trainer(fn, name, cfg, loop_config, datasets, 1, storage, callbacks, together).fit()
     return {**result.metrics, CHECKPOINT: final_checkpoint(result)}
 
 

@@ -89,7 +89,7 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     remote = ray.remote(num_cpus=0)(fit_metrics).options(runtime_env={"env_vars": hooks} if hooks else None)
     try:
         metrics = dict(zip([r[0] for r in runs],
-                           ray.get([remote.remote(fn, name, cfg, base, {}, storage, [live.callback("online")])
+                           ray.get([remote.remote(fn, name, cfg, base, {}, storage, [live.callback("online")], len(runs))
                                     for _, fn, name in runs])))
         if reused:
             teacher = info
