@@ -48,7 +48,7 @@ def order_values(batch: pa.Table, column: str) -> np.ndarray:
 
 
 # ``memo(what, compute)``: the cuts ``what`` names (which rows, column, quantiles), from an
-# earlier run of the same log or ``compute()``d and kept (``sizing.cut_memo``). Cuts are
+# earlier run of the same log or ``compute()``d and kept (``engine.cut_memo``). Cuts are
 # exact and deterministic, so a kept cut equals a recomputed one; it saves the passes.
 CutMemo = Callable[[dict[str, Any], Callable[[], list[float]]], list[float]]
 

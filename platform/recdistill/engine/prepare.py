@@ -56,7 +56,10 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None, log: Callable[[s
     from recdistill.engine.cut_memo import cut_memo
 
     ledger = new_ledger()
-    raw, schema, sources = raw_splits(cfg, ledger, progress, cut_memo(cfg, log))
+    # one memo for the split and history cuts: its keys leave out the sizing-only keys that
+    # resolving the config fills in, so the resolved config's cuts are this log's
+    memo = cut_memo(cfg, log)
+    raw, schema, sources = raw_splits(cfg, ledger, progress, memo)
     cfg, derived = _resolve_auto(cfg, schema, raw, log)
     data = cfg.data
     vocab = fit_vocab(raw["train"], schema, data.min_count) if data.encoding == "vocab" else None
@@ -69,10 +72,9 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None, log: Callable[[s
     cuts = recent_cuts(cfg)
     if shuffle != "none":
         encoded["train"] = shuffled_train(encoded["train"], schema.order_column, cfg.teacher.history_fraction,
-                                          shuffle, data.seed, cuts, cut_memo(cfg, log))
+                                          shuffle, data.seed, cuts, memo)
     else:
-        encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts,
-                                          cut_memo(cfg, log))
+        encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts, memo)
     return PreparedLog(schema, pre, encoded, ledger, cfg, shuffle, sources, derived, raw)
 
 

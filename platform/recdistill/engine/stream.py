@@ -23,6 +23,18 @@ def sum_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
 
 
+def students_window(run: RayRun) -> Any:
+    """The train split's rows of the students' window (lazy)."""
+    return run.train_ds.map_batches(window_rows, batch_format="pyarrow", fn_kwargs={"window": STUDENT_WINDOW})
+
+
+def materialised_with_coverage(ds: Any) -> tuple[Any, dict[str, int]]:
+    """A stream whose rows carry the teacher's logit, materialised, with its coverage (rows,
+    rows with a signal)."""
+    stream = ds.materialize()
+    return stream, reduce_blocks(stream, coverage, sum_counts) or {"rows": 0, "with_signal": 0}
+
+
 def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, float]) -> tuple[Any, dict[str, int]]:
     """The window's rows joined with the teacher's logits once, by row id, materialised in
     the object store; with its coverage (rows, rows with a signal)."""
@@ -38,11 +50,9 @@ def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, f
         if got is None:
             raise RuntimeError(f"teacher {run.signal_id}: window {w} signals not complete after 600 s")
         blocks += got
-    stream = (run.train_ds.map_batches(window_rows, batch_format="pyarrow", fn_kwargs={"window": STUDENT_WINDOW})
-              .map_batches(join_signals, batch_format="pyarrow",
-                           fn_kwargs={"store_uri": run.store.uri, "blocks": blocks})
-              .materialize())
-    cov = reduce_blocks(stream, coverage, sum_counts) or {"rows": 0, "with_signal": 0}
+    stream, cov = materialised_with_coverage(
+        students_window(run).map_batches(join_signals, batch_format="pyarrow",
+                                         fn_kwargs={"store_uri": run.store.uri, "blocks": blocks}))
     timings["stream_s"] = time.perf_counter() - t0
     log(f"[stream] window rows joined with teacher signals: {cov['rows']:,} rows, "
         f"{cov['with_signal']:,} with a signal ({cov['rows'] - cov['with_signal']:,} without: the aux loss is "

@@ -32,7 +32,9 @@ def worker_gpus(cfg: ExperimentConfig, together: int = 1, cluster_gpus: float | 
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0) if cluster_gpus is None else cluster_gpus
-    return 1.0 if gpus >= together else max(0.01, min(1.0, gpus / together) if gpus else 1.0 / together)
+    if gpus >= together:
+        return 1.0
+    return max(0.01, (gpus or 1.0) / together)  # fewer GPUs than runs (none: use_gpu=yes asked anyway)
 
 
 def test_hook_env() -> dict[str, str]:

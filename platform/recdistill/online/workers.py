@@ -333,6 +333,7 @@ def online_students_loop(config: dict[str, Any]) -> None:
         checkpoint()
 
     n_replay = replay_rows(cfg, s.batch_size)
+    models_store = SignalStore(store)  # where stream.keep_models=every hands each window's students over
     for w in range(st["next"], s.windows):
         t0 = time.perf_counter()
         got, lag = wait(w, w)
@@ -346,7 +347,6 @@ def online_students_loop(config: dict[str, Any]) -> None:
             m.train(rows, zt, device, 1, s.batch_size, buffer if replay else None, n_replay if replay else 0)
         buffer.add(rows, zt)
         if s.keep_models == "every":  # every student as it is after learning window w
-            models_store = SignalStore(store)
             hand_over_weights(models_store, {m.name: m.learner.model for m in students},
                               lambda n: models_store.window_weights_path(config["run_id"], w, n))
         with_signal = int((~torch.isnan(zt)).sum())

@@ -19,7 +19,6 @@ run has already encoded; it is refused with the old model (``transfer.augment.ra
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -134,8 +133,3 @@ def old_projection(cfg: ExperimentConfig, old: OldModel, raw_train: Any, new_pre
                  "seconds": time.perf_counter() - t0}
     return projected, report
 
-
-def artifact_key(old: OldModel) -> str:
-    """The old model's identity in results (its weights' digest, else its manifest's)."""
-    sha = old.artifact.manifest["files"].get("weights.safetensors", {}).get("sha256")
-    return sha or hashlib.sha256(repr(sorted(old.artifact.manifest["files"].items())).encode()).hexdigest()

@@ -207,18 +207,13 @@ def _old_model_stage(cfg: ExperimentConfig, run: Any, old: Any, log: Callable[[s
     pairing (put in the object store for the workers) and the old model's record."""
     import ray
 
-    from recdistill.data.reduce import reduce_blocks
-    from recdistill.data.windows import STUDENT_WINDOW
-    from recdistill.engine.stream import sum_counts, window_rows
-    from recdistill.signals.join import coverage
+    from recdistill.engine.stream import materialised_with_coverage, students_window
     from recdistill.train.plan import feature_spec
     from recdistill.transfer.old_model import check_fields, old_projection, old_test_auc
 
     check_fields(old, run.schema)
     t0 = time.perf_counter()
-    stream = run.train_ds.map_batches(window_rows, batch_format="pyarrow",
-                                      fn_kwargs={"window": STUDENT_WINDOW}).materialize()
-    cov = reduce_blocks(stream, coverage, sum_counts) or {"rows": 0, "with_signal": 0}
+    stream, cov = materialised_with_coverage(students_window(run))  # its rows carry the old model's logit
     timings["stream_s"] = time.perf_counter() - t0
     pre = run.prepared.preprocessor
     t0 = time.perf_counter()
