@@ -119,3 +119,23 @@ def test_gpu_share_per_worker_lets_an_online_runs_two_workers_share_one_gpu() ->
     assert worker_gpus(load_config(None, ["platform.gpus_per_worker=0.25"]), 2, cluster_gpus=8) == 0.25
     with pytest.raises(ConfigError, match="platform.gpus_per_worker"):
         load_config(None, ["platform.gpus_per_worker=1.5"])
+
+
+def test_unlabelled_rows_are_a_student_option_outside_the_raw_key() -> None:
+    from recdistill.train.keys import raw_student_key
+    from recdistill.train.plan import student_objective
+
+    base = load_config(None, [])
+    cfg = load_config(None, ["students.0.unlabelled.share=1.0", "students.0.unlabelled.alpha=10"])
+    assert cfg.students[0].unlabelled.share == 1.0 and cfg.students[0].unlabelled.alpha == 10.0
+    # a raw student never sees those rows: its key (and a stored raw result) is shared
+    assert raw_student_key(cfg, 0) == raw_student_key(base, 0)
+    assert student_objective(cfg, 0, True).unlabelled_alpha == 10.0
+    assert student_objective(cfg, 0, False).unlabelled_alpha is None
+    assert student_objective(base, 0, True).unlabelled_alpha is None
+    own = load_config(None, ["students.0.unlabelled.share=0.5", "students.0.alpha=3"])
+    assert student_objective(own, 0, True).unlabelled_alpha == 3.0  # null: the student's α
+    with pytest.raises(ConfigError, match="share"):
+        load_config(None, ["students.0.unlabelled.share=1.5"])
+    with pytest.raises(ConfigError, match="transfer.augment"):
+        load_config(None, ["students.0.unlabelled.share=0.5", "transfer.enabled=true"])

@@ -57,7 +57,10 @@ def _close(a: dict, b: dict, tol: float = 1e-3) -> None:
 GAP_EXTRA = ("run.seed=5", "platform.signal_block_rows=1024", "platform.checkpoint_every_blocks=2",
              "students.0.epochs=2", "students.0.patience=1", "teacher.epochs=2",
              # the second student takes the latest 30% of the train split: both engines pick the same rows
-             "students.1.rows=recent", "students.1.sampling_ratio=0.3")
+             "students.1.rows=recent", "students.1.sampling_ratio=0.3",
+             # and its distilled model also learns from the teacher's soft labels on half the
+             # window's earlier rows, which it has no labels for (issue 18)
+             "students.1.unlabelled.share=0.5", "students.1.unlabelled.alpha=8")
 
 
 def _curve(r: dict, *path: str) -> list[float]:
@@ -103,6 +106,11 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     assert all(s["signal_coverage"] == 1.0 for s in first["students"])
     recent = first["students"][1]
     assert recent["rows_from"] == "recent" and abs(recent["rows"] - 0.3 * 16_000) <= 2  # of the 16k-row train split
+    # half the window's other 0.2 × 16k rows, the same on both engines; none of the other student's
+    assert recent["unlabelled_rows"] == local["students"][1]["unlabelled_rows"]
+    assert abs(recent["unlabelled_rows"] - 0.5 * 0.2 * 16_000) < 150 and recent["unlabelled_without_signal"] == 0
+    assert first["students"][0]["unlabelled_rows"] == 0
+    assert "unlabelled" in (shared / "ray1" / "report.md").read_text()
     assert abs(first["students"][0]["rows"] - 0.5 * 16_000) < 400  # a uniform half of the split
     p = first["platform"]
     assert p["stream_rows"] == p["stream_rows_with_signal"] > 0

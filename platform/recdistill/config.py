@@ -214,6 +214,20 @@ class TeacherConfig:
 
 
 @dataclass
+class UnlabelledConfig:
+    """Rows of the students' window a distilled student has no labels for, trained on with
+    the teacher's soft labels only (the raw student never sees them, so η stays comparable)."""
+
+    share: float = opt(0.0, ge=0.0, le=1.0,
+                       help="share of the window's rows outside this student's labelled sample that its distilled "
+                            "model also trains on, with the distill loss only (its task loss is masked there); "
+                            "0 = off. A seeded sample by row hash, in log order with its labelled rows")
+    alpha: float | None = opt(None, ge=0.0, help="distill weight on those rows (null: the student's alpha); the "
+                                                 "labelled and the unlabelled rows' distill losses are each a mean "
+                                                 "over their own rows")
+
+
+@dataclass
 class StudentConfig:
     name: str = opt("student", help="label in tables and reports (unique)")
     arch: Literal["dnn", "deepfm", "dcnv2", "tokenmixer"] = opt("dcnv2", help="student backbone family")
@@ -252,6 +266,10 @@ class StudentConfig:
                            "and restore the best weights; 0 = off (all epochs run, the curve is still reported; "
                            "auto: 2 with a valid split, else 0). Raw and distilled models stop on their own; the "
                            "group trains on while one is left")
+    unlabelled: UnlabelledConfig = opt(
+        default_factory=UnlabelledConfig,
+        help="rows without labels for the distilled student: {share, alpha} (issue 18: the teacher's soft labels "
+             "where the student has no labels)")
     seed_name: str | None = opt(
         None, help="name whose seeds (initial weights, row sample) this student uses; null = its own name, so a "
                    "student's seeds depend on run.seed and its name, never on its place in the list. A sweep "
@@ -507,6 +525,10 @@ class ExperimentConfig:
         if recent and (self.stream.enabled or self.transfer.enabled):
             raise ConfigError(f"{', '.join(recent)}: recent rows are a batch-experiment choice; the online pipeline "
                               f"samples every window and the transfer stage has transfer.sampling.strategy=recent")
+        unlabelled = [f"students.{i}.unlabelled.share" for i, s in enumerate(self.students) if s.unlabelled.share]
+        if unlabelled and self.transfer.enabled:
+            raise ConfigError(f"{', '.join(unlabelled)}: the transfer stage trains its own variants; its rows "
+                              f"without labels are transfer.augment (made-up rows scored by the old model)")
         if not self.stream.enabled:
             room = 1.0 - self.teacher.history_fraction
             for i, s in enumerate(self.students):

@@ -87,13 +87,15 @@ class StudentResult:
     arch: str
     towers: str
     params: int
-    rows: int  # rows it trained on (its sample of the students' window)
+    rows: int  # rows it has labels for and trained on (its sample of the students' window)
     rows_from: str  # random or recent rows of the window
     signal_coverage: float  # share of its rows that had a teacher signal
     raw: Training
     distill: Training
     eta: float
     raw_reused: bool | None = None  # the Ray engine reuses stored raw students
+    unlabelled_rows: int = 0  # rows the distilled model also trained on, without their labels
+    unlabelled_without_signal: int = 0  # rows picked as unlabelled but left out: no teacher signal
 
     def training(self, kind: str) -> Training:
         return self.raw if kind == "raw" else self.distill
@@ -104,6 +106,8 @@ class StudentResult:
         if self.raw_reused is not None:
             out["raw_reused"] = self.raw_reused
         out["signal_coverage"] = self.signal_coverage
+        out["unlabelled_rows"] = self.unlabelled_rows
+        out["unlabelled_without_signal"] = self.unlabelled_without_signal
         for kind in KINDS:
             out.update(self.training(kind).fields(kind))
         out["eta"] = self.eta
@@ -113,4 +117,4 @@ class StudentResult:
     def from_dict(cls, d: dict[str, Any]) -> StudentResult:
         return cls(d["name"], d["arch"], d["towers"], d["params"], d.get("rows", 0), d.get("rows_from", ""),
                    d.get("signal_coverage", _NAN), Training.of(d, "raw"), Training.of(d, "distill"),
-                   d["eta"], d.get("raw_reused"))
+                   d["eta"], d.get("raw_reused"), d.get("unlabelled_rows", 0), d.get("unlabelled_without_signal", 0))

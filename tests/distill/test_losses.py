@@ -130,3 +130,39 @@ def test_crossadapt_loss_with_unlabelled_rows_matches_formula() -> None:
     assert got["total"].item() == pytest.approx(naive, rel=1e-12)
     assert task_loss(z, torch.tensor(y), torch.tensor(labelled)).item() == pytest.approx(
         sum(b for b, m in zip(bce, labelled) if m) / sum(labelled), rel=1e-12)
+
+
+@pytest.mark.parametrize("decoupled", [False, True])
+def test_unlabelled_rows_objective_matches_formula(decoupled: bool) -> None:
+    """Issue 18's student on rows it has no label for, per row from the formula: aux =
+    BCE over the labelled rows + α·mean soft CE over the labelled rows with a signal +
+    α_u·mean soft CE over the unlabelled rows with a signal; each kind's debias uses its
+    own rate (labelled rows: the student's negative keep rate; unlabelled: none)."""
+    alpha, alpha_u, keep = 3.0, 10.0, 0.25
+    y = [1.0, 0.0, 0.0, 1.0, 0.0]
+    labelled = [True, False, True, False, False]
+    signal = [True, True, False, True, True]
+    main_z = [0.4, -0.2, 0.1, 0.9, -1.1]
+
+    def soft(zs: float, zt: float) -> float:
+        pt, ps = _sig(zt), _sig(zs)
+        return -(pt * math.log(ps) + (1 - pt) * math.log(1 - ps))
+
+    def bce(z: float, yy: float) -> float:
+        return -(yy * math.log(_sig(z)) + (1 - yy) * math.log(1 - _sig(z)))
+
+    shift = math.log(1 / keep)  # Eq. 12 with r_+ = 1: z − log r_s, on both logits
+    kd_l = [soft(zs - shift, zt - shift) for zs, zt, lab, sig in zip(Z_S, Z_T, labelled, signal) if lab and sig]
+    kd_u = [soft(zs, zt) for zs, zt, lab, sig in zip(Z_S, Z_T, labelled, signal) if not lab and sig]
+    task_aux = sum(bce(z, yy) for z, yy, lab in zip(Z_S, y, labelled) if lab) / sum(labelled)
+    task_main = sum(bce(z, yy) for z, yy, lab in zip(main_z, y, labelled) if lab) / sum(labelled)
+    aux_total = task_aux + alpha * sum(kd_l) / len(kd_l) + alpha_u * sum(kd_u) / len(kd_u)
+    naive = task_main + aux_total if decoupled else aux_total
+    aux = torch.tensor(Z_S, dtype=torch.float64)
+    main = torch.tensor(main_z, dtype=torch.float64) if decoupled else aux
+    got = Objective(alpha=alpha, unlabelled_alpha=alpha_u,
+                    student_sampling=SamplingCorrection.from_negative_keep_rate(keep))(
+        main, aux, decoupled, torch.tensor(y, dtype=torch.float64), torch.tensor(Z_T, dtype=torch.float64),
+        torch.tensor(signal), torch.tensor(labelled))
+    assert got["total"].item() == pytest.approx(naive, rel=1e-12)
+    assert got["distill_unlabelled"].item() == pytest.approx(sum(kd_u) / len(kd_u), rel=1e-12)

@@ -192,3 +192,48 @@ def test_a_recording_teacher_finishes_its_first_epoch_before_it_stops() -> None:
     assert len(seen) == 1
     for k, v in one.state_dict().items():
         assert torch.allclose(seen[0][k], v, atol=1e-6), k
+
+
+def test_unlabelled_rows_go_in_the_same_batches_with_their_task_loss_masked() -> None:
+    """A distilled member with unlabelled.share trains, in the shared pass, exactly as ``fit``
+    on its sample plus the picked rows (those with a signal) in log order with the label
+    mask; the raw member of the same student is untouched by the option."""
+    from recdistill.data.sampling import unlabelled_row_mask
+
+    data = _log(3000)
+    zt = torch.randn(3000)
+    zt[::7] = float("nan")
+    share = 0.5
+
+    def member(kind: str) -> Member:
+        m = _member(f"a/{kind}", 4, "decoupled", kind == "distill", 0.3, 0.5, 100, 2)
+        if kind == "distill":
+            m.objective = Objective(alpha=2.0, unlabelled_alpha=5.0)
+            m.unlabelled_share = share
+        return m
+
+    group = StudentGroup([member("raw"), member("distill")], torch.device("cpu"))
+    for epoch in range(group.epochs):
+        for s in range(0, len(data), 250):
+            group.feed(data.take(slice(s, s + 250)), zt[s:s + 250], epoch)
+        group.end_epoch(epoch)
+    ids = data.row_id.numpy()
+    keep = model_sample_mask(ids, data.label.numpy(), 0.3, 0.5, 28)
+    picked = unlabelled_row_mask(ids, keep, share, 28)
+    has = ~torch.isnan(zt).numpy()
+    rows = np.flatnonzero(keep | (picked & has))
+    alone = member("distill")
+    stats, _ = fit(alone.model, data.take(torch.from_numpy(rows)), epochs=2, batch_size=100, lr=1e-2,
+                   embedding_lr=1e-2, device=torch.device("cpu"), objective=alone.objective,
+                   teacher_logits=zt[rows], label_mask=torch.from_numpy(keep[rows]))
+    raw, dist = group.members
+    assert dist.steps == stats.steps and dist.rows == stats.rows
+    for (k, a), b in zip(dist.model.state_dict().items(), alone.model.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-6), k
+    assert dist.sample_rows == raw.sample_rows == int(keep.sum())
+    assert dist.unlabelled_rows == int((picked & has).sum()) > 0
+    assert dist.unlabelled_without_signal == int((picked & ~has).sum()) > 0
+    assert dist.unlabelled_trained == 2 * dist.unlabelled_rows
+    assert raw.rows == 2 * raw.sample_rows and raw.unlabelled_rows == 0
+    # the picked rows lie outside the labelled sample, about ``share`` of them
+    assert not (picked & keep).any() and abs(picked.sum() / (~keep).sum() - share) < 0.05

@@ -100,3 +100,15 @@ def student_row_mask(row_id: np.ndarray, label: np.ndarray, recency: np.ndarray 
             raise ValueError("rows: recent needs the recency tag (windows.tag_history) on the students' rows")
         keep &= recency >= min_recency
     return keep
+
+
+_UNLABELLED_SEED = 104_729  # offsets a student's sample seed: its unlabelled rows' coins are independent
+
+
+def unlabelled_row_mask(row_id: np.ndarray, labelled: np.ndarray, share: float, seed: int) -> np.ndarray:
+    """Rows a distilled student trains on without their labels: a seeded ``share`` of the
+    rows outside its labelled sample ``labelled`` (``student_row_mask``). Row hashes, not
+    labels, pick them, as a user would pick rows whose labels they do not have."""
+    if share <= 0.0:
+        return np.zeros(len(row_id), dtype=bool)
+    return ~labelled & (row_uniform(row_id, seed + _UNLABELLED_SEED) < share)

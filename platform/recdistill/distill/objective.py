@@ -4,6 +4,9 @@
 smaller than the task loss, so α brings them to the same order). ``form="convex"``:
 α·L_distill + (1−α)·L_task (CrossAdapt's weights that sum to 1). A single-tower student puts
 both on its one head. ``alpha == 0`` or no teacher signal trains the raw student.
+Rows a student has no label for (``unlabelled_alpha`` set) add α_u·L_distill over those rows
+to the aux loss; their task loss is masked, so the main tower of a decoupled student never
+learns from them.
 """
 
 from __future__ import annotations
@@ -26,6 +29,12 @@ class Objective:
     debias_with: str = "student"
     student_sampling: SamplingCorrection = SamplingCorrection()
     teacher_sampling: SamplingCorrection = SamplingCorrection()
+    # rows without a label (``label_mask`` False) as their own term: None = one distill mean
+    # over every row with a signal, at ``alpha`` (the transfer stage's augmented rows);
+    # a weight = the unlabelled rows' distill loss is a mean over them, at that weight, with
+    # their own sampling correction (they are not negative down-sampled: labels do not pick them)
+    unlabelled_alpha: float | None = None
+    unlabelled_sampling: SamplingCorrection = SamplingCorrection()
 
     def __post_init__(self) -> None:
         if self.loss not in DISTILL_LOSSES:
@@ -43,18 +52,27 @@ class Objective:
         teacher signal; ``label_mask``: rows with a click label (None = all)."""
         l_main = task_loss(main, y, label_mask)
         out = {"task_main": l_main}
-        if z_teacher is None or self.alpha == 0:
+        if z_teacher is None or (self.alpha == 0 and not self.unlabelled_alpha):
             l_aux_task = task_loss(aux, y, label_mask) if decoupled else l_main
             out["total"] = l_main + (l_aux_task if decoupled else 0)
             return out
-        t, s = distill_targets(z_teacher, aux, self.student_sampling, self.teacher_sampling,
-                               self.debias, self.debias_with)
-        l_kd = DISTILL_LOSSES[self.loss](s, t, self.temperature, mask)
+        split = self.unlabelled_alpha is not None and label_mask is not None
+        has = mask if mask is not None else torch.ones_like(y, dtype=torch.bool)
+        l_kd = self._distill(z_teacher, aux, has & label_mask if split else mask, self.student_sampling)
         l_aux_task = task_loss(aux, y, label_mask) if decoupled else l_main
         if self.form == "free_alpha":
             l_aux = l_aux_task + self.alpha * l_kd
         else:
             l_aux = self.alpha * l_kd + (1 - self.alpha) * l_aux_task
         out["distill"] = l_kd
+        if split:
+            l_u = self._distill(z_teacher, aux, has & ~label_mask, self.unlabelled_sampling)
+            l_aux = l_aux + self.unlabelled_alpha * l_u
+            out["distill_unlabelled"] = l_u
         out["total"] = (l_main + l_aux) if decoupled else l_aux
         return out
+
+    def _distill(self, z_teacher: torch.Tensor, aux: torch.Tensor, mask: torch.Tensor | None,
+                 student_sampling: SamplingCorrection) -> torch.Tensor:
+        t, s = distill_targets(z_teacher, aux, student_sampling, self.teacher_sampling, self.debias, self.debias_with)
+        return DISTILL_LOSSES[self.loss](s, t, self.temperature, mask)

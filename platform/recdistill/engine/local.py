@@ -5,7 +5,7 @@ students, raw and distilled. The reference the Ray engine is checked against.
 2. train the teacher on its sample of the train split in log order, recording its
    forward-distillation logits (the logit of each row before it learned from it);
 3. train each student twice on its own sample, raw (no teacher) and distilled, from the
-   same initial weights;
+   same initial weights (the distilled one also on its unlabelled rows, if it has any);
    every model is validated on the valid split after each epoch (or every ``eval_every``
    steps) and, with ``patience``, stops early and keeps its best weights;
 4. evaluate on the test split: AUC, LogLoss, calibration per model, η per student, and
@@ -27,7 +27,7 @@ import torch
 from recdistill.artifacts.serving_cost import measure_run_students
 from recdistill.artifacts.run_models import RunModels
 from recdistill.config import ExperimentConfig
-from recdistill.data.sampling import student_row_mask
+from recdistill.data.sampling import student_row_mask, unlabelled_row_mask
 from recdistill.data.tensors import TensorLog, collect
 from recdistill.data.windows import STUDENT_WINDOW
 from recdistill.engine.prologue import open_run, prepare
@@ -124,15 +124,24 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
         recency = train.recency.numpy() if train.recency is not None else None
         keep = student_row_mask(train.row_id.numpy(), train.label.numpy(), recency, share, s.negative_keep_rate,
                                 student_sample_seed(cfg, i), min_recency)
-        s_idx = torch.from_numpy(np.flatnonzero(keep & in_window.numpy()))
-        rows = train.take(s_idx)
+        keep &= in_window.numpy()
+        s_idx = torch.from_numpy(np.flatnonzero(keep))
         zt = signals[s_idx]
+        # the distilled model's rows: its sample and, with unlabelled.share, rows it has no
+        # label for (a seeded share of the window's other rows that have a signal), in log order
+        has_signal = ~torch.isnan(signals).numpy()
+        unl = unlabelled_row_mask(train.row_id.numpy(), keep, s.unlabelled.share, student_sample_seed(cfg, i))
+        unl &= in_window.numpy()
+        u_idx = torch.from_numpy(np.flatnonzero(keep | (unl & has_signal)))
+        u_rows = int((unl & has_signal).sum())
         trained: dict[str, Training] = {}
-        for kind, z in (("raw", None), ("distill", zt)):
+        for kind, idx in (("raw", s_idx), ("distill", u_idx)):
             obj = student_objective(cfg, i, kind == "distill")
             model = build_model(spec, s, s.towers, student_init_seed(cfg, i))
-            stats, _ = fit(model, rows, epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
-                           embedding_lr=s.embedding_lr, device=device, objective=obj, teacher_logits=z,
+            stats, _ = fit(model, train.take(idx), epochs=s.epochs, batch_size=s.batch_size, lr=s.lr,
+                           embedding_lr=s.embedding_lr, device=device, objective=obj,
+                           teacher_logits=signals[idx] if kind == "distill" else None,
+                           label_mask=torch.from_numpy(keep[idx.numpy()]) if kind == "distill" and u_rows else None,
                            validate=validate, eval_every=s.eval_every, patience=s.patience)
             metrics = evaluate(predict(model, test, device), test, s.negative_keep_rate, user_col, boot)
             models.student(i, kind, model, metrics)
@@ -141,7 +150,9 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
         raw, dist = trained["raw"], trained["distill"]
         entry = StudentResult(s.name, s.arch, s.towers, model.num_params(), len(s_idx), s.rows,
                               float((~torch.isnan(zt)).float().mean()), raw, dist,
-                              transferability(teacher_metrics["auc"], raw.scored.auc, dist.scored.auc))
+                              transferability(teacher_metrics["auc"], raw.scored.auc, dist.scored.auc),
+                              unlabelled_rows=u_rows,
+                              unlabelled_without_signal=int((unl & ~has_signal).sum()))
         results["students"].append(entry.to_dict())
         log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
     results["models"] = models.summary()

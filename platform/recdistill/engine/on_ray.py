@@ -113,9 +113,12 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     for i, s in enumerate(cfg.students):
         raw, dist = (_training(members[f"{s.name}/{kind}"]) for kind in KINDS)
         d = members[f"{s.name}/distill"]
+        labelled = d["rows_trained"] - d.get("unlabelled_trained", 0)
         entry = StudentResult(s.name, s.arch, s.towers, d["params"], d["sample_rows"], s.rows,
-                              d["signal_rows"] / d["rows_trained"] if d["rows_trained"] else 0.0, raw, dist,
-                              transferability(info["auc"], raw.scored.auc, dist.scored.auc), raw_reused=i in skip_raw)
+                              d["signal_rows"] / labelled if labelled else 0.0, raw, dist,
+                              transferability(info["auc"], raw.scored.auc, dist.scored.auc), raw_reused=i in skip_raw,
+                              unlabelled_rows=d.get("unlabelled_rows", 0),
+                              unlabelled_without_signal=d.get("unlabelled_without_signal", 0))
         results["students"].append(entry.to_dict())
         log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")

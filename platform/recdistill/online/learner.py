@@ -30,14 +30,15 @@ class StreamLearner:
         self.pending = 0  # batches whose gradients are accumulated but not yet applied
         self.steps = 0  # optimizer steps taken
 
-    def learn(self, batch: TensorLog, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+    def learn(self, batch: TensorLog, teacher_logits: torch.Tensor | None = None,
+              label_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Forward ``batch`` (the returned main logits come from the weights as they were
         before this batch: forward distillation), then accumulate its gradient and step when
         the interval is reached."""
         main, aux = self.model(batch.cat, batch.dense, batch.seq)
         if self.interval is None:
             return main.detach()
-        loss = batch_loss(self.model, main, aux, batch, self.objective, teacher_logits)
+        loss = batch_loss(self.model, main, aux, batch, self.objective, teacher_logits, label_mask)
         self.pending += 1
         due = self.pending == self.interval
         # the mean gradient over the accumulated batches: τ changes how often, not how far

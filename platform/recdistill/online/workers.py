@@ -28,7 +28,7 @@ import pyarrow as pa
 import torch
 
 from recdistill.config import ExperimentConfig
-from recdistill.data.sampling import model_sample_mask
+from recdistill.data.sampling import model_sample_mask, unlabelled_row_mask
 from recdistill.data.tensors import TensorLog, from_table
 from recdistill.metrics import auc
 from recdistill.models import FeatureSpec
@@ -227,21 +227,34 @@ class _Student:
         self.name, self.learner, self.distill, self.index = name, learner, distill, i
         self.ratio, self.negative_keep, self.seed = st.sampling_ratio, st.negative_keep_rate, student_sample_seed(cfg, i)
         self.batch_size, self.epochs = st.batch_size, st.epochs
+        self.unlabelled = st.unlabelled.share if distill else 0.0
 
-    def rows(self, rows: TensorLog) -> torch.Tensor:
-        keep = model_sample_mask(rows.row_id.numpy(), rows.label.numpy(), self.ratio, self.negative_keep, self.seed)
-        return torch.from_numpy(np.flatnonzero(keep))
+    def rows(self, rows: TensorLog, zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Its rows of a window in log order, and which have a label (None: all do): its
+        sample, plus (``unlabelled.share``) a seeded share of the others that have a signal."""
+        ids = rows.row_id.numpy()
+        keep = model_sample_mask(ids, rows.label.numpy(), self.ratio, self.negative_keep, self.seed)
+        if not self.unlabelled:
+            return torch.from_numpy(np.flatnonzero(keep)), None
+        picked = unlabelled_row_mask(ids, keep, self.unlabelled, self.seed) & ~np.isnan(zt.numpy())
+        idx = np.flatnonzero(keep | picked)
+        return torch.from_numpy(idx), torch.from_numpy(keep[idx])
 
     def train(self, rows: TensorLog, zt: torch.Tensor, device: torch.device, epochs: int, batch_size: int,
               buffer: ReplayBuffer | None = None, n_replay: int = 0) -> int:
-        idx = self.rows(rows)
+        idx, labelled = self.rows(rows, zt)
         mine, z = rows.take(idx).to(device), zt[idx].to(device)
+        lm = None if labelled is None else labelled.to(device)
         for _ in range(epochs):
             for start in range(0, len(idx), batch_size):
                 b, bz = mine.take(slice(start, start + batch_size)), z[start:start + batch_size]
+                blm = None if lm is None else lm[start:start + batch_size]
                 if buffer is not None and n_replay:
+                    n = len(b)
                     b, bz = _mix(b, bz, buffer, n_replay)
-                self.learner.learn(b, bz if self.distill else None)
+                    if blm is not None:  # replayed rows keep their labels
+                        blm = torch.cat([blm, torch.ones(len(b) - n, dtype=torch.bool, device=device)])
+                self.learner.learn(b, bz if self.distill else None, blm)
         return len(idx)
 
 

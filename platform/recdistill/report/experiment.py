@@ -134,11 +134,16 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
                  f"{g(t.get('gauc'))} {t['logloss']:.4f} | {t['calibration']:+.3f} | | | | {_epochs(t)} |")
     for s in students:
         d = s.distill.scored
-        lines.append(f"| {s.name} ({s.arch}, {s.towers}) | {s.params:,} | {s.rows:,} {s.rows_from} | {d.auc:.4f} |"
+        unl = f" + {s.unlabelled_rows:,} unlabelled" if s.unlabelled_rows else ""
+        lines.append(f"| {s.name} ({s.arch}, {s.towers}) | {s.params:,} | {s.rows:,} {s.rows_from}{unl} | {d.auc:.4f} |"
                      f"{g(d.gauc)} {d.logloss:.4f} | {d.calibration:+.3f} | {s.raw.scored.auc:.4f} | {d.auc:.4f} | "
                      f"{s.eta:.2f} | raw {_epochs(s.raw.early)}, distilled {_epochs(s.distill.early)} |")
     if "oracle" in r:
         lines += ["", f"Oracle AUC (true click probability): {r['oracle']['auc']:.4f}"]
+    if any(s.unlabelled_rows for s in students):
+        lines += ["", "Unlabelled: rows of the students' window outside a student's labelled sample that its "
+                      "distilled model also trained on, with the teacher's soft label only (its task loss masked); "
+                      "the raw model never saw them. η still compares the two on the same labelled rows."]
     lines += ["", "η = (AUC distilled − AUC raw) / (AUC teacher − AUC raw), same student, same rows. The teacher "
               "is the one whose signals the students got: as its first (recording) pass over the log left it. "
               "Best = the epoch of the best validation AUC; with patience a model ends with those weights."]

@@ -2,7 +2,9 @@
 
 Each member (a student, raw or distilled) picks its own rows from every incoming batch
 with its sample mask and re-batches them to its own batch size, so it sees exactly the
-batches it would see training alone on its sample in log order; adding a member adds
+batches it would see training alone on its sample in log order (a distilled member with
+``unlabelled_share`` also takes a seeded share of the other rows that have a teacher
+signal, in the same batches, its task loss masked on them); adding a member adds
 its own compute and no data pass. Members are independent: no shared parameters.
 
 With a validator, each member validates and stops on its own, exactly as ``fit`` would
@@ -20,7 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from recdistill.data.sampling import student_row_mask
+from recdistill.data.sampling import student_row_mask, unlabelled_row_mask
 from recdistill.data.tensors import TensorLog
 from recdistill.distill.objective import Objective
 from recdistill.models import Ranker
@@ -49,33 +51,44 @@ class Member:
     patience: int = 0
     min_recency: int = 0  # rows: recent — only rows whose recency tag is at least this
     sample_rows: int = 0  # rows of its sample (picked in the first epoch, stopped or not)
+    unlabelled_share: float = 0.0  # share of the rows outside its sample it trains on without labels
+    unlabelled_rows: int = 0  # of those, the rows with a teacher signal (picked in the first epoch)
+    unlabelled_without_signal: int = 0  # picked but left out: no signal, so nothing to learn from them
+    unlabelled_trained: int = 0  # rows trained on without a label, over all epochs (part of ``rows``)
     done: bool = False  # stopped early or through its epochs
     early: EarlyStop = field(init=False)
     opts: list[torch.optim.Optimizer] = field(default_factory=list)
-    _parts: list[tuple[TensorLog, torch.Tensor | None]] = field(default_factory=list)
+    _parts: list[tuple[TensorLog, torch.Tensor | None, torch.Tensor | None]] = field(default_factory=list)
     _buffered: int = 0
 
     def __post_init__(self) -> None:
         self.early = EarlyStop(self.patience, self.eval_every)
 
-    def push(self, rows: TensorLog, zt: torch.Tensor | None) -> None:
-        self._parts.append((rows, zt))
+    def push(self, rows: TensorLog, zt: torch.Tensor | None, labelled: torch.Tensor | None = None) -> None:
+        """Rows in log order, their teacher logits and which of them have a label (None: all)."""
+        self._parts.append((rows, zt, labelled))
         self._buffered += len(rows)
 
-    def pop(self, n: int) -> tuple[TensorLog, torch.Tensor | None]:
+    def pop(self, n: int) -> tuple[TensorLog, torch.Tensor | None, torch.Tensor | None]:
         rows = TensorLog.concat([p[0] for p in self._parts])
-        zts = [p[1] for p in self._parts]
-        zt = torch.cat(zts) if zts[0] is not None else None
+        zt, lm = (None if self._parts[0][j] is None else torch.cat([p[j] for p in self._parts]) for j in (1, 2))
         n = min(n, len(rows))
         rest = len(rows) - n
-        self._parts = [(rows.take(slice(n, None)), None if zt is None else zt[n:])] if rest else []
+
+        def cut(x: torch.Tensor | None, part: slice) -> torch.Tensor | None:
+            return None if x is None else x[part]
+
+        self._parts = [(rows.take(slice(n, None)), cut(zt, slice(n, None)), cut(lm, slice(n, None)))] if rest else []
         self._buffered = rest
-        return rows.take(slice(0, n)), (None if zt is None else zt[:n])
+        return rows.take(slice(0, n)), cut(zt, slice(0, n)), cut(lm, slice(0, n))
 
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "opts": [o.state_dict() for o in self.opts],
                 "rows": self.rows, "steps": self.steps, "seconds": self.seconds, "signal_rows": self.signal_rows,
-                "sample_rows": self.sample_rows, "done": self.done, "early": self.early.state()}
+                "sample_rows": self.sample_rows, "unlabelled_rows": self.unlabelled_rows,
+                "unlabelled_without_signal": self.unlabelled_without_signal,
+                "unlabelled_trained": self.unlabelled_trained, "done": self.done,
+                "early": self.early.state()}
 
     def load(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
@@ -83,11 +96,16 @@ class Member:
             o.load_state_dict(s)
         self.rows, self.steps, self.seconds = state["rows"], state["steps"], state["seconds"]
         self.signal_rows, self.sample_rows, self.done = state["signal_rows"], state["sample_rows"], state["done"]
+        self.unlabelled_rows = state.get("unlabelled_rows", 0)
+        self.unlabelled_without_signal = state.get("unlabelled_without_signal", 0)
+        self.unlabelled_trained = state.get("unlabelled_trained", 0)
         self.early.load(state["early"])
 
     def summary(self) -> dict:
         """Rows, steps and where it stopped, for results."""
-        return {"rows_trained": self.rows, "sample_rows": self.sample_rows, "steps": self.steps,
+        return {"rows_trained": self.rows, "sample_rows": self.sample_rows, "unlabelled_rows": self.unlabelled_rows,
+                "unlabelled_without_signal": self.unlabelled_without_signal,
+                "unlabelled_trained": self.unlabelled_trained, "steps": self.steps,
                 "seconds": self.seconds, "signal_rows": self.signal_rows, **self.early.summary()}
 
 
@@ -120,13 +138,22 @@ class StudentGroup:
                 continue
             recency = batch.recency.numpy() if batch.recency is not None else None
             keep = student_row_mask(ids, y, recency, m.ratio, m.negative_keep, m.seed, m.min_recency)
+            labelled = keep
+            zt_all = teacher_logits if m.uses_teacher else None
+            if m.unlabelled_share and zt_all is not None:
+                picked = unlabelled_row_mask(ids, keep, m.unlabelled_share, m.seed)
+                signal = ~np.isnan(zt_all.numpy())
+                keep = keep | (picked & signal)
+                if epoch == 0:
+                    m.unlabelled_rows += int((picked & signal).sum())
+                    m.unlabelled_without_signal += int((picked & ~signal).sum())
             if epoch == 0:
-                m.sample_rows += int(keep.sum())
+                m.sample_rows += int(labelled.sum())
             if m.done or not keep.any():
                 continue
             idx = torch.from_numpy(np.flatnonzero(keep))
-            zt = teacher_logits[idx] if (m.uses_teacher and teacher_logits is not None) else None
-            m.push(batch.take(idx), zt)
+            lm = torch.from_numpy(labelled[idx.numpy()]) if m.unlabelled_share else None
+            m.push(batch.take(idx), None if zt_all is None else zt_all[idx], lm)
             while m._buffered >= m.batch_size and not m.done:
                 self._step(m, *m.pop(m.batch_size), epoch)
 
@@ -157,12 +184,17 @@ class StudentGroup:
         m.early.finish(m.model, epoch + 1, m.steps)
         m.done, m._parts, m._buffered = True, [], 0
 
-    def _step(self, m: Member, rows: TensorLog, zt: torch.Tensor | None, epoch: int) -> None:
+    def _step(self, m: Member, rows: TensorLog, zt: torch.Tensor | None, labelled: torch.Tensor | None,
+              epoch: int) -> None:
         t0 = time.perf_counter()
-        if zt is not None:
-            m.signal_rows += int((~torch.isnan(zt)).sum())
+        if zt is not None:  # labelled rows with a signal (every unlabelled row has one)
+            has = ~torch.isnan(zt)
+            m.signal_rows += int((has if labelled is None else has & labelled).sum())
+        if labelled is not None:
+            m.unlabelled_trained += int((~labelled).sum())
         train_step(m.model, m.opts, rows.to(self.device), objective=m.objective,
-                   teacher_logits=None if zt is None else zt.to(self.device))
+                   teacher_logits=None if zt is None else zt.to(self.device),
+                   label_mask=None if labelled is None else labelled.to(self.device))
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         m.seconds += time.perf_counter() - t0

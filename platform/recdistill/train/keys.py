@@ -104,7 +104,7 @@ def online_teacher_key(cfg: ExperimentConfig) -> str:
 
 
 # Student fields a raw student (trained without the teacher) does not depend on.
-_DISTILL_ONLY = ("name", "alpha", "seed_name")
+_DISTILL_ONLY = ("name", "alpha", "seed_name", "unlabelled")
 
 
 def raw_student_key(cfg: ExperimentConfig, i: int) -> str:

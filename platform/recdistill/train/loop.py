@@ -80,20 +80,22 @@ def optimizer_step(opts: list[torch.optim.Optimizer], loss: torch.Tensor, *, app
 
 
 def train_step(model: Ranker, opts: list[torch.optim.Optimizer], batch: TensorLog, *,
-               objective: Objective | None = None, teacher_logits: torch.Tensor | None = None) -> torch.Tensor:
+               objective: Objective | None = None, teacher_logits: torch.Tensor | None = None,
+               label_mask: torch.Tensor | None = None) -> torch.Tensor:
     """One optimizer step on one batch (already on the model's device); returns the main
     logits of the forward pass, detached (the teacher's forward-distillation signals).
 
-    NaN teacher logits mark rows without a signal: their distill loss is masked out.
+    NaN teacher logits mark rows without a signal: their distill loss is masked out;
+    ``label_mask`` False marks rows without a label: their task loss is.
     """
     main, aux = model(batch.cat, batch.dense, batch.seq)
-    optimizer_step(opts, batch_loss(model, main, aux, batch, objective, teacher_logits))
+    optimizer_step(opts, batch_loss(model, main, aux, batch, objective, teacher_logits, label_mask))
     return main.detach()
 
 
 def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: float, embedding_lr: float,
         device: torch.device, objective: Objective | None = None, teacher_logits: torch.Tensor | None = None,
-        record: bool = False, validate: Validator | None = None, eval_every: int = 0, patience: int = 0,
+        label_mask: torch.Tensor | None = None, record: bool = False, validate: Validator | None = None, eval_every: int = 0, patience: int = 0,
         on_pass_end: Callable[[Ranker], None] | None = None) -> tuple[FitStats, torch.Tensor | None]:
     """Train in log order; return stats and, with ``record``, the forward-distillation logits.
 
@@ -108,6 +110,7 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
     recorded = torch.full((n,), float("nan")) if record else None
     d = data.to(device)
     zt_all = teacher_logits.to(device) if teacher_logits is not None else None
+    lm_all = label_mask.to(device) if label_mask is not None else None
     early = EarlyStop(patience, eval_every)
     aside = 0.0  # seconds spent validating and in on_pass_end: not training throughput
 
@@ -125,7 +128,8 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
         for start in range(0, n, batch_size):
             end = min(start + batch_size, n)
             main = train_step(model, opts, d.take(slice(start, end)), objective=objective,
-                              teacher_logits=None if zt_all is None else zt_all[start:end])
+                              teacher_logits=None if zt_all is None else zt_all[start:end],
+                              label_mask=None if lm_all is None else lm_all[start:end])
             if recorded is not None and epoch == 0:
                 recorded[start:end] = main.float().cpu()
             steps += 1

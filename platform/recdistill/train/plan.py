@@ -93,10 +93,13 @@ def student_objective(cfg: ExperimentConfig, i: int, distilled: bool) -> Objecti
     if not distilled:
         return Objective(alpha=0.0)
     s, d = cfg.students[i], cfg.distill
+    u = s.unlabelled
     return Objective(alpha=s.alpha, loss=d.loss, temperature=d.temperature, form=d.form, debias=d.debias,
                      debias_with=d.debias_with,
                      student_sampling=SamplingCorrection.from_negative_keep_rate(s.negative_keep_rate),
-                     teacher_sampling=SamplingCorrection.from_negative_keep_rate(cfg.teacher.negative_keep_rate))
+                     teacher_sampling=SamplingCorrection.from_negative_keep_rate(cfg.teacher.negative_keep_rate),
+                     # its unlabelled rows are a uniform sample (rate 1): the correction each row gets is its own
+                     unlabelled_alpha=(s.alpha if u.alpha is None else u.alpha) if u.share > 0 else None)
 
 
 def sequence_length(cfg: ExperimentConfig) -> int:
@@ -121,7 +124,7 @@ def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int]
                 name=f"{s.name}/{kind}", model=build_model(spec, s, s.towers, student_init_seed(cfg, i)),
                 objective=student_objective(cfg, i, distilled), uses_teacher=distilled,
                 ratio=share, min_recency=min_recency, negative_keep=s.negative_keep_rate,
-                seed=student_sample_seed(cfg, i),
+                seed=student_sample_seed(cfg, i), unlabelled_share=s.unlabelled.share if distilled else 0.0,
                 batch_size=s.batch_size, epochs=s.epochs, lr=s.lr, embedding_lr=s.embedding_lr,
                 eval_every=s.eval_every, patience=s.patience))
     return members
