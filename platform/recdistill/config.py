@@ -211,6 +211,29 @@ class TeacherConfig:
                            "and restore the best weights; 0 = off (all epochs run, the curve is still reported; "
                            "auto: 2 with a valid split, else 0). The teacher always finishes its first epoch, the "
                            "pass that records the students' signals")
+    signals: str = opt(
+        "forward", help="how the students' teacher signals are made. forward: each row's logit as the teacher's "
+                        "first pass met it, before it learned from that row (Rec-Distill; strictly causal). "
+                        "crossfit:K: K teachers, each trained on the history and K-1 of K folds of the students' "
+                        "window (folds by row-id hash), each scoring its held-out fold, so every window row's "
+                        "signal comes from a teacher that never saw it (K teacher trainings; η's teacher AUC is "
+                        "their mean). posthoc: the final teacher scores every row, the rows it trained on "
+                        "included (leaky; for comparison, and flagged so in the report)")
+
+    def check(self) -> None:
+        signal_mode(self.signals)
+
+
+def signal_mode(spec: str) -> tuple[str, int]:
+    """``teacher.signals`` as (mode, folds): forward → ("forward", 1), crossfit:5 →
+    ("crossfit", 5), posthoc → ("posthoc", 1)."""
+    mode, _, k = spec.strip().partition(":")
+    if mode in ("forward", "posthoc") and not k:
+        return mode, 1
+    if mode == "crossfit" and (not k or (k.isdigit() and int(k) >= 2)):
+        return mode, int(k) if k else 5
+    raise ConfigError(f"teacher.signals={spec!r}: expected forward, posthoc or crossfit:K with K >= 2 folds "
+                      f"(crossfit alone: 5)")
 
 
 @dataclass
@@ -525,6 +548,11 @@ class ExperimentConfig:
         if recent and (self.stream.enabled or self.transfer.enabled):
             raise ConfigError(f"{', '.join(recent)}: recent rows are a batch-experiment choice; the online pipeline "
                               f"samples every window and the transfer stage has transfer.sampling.strategy=recent")
+        if signal_mode(self.teacher.signals)[0] != "forward" and (self.stream.enabled or self.transfer.enabled):
+            raise ConfigError(f"teacher.signals={self.teacher.signals}: the "
+                              f"{'online pipeline' if self.stream.enabled else 'transfer stage'} takes forward "
+                              f"signals only (its teacher scores each window before it learns from it); crossfit "
+                              f"and posthoc are modes of the batch 1→N experiment")
         unlabelled = [f"students.{i}.unlabelled.share" for i, s in enumerate(self.students) if s.unlabelled.share]
         if unlabelled and self.transfer.enabled:
             raise ConfigError(f"{', '.join(unlabelled)}: the transfer stage trains its own variants; its rows "

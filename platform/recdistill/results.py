@@ -22,6 +22,12 @@ def transferability(p_teacher: float, p_raw: float, p_distill: float) -> float:
     return (p_distill - p_raw) / gain if gain > 0 else float("nan")
 
 
+def leakage_gap(teacher: dict[str, Any]) -> float:
+    """The leakage gauge of a teacher record: its signals' AUC on the students' window rows
+    minus its AUC on the test split (large and positive: it memorised the rows it scored)."""
+    return teacher.get("signal_auc_window", _NAN) - teacher.get("auc", _NAN)
+
+
 @dataclass
 class Scored:
     """One model on the test split. ``gauc`` only where the log has a user field and the

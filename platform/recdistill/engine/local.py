@@ -3,7 +3,8 @@ students, raw and distilled. The reference the Ray engine is checked against.
 
 1. open the log and cut time-ordered splits (``engine.prepare.prepare_log``);
 2. train the teacher on its sample of the train split in log order, recording its
-   forward-distillation logits (the logit of each row before it learned from it);
+   forward-distillation logits (the logit of each row before it learned from it), or
+   making its signals as ``teacher.signals`` says (``engine.local_teacher``);
 3. train each student twice on its own sample, raw (no teacher) and distilled, from the
    same initial weights (the distilled one also on its unlabelled rows, if it has any);
    every model is validated on the valid split after each epoch (or every ``eval_every``
@@ -26,22 +27,22 @@ import torch
 
 from recdistill.artifacts.serving_cost import measure_run_students
 from recdistill.artifacts.run_models import RunModels
-from recdistill.config import ExperimentConfig
+from recdistill.config import ExperimentConfig, signal_mode
 from recdistill.data.sampling import student_row_mask, unlabelled_row_mask
 from recdistill.data.tensors import TensorLog, collect
 from recdistill.data.windows import STUDENT_WINDOW
+from recdistill.engine.local_teacher import train_teacher
 from recdistill.engine.prologue import open_run, prepare
 from recdistill.metrics import auc
 from recdistill.report.experiment import write_results
-from recdistill.results import KINDS, Scored, StudentResult, Training, transferability
+from recdistill.results import KINDS, Scored, StudentResult, Training, leakage_gap, transferability
 from recdistill.summary import summarize
 from recdistill.tracking import flatten
 from recdistill.train.keys import teacher_key
 from recdistill.train.evaluate import Validator, evaluate, validation_auc
 from recdistill.train.loop import fit, pick_device, predict
-from recdistill.train.plan import (build_model, check_validation, early_fields, feature_spec, sample_index,
-                                   sequence_length, student_init_seed, student_objective, student_rows,
-                                   student_sample_seed, teacher_init_seed, teacher_sample_seed)
+from recdistill.train.plan import (build_model, check_validation, early_fields, feature_spec, sequence_length,
+                                   student_init_seed, student_objective, student_rows, student_sample_seed)
 
 
 def local_validator(valid: TensorLog | None, device: torch.device, batch_size: int = 16_384) -> Validator | None:
@@ -79,41 +80,33 @@ def run_local(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict
         f"test {len(test):,} rows; device {device}")
 
     t = cfg.teacher
-    t_idx = sample_index(train, t.sampling_ratio, t.negative_keep_rate, teacher_sample_seed(cfg))
-    teacher = build_model(spec, t, "single", teacher_init_seed(cfg))
-    log(f"[teacher] {t.arch} {teacher.num_params():,} params on {len(t_idx):,} rows")
-    recorded: dict[str, float] = {}  # the teacher as its recording pass left it, on test
-    t_stats, t_logits = fit(teacher, train.take(t_idx), epochs=t.epochs, batch_size=t.batch_size, lr=t.lr,
-                            embedding_lr=t.embedding_lr, device=device, record=True, validate=validate,
-                            eval_every=t.eval_every, patience=t.patience,
-                            on_pass_end=lambda m: recorded.update(
-                                evaluate(predict(m, test, device), test, t.negative_keep_rate, user_col, boot)))
-    signals = torch.full((len(train),), float("nan"))
-    signals[t_idx] = t_logits
-    # How good the forward signals are: AUC on the rows they were recorded for, on the
-    # teacher-only history and on the students' window (what distillation can use).
+    mode, folds = signal_mode(t.signals)
+    log(f"[teacher] {t.arch}, signals {mode}" + (f" ({folds} fold teachers)" if mode == "crossfit" else ""))
+    taught = train_teacher(cfg, train, test, spec, device, validate, user_col, boot)
+    teacher, t_stats, signals, signal_auc = taught.model, taught.stats, taught.signals, taught.signal_auc
     in_window = train.window == STUDENT_WINDOW
-    y_t, w_t = train.label[t_idx].numpy(), in_window[t_idx].numpy()
-    signal_auc = [auc(y_t[~w_t], t_logits[~w_t].numpy()), auc(y_t[w_t], t_logits[w_t].numpy())]
-    teacher_metrics = recorded  # η's teacher: the one whose signals the students get
+    teacher_metrics = taught.metrics  # η's teacher: the one whose signals the students get
     early = t_stats.early.summary()
-    log(f"[teacher] AUC {teacher_metrics['auc']:.4f} ({t_stats.samples_per_s:,.0f} samples/s); forward "
+    log(f"[teacher] AUC {teacher_metrics['auc']:.4f} ({t_stats.samples_per_s:,.0f} samples/s); {mode} "
         f"signals' AUC on history/window rows: {signal_auc[0]:.4f}/{signal_auc[1]:.4f}; stopped in epoch "
         f"{early['stopped_epoch']}/{t.epochs}, best valid epoch {early['best_epoch']}")
     results: dict[str, Any] = {
         "engine": "local",
-        "teacher": {"arch": t.arch, "params": teacher.num_params(), "rows": len(t_idx),
+        "teacher": {"arch": t.arch, "params": teacher.num_params(), "rows": taught.rows, "signals": mode,
                     "samples_per_s": t_stats.samples_per_s, "signal_auc_history": signal_auc[0],
-                    "signal_auc_window": signal_auc[1], "steps": t_stats.steps, "pass_steps": t_stats.pass_steps,
-                    "signal_rows": {"history": int((~w_t).sum()), "window": int(w_t.sum())},
+                    "signal_auc_window": signal_auc[1], "steps": taught.steps, "pass_steps": t_stats.pass_steps,
+                    "signal_rows": taught.signal_rows,
                     **teacher_metrics, "signal_auc": teacher_metrics["auc"], **early_fields(early)},
         "students": [],
     }
-    if t_stats.early.final_step != t_stats.pass_steps:  # it learned on (or went back) after recording
-        final = evaluate(predict(teacher, test, device), test, t.negative_keep_rate, user_col)
-        results["teacher"]["final"] = {**final, "epochs": early["stopped_epoch"], "step": t_stats.early.final_step}
+    results["teacher"]["leakage_gap"] = leakage_gap(results["teacher"])
+    if taught.folds:
+        results["teacher"]["folds"] = taught.folds
+    if taught.final is not None:  # it learned on (or went back) after recording
+        results["teacher"]["final"] = {**taught.final, "epochs": early["stopped_epoch"],
+                                       "step": t_stats.early.final_step}
         log(f"[teacher] after its recording pass: AUC {teacher_metrics['auc']:.4f} (η's teacher); as trained on: "
-            f"{final['auc']:.4f}")
+            f"{taught.final['auc']:.4f}")
     models = RunModels(cfg, prepared.preprocessor, spec, seq_len, teacher_key(cfg), log)
     models.teacher(teacher, results["teacher"].get("final") or teacher_metrics)  # the weights as trained last
     if test.p_true is not None:

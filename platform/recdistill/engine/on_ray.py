@@ -30,7 +30,7 @@ from recdistill.engine.stream import distill_stream
 from recdistill.engine.teacher import teacher_stage
 from recdistill.engine.trainer import CHECKPOINT, final_weights, fit_metrics
 from recdistill.report.experiment import write_results
-from recdistill.results import KINDS, Scored, StudentResult, Training, transferability
+from recdistill.results import KINDS, Scored, StudentResult, Training, leakage_gap, transferability
 from recdistill.summary import summarize
 from recdistill.train.keys import raw_student_key
 from recdistill.train.plan import early_fields, feature_spec, sequence_length
@@ -99,7 +99,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         "engine": "ray",
         "teacher": {**{k: v for k, v in info.items() if k not in ("config", "oracle")},
                     # the cut signal_auc_history/window were measured at (a reused teacher's may differ)
-                    "signal_auc_history_fraction": info.get("config", {}).get("history_fraction")},
+                    "signal_auc_history_fraction": info.get("config", {}).get("history_fraction"),
+                    "signals": info.get("signals", "forward"), "leakage_gap": leakage_gap(info)},
         "students": [],
         "platform": {"teacher_key": key, "signal_id": run.signal_id, "teacher_reused": reused, "teacher_steps": teacher_steps,
                      "signal_store": store.uri, "stream_rows": cov["rows"], "stream_rows_with_signal":

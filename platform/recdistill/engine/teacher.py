@@ -1,6 +1,9 @@
 """The teacher of a batch run on Ray: reused from the signal store when its signals are
 complete there, else trained by Ray Train (``train.teacher_loop``) into a fresh
-generation of its key, under a lease so two runs never train one key at once.
+generation of its key, under a lease so two runs never train one key at once. How its
+signals are made is ``teacher.signals``: recorded in its first pass (forward), scored by the
+trained teacher (posthoc), or scored fold by fold by K teachers that never saw the fold
+(crossfit, K Train runs).
 """
 
 from __future__ import annotations
@@ -8,7 +11,10 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-from recdistill.config import ExperimentConfig, to_dict
+import numpy as np
+
+from recdistill.config import ExperimentConfig, signal_mode, to_dict
+from recdistill.data.folds import fold_score_rows, fold_train_rows
 from recdistill.data.windows import HISTORY, STUDENT_WINDOW
 from recdistill.engine.ray_run import RayRun, eval_datasets
 from recdistill.engine.trainer import final_checkpoint, final_weights, model_checkpoint, ray_trainer
@@ -56,39 +62,92 @@ def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
 
 def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None],
                    timings: dict[str, float]) -> tuple[dict[str, Any], int]:
-    """Train the teacher into a fresh generation of its key and commit it (under the lease)."""
+    """Train the teacher into a fresh generation of its key and commit it (under the lease):
+    one Train run (forward, posthoc) or one per fold (crossfit)."""
     from recdistill.data.sampling import model_sample
-    from recdistill.train.teacher_loop import teacher_loop
 
     t, key, store, hub = cfg.teacher, run.key, run.store, run.hub
+    mode, folds = signal_mode(t.signals)
     generation = new_generation()
     run.signal_id = signal_id(key, generation)
     t0 = time.perf_counter()
     teacher_ds = run.train_ds.map_batches(model_sample, batch_format="pyarrow", fn_kwargs={
         "ratio": t.sampling_ratio, "negative_keep": t.negative_keep_rate, "seed": teacher_sample_seed(cfg)})
-    log(f"[teacher] training {t.arch} (key {key}, generation {generation}) on {cfg.platform.teacher_workers} "
+    log(f"[teacher] training {t.arch} (key {key}, generation {generation}, signals {mode}"
+        + (f", {folds} fold teachers" if mode == "crossfit" else "") + f") on {cfg.platform.teacher_workers} "
         f"Ray Train worker(s)")
-    result = ray_trainer(teacher_loop, f"teacher-{key}-{run.experiment}", cfg, {**run.base, "key": run.signal_id},
-                      {"train": teacher_ds, **eval_datasets(run)}, cfg.platform.teacher_workers, run.storage,
-                      run.callbacks("teacher")).fit()
-    m = result.metrics
+    if mode == "crossfit":
+        runs = [_fit(cfg, run, f"teacher-{key}-f{k}-{run.experiment}", teacher_ds.map_batches(
+                    fold_train_rows, batch_format="pyarrow", fn_kwargs={"fold": k, "folds": folds}),
+                     run.train_ds.map_batches(fold_score_rows, batch_format="pyarrow",
+                                              fn_kwargs={"fold": k, "folds": folds}),
+                     k * cfg.platform.teacher_workers) for k in range(folds)]
+    else:
+        runs = [_fit(cfg, run, f"teacher-{key}-{run.experiment}", teacher_ds,
+                     run.train_ds if mode == "posthoc" else None)]
     for w in (0, STUDENT_WINDOW):
         Publisher(store, hub, run.signal_id).complete(0, w)
-    scored = dict(m["teacher"])  # its test metrics; their row count is the test split's, not its training rows
-    info = {**scored, "key": key, "generation": generation, "arch": t.arch, "config": to_dict(t), "steps": m["steps"],
-            "rows": m["rows"], "test_rows": scored.pop("rows", None),
-            "samples_per_s": m["rows"] / m["seconds"] if m["seconds"] else float("nan"),
-            "train_seconds": m["seconds"], "checkpoint_seconds": m["checkpoint_s"], "eval_seconds": m["eval_s"],
-            "resumed": m["resumed"], "checkpoint": model_checkpoint(result)}
-    if "oracle" in m:
-        info["oracle"] = m["oracle"]
-    weights = final_weights(final_checkpoint(result), "teacher")
-    if weights is not None:  # beside its signals: a run reusing them still writes the teacher's artifact
+    info = {**_teacher_info([r[1] for r in runs]), "key": key, "generation": generation, "arch": t.arch,
+            "config": to_dict(t), "signals": mode, "checkpoint": model_checkpoint(runs[0][0])}
+    if mode == "crossfit":
+        info["folds"] = [_fold_summary(m) for _, m in runs]
+    # beside its signals: a run reusing them still writes the teacher's artifact (crossfit:
+    # fold 0's teacher, which trained on the history and all but a 1/K of the window)
+    weights = final_weights(final_checkpoint(runs[0][0]), "teacher")
+    if weights is not None:
         store.put_file(weights, store.teacher_weights_path(key, generation))
     store.commit_teacher(key, info)
     timings["teacher_s"] = time.perf_counter() - t0
-    log(f"[teacher] AUC {info['auc']:.4f} after {m['steps']} steps ({info['samples_per_s']:,.0f} samples/s, "
+    log(f"[teacher] AUC {info['auc']:.4f} after {info['steps']} steps ({info['samples_per_s']:,.0f} samples/s, "
         f"{timings['teacher_s']:.1f} s with Ray's fixed costs); stopped in epoch {info['stopped_epoch']}/{t.epochs}"
         + (f"; trained on after its recording pass: AUC {info['final']['auc']:.4f} (η uses the recorded one)"
-           if "final" in info else ""))
-    return info, m["steps"]
+           if "final" in info else "")
+        + (f"; mean of {folds} fold teachers (" + ", ".join(f"{f['auc']:.4f}" for f in info["folds"]) + ")"
+           if mode == "crossfit" else ""))
+    return info, info["steps"]
+
+
+def _fit(cfg: ExperimentConfig, run: RayRun, name: str, train_ds: Any, score_ds: Any | None,
+         publish_rank: int = 0) -> tuple[Any, dict[str, Any]]:
+    """One teacher Train run: (its result, its final metrics). With ``score_ds`` it records
+    nothing and, once trained, scores those rows into the signal store."""
+    from recdistill.train.teacher_loop import teacher_loop
+
+    extra = {"score_signals": True, "publish_rank": publish_rank} if score_ds is not None else {}
+    datasets = {"train": train_ds, **({"score": score_ds} if score_ds is not None else {}), **eval_datasets(run)}
+    result = ray_trainer(teacher_loop, name, cfg, {**run.base, "key": run.signal_id, **extra}, datasets,
+                         cfg.platform.teacher_workers, run.storage, run.callbacks("teacher")).fit()
+    return result, result.metrics
+
+
+def _teacher_info(metrics: list[dict[str, Any]]) -> dict[str, Any]:
+    """The stored teacher record from its Train run's metrics; for crossfit's fold teachers
+    the mean of each figure (steps, rows and seconds summed: what the K teachers cost)."""
+    infos = []
+    for m in metrics:
+        scored = dict(m["teacher"])  # its test metrics; their row count is the test split's, not its training rows
+        info = {**scored, "steps": m["steps"], "rows": m["rows"], "test_rows": scored.pop("rows", None),
+                "train_seconds": m["seconds"], "checkpoint_seconds": m["checkpoint_s"], "eval_seconds": m["eval_s"],
+                "resumed": m["resumed"]}
+        if "oracle" in m:
+            info["oracle"] = m["oracle"]
+        infos.append(info)
+    out = dict(infos[0])
+    if len(infos) > 1:
+        summed = ("steps", "rows", "train_seconds", "checkpoint_seconds", "eval_seconds", "resumed")
+        for k, v in out.items():
+            if k in summed:
+                out[k] = sum(i[k] for i in infos)
+            elif isinstance(v, float):  # counts (epochs, params) stay fold 0's: the same or near it
+                out[k] = float(np.mean([i[k] for i in infos]))
+        out["signal_rows"] = {w: sum(i["signal_rows"][w] for i in infos) for w in infos[0]["signal_rows"]}
+        for k in ("auc_boot", "valid_curve", "final"):  # per model: not averaged over different teachers
+            out.pop(k, None)
+    out["samples_per_s"] = out["rows"] / out["train_seconds"] if out["train_seconds"] else float("nan")
+    return out
+
+
+def _fold_summary(m: dict[str, Any]) -> dict[str, Any]:
+    t = m["teacher"]
+    return {"auc": t["auc"], "logloss": t["logloss"], "signal_auc_window": t["signal_auc_window"],
+            "signal_rows": t["signal_rows"]["window"], "steps": m["steps"], "rows": m["rows"]}

@@ -140,6 +140,7 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
                      f"{s.eta:.2f} | raw {_epochs(s.raw.early)}, distilled {_epochs(s.distill.early)} |")
     if "oracle" in r:
         lines += ["", f"Oracle AUC (true click probability): {r['oracle']['auc']:.4f}"]
+    lines += leakage_lines(t)
     if any(s.unlabelled_rows for s in students):
         lines += ["", "Unlabelled: rows of the students' window outside a student's labelled sample that its "
                       "distilled model also trained on, with the teacher's soft label only (its task loss masked); "
@@ -247,3 +248,26 @@ def _epochs(m: dict[str, Any]) -> str:
     if stopped is None:
         return ""
     return f"{stopped}" + (f" ({best})" if best is not None else "")
+
+
+_SIGNAL_MODES = {"forward": "forward (each row's logit before the teacher learned it)",
+                 "crossfit": "cross-fitted (each fold scored by a teacher that never saw it)",
+                 "posthoc": "post hoc (the trained teacher scored rows it trained on: leaky by construction)"}
+
+
+def leakage_lines(t: dict[str, Any]) -> list[str]:
+    """The leakage gauge: the teacher's AUC on the window rows it gave signals for, beside
+    its AUC on the test split. A signal AUC well above the test AUC says the teacher
+    memorised the rows it scored, so its soft labels there are overconfident."""
+    w = t.get("signal_auc_window")
+    if w is None or w != w:
+        return []
+    mode = t.get("signals", "forward")
+    out = ["", f"Signals: {_SIGNAL_MODES.get(mode, mode)}. Leakage gauge: the teacher's AUC on the students' "
+               f"window rows it gave signals for is {w:.4f}, on the test split {t['auc']:.4f} (gap {w - t['auc']:+.4f}; "
+               f"a large positive gap says the signals are leaky)."]
+    if t.get("folds"):
+        out += ["", "Fold teachers (crossfit): " + "; ".join(
+            f"fold {k}: test AUC {f['auc']:.4f}, on its held-out fold {f['signal_auc_window']:.4f} "
+            f"({f['signal_rows']:,} rows, {f['steps']} steps)" for k, f in enumerate(t["folds"])) + "."]
+    return out

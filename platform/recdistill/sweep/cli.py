@@ -14,7 +14,8 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-concurrent", type=int, help="trials at once (default: tune.max_concurrent_trials)")
     p.add_argument("--pack", type=int, default=1,
                    help="sweep trials trained as the students of one run (one pass over the distill stream, one "
-                        "Ray Train start); only for spaces over students.0.* (default 1: a run per trial)")
+                        "Ray Train start); for spaces over students.0.* and teacher keys, packed per teacher "
+                        "(default 1: a run per trial)")
     p.add_argument("--out", help="sweep directory (default runs/sweeps/<config>-<space>)")
     p.add_argument("--smoke-test", action="store_true", help="tiny log and models, at most 2 samples per point")
     p.add_argument("--dry-run", action="store_true",

@@ -160,7 +160,13 @@ def _epochs_of(cfg: ExperimentConfig) -> int:
 
 
 def _packable(space: SearchSpace, base: ExperimentConfig) -> bool:
-    return len(base.students) == 1 and all(p.startswith("students.0.") for p in space.paths)
+    """Whether the trials of one teacher group differ in their student only: the space
+    changes students.0 and, at most, teacher keys the grouping already separates (every
+    teacher field is in its key but the history cut, which moves the students' window)."""
+    def per_group(p: str) -> bool:
+        return p.startswith("students.0.") or (p.startswith("teacher.") and p != "teacher.history_fraction")
+
+    return len(base.students) == 1 and all(per_group(p) for p in space.paths)
 
 
 def parse_keep(keep: str) -> int | None:

@@ -5,7 +5,8 @@ hardware numerics), so the second one reads the first one's signals instead. Wha
 in: the whole data section (source, files, generation, preprocessing, splits, sampling),
 a fingerprint of the input files (path, size, mtime) for real logs (valid and test files
 and a glob's matches included), the teacher section, the seed, the number of teacher
-workers (DDP changes the optimisation), the rows per signal block (the blocks' layout) and the store layout version. What stays out: students, distillation, device, run name, and
+workers (DDP changes the optimisation), the rows per signal block (the blocks' layout), the signal mode
+(``teacher.signals``, left out when forward) and the store layout version. What stays out: students, distillation, device, run name, and
 ``teacher.history_fraction`` where it cannot change the teacher (``history_orders_teacher``):
 the students of any cut read the signals of every window the teacher recorded.
 """
@@ -16,7 +17,7 @@ import hashlib
 import json
 from typing import Any
 
-from recdistill.config import ExperimentConfig, to_dict
+from recdistill.config import ExperimentConfig, signal_mode, to_dict
 from recdistill.data.formats import TIMED_SOURCES, expand_paths
 
 # 2: generations under each key, JSON spool schema (older stores' keys are not reused)
@@ -85,6 +86,10 @@ def teacher_key(cfg: ExperimentConfig) -> str:
     teacher = to_dict(cfg.teacher)
     if not history_orders_teacher(cfg):
         del teacher["history_fraction"]
+    if teacher["signals"] == "forward":  # the mode every key before it had: those stores stay valid
+        del teacher["signals"]
+    else:
+        teacher["signals"] = "%s:%d" % signal_mode(teacher["signals"])  # crossfit = crossfit:5, one key
     return _digest({**_data_identity(cfg), "teacher": teacher, "seed": cfg.run.seed,
                     "teacher_workers": cfg.platform.teacher_workers,
                     "signal_block_rows": cfg.platform.signal_block_rows})

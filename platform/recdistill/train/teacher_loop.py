@@ -6,6 +6,8 @@ registers the blocks with the hub; then it may train on (more epochs, early stop
 It checkpoints through ``ray.train.report`` and resumes from ``ray.train.get_checkpoint``
 after a worker failure (``train.worker``). Every rank calls ``report`` at the same steps
 (the cadence is a function of the step count, which DDP keeps in lockstep), as Train expects.
+Under ``teacher.signals`` posthoc or crossfit it records nothing: once trained, it scores the
+"score" dataset (every train row, or its held-out fold) and publishes those logits instead.
 """
 
 from __future__ import annotations
@@ -56,7 +58,11 @@ def teacher_loop(config: dict[str, Any]) -> None:
     model.to(device)
     opts = optimizers(model, t.lr, t.embedding_lr)
     net = ray.train.torch.prepare_model(model) if world > 1 else model
-    publisher = Publisher(SignalStore(config["store"]), ray.get_actor(config["hub"]), config["key"], rank)
+    # posthoc / crossfit (``teacher.signals``): no recording; the trained teacher scores the
+    # "score" dataset after training. A crossfit fold publishes under ranks of its own.
+    scoring = bool(config.get("score_signals"))
+    publisher = Publisher(SignalStore(config["store"]), ray.get_actor(config["hub"]), config["key"],
+                          config.get("publish_rank", 0) + rank)
     state: dict[str, Any] = {"epoch": 0, "batch": 0, "seq": 0, "steps": 0, "rows": 0, "seconds": 0.0, "resumed": 0,
                              "checkpoint_s": 0.0, "pass_steps": 0, "recorded": None, "signal_auc": None,
                              "signal_rows": None}
@@ -116,11 +122,33 @@ def teacher_loop(config: dict[str, Any]) -> None:
             early.observe(auc, epoch + 1, state["steps"], model)
             ray.train.report(live(epoch + 1, auc))  # every rank validated: every rank reports
 
-    def end_of_pass() -> None:
-        """The recording pass is over: its signals' AUC and the teacher as it left it."""
+    def signal_aucs() -> None:
         signals.all_reduce()
         state["signal_auc"] = {n: signals.metrics(n)["auc"] for n in signals.names}
         state["signal_rows"] = {n: signals.metrics(n)["rows"] for n in signals.names}
+
+    def score_signals() -> None:
+        """posthoc / crossfit: the trained teacher (its best weights) scores the rows it gives
+        signals for, block by block, and publishes them as a recording pass would."""
+        model.eval()
+        with torch.no_grad():
+            for table in ray.train.get_dataset_shard("score").iter_batches(
+                    batch_size=cfg.platform.signal_block_rows, batch_format="pyarrow"):
+                b = from_table(table, schema, seq_len).to(device)
+                z = model(b.cat, b.dense, b.seq)[0].float()
+                pending.append((b.row_id.cpu().numpy(), z.cpu().numpy(), b.window.cpu().numpy(),
+                                b.label.cpu().numpy()))
+                flush()
+        model.train()
+        signal_aucs()
+        state["recorded"] = _test_metrics(ctx, config, model, t.negative_keep_rate)
+
+    def end_of_pass() -> None:
+        """The recording pass is over: its signals' AUC and the teacher as it left it."""
+        if scoring:  # the signals come from the trained teacher, after training
+            state["pass_steps"] = state["steps"]
+            return
+        signal_aucs()
         state["recorded"] = _test_metrics(ctx, config, model, t.negative_keep_rate)
         state["pass_steps"] = state["steps"]
 
@@ -139,7 +167,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
             state["steps"] += 1
             state["rows"] += len(b)
             state["batch"] = i + 1
-            if epoch == 0:
+            if epoch == 0 and not scoring:
                 pending.append((b.row_id.cpu().numpy(), main.float().cpu().numpy(), b.window.cpu().numpy(),
                                 b.label.cpu().numpy()))
                 if state["steps"] % flush_every == 0:
@@ -152,6 +180,10 @@ def teacher_loop(config: dict[str, Any]) -> None:
                         state["seconds"] += time.perf_counter() - t0
                         t0 = time.perf_counter()
                         checkpoint({"phase": "train"})
+            elif epoch == 0 and state["steps"] % (flush_every * cfg.platform.checkpoint_every_blocks) == 0:
+                state["seconds"] += time.perf_counter() - t0  # scoring later: the same cadence, by steps
+                t0 = time.perf_counter()
+                checkpoint({"phase": "train"})
             if early.due(state["steps"]):
                 state["seconds"] += time.perf_counter() - t0
                 check(epoch)
@@ -171,6 +203,8 @@ def teacher_loop(config: dict[str, Any]) -> None:
         if epoch + 1 < t.epochs and not stop:
             checkpoint({"phase": "epoch"})
     early.finish(model, state["epoch"], state["steps"])  # the epoch it trained in last
+    if scoring:
+        score_signals()
 
     t_eval = time.perf_counter()
     recorded = state["recorded"]
@@ -179,7 +213,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
                "signal_auc_window": state["signal_auc"]["window"], "signal_rows": state["signal_rows"],
                "pass_steps": state["pass_steps"],
                **early.summary()}
-    if early.final_step != state["pass_steps"]:  # it learned on (or went back) after recording
+    if not scoring and early.final_step != state["pass_steps"]:  # it learned on (or went back) after recording
         final = _test_metrics(ctx, config, model, t.negative_keep_rate)["teacher"]
         teacher["final"] = {**final, "epochs": early.stopped_epoch, "step": early.final_step}
     metrics = {"teacher": teacher, "threads": ctx.threads, "world": world, "device": device.type,

@@ -1,0 +1,99 @@
+"""``teacher.signals``: forward, crossfit:K and posthoc signals (issue 18) — the folds, the
+keys, the config rules, and each mode on the single-process engine against the Ray engine
+(tests/test_distributed.py runs crossfit on Ray)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from recdistill.config import ConfigError, load_config
+from recdistill.data.folds import fold_of, fold_score_rows, fold_train_rows
+from recdistill.data.schema import ROW_ID
+from recdistill.data.windows import HISTORY, STUDENT_WINDOW, WINDOW
+from recdistill.train.keys import teacher_key
+
+
+def test_folds_partition_the_window_and_never_train_on_what_they_score() -> None:
+    ids = np.arange(20_000, dtype=np.int64) * 7 + 3
+    batch = pa.table({ROW_ID: ids, WINDOW: np.where(ids % 3 == 0, HISTORY, STUDENT_WINDOW).astype(np.int8)})
+    k = 4
+    f = fold_of(ids, k)
+    assert f.min() == 0 and f.max() == k - 1 and np.array_equal(f, fold_of(ids[::-1], k)[::-1])  # a row's own
+    assert np.all(np.abs(np.bincount(f) / len(ids) - 1 / k) < 0.02)
+    scored = []
+    for j in range(k):
+        train = set(fold_train_rows(batch, j, k).column(ROW_ID).to_numpy())
+        score = set(fold_score_rows(batch, j, k).column(ROW_ID).to_numpy())
+        assert not train & score  # the teacher of fold j never trained on a row it scores
+        history = set(ids[ids % 3 == 0])
+        assert history <= train and not history & score
+        assert train | score == set(ids)
+        scored.append(score)
+    window = set(ids[ids % 3 != 0])
+    assert set().union(*scored) == window and sum(len(s) for s in scored) == len(window)  # each row once
+
+
+def test_the_signal_mode_is_part_of_the_teacher_key_and_checked() -> None:
+    keys = {m: teacher_key(load_config(None, [f"teacher.signals={m}"]))
+            for m in ("forward", "posthoc", "crossfit", "crossfit:5", "crossfit:3")}
+    assert keys["crossfit"] == keys["crossfit:5"]
+    assert len({keys[m] for m in ("forward", "posthoc", "crossfit:5", "crossfit:3")}) == 4
+    assert keys["forward"] == teacher_key(load_config(None, []))
+    for bad in ("crossfit:1", "crossfit:x", "forwards", "posthoc:2"):
+        with pytest.raises(ConfigError, match="teacher.signals"):
+            load_config(None, [f"teacher.signals={bad}"])
+    with pytest.raises(ConfigError, match="online pipeline takes forward"):
+        load_config(None, ["teacher.signals=posthoc", "stream.enabled=true"])
+
+
+TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data.synthetic.max_cardinality=5000",
+        "teacher.depth=1", "teacher.width=16", "teacher.embed_dim=4", "teacher.batch_size=512", "teacher.epochs=2",
+        "teacher.patience=0", "students.0.embed_dim=4", "students.0.width=8", "students.0.depth=1",
+        "students.0.batch_size=512", "students.0.epochs=1", "students.0.sampling_ratio=0.25",
+        "students.0.unlabelled.share=1.0", "run.engine=local", "run.serving=off", "tracking.wandb=disabled"]
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, ray_local) -> Path:
+    from recdistill.experiment import run_experiment
+
+    tmp = tmp_path_factory.mktemp("modes")
+    for m in MODES:
+        run_experiment(load_config(None, [*TINY, f"teacher.signals={m}", f"data.path={tmp / 'data'}",
+                                          f"run.dir={tmp / m.replace(':', '')}"]), log=lambda _: None)
+    return tmp
+
+
+MODES = ("forward", "crossfit:2", "posthoc")
+
+
+def _results(runs: Path, mode: str) -> dict:
+    return json.loads((runs / mode.replace(":", "") / "results.json").read_text())
+
+
+def test_each_mode_gives_every_window_row_a_signal_and_reports_its_gauge(runs: Path) -> None:
+    fw, cf, ph = (_results(runs, m)["teacher"] for m in MODES)
+    window = fw["signal_rows"]["window"]
+    assert cf["signal_rows"] == {"history": 0, "window": window}  # crossfit scores the window only
+    assert ph["signal_rows"] == fw["signal_rows"]  # posthoc: every train row (the teacher samples all here)
+    assert len(cf["folds"]) == 2 and sum(f["signal_rows"] for f in cf["folds"]) == window
+    # η's teacher: crossfit's is the mean of its fold teachers, which each trained on fewer rows
+    assert cf["auc"] == pytest.approx(np.mean([f["auc"] for f in cf["folds"]]))
+    assert cf["steps"] == sum(f["steps"] for f in cf["folds"]) > fw["steps"]
+    # posthoc's teacher is the one that scored: the forward teacher as trained on to its end
+    assert ph["auc"] == pytest.approx(fw["final"]["auc"], abs=1e-9) and "final" not in ph
+    for m in MODES:
+        r = _results(runs, m)
+        t = r["teacher"]
+        assert t["signals"] == m.split(":")[0]
+        assert t["leakage_gap"] == pytest.approx(t["signal_auc_window"] - t["auc"])
+        s = r["students"][0]
+        assert s["signal_coverage"] == 1.0 and s["unlabelled_rows"] > 0
+    text = {m: (runs / m.replace(":", "") / "report.md").read_text() for m in MODES}
+    assert "Leakage gauge" in text["forward"] and "leaky by construction" in text["posthoc"]
+    assert "Fold teachers (crossfit)" in text["crossfit:2"] and "unlabelled" in text["forward"]
