@@ -157,7 +157,8 @@ def test_crossfit_signals_on_ray_equal_the_local_engine(shared: Path, reference:
     held-out fold into the store under its own ranks after training; the students' signals,
     the fold teachers and η as on the single-process engine (tests/test_signal_modes.py
     covers the modes' rules there)."""
-    extra = ("run.seed=5", "teacher.signals=crossfit:2", "students.1.unlabelled.share=1.0")
+    extra = ("run.seed=5", "teacher.signals=crossfit:2", "students.1.sampling_ratio=0.3",
+             "students.1.unlabelled.share=1.0")
     ray_run = run_experiment(_cfg(shared, "crossfit-ray", *extra), log=lambda _: None)
     local = run_experiment(_cfg(shared, "crossfit-local", *extra, "run.engine=local"), log=lambda _: None)
     _close(local, ray_run)

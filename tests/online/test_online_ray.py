@@ -21,7 +21,10 @@ CONFIG = Path(__file__).parents[2] / "jobs" / "configs" / "online_demo.yaml"
 
 def _cfg(tmp: Path, store: str, name: str, *extra: str):
     return smoke_test(load_config(CONFIG, [f"data.path={tmp / 'data'}", f"platform.signal_store={tmp / store}",
-                                           f"run.dir={tmp / name}", f"stream.signal_timeout_s={TIMEOUT_S}", *extra]))
+                                           f"run.dir={tmp / name}", f"stream.signal_timeout_s={TIMEOUT_S}",
+                                           # the distilled student also learns from soft labels on half the
+                                           # rows outside its sample (issue 18), through the crash and resume
+                                           "students.0.unlabelled.share=0.5", *extra]))
 
 
 # How long students wait for a window's signals (config, not a sleep). In the faults run
@@ -51,6 +54,11 @@ def test_results_per_window_and_shift(first: dict, tmp: Path) -> None:
             assert {"name", "auc", "auc_raw", "auc_label_only", "eta"} <= s.keys()
     assert all({"js", "fired", "js_label", "js_prediction", "js_fields"} <= s.keys() for s in first["shift"])
     assert first["teacher"]["steps"] > 0 and not first["teacher"]["reused"]
+    s0 = first["students"][0]
+    # 60% of each window labelled, half the other 40% unlabelled: about 3:1
+    assert 2.5 < s0["rows_labelled"] / s0["rows_unlabelled"] < 3.5
+    for w in first["windows"]:  # replayed rows carry logits recorded in an earlier window
+        assert (w["replay_signal_age"] is None) == (not w["replay"]) and (w["replay_signal_age"] or 1) >= 1
     saved = json.loads((tmp / "first" / "results.json").read_text())
     assert saved["windows"] == json.loads(json.dumps(first["windows"]))
     assert (tmp / "first" / "auc_over_windows.png").stat().st_size > 10_000
@@ -97,6 +105,7 @@ def test_second_run_reuses_the_online_teacher(first: dict, tmp: Path, monkeypatc
     for a, b in zip(again["windows"], first["windows"]):
         for kind in ("auc", "auc_raw", "auc_label_only"):
             assert [s[kind] for s in a["students"]] == pytest.approx([s[kind] for s in b["students"]], abs=1e-6)
+    assert again["students"][0]["rows_unlabelled"] == first["students"][0]["rows_unlabelled"]  # kept over the resume
     # a different τ is a different teacher
     other = _cfg(tmp, "store", "x", "stream.teacher_update_interval=1")
     from recdistill.train.keys import online_teacher_key

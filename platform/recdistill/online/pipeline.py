@@ -182,7 +182,7 @@ def assemble(cfg: ExperimentConfig, teacher: dict[str, Any], students: dict[str,
         tw = t_win[w]
         entry: dict[str, Any] = {
             "window": w, "lag": sw["lag_s"], "signals": sw["signals"], "signal_rows": sw["signal_rows"],
-            "rows": sw["rows"], "replay": sw["replay"], "seconds": {"teacher": tw.get("seconds"), "students": sw["seconds"]},
+            "rows": sw["rows"], "replay": sw["replay"], "replay_signal_age": sw.get("replay_signal_age"), "seconds": {"teacher": tw.get("seconds"), "students": sw["seconds"]},
             "rss_mb": {"teacher": tw.get("rss_mb"), "students": sw.get("rss_mb")},
             "teacher": {k: tw[k] for k in ("auc", "logloss", "calibration", "steps") if k in tw},
             "students": []}
@@ -219,6 +219,9 @@ def assemble(cfg: ExperimentConfig, teacher: dict[str, Any], students: dict[str,
         entry = {"name": st.name, "arch": st.arch, "towers": st.towers,
                  "params": students["params"][f"{st.name}/distill"], "auc_raw": e0["auc_raw"],
                  "auc_distill": e0["auc"], "eta": e0["eta"]}
+        trained = (students.get("rows") or {}).get(f"{st.name}/distill")
+        if trained:  # rows over the run: the batch phase's epochs and the stream
+            entry["rows_labelled"], entry["rows_unlabelled"] = trained["labelled"], trained["unlabelled"]
         for label, ws in (("stream", windows), ("last", last)):
             sel = [w["students"][j] for w in ws]
             entry[f"{label}_auc_raw"] = float(np.mean([x["auc_raw"] for x in sel]))

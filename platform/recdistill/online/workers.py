@@ -228,6 +228,9 @@ class _Student:
         self.ratio, self.negative_keep, self.seed = st.sampling_ratio, st.negative_keep_rate, student_sample_seed(cfg, i)
         self.batch_size, self.epochs = st.batch_size, st.epochs
         self.unlabelled = st.unlabelled.share if distill else 0.0
+        # rows it trained on over the run, with and without labels; its replayed rows in the
+        # current window and their summed signal age (windows since the logit was recorded)
+        self.labelled_rows = self.unlabelled_rows = self.replayed = self.replayed_age = 0
 
     def rows(self, rows: TensorLog, zt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Its rows of a window in log order, and which have a label (None: all do): its
@@ -243,6 +246,10 @@ class _Student:
     def train(self, rows: TensorLog, zt: torch.Tensor, device: torch.device, epochs: int, batch_size: int,
               buffer: ReplayBuffer | None = None, n_replay: int = 0) -> int:
         idx, labelled = self.rows(rows, zt)
+        unl = 0 if labelled is None else int((~labelled).sum())
+        self.labelled_rows += epochs * (len(idx) - unl)
+        self.unlabelled_rows += epochs * unl
+        now = int(rows.window.max()) if rows.window is not None and len(rows) else 0
         mine, z = rows.take(idx).to(device), zt[idx].to(device)
         lm = None if labelled is None else labelled.to(device)
         for _ in range(epochs):
@@ -252,6 +259,9 @@ class _Student:
                 if buffer is not None and n_replay:
                     n = len(b)
                     b, bz = _mix(b, bz, buffer, n_replay)
+                    if b.window is not None and len(b) > n:  # a replayed row's logit is as old as its window
+                        self.replayed += len(b) - n
+                        self.replayed_age += int((now - b.window[n:]).sum())
                     if blm is not None:  # replayed rows keep their labels
                         blm = torch.cat([blm, torch.ones(len(b) - n, dtype=torch.bool, device=device)])
                 self.learner.learn(b, bz if self.distill else None, blm)
@@ -305,11 +315,13 @@ def online_students_loop(config: dict[str, Any]) -> None:
             students += [_label_only(cfg, m) for m in students if m.distill]
         for m in students:
             m.learner.load(saved["learners"][m.name])
+            m.labelled_rows, m.unlabelled_rows = saved.get("rows", {}).get(m.name, (0, 0))
         buffer.load(saved["buffer"])
         st = {**saved["state"], "resumed": saved["state"]["resumed"] + 1}
 
     def checkpoint(live: dict[str, Any] | None = None) -> None:
         save_checkpoint({"learners": {m.name: m.learner.state() for m in students}, "buffer": buffer.state(),
+                         "rows": {m.name: (m.labelled_rows, m.unlabelled_rows) for m in students},
                          "state": dict(st),
                          **({"label_only": True} if any(m.name.endswith("/label_only") for m in students) else {})},
                         {"next": st["next"], **({LIVE: live} if live else {})}, 0)
@@ -357,7 +369,9 @@ def online_students_loop(config: dict[str, Any]) -> None:
                    for m in students}
         replay = bool(got["replay"]) if got else s.replay == "always"
         for m in students:
+            m.replayed = m.replayed_age = 0
             m.train(rows, zt, device, 1, s.batch_size, buffer if replay else None, n_replay if replay else 0)
+        replayed = sum(m.replayed for m in students if m.distill)
         buffer.add(rows, zt)
         if s.keep_models == "every":  # every student as it is after learning window w
             hand_over_weights(models_store, {m.name: m.learner.model for m in students},
@@ -365,6 +379,10 @@ def online_students_loop(config: dict[str, Any]) -> None:
         with_signal = int((~torch.isnan(zt)).sum())
         st["windows"].append({"window": w, "lag_s": lag if got else None, "signals": got is not None,
                               "signal_rows": with_signal, "rows": len(rows), "replay": replay, "members": metrics,
+                              # the window's own rows get the logit recorded in it (age 0); replayed rows
+                              # carry theirs from their own window
+                              "replay_signal_age": sum(m.replayed_age for m in students if m.distill) / replayed
+                              if replayed else None,
                               "seconds": time.perf_counter() - t0, "rss_mb": rss_mb()})
         st["next"] = w + 1
         print(f"[students] window {w}: " + ", ".join(f"{n} {v['auc']:.4f}" for n, v in metrics.items())
@@ -380,5 +398,6 @@ def online_students_loop(config: dict[str, Any]) -> None:
         else:
             ray.train.report({LIVE: live})  # the window, live to the run's trackers
     finish({"windows": st["windows"], "batch": st["batch"], "resumed": st["resumed"],
-             "params": {m.name: m.learner.model.num_params() for m in students}, "device": device.type}, 0,
+             "params": {m.name: m.learner.model.num_params() for m in students}, "device": device.type,
+             "rows": {m.name: {"labelled": m.labelled_rows, "unlabelled": m.unlabelled_rows} for m in students}}, 0,
            {m.name: m.learner.model for m in students})

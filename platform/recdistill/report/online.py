@@ -72,9 +72,12 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
              "![AUC per window](auc_over_windows.png)", "",
              "Every model is scored on a window before it learns from it (prequential).", "",
              "## End of the batch phase (first streaming window)", "",
-             "| student | params | AUC raw | AUC distilled | η |", "| --- | ---: | ---: | ---: | ---: |"]
+             "| student | params | rows labelled + unlabelled (distilled, whole run) | AUC raw | AUC distilled | η |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for s in r["students"]:
-        lines.append(f"| {s['name']} | {s['params']:,} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | {s['eta']:.2f} |")
+        rows = f"{s['rows_labelled']:,} + {s['rows_unlabelled']:,}" if "rows_labelled" in s else ""
+        lines.append(f"| {s['name']} | {s['params']:,} | {rows} | {s['auc_raw']:.4f} | {s['auc_distill']:.4f} | "
+                     f"{s['eta']:.2f} |")
     lines += ["", "## Streaming windows, mean (all / last third)", "",
               "| student | AUC raw | AUC streaming distill | AUC labels only after batch | η distill | η labels only |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]
@@ -85,6 +88,10 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
             lines.append(f"| {s['name']} ({'all' if label == 'stream' else 'last third'}) | {s[f'{label}_auc_raw']:.4f} "
                          f"| {s[f'{label}_auc_distill']:.4f} | {'' if lo is None else f'{lo:.4f}'} | "
                          f"{s[f'{label}_eta']:.2f} | {'' if elo is None else f'{elo:.2f}'} |")
+    ages = [(w["window"], w["replay_signal_age"]) for w in r["windows"] if w.get("replay_signal_age") is not None]
+    if ages:  # a window's own rows get the logit recorded in it; replayed rows carry older ones
+        lines += ["", "Signal age of the replayed rows (windows since their logit was recorded), per window: "
+                  + ", ".join(f"{w}: {a:.1f}" for w, a in ages) + "."]
     lines += ["", "## Per window", "", "```", *online_table(r), "```", ""]
     return "\n".join(lines)
 
