@@ -17,7 +17,8 @@ from recdistill.config import ExperimentConfig, signal_mode, to_dict
 from recdistill.data.folds import fold_score_rows, fold_train_rows
 from recdistill.data.windows import HISTORY, STUDENT_WINDOW
 from recdistill.engine.ray_run import RayRun, eval_datasets
-from recdistill.engine.trainer import final_checkpoint, final_weights, model_checkpoint, ray_trainer
+from recdistill.engine.trainer import (CHECKPOINT, final_checkpoint, final_weights, model_checkpoint, ray_trainer,
+                                       use_gpu, worker_gpus)
 from recdistill.signals.hub import completed
 from recdistill.signals.lease import reuse_or_lease
 from recdistill.signals.publish import Publisher
@@ -76,24 +77,37 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
     log(f"[teacher] training {t.arch} (key {key}, generation {generation}, signals {mode}"
         + (f", {folds} fold teachers" if mode == "crossfit" else "") + f") on {cfg.platform.teacher_workers} "
         f"Ray Train worker(s)")
+    def fit_args(name: str, train_ds: Any, score_ds: Any | None, publish_rank: int = 0) -> tuple[Any, ...]:
+        extra = {"score_signals": True, "publish_rank": publish_rank} if score_ds is not None else {}
+        datasets = {"train": train_ds, **({"score": score_ds} if score_ds is not None else {}), **eval_datasets(run)}
+        return (cfg, name, {**run.base, "key": run.signal_id, **extra}, datasets, run.storage,
+                run.callbacks("teacher"))
+
     if mode == "crossfit":
-        runs = [_fit(cfg, run, f"teacher-{key}-f{k}-{run.experiment}", teacher_ds.map_batches(
-                    fold_train_rows, batch_format="pyarrow", fn_kwargs={"fold": k, "folds": folds}),
-                     run.train_ds.map_batches(fold_score_rows, batch_format="pyarrow",
-                                              fn_kwargs={"fold": k, "folds": folds}),
-                     k * cfg.platform.teacher_workers) for k in range(folds)]
+        import ray
+
+        at_once = fold_concurrency(cfg)
+        log(f"[teacher] crossfit: {folds} fold teachers, {at_once} at a time")
+        runs: list[dict[str, Any]] = []
+        fit = ray.remote(num_cpus=0)(_fit)
+        for start in range(0, folds, at_once):  # in waves: never more workers than the cluster places
+            runs += ray.get([fit.remote(*fit_args(
+                f"teacher-{key}-f{k}-{run.experiment}",
+                teacher_ds.map_batches(fold_train_rows, batch_format="pyarrow", fn_kwargs={"fold": k, "folds": folds}),
+                run.train_ds.map_batches(fold_score_rows, batch_format="pyarrow", fn_kwargs={"fold": k, "folds": folds}),
+                k * cfg.platform.teacher_workers)) for k in range(start, min(folds, start + at_once))])
     else:
-        runs = [_fit(cfg, run, f"teacher-{key}-{run.experiment}", teacher_ds,
-                     run.train_ds if mode == "posthoc" else None)]
+        runs = [_fit(*fit_args(f"teacher-{key}-{run.experiment}", teacher_ds,
+                               run.train_ds if mode == "posthoc" else None))]
     for w in (0, STUDENT_WINDOW):
         Publisher(store, hub, run.signal_id).complete(0, w)
-    info = {**_teacher_info([r[1] for r in runs]), "key": key, "generation": generation, "arch": t.arch,
-            "config": to_dict(t), "signals": mode, "checkpoint": model_checkpoint(runs[0][0])}
+    info = {**_teacher_info([r["metrics"] for r in runs]), "key": key, "generation": generation, "arch": t.arch,
+            "config": to_dict(t), "signals": mode, "checkpoint": runs[0]["model_checkpoint"]}
     if mode == "crossfit":
-        info["folds"] = [_fold_summary(m) for _, m in runs]
+        info["folds"] = [_fold_summary(r["metrics"]) for r in runs]
     # beside its signals: a run reusing them still writes the teacher's artifact (crossfit:
     # fold 0's teacher, which trained on the history and all but a 1/K of the window)
-    weights = final_weights(final_checkpoint(runs[0][0]), "teacher")
+    weights = final_weights(runs[0][CHECKPOINT], "teacher")
     if weights is not None:
         store.put_file(weights, store.teacher_weights_path(key, generation))
     store.commit_teacher(key, info)
@@ -107,17 +121,32 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
     return info, info["steps"]
 
 
-def _fit(cfg: ExperimentConfig, run: RayRun, name: str, train_ds: Any, score_ds: Any | None,
-         publish_rank: int = 0) -> tuple[Any, dict[str, Any]]:
-    """One teacher Train run: (its result, its final metrics). With ``score_ds`` it records
-    nothing and, once trained, scores those rows into the signal store."""
+def _fit(cfg: ExperimentConfig, name: str, loop_config: dict[str, Any], datasets: dict[str, Any], storage: Any,
+         callbacks: list[Any]) -> dict[str, Any]:
+    """One teacher Train run: its final metrics and checkpoints. With a "score" dataset
+    (``score_signals``) it records nothing and, once trained, scores those rows into the
+    signal store."""
     from recdistill.train.teacher_loop import teacher_loop
 
-    extra = {"score_signals": True, "publish_rank": publish_rank} if score_ds is not None else {}
-    datasets = {"train": train_ds, **({"score": score_ds} if score_ds is not None else {}), **eval_datasets(run)}
-    result = ray_trainer(teacher_loop, name, cfg, {**run.base, "key": run.signal_id, **extra}, datasets,
-                         cfg.platform.teacher_workers, run.storage, run.callbacks("teacher")).fit()
-    return result, result.metrics
+    result = ray_trainer(teacher_loop, name, cfg, loop_config, datasets, cfg.platform.teacher_workers, storage,
+                         callbacks).fit()
+    return {"metrics": result.metrics, CHECKPOINT: final_checkpoint(result), "model_checkpoint": model_checkpoint(result)}
+
+
+def fold_concurrency(cfg: ExperimentConfig) -> int:
+    """How many fold teachers train at once: as many as the cluster places beside one CPU
+    left for Ray Data (a Train run that takes the last CPU starves its reader and hangs),
+    and, on GPUs, one GPU share per worker."""
+    import ray
+
+    res = ray.cluster_resources()
+    per_run = cfg.platform.teacher_workers
+    by_cpu = int((res.get("CPU", 1) - 1) // (per_run * cfg.platform.cpus_per_worker)) if cfg.platform.cpus_per_worker \
+        else signal_mode(cfg.teacher.signals)[1]
+    fits = [by_cpu]
+    if use_gpu(cfg):
+        fits.append(int(res.get("GPU", 0) // (per_run * worker_gpus(cfg))))
+    return max(1, min(signal_mode(cfg.teacher.signals)[1], *fits))
 
 
 def _teacher_info(metrics: list[dict[str, Any]]) -> dict[str, Any]:

@@ -249,7 +249,7 @@ class _Student:
         unl = 0 if labelled is None else int((~labelled).sum())
         self.labelled_rows += epochs * (len(idx) - unl)
         self.unlabelled_rows += epochs * unl
-        now = int(rows.window.max()) if rows.window is not None and len(rows) else 0
+        now = int(rows.window.max()) if rows.window is not None and len(rows) else 0  # the window it learns
         mine, z = rows.take(idx).to(device), zt[idx].to(device)
         lm = None if labelled is None else labelled.to(device)
         for _ in range(epochs):
@@ -344,6 +344,8 @@ def online_students_loop(config: dict[str, Any]) -> None:
             zs.append(_joined(table, store, got["blocks"] if got else None))
         table = pa.concat_tables(tables)
         rows, zt = from_table(table, spool.schema, seq_len), torch.cat(zs)
+        rows.window = torch.cat([torch.full((t.num_rows,), w, dtype=torch.int32)
+                                 for w, t in zip(student_batch_windows(cfg), tables)])
         for m in students:
             m.train(rows, zt, device, m.epochs, m.batch_size)
         buffer.add(rows, zt)
@@ -364,6 +366,7 @@ def online_students_loop(config: dict[str, Any]) -> None:
         got, lag = wait(w, w)
         table = read_window(spool, w)
         rows, zt = from_table(table, spool.schema, seq_len), _joined(table, store, got["blocks"] if got else None)
+        rows.window = torch.full((len(rows),), w, dtype=torch.int32)  # the stream window: replayed rows keep it
         # prequential: every student is scored on the window before it learns from it
         metrics = {m.name: window_metrics(predict(m.learner.model, rows, device), rows, m.negative_keep)
                    for m in students}
