@@ -152,31 +152,6 @@ def _key(shared: Path, *extra: str) -> str:
     return teacher_key(_cfg(shared, "k", *extra))
 
 
-def test_crossfit_signals_on_ray_equal_the_local_engine(shared: Path, reference: dict) -> None:
-    """teacher.signals=crossfit:2 on Ray: one Train run per fold teacher, each scoring its
-    held-out fold into the store under its own ranks after training; the students' signals,
-    the fold teachers and η as on the single-process engine (tests/test_signal_modes.py
-    covers the modes' rules there)."""
-    extra = ("run.seed=5", "teacher.signals=crossfit:2", "students.1.sampling_ratio=0.3",
-             "students.1.unlabelled.share=1.0")
-    said: list[str] = []
-    # half-CPU workers: both fold teachers fit beside a CPU for Ray Data, so they train at once
-    ray_run = run_experiment(_cfg(shared, "crossfit-ray", *extra, "platform.cpus_per_worker=0.5"), log=said.append)
-    assert any("2 fold teachers, 2 at a time" in line for line in said), said
-    local = run_experiment(_cfg(shared, "crossfit-local", *extra, "run.engine=local"), log=lambda _: None)
-    _close(local, ray_run)
-    t, lt = ray_run["teacher"], local["teacher"]
-    assert ray_run["platform"]["teacher_steps"] == t["steps"] == lt["steps"] == sum(f["steps"] for f in t["folds"])
-    assert t["signal_rows"] == lt["signal_rows"] and t["signal_rows"]["history"] == 0
-    for a, b in zip(t["folds"], lt["folds"]):
-        assert a["signal_rows"] == b["signal_rows"] and a["auc"] == pytest.approx(b["auc"], abs=1e-3)
-        assert a["signal_auc_window"] == pytest.approx(b["signal_auc_window"], abs=1e-3)
-    assert t["leakage_gap"] == pytest.approx(lt["leakage_gap"], abs=1e-3)
-    p = ray_run["platform"]
-    assert p["stream_rows"] == p["stream_rows_with_signal"] > 0  # every window row scored by a fold
-    assert ray_run["students"][1]["unlabelled_rows"] == local["students"][1]["unlabelled_rows"] > 0
-
-
 def test_killed_teacher_and_student_workers_resume_from_their_checkpoints(shared: Path, reference: dict,
                                                                           tmp_path: Path) -> None:
     """A worker process dies mid-teacher, and the student group's worker dies in its second

@@ -1,6 +1,5 @@
 """``teacher.signals``: forward, crossfit:K and posthoc signals (issue 18) — the folds, the
-keys, the config rules, and each mode on the single-process engine against the Ray engine
-(tests/test_distributed.py runs crossfit on Ray)."""
+keys, the config rules, each mode on the single-process engine, and crossfit on Ray against it."""
 
 from __future__ import annotations
 
@@ -97,3 +96,32 @@ def test_each_mode_gives_every_window_row_a_signal_and_reports_its_gauge(runs: P
     text = {m: (runs / m.replace(":", "") / "report.md").read_text() for m in MODES}
     assert "Leakage gauge" in text["forward"] and "leaky by construction" in text["posthoc"]
     assert "Fold teachers (crossfit)" in text["crossfit:2"] and "unlabelled" in text["forward"]
+
+
+def test_crossfit_on_ray_equals_the_local_engine(runs: Path) -> None:
+    """crossfit:2 on Ray: a Train run per fold teacher (both at once: half-CPU workers leave a
+    CPU for Ray Data), each scoring its held-out fold into the store under its own ranks
+    after training; the signals, the fold teachers and the students as on the local engine."""
+    from recdistill.experiment import run_experiment
+
+    said: list[str] = []
+    ray_run = run_experiment(load_config(None, [
+        *TINY, "run.engine=ray", "teacher.signals=crossfit:2", "platform.cpus_per_worker=0.5",
+        f"data.path={runs / 'data'}", f"platform.signal_store={runs / 'store'}", f"run.dir={runs / 'crossfit-ray'}"]),
+        log=said.append)
+    assert any("2 fold teachers, 2 at a time" in line for line in said), said
+    local = _results(runs, "crossfit:2")
+    t, lt = ray_run["teacher"], local["teacher"]
+    assert t["auc"] == pytest.approx(lt["auc"], abs=1e-3)
+    assert ray_run["platform"]["teacher_steps"] == t["steps"] == lt["steps"] == sum(f["steps"] for f in t["folds"])
+    assert t["signal_rows"] == lt["signal_rows"] and t["signal_rows"]["history"] == 0
+    for a, b in zip(t["folds"], lt["folds"]):
+        assert a["signal_rows"] == b["signal_rows"] and a["auc"] == pytest.approx(b["auc"], abs=1e-3)
+        assert a["signal_auc_window"] == pytest.approx(b["signal_auc_window"], abs=1e-3)
+    assert t["leakage_gap"] == pytest.approx(lt["leakage_gap"], abs=1e-3)
+    p = ray_run["platform"]
+    assert p["stream_rows"] == p["stream_rows_with_signal"] > 0  # every window row scored by a fold
+    s, ls = ray_run["students"][0], local["students"][0]
+    assert s["unlabelled_rows"] == ls["unlabelled_rows"] > 0 and s["rows"] == ls["rows"]
+    for k in ("auc_raw", "auc_distill"):
+        assert s[k] == pytest.approx(ls[k], abs=1e-3), k
