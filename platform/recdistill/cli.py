@@ -225,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dir", help="a run directory (results.json + config.yaml) or a sweep directory")
     rp.set_defaults(fn=_report)
 
-    cp = sub.add_parser("compare", help="runs and sweeps side by side, each figure with its 95% interval",
+    cp = sub.add_parser("compare", help="runs and sweeps side by side, each figure with its 95%% interval",
                         description="One table and one plot of a metric across runs (one entry per student) and "
                                     "sweeps (one per trial), with 95% intervals over seeds and test rows, and each "
                                     "entry against its reference (the first entry of the same student, else the "
