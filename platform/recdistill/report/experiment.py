@@ -263,7 +263,9 @@ def leakage_lines(t: dict[str, Any]) -> list[str]:
     if w is None or w != w:
         return []
     mode = t.get("signals", "forward")
-    out = ["", f"Signals: {_SIGNAL_MODES.get(mode, mode)}. Leakage gauge: the teacher's AUC on the students' "
+    steps = f" ({t['steps']:,} teacher steps{' over its fold teachers' if t.get('folds') else ''})" \
+        if isinstance(t.get("steps"), int) else ""
+    out = ["", f"Signals: {_SIGNAL_MODES.get(mode, mode)}{steps}. Leakage gauge: the teacher's AUC on the students' "
                f"window rows it gave signals for is {w:.4f}, on the test split {t['auc']:.4f} (gap {w - t['auc']:+.4f}; "
                f"a large positive gap says the signals are leaky)."]
     if t.get("folds"):
