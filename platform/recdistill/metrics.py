@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import rankdata
 
 _EPS = 1e-7
 
@@ -22,6 +21,10 @@ def auc(labels: np.ndarray, scores: np.ndarray) -> float:
     n_neg = y.size - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan")
+    # imported here: scipy.stats costs about a second to import, and every Ray Train worker
+    # imports this module but scores through histograms (StreamingAUC), never through here
+    from scipy.stats import rankdata
+
     ranks = rankdata(s)
     return float((ranks[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
