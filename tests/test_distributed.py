@@ -114,6 +114,9 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     assert abs(first["students"][0]["rows"] - 0.5 * 16_000) < 400  # a uniform half of the split
     p = first["platform"]
     assert p["stream_rows"] == p["stream_rows_with_signal"] > 0
+    # the finished run dropped its student groups' checkpoints (models/ has them); the teacher's stay
+    train_dirs = [d.name for d in (shared / "ray1" / "ray_train").iterdir()]
+    assert any(n.startswith("teacher-") for n in train_dirs) and not any(n.startswith("students-") for n in train_dirs)
 
     # Same teacher key (only a student changed): no teacher step, the same teacher numbers;
     # and the students in two groups (two concurrent Train runs) learn as in one group.
