@@ -99,9 +99,9 @@ def test_each_mode_gives_every_window_row_a_signal_and_reports_its_gauge(runs: P
 
 
 def test_crossfit_on_ray_equals_the_local_engine(runs: Path) -> None:
-    """crossfit:2 on Ray: a Train run per fold teacher (both at once: half-CPU workers leave a
-    CPU for Ray Data), each scoring its held-out fold into the store under its own ranks
-    after training; the signals, the fold teachers and the students as on the local engine."""
+    """crossfit:2 on Ray: a Train run per fold teacher (one at a time on one CPU node), each
+    scoring its held-out fold into the store under its own ranks after training; the
+    signals, the fold teachers and the students as on the local engine."""
     from recdistill.experiment import run_experiment
 
     said: list[str] = []
@@ -109,7 +109,7 @@ def test_crossfit_on_ray_equals_the_local_engine(runs: Path) -> None:
         *TINY, "run.engine=ray", "teacher.signals=crossfit:2", "platform.cpus_per_worker=0.5",
         f"data.path={runs / 'data'}", f"platform.signal_store={runs / 'store'}", f"run.dir={runs / 'crossfit-ray'}"]),
         log=said.append)
-    assert any("2 fold teachers, 2 at a time" in line for line in said), said
+    assert any("2 fold teachers, 1 at a time" in line for line in said), said
     local = _results(runs, "crossfit:2")
     t, lt = ray_run["teacher"], local["teacher"]
     assert t["auc"] == pytest.approx(lt["auc"], abs=1e-3)
@@ -125,3 +125,16 @@ def test_crossfit_on_ray_equals_the_local_engine(runs: Path) -> None:
     assert s["unlabelled_rows"] == ls["unlabelled_rows"] > 0 and s["rows"] == ls["rows"]
     for k in ("auc_raw", "auc_distill"):
         assert s[k] == pytest.approx(ls[k], abs=1e-3), k
+
+
+def test_fold_teachers_run_at_once_only_where_they_do_not_share_cores() -> None:
+    from recdistill.engine.teacher import fold_concurrency
+
+    cfg = load_config(None, ["teacher.signals=crossfit:5", "platform.cpus_per_worker=0.5"])
+    assert fold_concurrency(cfg, cpus=2, gpus=0, nodes=1) == 1  # CPU workers use every core of their node
+    assert fold_concurrency(cfg, cpus=32, gpus=0, nodes=4) == 4  # one per node
+    assert fold_concurrency(cfg, cpus=1, gpus=0, nodes=1) == 1  # never below one
+    assert fold_concurrency(cfg, cpus=64, gpus=8, nodes=1) == 5  # a GPU each: all five at once
+    assert fold_concurrency(cfg, cpus=64, gpus=2, nodes=1) == 2
+    two = load_config(None, ["teacher.signals=crossfit:5", "platform.teacher_workers=2", "platform.gpus_per_worker=0.5"])
+    assert fold_concurrency(two, cpus=64, gpus=2, nodes=1) == 2  # 2 DDP workers × half a GPU each per teacher
