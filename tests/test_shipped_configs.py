@@ -1,5 +1,5 @@
 """Every shipped experiment config loads, and its first line says how to run it
-(``recdistill run`` or the job script it belongs to)."""
+(``recdistill run``, ``recdistill sweep`` or the job script it belongs to)."""
 
 from pathlib import Path
 
@@ -18,4 +18,4 @@ def test_there_are_configs() -> None:
 def test_config_loads_and_documents_its_command(path: Path) -> None:
     load_config(path)
     first = path.read_text().splitlines()[0]
-    assert first.startswith(("# recdistill run ", "# python jobs/")) and path.name in first
+    assert first.startswith(("# recdistill run ", "# recdistill sweep ", "# python jobs/")) and path.name in first
