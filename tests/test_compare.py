@@ -74,6 +74,38 @@ def test_sweep_trials_are_entries_and_the_cli_writes_table_and_plot(tmp_path: Pa
     assert json.loads((out / "compare.json").read_text())["differences"][0]["finding"]
 
 
+def test_by_a_swept_key_compares_each_trial_with_its_level_one_twin(tmp_path: Path, capsys) -> None:
+    # 2 signal modes × 2 α: crossfit adds 0.006 of gain at either α, α 8 adds 0.002
+    grid = [("forward", 1.0, 0.004), ("forward", 8.0, 0.006), ("crossfit:5", 1.0, 0.010), ("crossfit:5", 8.0, 0.012)]
+    runs = [_seeded_run(tmp_path / "sweep" / "trials" / f"t{i}", g) for i, (_, _, g) in enumerate(grid)]
+    (tmp_path / "sweep" / "results.json").write_text(json.dumps({"trials": [
+        {"trial": i, "config": {"teacher.signals": m, "students.0.alpha": a}, "dir": str(r), "student_index": 0}
+        for i, (r, (m, a, _)) in enumerate(zip(runs, grid))]}))
+    c = compare([tmp_path / "sweep"], "gain", by="teacher.signals")
+    pairs = {(d["entry"].split(" ")[0], d["against"].split(" ")[0]): d for d in c["differences"]}
+    assert sorted(pairs) == [("sweep#2", "sweep#0"), ("sweep#3", "sweep#1")]  # the same α, forward
+    for d in pairs.values():
+        assert d["finding"] and d["mean"] == pytest.approx(0.006, abs=1e-3)
+    by_alpha = compare([tmp_path / "sweep"], "gain", by="students.0.alpha")
+    assert sorted((d["entry"].split(" ")[0], d["against"].split(" ")[0]) for d in by_alpha["differences"]) == [
+        ("sweep#1", "sweep#0"), ("sweep#3", "sweep#2")]
+    out = tmp_path / "cmp"
+    assert main(["compare", str(tmp_path / "sweep"), "--by", "teacher.signals", "--metric", "gain",
+                 "--out", str(out)]) == 0
+    assert "teacher.signals at its first level" in (out / "report.md").read_text()
+    with pytest.raises(CompareError, match=r"--by towers: not a swept key .*swept keys: students.0.alpha, "
+                                           r"teacher.signals"):
+        compare([tmp_path / "sweep"], by="towers")
+    with pytest.raises(CompareError, match="only sweep trials have swept keys"):
+        compare([runs[0]], by="teacher.signals")
+    # a grid with a hole: no twin at the first level is an error, not a silent skip
+    (tmp_path / "sweep" / "results.json").write_text(json.dumps({"trials": [
+        {"trial": i, "config": {"teacher.signals": m, "students.0.alpha": a}, "dir": str(r), "student_index": 0}
+        for i, (r, (m, a, _)) in enumerate(zip(runs, grid)) if i != 1]}))
+    with pytest.raises(CompareError, match=r"sweep#3 .* has no trial with teacher.signals=forward"):
+        compare([tmp_path / "sweep"], by="teacher.signals")
+
+
 def test_not_a_run_is_a_clear_error(tmp_path: Path, capsys) -> None:
     with pytest.raises(CompareError, match="no results.json here"):
         compare([tmp_path])

@@ -107,7 +107,7 @@ def _compare(args: argparse.Namespace) -> int:
     from recdistill.compare import CompareError, compare, markdown, write_comparison
 
     try:
-        c = compare([Path(p) for p in args.dirs], args.metric)
+        c = compare([Path(p) for p in args.dirs], args.metric, args.by)
     except CompareError as e:
         raise ConfigError(str(e)) from None
     written = write_comparison(c, Path(args.out))
@@ -236,6 +236,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     cp.add_argument("--metric", default="eta", choices=list(METRICS),
                     help="what to compare (default eta): " + "; ".join(f"{k}: {v}" for k, v in METRICS.items()))
+    cp.add_argument("--by", default=None, metavar="KEY",
+                    help="a swept key of a sweep (e.g. teacher.signals): each trial against the trial with the same "
+                         "other values and KEY at its first level, so each difference is that factor's effect")
     cp.add_argument("--out", default="runs/compare", help="where compare.json, report.md/html and compare.png go "
                                                           "(default runs/compare; rewritten in place)")
     cp.set_defaults(fn=_compare)

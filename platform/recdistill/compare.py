@@ -8,6 +8,11 @@ their teacher (the teacher key includes the seed) and each test-row resample, so
 difference is taken seed by seed and row resample by row resample, as within a run
 (``intervals.draws``). Otherwise each entry is drawn on its own and the differences are
 marked unpaired (wider, as they should be).
+
+``--by KEY`` reads a factorial sweep one factor at a time: each trial is compared with the
+trial that has the same values of every other swept key and KEY at its first level (the
+level of the first trial), so the difference is that factor's effect with the rest held
+fixed, paired seed by seed.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ class Entry:
     per_seed: list[dict[str, Any]]  # {"teacher", "raw", "distill": AUC; "*_boot": deviations or None}
     test_rows: int | None
     student: str | None = None  # a run's student (its reference is the first run's same student)
+    config: dict[str, Any] | None = None  # a sweep trial's swept values (``--by`` matches on them)
 
 
 def _student_figures(results: dict[str, Any], j: int) -> dict[str, Any]:
@@ -93,7 +99,7 @@ def load_entries(path: Path) -> list[Entry]:
             seeds = _run_seeds(run_dir, sub)
             entries.append(Entry(f"{path.name}#{t['trial']} ({values})" if values else f"{path.name}#{t['trial']}",
                                  [s for s, _ in seeds], [_student_figures(r, j) for _, r in seeds],
-                                 _test_rows(sub)))
+                                 _test_rows(sub), config=dict(t.get("config") or {})))
         return entries
     if "students" not in results or "teacher" not in results:
         raise CompareError(f"{f}: not a 1→N run or sweep (online and transfer runs are compared in their own reports)")
@@ -121,14 +127,46 @@ def _figures(entries: list[tuple[str, Entry]]) -> Figures:
     return Figures.of(values, boots)
 
 
-def compare(paths: list[Path], metric: str = "eta") -> dict[str, Any]:
-    """Every entry's ``metric`` with its interval, and each entry against its reference: the
-    first entry of the same student (runs of one config family), else the first entry."""
+def _references(entries: list[Entry], by: str | None) -> list[int | None]:
+    """Each entry's reference (None: it is one): with ``by``, the trial equal to it in every
+    other swept key with ``by`` at its first level; else the first entry of the same
+    student, else the first entry."""
+    if by is None:
+        refs: list[int | None] = []
+        for j, e in enumerate(entries):
+            ref = next((i for i, x in enumerate(entries) if e.student is not None and x.student == e.student), 0)
+            refs.append(None if ref == j else ref)
+        return refs
+    missing = [e.label for e in entries if e.config is None or by not in e.config]
+    if missing:
+        keys = sorted({k for e in entries for k in (e.config or {})})
+        raise CompareError(f"--by {by}: not a swept key of {', '.join(missing[:3])}"
+                           + (f" (swept keys: {', '.join(keys)})" if keys else " (only sweep trials have swept keys)"))
+    first = entries[0].config[by]  # type: ignore[index]
+    refs = []
+    for j, e in enumerate(entries):
+        rest = {k: v for k, v in e.config.items() if k != by}  # type: ignore[union-attr]
+        if e.config[by] == first:  # type: ignore[index]
+            refs.append(None)
+            continue
+        ref = next((i for i, x in enumerate(entries) if x.config[by] == first  # type: ignore[index]
+                    and {k: v for k, v in x.config.items() if k != by} == rest), None)  # type: ignore[union-attr]
+        if ref is None:
+            raise CompareError(f"--by {by}: {e.label} has no trial with {by}={first} and the same other values")
+        refs.append(ref)
+    return refs
+
+
+def compare(paths: list[Path], metric: str = "eta", by: str | None = None) -> dict[str, Any]:
+    """Every entry's ``metric`` with its interval, and each entry against its reference: with
+    ``by``, the sweep trial that differs from it only in that key, at the key's first level;
+    else the first entry of the same student (runs of one config family), else the first."""
     if metric not in METRICS:
         raise CompareError(f"--metric {metric}: expected one of {', '.join(METRICS)}")
     entries = [e for p in paths for e in load_entries(p)]
     if len(entries) < 1:
         raise CompareError("nothing to compare")
+    references = _references(entries, by)
     keyed = [(f"e{i}", e) for i, e in enumerate(entries)]
     paired = len({tuple(e.seeds) for e in entries}) == 1 and len({e.test_rows for e in entries}) == 1
     if paired:
@@ -145,9 +183,8 @@ def compare(paths: list[Path], metric: str = "eta") -> dict[str, Any]:
         f, d = figs[k]
         rows.append({"entry": e.label, "seeds": e.seeds, **interval(_stat(metric, k), f, d)})
     diffs = []
-    for j, (k, e) in enumerate(keyed):
-        ref = next((i for i, (_, x) in enumerate(keyed) if e.student is not None and x.student == e.student), 0)
-        if ref == j:
+    for (k, e), ref in zip(keyed, references):
+        if ref is None:
             continue
         k0, e0 = keyed[ref]
         if paired:
@@ -160,7 +197,7 @@ def compare(paths: list[Path], metric: str = "eta") -> dict[str, Any]:
         diffs.append({"entry": e.label, "against": e0.label, **got,
                       "finding": finding(got)})
     return {"metric": metric, "meaning": METRICS[metric], "paired": paired, "entries": rows, "differences": diffs,
-            "sources": [str(p) for p in paths]}
+            "by": by, "sources": [str(p) for p in paths]}
 
 
 def markdown(c: dict[str, Any]) -> str:
@@ -175,8 +212,10 @@ def markdown(c: dict[str, Any]) -> str:
         tail = (f"{d['against']} | {d['mean']:+.4f} | {interval_text(d)} | {verdict_text(d)} |" if d
                 else "(reference) | | | |")
         lines.append(f"| {r['entry']} | {', '.join(map(str, r['seeds']))} | {r['mean']:.4f} | {interval_text(r)} | {tail}")
-    lines += ["", "Each entry is compared with its reference: the first entry of the same student, else the "
-                  "first entry. A difference is a finding only when its interval excludes 0.", "", "![comparison](compare.png)", ""]
+    how = (f"the trial with the same other swept values and {c['by']} at its first level" if c.get("by") else
+           "the first entry of the same student, else the first entry")
+    lines += ["", f"Each entry is compared with its reference: {how}. A difference is a finding only when its "
+                  "interval excludes 0.", "", "![comparison](compare.png)", ""]
     return "\n".join(lines)
 
 
