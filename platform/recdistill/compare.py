@@ -137,20 +137,21 @@ def _references(entries: list[Entry], by: str | None) -> list[int | None]:
             ref = next((i for i, x in enumerate(entries) if e.student is not None and x.student == e.student), 0)
             refs.append(None if ref == j else ref)
         return refs
-    missing = [e.label for e in entries if e.config is None or by not in e.config]
+    configs = [e.config or {} for e in entries]
+    missing = [e.label for e, c in zip(entries, configs) if by not in c]
     if missing:
-        keys = sorted({k for e in entries for k in (e.config or {})})
+        keys = sorted({k for c in configs for k in c})
         raise CompareError(f"--by {by}: not a swept key of {', '.join(missing[:3])}"
                            + (f" (swept keys: {', '.join(keys)})" if keys else " (only sweep trials have swept keys)"))
-    first = entries[0].config[by]  # type: ignore[index]
+    first = configs[0][by]
+    rests = [{k: v for k, v in c.items() if k != by} for c in configs]
+    at_first = [i for i, c in enumerate(configs) if c[by] == first]
     refs = []
     for j, e in enumerate(entries):
-        rest = {k: v for k, v in e.config.items() if k != by}  # type: ignore[union-attr]
-        if e.config[by] == first:  # type: ignore[index]
+        if configs[j][by] == first:
             refs.append(None)
             continue
-        ref = next((i for i, x in enumerate(entries) if x.config[by] == first  # type: ignore[index]
-                    and {k: v for k, v in x.config.items() if k != by} == rest), None)  # type: ignore[union-attr]
+        ref = next((i for i in at_first if rests[i] == rests[j]), None)
         if ref is None:
             raise CompareError(f"--by {by}: {e.label} has no trial with {by}={first} and the same other values")
         refs.append(ref)
@@ -212,7 +213,7 @@ def markdown(c: dict[str, Any]) -> str:
         tail = (f"{d['against']} | {d['mean']:+.4f} | {interval_text(d)} | {verdict_text(d)} |" if d
                 else "(reference) | | | |")
         lines.append(f"| {r['entry']} | {', '.join(map(str, r['seeds']))} | {r['mean']:.4f} | {interval_text(r)} | {tail}")
-    how = (f"the trial with the same other swept values and {c['by']} at its first level" if c.get("by") else
+    how = (f"the trial with the same other swept values and {c['by']} at its first level" if c["by"] else
            "the first entry of the same student, else the first entry")
     lines += ["", f"Each entry is compared with its reference: {how}. A difference is a finding only when its "
                   "interval excludes 0.", "", "![comparison](compare.png)", ""]
