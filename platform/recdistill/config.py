@@ -219,6 +219,13 @@ class TeacherConfig:
                         "signal comes from a teacher that never saw it (K teacher trainings; η's teacher AUC is "
                         "their mean). posthoc: the final teacher scores every row, the rows it trained on "
                         "included (leaky; for comparison, and flagged so in the report)")
+    representations: bool = opt(
+        False, help="LoopFM: in its recording pass the teacher also writes the embedding-table rows of the users "
+                    "and items its rows met (the log's user and item fields, and the items of its sequence "
+                    "field) as `embedding` signals keyed by (entity, time), one block per signal block, each "
+                    "stamped with the latest time the teacher had trained on; students with "
+                    "students.N.representations.use read them as input features. Forward signals, Ray engine, "
+                    "batch 1→N only")
 
     def check(self) -> None:
         signal_mode(self.signals)
@@ -248,6 +255,26 @@ class UnlabelledConfig:
     alpha: float | None = opt(None, ge=0.0, help="distill weight on those rows (null: the student's alpha); the "
                                                  "labelled and the unlabelled rows' distill losses are each a mean "
                                                  "over their own rows")
+
+
+REPRESENTATION_PARTS = ("user", "item", "history")
+
+
+@dataclass
+class RepresentationsConfig:
+    """LoopFM: the teacher's stored representations as this student's input features, each
+    as of strictly before the row's time (``signals.representations``)."""
+
+    use: list[str] = opt(
+        default_factory=list,
+        help="which teacher representations the student reads, any of user (the row's user), item (the shown "
+             "item), history (the items of the row's sequence field, pooled); [] = none. Each enters as one "
+             "input token, with its staleness (log1p of its age in the log's time) beside them. Needs "
+             "teacher.representations: true. The raw student reads them too: it is the 'representations "
+             "only' model, its distilled twin 'KD + representations'")
+    history: Literal["mean", "attention"] = opt(
+        "mean", help="how the history items' representations are pooled: mean, or attention weighted by their "
+                     "dot product with the shown item's representation (softmax over d^-0.5·<h_j, item>)")
 
 
 @dataclass
@@ -298,6 +325,10 @@ class StudentConfig:
                    "student's seeds depend on run.seed and its name, never on its place in the list. A sweep "
                    "packs trials as students of one run under new names with seed_name kept, so each trains "
                    "exactly as it would alone")
+    representations: RepresentationsConfig = opt(
+        default_factory=RepresentationsConfig,
+        help="LoopFM: the teacher's stored user / item / history representations as input features "
+             "({use: [user, item, history], history: mean | attention}; issue 19)")
 
 
 @dataclass
@@ -581,9 +612,34 @@ class ExperimentConfig:
             if len(pair) != 2 or unknown or pair[0] == pair[1]:
                 raise ConfigError(f"run.pairs.{j}={pair!r}: expected two different student names of {names}"
                                   + (f"; unknown: {unknown}" if unknown else ""))
+        self._check_representations()
         if self.transfer.enabled and self.stream.enabled:
             raise ConfigError("transfer.enabled and stream.enabled: the transfer stage is offline; run the online "
                               "pipeline as its own experiment")
+
+
+    def _check_representations(self) -> None:
+        readers = [f"students.{i}.representations.use" for i, s in enumerate(self.students) if s.representations.use]
+        for i, s in enumerate(self.students):
+            parts = s.representations.use
+            bad = [p for p in parts if p not in REPRESENTATION_PARTS]
+            if bad or len(set(parts)) != len(parts):
+                raise ConfigError(f"students.{i}.representations.use={parts}: expected distinct parts of "
+                                  f"{list(REPRESENTATION_PARTS)}" + (f"; unknown: {bad}" if bad else ""))
+        if readers and not self.teacher.representations:
+            raise ConfigError(f"{', '.join(readers)}: these students read the teacher's representations; set "
+                              f"teacher.representations=true so that the teacher writes them")
+        if not self.teacher.representations:
+            return
+        where = ("the online pipeline" if self.stream.enabled else "the transfer stage" if self.transfer.enabled
+                 else "the local engine" if self.run.engine == "local" else None)
+        if where:
+            raise ConfigError(f"teacher.representations: written and read by the batch 1→N experiment on the Ray "
+                              f"engine only, not by {where} (its per-window refresh is not built yet)")
+        if signal_mode(self.teacher.signals)[0] != "forward":
+            raise ConfigError(f"teacher.representations with teacher.signals={self.teacher.signals}: representations "
+                              f"are written in the forward recording pass, stamped with the time the teacher had "
+                              f"trained to, so that no row reads a representation of its own time or after")
 
 
 # ------------------------------------------------------------------------ loader

@@ -102,6 +102,8 @@ class StudentResult:
     raw_reused: bool | None = None  # the Ray engine reuses stored raw students
     unlabelled_rows: int = 0  # rows the distilled model also trained on, without their labels
     unlabelled_without_signal: int = 0  # rows picked as unlabelled but left out: no teacher signal
+    representations: list[str] | None = None  # LoopFM: the teacher representations it reads (raw and distilled)
+    baseline: str | None = None  # the student of the same shape without them: LoopFM's transfer ratios' base
 
     def training(self, kind: str) -> Training:
         return self.raw if kind == "raw" else self.distill
@@ -117,10 +119,14 @@ class StudentResult:
         for kind in KINDS:
             out.update(self.training(kind).fields(kind))
         out["eta"] = self.eta
+        if self.representations:
+            out["representations"] = self.representations
+            out["baseline"] = self.baseline
         return out
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> StudentResult:
         return cls(d["name"], d["arch"], d["towers"], d["params"], d.get("rows", 0), d.get("rows_from", ""),
                    d.get("signal_coverage", _NAN), Training.of(d, "raw"), Training.of(d, "distill"),
-                   d["eta"], d.get("raw_reused"), d.get("unlabelled_rows", 0), d.get("unlabelled_without_signal", 0))
+                   d["eta"], d.get("raw_reused"), d.get("unlabelled_rows", 0), d.get("unlabelled_without_signal", 0),
+                   d.get("representations"), d.get("baseline"))

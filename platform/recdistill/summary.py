@@ -37,6 +37,9 @@ def over_seeds(per_seed: list[dict[str, Any]], seeds: list[int], pairs: list[lis
                         "students": {x["name"]: {k: x[k] for k in ("auc_raw", "auc_distill", "eta")}
                                      for x in r["students"]}} for s, r in zip(seeds, per_seed)]
     out["data"] = first.get("data", {})
+    stale = [r.get("platform", {}).get("representations") for r in per_seed]
+    if all(stale):
+        out["representations"] = _mean_record(stale)  # their staleness, averaged over the seeds
     return out
 
 
@@ -89,8 +92,31 @@ def summarize(per_seed: list[dict[str, Any]], pairs: list[list[str]] = ()) -> di
         diffs.append(_difference(f"{a} − {b}: distilled AUC", "auc", f"{a}/distill", f"{b}/distill", f, d))
         diffs.append(_difference(f"{a} − {b}: η", "eta", ratio(f"{a}/distill", f"{a}/raw", "teacher", f"{a}/raw"),
                                  ratio(f"{b}/distill", f"{b}/raw", "teacher", f"{b}/raw"), f, d))
-    return {"seeds": f.seeds, "replicates": len(next(iter(f.deviations.values()))[0]) if f.deviations else 0,
-            "noise": noise, "level": LEVEL, "models": models, "eta": eta, "differences": diffs}
+    transfer = {}
+    for s in per_seed[0]["students"]:
+        base = s.get("baseline")
+        if not s.get("representations") or base not in names:
+            continue
+        n = s["name"]
+        # LoopFM's transfer ratio: the share of the teacher's gain over the plain raw student
+        # (the baseline's) that a student keeps, with KD, representations, or both
+        got = {"baseline": base, "representations": s["representations"],
+               "kd": interval(ratio(f"{base}/distill", f"{base}/raw", "teacher", f"{base}/raw"), f, d),
+               "representations_only": interval(ratio(f"{n}/raw", f"{base}/raw", "teacher", f"{base}/raw"), f, d),
+               "kd_representations": interval(ratio(f"{n}/distill", f"{base}/raw", "teacher", f"{base}/raw"), f, d)}
+        for k in ("kd", "representations_only", "kd_representations"):
+            got[k]["finding"] = finding(got[k])
+        transfer[n] = got
+        diffs.append(_difference(f"{n} − {base}: transfer ratio, KD + representations − KD only", "transfer_ratio",
+                                 ratio(f"{n}/distill", f"{base}/raw", "teacher", f"{base}/raw"),
+                                 ratio(f"{base}/distill", f"{base}/raw", "teacher", f"{base}/raw"), f, d))
+        diffs.append(_difference(f"{n} − {base}: raw AUC (representations only − raw)", "auc", f"{n}/raw",
+                                 f"{base}/raw", f, d))
+    out = {"seeds": f.seeds, "replicates": len(next(iter(f.deviations.values()))[0]) if f.deviations else 0,
+           "noise": noise, "level": LEVEL, "models": models, "eta": eta, "differences": diffs}
+    if transfer:
+        out["transfer_ratio"] = transfer
+    return out
 
 
 def _scalars(records: list[dict[str, Any]], suffix: str) -> dict[str, list[float]]:

@@ -32,7 +32,7 @@ def random_batch(art: Artifact, n: int, seed: int = 0) -> tuple[torch.Tensor, to
     spec = art.model.features.spec
     cat = torch.stack([torch.randint(0, b, (n,), generator=g) for b in spec.buckets], 1) if spec.buckets \
         else torch.zeros((n, 0), dtype=torch.long)
-    dense = torch.randn((n, spec.num_dense), generator=g)
+    dense = torch.randn((n, spec.dense_width), generator=g)
     length = max(1, art.seq_len)
     seq = torch.stack([torch.randint(0, spec.buckets[f], (n, length), generator=g) for f in spec.sequence_fields], 1) \
         if spec.sequence_fields else torch.zeros((n, 0, 1), dtype=torch.long)
@@ -69,7 +69,9 @@ def export_artifact(model_dir: str | Path, fmt: str, out: str | Path | None = No
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "inputs": {"cat": f"int64 (batch, {len(spec.buckets)}): codes per categorical field, in "
                               f"{PREPROCESS}'s schema order",
-                       "dense": f"float32 (batch, {spec.num_dense}): dense fields after the dense transform",
+                       "dense": f"float32 (batch, {spec.dense_width}): dense fields after the dense transform"
+                                + (f", then the teacher representations ({list(spec.extra_dense)}: see model.json's "
+                                   f"representations)" if spec.extra_dense else ""),
                        "seq": f"int64 (batch, {len(spec.sequence_fields)}, length): sequence codes, 0 = padding"},
             "output": f"main-tower logit (batch,); population p = sigmoid(logit + population_logit_shift from "
                       f"{SAMPLING})",

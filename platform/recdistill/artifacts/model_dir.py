@@ -31,6 +31,7 @@ from typing import Any, Iterator
 
 import torch
 
+from recdistill.config import to_dict
 from recdistill.artifacts.preprocess_state import PREPROCESS, VOCAB, read_preprocessor, write_preprocessor
 from recdistill.data.preprocess import Preprocessor
 from recdistill.models import FeatureSpec, Ranker
@@ -57,7 +58,9 @@ def describe_model(m: Any, towers: str, spec: FeatureSpec, seq_len: int) -> dict
     return {"arch": m.arch, "embed_dim": m.embed_dim, "depth": m.depth, "width": m.width, "towers": towers,
             "tower_width": getattr(m, "tower_width", 0), "seq_len": seq_len,
             "spec": {"buckets": list(spec.buckets), "num_dense": spec.num_dense,
-                     "sequence_fields": list(spec.sequence_fields)}}
+                     "sequence_fields": list(spec.sequence_fields),
+                     **({"extra_dense": list(spec.extra_dense)} if spec.extra_dense else {})},
+            **({"representations": to_dict(m.representations)} if spec.extra_dense else {})}
 
 
 def sampling_record(model_negative_keep: float, data_negative_keep: float) -> dict[str, Any]:
@@ -168,7 +171,8 @@ def unpacked(files: dict[str, bytes]) -> Iterator[Path]:
 
 def build_ranker(config: dict[str, Any]) -> Ranker:
     spec = config["spec"]
-    fs = FeatureSpec(tuple(spec["buckets"]), int(spec["num_dense"]), tuple(spec["sequence_fields"]))
+    fs = FeatureSpec(tuple(spec["buckets"]), int(spec["num_dense"]), tuple(spec["sequence_fields"]),
+                     tuple(spec.get("extra_dense", ())))
     return Ranker(fs, config["arch"], config["embed_dim"], config["depth"], config["width"], towers=config["towers"],
                   tower_width=config.get("tower_width", 0), sparse_embeddings=False)
 

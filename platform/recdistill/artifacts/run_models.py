@@ -20,6 +20,7 @@ from recdistill.config import ExperimentConfig, dump_config, to_dict
 from recdistill.data.preprocess import Preprocessor
 from recdistill.models import FeatureSpec
 from recdistill.train.keys import data_fingerprint
+from recdistill.train.plan import student_spec
 
 MODELS_DIR = "models"
 TEACHER = "teacher"
@@ -64,7 +65,8 @@ class RunModels:
                 why_missing: str = "", window: int | None = None) -> None:
         s = self.cfg.students[i]
         self._write(windowed(model_name(s.name, kind), window), f"student-{kind}", weights,
-                    describe_model(s, s.towers, self.spec, self.seq_len), s.negative_keep_rate, metrics, why_missing,
+                    describe_model(s, s.towers, student_spec(self.cfg, self.spec, i), self.seq_len),
+                    s.negative_keep_rate, metrics, why_missing,
                     {"student": s.name, "kind": kind, "alpha": None if kind == "raw" else s.alpha})
 
     def _write(self, name: str, role: str, weights: Path | torch.nn.Module | None, model: dict[str, Any],

@@ -51,6 +51,12 @@ def check_format(artifact: Artifact, fmt: str) -> None:
 def check_fields(artifact: Artifact, found: LogSchema, log_path: str) -> None:
     """The log's feature columns must be the model's: name the missing and the extra ones."""
     want = artifact.preprocessor.schema
+    reads = artifact.config.get("representations")
+    if reads:
+        raise ScoreError(f"{artifact.directory}: the model reads the teacher's stored representations "
+                         f"({', '.join(reads['use'])}; model.json 'representations') as {sum(artifact.model.features.spec.extra_dense)} "
+                         f"extra dense inputs, which a log's rows do not carry: scoring it needs the rows joined "
+                         f"with them (signals.representations), which `recdistill score` does not do yet")
 
     def cols(s: LogSchema) -> dict[str, str]:
         return {**{n: "dense" for n in s.dense}, **{n: "categorical" for n in s.categorical},

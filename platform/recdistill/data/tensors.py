@@ -2,13 +2,15 @@
 
 ``TensorLog`` holds a block of preprocessed rows: categorical codes (N, F), sequences
 (N, S, L) padded with 0, dense (N, D), labels, per-row sample rates and, when the log
-knows it, the true click probability. Rows stay in log (time) order.
+knows it, the true click probability; where a student stream was joined with the
+teacher's representations (``signals.representations``), those too (N, R). Rows stay in
+log (time) order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
-from typing import Any, Iterable
+from dataclasses import dataclass, fields, replace
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -29,6 +31,7 @@ class TensorLog:
     p_true: torch.Tensor | None = None
     window: torch.Tensor | None = None  # int32 window tag when the table has one
     recency: torch.Tensor | None = None  # int32 recency tag (windows.tag_history) when the table has one
+    rep: torch.Tensor | None = None  # (N, R) float32 teacher representations when the table was joined with them
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -45,12 +48,31 @@ class TensorLog:
                                      else torch.cat([getattr(p, f.name) for p in parts]))
                             for f in fields(parts[0])})
 
+    def with_representations(self, columns: Sequence[tuple[int, int]]) -> "TensorLog":
+        """The rows as a model that reads the teacher representations ``columns`` (slices of
+        ``rep``) sees them: those columns after its dense features. No columns: unchanged."""
+        if not columns:
+            return self
+        if self.rep is None:
+            raise ValueError(f"a model reads teacher representations (columns {list(columns)}), but these rows were "
+                             f"not joined with them (no {REP!r} column)")
+        return replace(self, dense=torch.cat([self.dense, *(self.rep[:, a:b] for a, b in columns)], 1))
+
     def to(self, device: torch.device | str) -> "TensorLog":
         return TensorLog(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device))
                             for f in fields(self)})
 
 
-def _pad_lists(col: pa.ChunkedArray | pa.Array, length: int) -> np.ndarray:
+REP = "teacher_rep"  # the column ``signals.representations`` joins: fixed_size_list<float32>[R]
+
+
+def fixed_size_rows(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
+    """A fixed-size list column → (N, size) numpy (slices and chunks handled by flatten)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), arr.type.list_size)
+
+
+def pad_lists(col: pa.ChunkedArray | pa.Array, length: int) -> np.ndarray:
     """List column → (N, length) int64, most recent items last, left-padded with 0."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     offsets = arr.offsets.to_numpy()
@@ -77,7 +99,7 @@ def from_table(t: pa.Table, schema: LogSchema, seq_length: int = 0) -> TensorLog
     if schema.sequences:
         length = seq_length or max(1, max(int(np.max(np.diff(t.column(s).combine_chunks().offsets.to_numpy()),
                                                      initial=0)) for s, _ in schema.sequences))
-        seq = np.stack([_pad_lists(t.column(s), length) for s, _ in schema.sequences], 1)
+        seq = np.stack([pad_lists(t.column(s), length) for s, _ in schema.sequences], 1)
     else:
         seq = np.zeros((n, 0, 1), np.int64)
     rate = t.column(SAMPLE_RATE).to_numpy().astype(np.float32) if SAMPLE_RATE in t.column_names \
@@ -94,6 +116,8 @@ def from_table(t: pa.Table, schema: LogSchema, seq_length: int = 0) -> TensorLog
         window=torch.from_numpy(t.column(WINDOW).to_numpy().astype(np.int32)) if WINDOW in t.column_names else None,
         recency=torch.from_numpy(t.column(RECENCY).to_numpy().astype(np.int32)) if RECENCY in t.column_names
         else None,
+        rep=torch.from_numpy(np.array(fixed_size_rows(t.column(REP)), np.float32))
+        if REP in t.column_names else None,
     )
 
 

@@ -21,20 +21,23 @@ from __future__ import annotations
 
 import shutil
 import time
+from dataclasses import asdict
 from typing import Any, Callable
 
 from recdistill.artifacts.serving_cost import measure_run_students
 from recdistill.artifacts.run_models import PREDATES, RunModels, model_name
 from recdistill.config import ExperimentConfig
 from recdistill.engine.ray_run import eval_datasets, start_run
-from recdistill.engine.stream import distill_stream
-from recdistill.engine.teacher import teacher_stage
+from recdistill.engine.stream import distill_stream, with_representations
+from recdistill.engine.teacher import representation_blocks, teacher_stage
 from recdistill.engine.trainer import CHECKPOINT, final_weights, fit_metrics
 from recdistill.report.experiment import write_results
 from recdistill.results import KINDS, Scored, StudentResult, Training, leakage_gap, transferability
 from recdistill.summary import summarize
 from recdistill.train.keys import raw_student_key
-from recdistill.train.plan import early_fields, feature_spec, sequence_length
+from recdistill.signals.representations import layout
+from recdistill.train.plan import (early_fields, feature_spec, reads_representations, representation_baseline,
+                                   sequence_length)
 from recdistill.train.students_loop import students_loop
 
 
@@ -46,7 +49,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     store, key, experiment, storage, base = run.store, run.key, run.experiment, run.storage, run.base
     timings: dict[str, float] = {}
     info, teacher_steps, reused = teacher_stage(cfg, run, log, timings)
-    stream, cov = distill_stream(run, log, timings)
+    rep = student_representations(cfg, run, log)
+    stream, cov = distill_stream(run, log, timings, rep)
     prepared, t_start = run.prepared, run.t_start
 
     n = len(cfg.students)
@@ -61,7 +65,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     t0 = time.perf_counter()
     stream_batch = min(s.batch_size for s in cfg.students)
-    datasets = {"train": stream, **eval_datasets(run)}
+    datasets = {"train": stream, **{n: with_representations(ds, run, rep).materialize() if rep else ds
+                                    for n, ds in eval_datasets(run).items()}}
     configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw} for g in groups]
     names = [f"students-{j}-{experiment}" for j in range(len(groups))]
     log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
@@ -105,7 +110,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         "students": [],
         "platform": {"teacher_key": key, "signal_id": run.signal_id, "teacher_reused": reused, "teacher_steps": teacher_steps,
                      "signal_store": store.uri, "stream_rows": cov["rows"], "stream_rows_with_signal":
-                     cov["with_signal"], "student_groups": len(groups),
+                     cov["with_signal"], **({"representations": cov["representations"]} if "representations" in cov
+                                            else {}), "student_groups": len(groups),
                      "student_resumed": sum(o["resumed"] for o in outs), "raw_reused": len(skip_raw),
                      "student_worker_s": {k: sum(o[k] for o in outs) for k in ("data_s", "feed_s", "checkpoint_s",
                                                                                 "eval_s")}, **timings},
@@ -120,7 +126,9 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
                               d["signal_rows"] / labelled if labelled else 0.0, raw, dist,
                               transferability(info["auc"], raw.scored.auc, dist.scored.auc), raw_reused=i in skip_raw,
                               unlabelled_rows=d.get("unlabelled_rows", 0),
-                              unlabelled_without_signal=d.get("unlabelled_without_signal", 0))
+                              unlabelled_without_signal=d.get("unlabelled_without_signal", 0),
+                              representations=list(s.representations.use) or None,
+                              baseline=representation_baseline(cfg, i))
         results["students"].append(entry.to_dict())
         log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
@@ -138,6 +146,20 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     results["tracking"] = run.opened.tracking_info()
     run.finish(results, write_results(cfg, results, log))
     return results
+
+
+def student_representations(cfg: ExperimentConfig, run: Any, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """What the students' join of the teacher's representations needs (its blocks and the
+    log's layout), or None when no student reads them."""
+    if not reads_representations(cfg):
+        return None
+    blocks = representation_blocks(run)
+    spec = feature_spec(run.schema, run.prepared.preprocessor.buckets)
+    lay = layout(run.schema, spec, cfg.teacher.embed_dim, sequence_length(cfg))
+    log(f"[stream] teacher representations ({', '.join(c for c in (lay.user_column, lay.item_column, lay.history_column) if c)}; "
+        f"{cfg.teacher.embed_dim} dims): {len(blocks)} blocks, joined as of strictly before each row's "
+        f"{lay.order_column}")
+    return {"blocks": blocks, "lay": asdict(lay)}
 
 
 def _training(m: dict[str, Any]) -> Training:

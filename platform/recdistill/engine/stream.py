@@ -13,6 +13,7 @@ from recdistill.data.reduce import reduce_blocks
 from recdistill.data.windows import HISTORY, STUDENT_WINDOW, WINDOW
 from recdistill.engine.ray_run import RayRun
 from recdistill.signals.join import coverage, join_signals
+from recdistill.signals.representations import join_representations, staleness, staleness_sums
 
 
 def window_rows(batch: pa.Table, window: int) -> pa.Table:
@@ -21,6 +22,10 @@ def window_rows(batch: pa.Table, window: int) -> pa.Table:
 
 def sum_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
+
+
+def sum_floats(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+    return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in a.keys() | b.keys()}
 
 
 def students_window(run: RayRun) -> Any:
@@ -35,9 +40,19 @@ def materialised_with_coverage(ds: Any) -> tuple[Any, dict[str, int]]:
     return stream, reduce_blocks(stream, coverage, sum_counts) or {"rows": 0, "with_signal": 0}
 
 
-def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, float]) -> tuple[Any, dict[str, int]]:
-    """The window's rows joined with the teacher's logits once, by row id, materialised in
-    the object store; with its coverage (rows, rows with a signal)."""
+def with_representations(ds: Any, run: RayRun, rep: dict[str, Any]) -> Any:
+    """``ds`` with each row's teacher representations as of strictly before its time
+    (``signals.representations``; ``rep``: the blocks and the layout). In batches of a signal
+    block's rows: each batch reads the blocks' files once."""
+    return ds.map_batches(join_representations, batch_format="pyarrow", batch_size=run.cfg.platform.signal_block_rows,
+                          fn_kwargs={"store_uri": run.store.uri, **rep})
+
+
+def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, float],
+                   rep: dict[str, Any] | None = None) -> tuple[Any, dict[str, int]]:
+    """The window's rows joined with the teacher's logits once, by row id (and with ``rep``,
+    its representations), materialised in the object store; with its coverage (rows, rows
+    with a signal)."""
     import ray
 
     t0 = time.perf_counter()
@@ -50,9 +65,17 @@ def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, f
         if got is None:
             raise RuntimeError(f"teacher {run.signal_id}: window {w} signals not complete after 600 s")
         blocks += got
-    stream, cov = materialised_with_coverage(
-        students_window(run).map_batches(join_signals, batch_format="pyarrow",
-                                         fn_kwargs={"store_uri": run.store.uri, "blocks": blocks}))
+    joined = students_window(run).map_batches(join_signals, batch_format="pyarrow",
+                                              fn_kwargs={"store_uri": run.store.uri, "blocks": blocks})
+    stream, cov = materialised_with_coverage(with_representations(joined, run, rep) if rep else joined)
+    if rep:
+        dim = rep["lay"]["dim"]
+        sums = reduce_blocks(stream, staleness_sums, sum_floats, {"dim": dim}) or {}
+        cov["representations"] = staleness(sums)
+        r = cov["representations"]
+        log(f"[stream] teacher representations found for {r['user']['found']:.1%} of rows' users (mean age "
+            f"{r['user']['mean_age']:,.0f}), {r['item']['found']:.1%} of their items (mean age "
+            f"{r['item']['mean_age']:,.0f}), {r['history']['found']:.1%} of history items")
     timings["stream_s"] = time.perf_counter() - t0
     log(f"[stream] window rows joined with teacher signals: {cov['rows']:,} rows, "
         f"{cov['with_signal']:,} with a signal ({cov['rows'] - cov['with_signal']:,} without: the aux loss is "

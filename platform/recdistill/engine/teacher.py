@@ -20,6 +20,8 @@ from recdistill.engine.ray_run import RayRun, eval_datasets
 from recdistill.engine.trainer import (CHECKPOINT, final_checkpoint, final_weights, model_checkpoint, ray_trainer,
                                        use_gpu, worker_gpus)
 from recdistill.signals.hub import completed
+from recdistill.signals.kinds import LOGIT_KIND
+from recdistill.signals.representations import KIND as REPRESENTATION
 from recdistill.signals.lease import reuse_or_lease
 from recdistill.signals.publish import Publisher
 from recdistill.signals.store import new_generation, signal_id
@@ -35,10 +37,14 @@ def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
     key, store, hub = run.key, run.store, run.hub
     windows = [(0, HISTORY), (0, STUDENT_WINDOW)]
     done: list[dict[str, Any]] = []
+    supplies = supplied_kinds(cfg)
 
     def stored() -> dict[str, Any] | None:
-        info = store.teacher_info(key) if cfg.platform.reuse_signals else None
+        info = store.teacher_info(key, supplies) if cfg.platform.reuse_signals else None
         if info is None:
+            return None
+        if REPRESENTATION in supplies and store.completion(signal_id(key, info["generation"]), 0, 0,
+                                                           REPRESENTATION) is None:
             return None
         got = completed(hub, signal_id(key, info["generation"]), windows)
         done[:] = got or []
@@ -101,6 +107,11 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
                                run.train_ds if mode == "posthoc" else None))]
     for w in (0, STUDENT_WINDOW):
         Publisher(store, hub, run.signal_id).complete(0, w)
+    if t.representations:
+        blocks, _ = store.scan(run.signal_id, REPRESENTATION)
+        store.mark_complete(run.signal_id, 0, 0, sum(b.rows for b in blocks), len(blocks), kind=REPRESENTATION)
+        log(f"[teacher] representations: {len(blocks)} embedding blocks, {sum(b.rows for b in blocks):,} "
+            f"(entity, time) values")
     info = {**_teacher_info([r["metrics"] for r in runs]), "key": key, "generation": generation, "arch": t.arch,
             "config": to_dict(t), "signals": mode, "checkpoint": runs[0]["model_checkpoint"]}
     if mode == "crossfit":
@@ -110,7 +121,7 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
     weights = final_weights(runs[0][CHECKPOINT], "teacher")
     if weights is not None:
         store.put_file(weights, store.teacher_weights_path(key, generation))
-    store.commit_teacher(key, info)
+    store.commit_teacher(key, info, supplied_kinds(cfg))
     timings["teacher_s"] = time.perf_counter() - t0
     log(f"[teacher] AUC {info['auc']:.4f} after {info['steps']} steps ({info['samples_per_s']:,.0f} samples/s, "
         f"{timings['teacher_s']:.1f} s with Ray's fixed costs); stopped in epoch {info['stopped_epoch']}/{t.epochs}"
@@ -119,6 +130,21 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
         + (f"; mean of {folds} fold teachers (" + ", ".join(f"{f['auc']:.4f}" for f in info["folds"]) + ")"
            if mode == "crossfit" else ""))
     return info, info["steps"]
+
+
+def supplied_kinds(cfg: ExperimentConfig) -> tuple[str, ...]:
+    """The signal kinds a run's teacher supplies: logits, and with ``teacher.representations``
+    its user and item embeddings."""
+    return (LOGIT_KIND.name, REPRESENTATION) if cfg.teacher.representations else (LOGIT_KIND.name,)
+
+
+def representation_blocks(run: RayRun) -> list[dict[str, Any]]:
+    """The teacher's representation blocks (``signals.representations``), once complete."""
+    if run.store.completion(run.signal_id, 0, 0, REPRESENTATION) is None:
+        raise RuntimeError(f"teacher {run.signal_id}: its representations are not complete in the store "
+                           f"{run.store.uri}; train the teacher again (platform.reuse_signals=false)")
+    blocks, _ = run.store.scan(run.signal_id, REPRESENTATION)
+    return [b.to_dict() for b in blocks]
 
 
 def _fit(cfg: ExperimentConfig, name: str, loop_config: dict[str, Any], datasets: dict[str, Any], storage: Any,

@@ -17,20 +17,28 @@ class FeatureSpec:
     """What the encoder needs to size its tables: buckets per field and which fields sequences share."""
 
     buckets: tuple[int, ...]  # per categorical field, codes in [0, buckets)
-    num_dense: int
+    num_dense: int  # the log's dense features
     sequence_fields: tuple[int, ...] = ()  # per sequence column, index of the field whose table it shares
+    # input groups after the log's dense features in the dense input, each projected to a
+    # token of its own: a student's teacher representations (``signals.representations``)
+    extra_dense: tuple[int, ...] = ()
 
     @property
     def num_tokens(self) -> int:
-        return len(self.buckets) + len(self.sequence_fields) + (1 if self.num_dense else 0)
+        return len(self.buckets) + len(self.sequence_fields) + (1 if self.num_dense else 0) + len(self.extra_dense)
+
+    @property
+    def dense_width(self) -> int:
+        """Columns of the model's dense input: the log's dense features, then the extra groups."""
+        return self.num_dense + sum(self.extra_dense)
 
 
 class FeatureEmbedding(nn.Module):
     """One embedding table with per-field offsets; sequences mean-pool their field's rows.
 
-    Output: (B, tokens, dim) with one token per categorical field, one per sequence and one
-    for the dense features (a linear projection of them), so every backbone can treat the
-    input as a set of field tokens.
+    Output: (B, tokens, dim) with one token per categorical field, one per sequence, one
+    for the dense features (a linear projection of them) and one per extra dense group, so
+    every backbone can treat the input as a set of field tokens.
     """
 
     def __init__(self, spec: FeatureSpec, dim: int, sparse: bool = True) -> None:
@@ -44,6 +52,7 @@ class FeatureEmbedding(nn.Module):
         self.table = nn.Embedding(int(sum(spec.buckets)), dim, sparse=sparse)
         nn.init.normal_(self.table.weight, std=0.01)
         self.dense = nn.Linear(spec.num_dense, dim) if spec.num_dense else None
+        self.extra = nn.ModuleList(nn.Linear(n, dim) for n in spec.extra_dense)
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor | None = None,
                 seq: torch.Tensor | None = None) -> torch.Tensor:
@@ -56,7 +65,10 @@ class FeatureEmbedding(nn.Module):
                 rows = self.table(ids + self.offsets[field]) * mask
                 pooled = rows.sum(1) / mask.sum(1).clamp(min=1.0)
                 tokens.append(pooled.unsqueeze(1))
-        if self.dense is not None:
+        if self.dense is not None or self.spec.extra_dense:
             assert dense is not None, "this model has dense features: pass dense"
-            tokens.append(self.dense(dense).unsqueeze(1))
+            parts = torch.split(dense, [self.spec.num_dense, *self.spec.extra_dense], dim=1)
+            if self.dense is not None:
+                tokens.append(self.dense(parts[0]).unsqueeze(1))
+            tokens += [proj(x).unsqueeze(1) for proj, x in zip(self.extra, parts[1:])]
         return torch.cat(tokens, dim=1)

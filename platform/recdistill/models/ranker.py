@@ -35,6 +35,9 @@ class Ranker(nn.Module):
         self.backbone = BACKBONES[arch](spec.num_tokens, embed_dim, depth, width)
         self.main = _tower(self.backbone.out_dim, tower_width)
         self.aux = _tower(self.backbone.out_dim, tower_width) if towers == "decoupled" else None
+        # which slices of a joined stream's teacher representations follow this model's dense
+        # features (``TensorLog.with_representations``); set by the plan for students that read them
+        self.rep_columns: tuple[tuple[int, int], ...] = ()
 
     @property
     def decoupled(self) -> bool:

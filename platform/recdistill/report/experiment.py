@@ -141,6 +141,13 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
     if "oracle" in r:
         lines += ["", f"Oracle AUC (true click probability): {r['oracle']['auc']:.4f}"]
     lines += leakage_lines(t)
+    stale = r.get("platform", {}).get("representations") or r.get("representations")
+    if stale:
+        u, i = stale["user"], stale["item"]
+        lines += ["", f"Teacher representations (as of strictly before each row's time) on the students' window: "
+                      f"user {u['found']:.1%} of rows (mean age {u['mean_age']:,.0f}), item {i['found']:.1%} "
+                      f"(mean age {i['mean_age']:,.0f}), history items {stale['history']['found']:.1%}. Age is in "
+                      f"the log's time (seconds of ts, or rows); it enters each student as log1p(age)."]
     if any(s.unlabelled_rows for s in students):
         lines += ["", "Unlabelled: rows of the students' window outside a student's labelled sample that its "
                       "distilled model also trained on, with the teacher's soft label only (its task loss masked); "
@@ -216,11 +223,28 @@ def interval_lines(summary: dict[str, Any] | None) -> list[str]:
     for name, e in summary["eta"].items():
         out.append(f"| {name}: η | {e['mean']:.3f} | {interval_text(e, '.3f')} | {verdict_text(e)} |")
     for d in summary["differences"]:
-        fmt = ".3f" if d["metric"] == "eta" else ".4f"
+        fmt = ".3f" if d["metric"] in ("eta", "transfer_ratio") else ".4f"
         out.append(f"| {d['name']} | {d['mean']:+{fmt}} | {interval_text(d, fmt)} | {verdict_text(d)} |")
     out += ["", "A paired figure is a finding only when its interval excludes 0; otherwise it is within noise. "
                 "Intervals are the central 95% of joint draws: a Student-t draw over seeds (their own covariance) "
                 "plus one Poisson resample of the test rows, the same rows for every model (recdistill/intervals.py)."]
+    return out + transfer_ratio_lines(summary.get("transfer_ratio"))
+
+
+def transfer_ratio_lines(transfer: dict[str, Any] | None) -> list[str]:
+    """LoopFM's transfer ratios: each representation-reading student against its baseline."""
+    if not transfer:
+        return []
+    out = ["", "## Teacher representations (LoopFM)", "",
+           "Transfer ratio = (AUC − baseline raw AUC) / (teacher AUC − baseline raw AUC): the share of the teacher's "
+           "gain over the plain raw student that a student keeps. The baseline is the student of the same shape "
+           "that reads no representations; its distilled model is 'KD only'.", "",
+           "| student | baseline | reads | KD only | representations only | KD + representations |",
+           "| --- | --- | --- | --- | --- | --- |"]
+    for name, t in transfer.items():
+        cells = [f"{t[k]['mean']:.3f} {interval_text(t[k], '.3f')}" for k in
+                 ("kd", "representations_only", "kd_representations")]
+        out.append(f"| {name} | {t['baseline']} | {', '.join(t['representations'])} | " + " | ".join(cells) + " |")
     return out
 
 

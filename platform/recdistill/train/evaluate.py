@@ -176,7 +176,8 @@ def validation_auc(models: dict[str, Ranker], batches: Iterable[TensorLog]) -> d
     with torch.no_grad():
         for b in batches:
             for name, m in models.items():
-                ev.update(name, m(b.cat, b.dense, b.seq)[0], b.label)
+                x = b.with_representations(m.rep_columns)
+                ev.update(name, m(x.cat, x.dense, x.seq)[0], b.label)
     for m in models.values():
         m.train()
     ev.all_reduce()

@@ -9,6 +9,7 @@ workers (DDP changes the optimisation), the rows per signal block (the blocks' l
 (``teacher.signals``, left out when forward) and the store layout version. What stays out: students, distillation, device, run name, and
 ``teacher.history_fraction`` where it cannot change the teacher (``history_orders_teacher``):
 the students of any cut read the signals of every window the teacher recorded.
+``teacher.representations`` is in the key only when on, as the signal mode is.
 """
 
 from __future__ import annotations
@@ -90,6 +91,8 @@ def teacher_key(cfg: ExperimentConfig) -> str:
         del teacher["signals"]
     else:
         teacher["signals"] = "%s:%d" % signal_mode(teacher["signals"])  # crossfit = crossfit:5, one key
+    if not teacher["representations"]:  # as signals: keys from before representations stay valid
+        del teacher["representations"]
     return _digest({**_data_identity(cfg), "teacher": teacher, "seed": cfg.run.seed,
                     "teacher_workers": cfg.platform.teacher_workers,
                     "signal_block_rows": cfg.platform.signal_block_rows})
@@ -119,8 +122,11 @@ def raw_student_key(cfg: ExperimentConfig, i: int) -> str:
     from recdistill.train.plan import seed_name
 
     student = {k: v for k, v in to_dict(cfg.students[i]).items() if k not in _DISTILL_ONLY}
+    # a raw student that reads the teacher's representations depends on that teacher
+    reads = student.pop("representations")
+    teacher = {"representations": reads, "teacher_key": teacher_key(cfg)} if reads["use"] else {}
     return _digest({**_data_identity(cfg), "raw_student": student, "seeds": seed_name(cfg, i), "seed": cfg.run.seed,
-                    "history_fraction": cfg.teacher.history_fraction})
+                    "history_fraction": cfg.teacher.history_fraction, **teacher})
 
 
 def spool_key(cfg: ExperimentConfig) -> str:

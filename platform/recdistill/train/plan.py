@@ -8,6 +8,7 @@ train the same models on the same rows.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from typing import Any, Collection
 
 import numpy as np
@@ -19,6 +20,7 @@ from recdistill.data.tensors import TensorLog
 from recdistill.distill.debias import SamplingCorrection
 from recdistill.distill.objective import Objective
 from recdistill.models import FeatureSpec, Ranker
+from recdistill.signals.representations import columns, group_sizes
 
 
 def sample_index(data: TensorLog, ratio: float, negative_keep: float, seed: int) -> torch.Tensor:
@@ -33,10 +35,42 @@ def feature_spec(schema: Any, buckets: dict[str, int]) -> FeatureSpec:
 
 
 def build_model(spec: FeatureSpec, m: TeacherConfig | StudentConfig, towers: str, seed: int,
-                sparse_embeddings: bool = True) -> Ranker:
+                sparse_embeddings: bool = True, rep_columns: tuple[tuple[int, int], ...] = ()) -> Ranker:
     torch.manual_seed(seed)
-    return Ranker(spec, m.arch, m.embed_dim, m.depth, m.width, towers=towers,
-                  tower_width=getattr(m, "tower_width", 0), sparse_embeddings=sparse_embeddings)
+    model = Ranker(spec, m.arch, m.embed_dim, m.depth, m.width, towers=towers,
+                   tower_width=getattr(m, "tower_width", 0), sparse_embeddings=sparse_embeddings)
+    model.rep_columns = rep_columns
+    return model
+
+
+def student_rep_columns(cfg: ExperimentConfig, i: int) -> tuple[tuple[int, int], ...]:
+    """The slices of the joined teacher representations student ``i`` reads (LoopFM)."""
+    r = cfg.students[i].representations
+    return columns(r.use, r.history, cfg.teacher.embed_dim)
+
+
+def student_spec(cfg: ExperimentConfig, spec: FeatureSpec, i: int) -> FeatureSpec:
+    """Student ``i``'s input features: the log's, plus one input group per teacher
+    representation it reads (and their staleness)."""
+    cols = student_rep_columns(cfg, i)
+    return replace(spec, extra_dense=group_sizes(cols)) if cols else spec
+
+
+def representation_baseline(cfg: ExperimentConfig, i: int) -> str | None:
+    """For a student reading teacher representations, the first student that reads none and
+    is otherwise the same (shape, rows, α): LoopFM's transfer ratios are over its raw AUC."""
+    from recdistill.config import to_dict
+
+    def rest(j: int) -> dict[str, Any]:
+        return {k: v for k, v in to_dict(cfg.students[j]).items() if k not in ("name", "seed_name", "representations")}
+
+    if not cfg.students[i].representations.use:
+        return None
+    return next((s.name for j, s in enumerate(cfg.students) if not s.representations.use and rest(j) == rest(i)), None)
+
+
+def reads_representations(cfg: ExperimentConfig) -> bool:
+    return any(s.representations.use for s in cfg.students)
 
 
 def teacher_init_seed(cfg: ExperimentConfig) -> int:
@@ -121,7 +155,9 @@ def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int]
             if kind == "raw" and i in skip_raw:
                 continue
             members.append(Member(
-                name=f"{s.name}/{kind}", model=build_model(spec, s, s.towers, student_init_seed(cfg, i)),
+                name=f"{s.name}/{kind}", model=build_model(student_spec(cfg, spec, i), s, s.towers,
+                                                           student_init_seed(cfg, i),
+                                                           rep_columns=student_rep_columns(cfg, i)),
                 objective=student_objective(cfg, i, distilled), uses_teacher=distilled,
                 ratio=share, min_recency=min_recency, negative_keep=s.negative_keep_rate,
                 seed=student_sample_seed(cfg, i), unlabelled_share=s.unlabelled.share if distilled else 0.0,

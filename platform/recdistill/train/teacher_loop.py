@@ -16,11 +16,13 @@ import time
 from typing import Any
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 
 from recdistill.data.tensors import from_table
 from recdistill.data.windows import STUDENT_WINDOW
 from recdistill.signals.publish import Publisher
+from recdistill.signals.representations import KIND as REPRESENTATION, entity_block, layout, table_rows
 from recdistill.signals.store import SignalStore
 from recdistill.train.checkpoint import plain
 from recdistill.train.evaluate import EarlyStop, Evaluator
@@ -83,8 +85,35 @@ def teacher_loop(config: dict[str, Any]) -> None:
     # flushes: a function of the step count, the same on every rank.
     flush_every = max(1, cfg.platform.signal_block_rows // t.batch_size)
     pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    # LoopFM (``teacher.representations``): the table rows of the entities met since the last
+    # block, and the latest time trained on so far
+    lay = layout(schema, ctx.spec, t.embed_dim, seq_len) if t.representations else None
+    met: list[np.ndarray] = []
+    trained_to = [np.iinfo(np.int64).min]
+
+    def write_representations() -> None:
+        """The current table rows of the entities met since the last block, stamped with the
+        latest time any worker trained on (every rank calls it at the same steps)."""
+        t_max = torch.tensor([trained_to[0]], dtype=torch.int64)
+        if world > 1:
+            import torch.distributed as dist
+
+            from recdistill.train.evaluate import collective_device
+
+            t_max = t_max.to(collective_device(dist.get_backend()))
+            dist.all_reduce(t_max, op=dist.ReduceOp.MAX)
+        rows = np.unique(np.concatenate(met)) if met else np.zeros(0, np.int64)
+        met.clear()
+        if not len(rows):
+            return
+        with torch.no_grad():
+            values = model.features.table.weight.detach()[torch.from_numpy(rows).to(device)].float().cpu().numpy()
+        publisher.store.write_table(config["key"], REPRESENTATION, 0, 0, publisher.rank, state["seq"],
+                                    entity_block(rows, values, int(t_max.item())))
 
     def flush() -> None:
+        if lay is not None:
+            write_representations()
         if not pending:
             return
         ids, z, w, y = (np.concatenate(x) for x in zip(*pending))
@@ -164,6 +193,9 @@ def teacher_loop(config: dict[str, Any]) -> None:
                 continue
             b = from_table(table, schema, seq_len).to(device)
             main = train_step(net, opts, b)
+            if lay is not None and epoch == 0:
+                met.append(table_rows(table, lay))
+                trained_to[0] = max(trained_to[0], int(pc.max(table.column(lay.order_column)).as_py()))
             state["steps"] += 1
             state["rows"] += len(b)
             state["batch"] = i + 1
