@@ -181,6 +181,18 @@ class DataConfig:
 # ------------------------------------------------------------------ models and KD
 
 @dataclass
+class SemanticIdsConfig:
+    """TokenMinds: residual quantisation of the teacher's representations (``signals.semantic_ids``)."""
+
+    levels: int = opt(0, ge=0, help="codebook levels L (0 = no semantic IDs); an entity's ID is L codes, coarse "
+                                    "to fine")
+    codes: int = opt(64, ge=2, help="codes per level K (k-means centroids on the previous levels' residual)")
+    fit_rows: int = opt(100_000, ge=1, help="most stored values the codebook is fitted on: a seeded sample of those "
+                                            "the teacher wrote by the end of its history, so no label of the "
+                                            "students' window reaches the centroids")
+
+
+@dataclass
 class TeacherConfig:
     arch: Literal["dnn", "deepfm", "dcnv2", "tokenmixer"] = opt(
         "dcnv2", help="teacher backbone family. dcnv2 (the default) trains at CPU speed and is a strong CTR "
@@ -227,8 +239,16 @@ class TeacherConfig:
                     "students.N.representations.use read them as input features. Forward signals, Ray engine, "
                     "batch 1→N only")
 
+    semantic_ids: SemanticIdsConfig = opt(
+        default_factory=lambda: SemanticIdsConfig(),
+        help="TokenMinds: the teacher's representations quantised into semantic IDs ({levels, codes, fit_rows}), "
+             "stored as `code` signals; students read them with students.N.representations.codes")
+
     def check(self) -> None:
         signal_mode(self.signals)
+        if self.semantic_ids.levels and not self.representations:
+            raise ConfigError(f"teacher.semantic_ids.levels={self.semantic_ids.levels}: semantic IDs quantise the "
+                              f"teacher's representations; set teacher.representations=true too")
 
 
 def signal_mode(spec: str) -> tuple[str, int]:
@@ -275,6 +295,11 @@ class RepresentationsConfig:
     history: Literal["mean", "attention"] = opt(
         "mean", help="how the history items' representations are pooled: mean, or attention weighted by their "
                      "dot product with the shown item's representation (softmax over d^-0.5·<h_j, item>)")
+    codes: list[str] = opt(
+        default_factory=list,
+        help="TokenMinds: whose semantic IDs the student reads as categorical features, any of user, item; one "
+             "field per level (codes + 1 buckets, 0 = none yet), as of strictly before the row's time. Needs "
+             "teacher.semantic_ids.levels > 0")
 
 
 @dataclass
@@ -621,11 +646,18 @@ class ExperimentConfig:
     def _check_representations(self) -> None:
         readers = [f"students.{i}.representations.use" for i, s in enumerate(self.students) if s.representations.use]
         for i, s in enumerate(self.students):
-            parts = s.representations.use
-            bad = [p for p in parts if p not in REPRESENTATION_PARTS]
-            if bad or len(set(parts)) != len(parts):
-                raise ConfigError(f"students.{i}.representations.use={parts}: expected distinct parts of "
-                                  f"{list(REPRESENTATION_PARTS)}" + (f"; unknown: {bad}" if bad else ""))
+            for key, allowed in (("use", REPRESENTATION_PARTS), ("codes", ("user", "item"))):
+                parts = getattr(s.representations, key)
+                bad = [p for p in parts if p not in allowed]
+                if bad or len(set(parts)) != len(parts):
+                    raise ConfigError(f"students.{i}.representations.{key}={parts}: expected distinct parts of "
+                                      f"{list(allowed)}" + (f"; unknown: {bad}" if bad else ""))
+            if s.representations.codes and not self.teacher.semantic_ids.levels:
+                raise ConfigError(f"students.{i}.representations.codes={s.representations.codes}: the student reads "
+                                  f"semantic IDs; set teacher.semantic_ids.levels (e.g. 3) so that the teacher's "
+                                  f"representations are quantised")
+        readers += [f"students.{i}.representations.codes" for i, s in enumerate(self.students)
+                    if s.representations.codes]
         if readers and not self.teacher.representations:
             raise ConfigError(f"{', '.join(readers)}: these students read the teacher's representations; set "
                               f"teacher.representations=true so that the teacher writes them")

@@ -17,8 +17,10 @@ from recdistill.config import ConfigError, load_config
 from recdistill.data.schema import LogSchema
 from recdistill.data.tensors import REP, from_table
 from recdistill.models import FeatureSpec, Ranker
-from recdistill.signals.representations import (KIND, META, Layout, columns, entity_block, group_sizes, layout,
-                                                representations, table_rows)
+from recdistill.signals import semantic_ids
+from recdistill.signals.representations import (KIND, META, Layout, code_columns, columns, entity_block, group_sizes,
+                                                layout, representations, table_rows)
+from recdistill.signals.representations import semantic_ids as semantic_ids_join
 from recdistill.signals.store import SignalStore
 from recdistill.train.keys import raw_student_key, teacher_key
 
@@ -107,11 +109,58 @@ def test_a_student_reads_its_parts_as_input_groups_of_their_own() -> None:
     assert not any(k.startswith("features.extra") for k in plain.state_dict())
 
 
+def test_residual_quantisation_spells_each_vector_coarse_to_fine() -> None:
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(4, 3)) * 5
+    x = np.concatenate([c + rng.normal(scale=0.1, size=(50, 3)) for c in centres])
+    books = semantic_ids.fit(x, levels=2, codes=4)
+    codes = semantic_ids.encode(x, books)
+    assert codes.shape == (200, 2) and codes.dtype == np.int32
+    # level 1 finds the four clusters: one code per cluster, each cluster's own
+    assert [len(set(codes[i * 50:(i + 1) * 50, 0])) for i in range(4)] == [1, 1, 1, 1]
+    assert len(set(codes[:, 0])) == 4
+    q = semantic_ids.quality(x, books)
+    assert [r["level"] for r in q] == [1, 2]
+    assert q[0]["relative_error"] < 0.01 and q[1]["relative_error"] < q[0]["relative_error"]
+    assert q[0]["codes_used"] == 1.0 and q[0]["perplexity"] == pytest.approx(4.0, rel=1e-6)
+    # the decoded vector is the sum of each level's centroid, naively
+    naive = books[0][codes[:, 0]] + books[1][codes[:, 1]]
+    err = ((x - naive) ** 2).sum() / (x ** 2).sum()
+    assert q[1]["relative_error"] == pytest.approx(err, rel=1e-6)
+    with pytest.raises(ValueError, match="no vectors"):
+        semantic_ids.kmeans(torch.zeros(0, 3), 2)
+
+
+def test_semantic_ids_are_joined_as_of_strictly_before_the_rows_time(tmp_path: Path) -> None:
+    store = SignalStore(str(tmp_path / "store"))
+    code = semantic_ids.CODE_KIND
+
+    def block(seq: int, rows: list[int], values: list[list[int]], t: int):
+        return store.write_table("k/g", code, 0, 0, 0, seq, pa.table({
+            "entity_id": pa.array(rows, pa.int64()), "time": pa.array([t] * len(rows), pa.int64()),
+            "teacher_code": pa.FixedSizeListArray.from_arrays(pa.array(np.ravel(values), pa.int32()), 2)}))
+
+    blocks = [block(0, [1, 15], [[3, 0], [7, 7]], 10), block(1, [1], [[4, 1]], 20)]
+    lay = Layout(**{**LAY.__dict__, "levels": 2})
+    rows = _rows([10, 11, 21], [1, 1, 1], [5, 5, 5], [[], [], []])
+    got = np.asarray(semantic_ids_join(rows, store, blocks, lay).flatten()).reshape(3, 4)
+    # code + 1 (0 = none yet): user 1 then item 5 (table row 15)
+    assert got.tolist() == [[0, 0, 0, 0], [4, 1, 8, 8], [5, 2, 8, 8]]
+    assert code_columns(["item"], 2) == ((2, 4),) and code_columns(["user", "item"], 3) == ((0, 3), (3, 6))
+
+
 def test_representations_are_checked_and_keyed() -> None:
     on = ["teacher.representations=true"]
     reads = [*on, "students.0.representations.use=[user,history]"]
     with pytest.raises(ConfigError, match="teacher.representations=true"):
         load_config(None, ["students.0.representations.use=[user]"])
+    with pytest.raises(ConfigError, match="teacher.semantic_ids.levels"):
+        load_config(None, [*on, "students.0.representations.codes=[user]"])
+    with pytest.raises(ConfigError, match="set teacher.representations=true too"):
+        load_config(None, ["teacher.semantic_ids.levels=2"])
+    with pytest.raises(ConfigError, match="unknown: \\['history'\\]"):
+        load_config(None, [*on, "teacher.semantic_ids.levels=2", "students.0.representations.codes=[history]"])
+    assert teacher_key(load_config(None, [*on, "teacher.semantic_ids.levels=2"])) != teacher_key(load_config(None, on))
     with pytest.raises(ConfigError, match="unknown: \\['users'\\]"):
         load_config(None, [*on, "students.0.representations.use=[users]"])
     for bad, why in (("run.engine=local", "local engine"), ("teacher.signals=crossfit:2", "forward recording pass"),
@@ -131,6 +180,7 @@ def test_representations_are_checked_and_keyed() -> None:
 TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data.synthetic.max_cardinality=5000",
         "teacher.depth=1", "teacher.width=16", "teacher.embed_dim=4", "teacher.batch_size=512", "teacher.epochs=1",
         "teacher.patience=0", "teacher.representations=true", "platform.signal_block_rows=2048",
+        "teacher.semantic_ids.levels=2", "teacher.semantic_ids.codes=8",
         "run.serving=off", "tracking.wandb=disabled", "platform.cpus_per_worker=0.5"]
 STUDENT = ["embed_dim=4", "width=8", "depth=1", "batch_size=512", "epochs=1", "sampling_ratio=0.25"]
 
@@ -140,10 +190,11 @@ def loopfm_run(tmp_path_factory: pytest.TempPathFactory, ray_local) -> Path:
     from recdistill.experiment import run_experiment
 
     tmp = tmp_path_factory.mktemp("loopfm")
-    students = [f"students.{i}.{kv}" for i in (0, 1) for kv in STUDENT]
+    students = [f"students.{i}.{kv}" for i in (0, 1, 2) for kv in STUDENT]
     run_experiment(load_config(None, [
-        *TINY, *students, "students.0.name=plain", "students.1.name=reads",
+        *TINY, *students, "students.0.name=plain", "students.1.name=reads", "students.2.name=codes",
         "students.1.representations.use=[user,item,history]", "students.1.representations.history=attention",
+        "students.2.representations.codes=[user,item]",
         f"data.path={tmp / 'data'}", f"platform.signal_store={tmp / 'store'}", f"run.dir={tmp / 'run'}"]),
         log=lambda _: None)
     return tmp
@@ -166,7 +217,20 @@ def test_a_run_joins_the_teachers_representations_and_reports_loopfms_transfer_r
     assert t["representations_only"]["mean"] == pytest.approx((s["reads"]["auc_raw"] - base) / (teacher - base))
     assert t["kd_representations"]["mean"] == pytest.approx((s["reads"]["auc_distill"] - base) / (teacher - base))
     assert t["kd"]["mean"] == pytest.approx(s["plain"]["eta"])
-    assert "Teacher representations (LoopFM)" in (loopfm_run / "run" / "report.md").read_text()
+    report = (loopfm_run / "run" / "report.md").read_text()
+    assert "Teacher representations (LoopFM)" in report and "Semantic IDs (TokenMinds)" in report
+    # semantic IDs: a codebook fitted on the history's values only, every block encoded
+    sem = r["teacher"]["semantic_ids"]
+    code_blocks, code_complete = store.scan(r["platform"]["signal_id"], semantic_ids.CODE_KIND)
+    assert code_complete == [(0, 0)] and len(code_blocks) == len(blocks) == sem["blocks"]
+    assert 0 < sem["fit_blocks"] < len(blocks) and all(b.time_max <= sem["history_to"] for b in
+                                                        sorted(blocks, key=lambda b: b.time_max)[:sem["fit_blocks"]])
+    assert [q["level"] for q in sem["quality"]] == [1, 2]
+    assert sem["quality"][1]["relative_error"] < sem["quality"][0]["relative_error"] < 1
+    assert s["codes"]["representations"] == ["user codes", "item codes"] and s["codes"]["baseline"] == "plain"
+    assert "codes" in r["summary"]["transfer_ratio"]
+    codes_model = json.loads((loopfm_run / "run" / "models" / "codes" / "raw" / "model.json").read_text())
+    assert codes_model["spec"]["buckets"][-4:] == [9, 9, 9, 9] and "extra_dense" not in codes_model["spec"]
     # the artifact says what it reads, and scoring a plain log with it is refused by name
     model = json.loads((loopfm_run / "run" / "models" / "reads" / "raw" / "model.json").read_text())
     assert model["representations"]["use"] == ["user", "item", "history"]

@@ -60,7 +60,13 @@ def describe_model(m: Any, towers: str, spec: FeatureSpec, seq_len: int) -> dict
             "spec": {"buckets": list(spec.buckets), "num_dense": spec.num_dense,
                      "sequence_fields": list(spec.sequence_fields),
                      **({"extra_dense": list(spec.extra_dense)} if spec.extra_dense else {})},
-            **({"representations": to_dict(m.representations)} if spec.extra_dense else {})}
+            **({"representations": to_dict(m.representations)} if _reads(m) else {})}
+
+
+def _reads(m: Any) -> bool:
+    """Whether a student config reads the teacher's representations or semantic IDs."""
+    r = getattr(m, "representations", None)
+    return bool(getattr(r, "use", None) or getattr(r, "codes", None))
 
 
 def sampling_record(model_negative_keep: float, data_negative_keep: float) -> dict[str, Any]:

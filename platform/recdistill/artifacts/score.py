@@ -53,10 +53,11 @@ def check_fields(artifact: Artifact, found: LogSchema, log_path: str) -> None:
     want = artifact.preprocessor.schema
     reads = artifact.config.get("representations")
     if reads:
+        parts = [*reads.get("use", []), *(f"{p} semantic ID" for p in reads.get("codes", []))]
         raise ScoreError(f"{artifact.directory}: the model reads the teacher's stored representations "
-                         f"({', '.join(reads['use'])}; model.json 'representations') as {sum(artifact.model.features.spec.extra_dense)} "
-                         f"extra dense inputs, which a log's rows do not carry: scoring it needs the rows joined "
-                         f"with them (signals.representations), which `recdistill score` does not do yet")
+                         f"({', '.join(parts)}; model.json 'representations') as extra inputs, which a log's rows "
+                         f"do not carry: scoring it needs the rows joined with them (signals.representations), "
+                         f"which `recdistill score` does not do yet")
 
     def cols(s: LogSchema) -> dict[str, str]:
         return {**{n: "dense" for n in s.dense}, **{n: "categorical" for n in s.categorical},

@@ -32,6 +32,7 @@ class TensorLog:
     window: torch.Tensor | None = None  # int32 window tag when the table has one
     recency: torch.Tensor | None = None  # int32 recency tag (windows.tag_history) when the table has one
     rep: torch.Tensor | None = None  # (N, R) float32 teacher representations when the table was joined with them
+    codes: torch.Tensor | None = None  # (N, 2L) int64 semantic IDs (code + 1, 0 = none) when joined with them
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -48,15 +49,26 @@ class TensorLog:
                                      else torch.cat([getattr(p, f.name) for p in parts]))
                             for f in fields(parts[0])})
 
-    def with_representations(self, columns: Sequence[tuple[int, int]]) -> "TensorLog":
+    def with_representations(self, columns: Sequence[tuple[int, int]],
+                             code_columns: Sequence[tuple[int, int]] = ()) -> "TensorLog":
         """The rows as a model that reads the teacher representations ``columns`` (slices of
-        ``rep``) sees them: those columns after its dense features. No columns: unchanged."""
-        if not columns:
-            return self
-        if self.rep is None:
-            raise ValueError(f"a model reads teacher representations (columns {list(columns)}), but these rows were "
-                             f"not joined with them (no {REP!r} column)")
-        return replace(self, dense=torch.cat([self.dense, *(self.rep[:, a:b] for a, b in columns)], 1))
+        ``rep``) and semantic IDs ``code_columns`` (slices of ``codes``) sees them: those after
+        its dense features and its categorical fields. None of either: unchanged."""
+        out = self
+        for cols, have, name, attr in ((columns, self.rep, REP, "dense"), (code_columns, self.codes, CODES, "cat")):
+            if not cols:
+                continue
+            if have is None:
+                raise ValueError(f"a model reads teacher {'representations' if attr == 'dense' else 'semantic IDs'} "
+                                 f"(columns {list(cols)}), but these rows were not joined with them (no {name!r} "
+                                 f"column)")
+            out = replace(out, **{attr: torch.cat([getattr(out, attr), *(have[:, a:b] for a, b in cols)], 1)})
+        return out
+
+    def for_model(self, model: Any) -> "TensorLog":
+        """The rows as ``model`` reads them: with the teacher representations and semantic IDs
+        it takes (its ``rep_columns`` and ``code_columns``, set by ``train.plan``)."""
+        return self.with_representations(getattr(model, "rep_columns", ()), getattr(model, "code_columns", ()))
 
     def to(self, device: torch.device | str) -> "TensorLog":
         return TensorLog(**{f.name: (None if getattr(self, f.name) is None else getattr(self, f.name).to(device))
@@ -64,6 +76,7 @@ class TensorLog:
 
 
 REP = "teacher_rep"  # the column ``signals.representations`` joins: fixed_size_list<float32>[R]
+CODES = "teacher_codes"  # and the semantic IDs it joins: fixed_size_list<int64>[2 × levels]
 
 
 def fixed_size_rows(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
@@ -118,6 +131,8 @@ def from_table(t: pa.Table, schema: LogSchema, seq_length: int = 0) -> TensorLog
         else None,
         rep=torch.from_numpy(np.array(fixed_size_rows(t.column(REP)), np.float32))
         if REP in t.column_names else None,
+        codes=torch.from_numpy(np.array(fixed_size_rows(t.column(CODES)), np.int64))
+        if CODES in t.column_names else None,
     )
 
 

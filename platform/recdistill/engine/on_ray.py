@@ -36,6 +36,7 @@ from recdistill.results import KINDS, Scored, StudentResult, Training, leakage_g
 from recdistill.summary import summarize
 from recdistill.train.keys import raw_student_key
 from recdistill.signals.representations import layout
+from recdistill.signals.semantic_ids import CODE_KIND
 from recdistill.train.plan import (early_fields, feature_spec, reads_representations, representation_baseline,
                                    sequence_length)
 from recdistill.train.students_loop import students_loop
@@ -127,7 +128,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
                               transferability(info["auc"], raw.scored.auc, dist.scored.auc), raw_reused=i in skip_raw,
                               unlabelled_rows=d.get("unlabelled_rows", 0),
                               unlabelled_without_signal=d.get("unlabelled_without_signal", 0),
-                              representations=list(s.representations.use) or None,
+                              representations=[*s.representations.use,
+                                               *(f"{p} codes" for p in s.representations.codes)] or None,
                               baseline=representation_baseline(cfg, i))
         results["students"].append(entry.to_dict())
         log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
@@ -154,12 +156,14 @@ def student_representations(cfg: ExperimentConfig, run: Any, log: Callable[[str]
     if not reads_representations(cfg):
         return None
     blocks = representation_blocks(run)
+    codes = any(s.representations.codes for s in cfg.students)
     spec = feature_spec(run.schema, run.prepared.preprocessor.buckets)
-    lay = layout(run.schema, spec, cfg.teacher.embed_dim, sequence_length(cfg))
+    lay = layout(run.schema, spec, cfg.teacher.embed_dim, sequence_length(cfg),
+                 cfg.teacher.semantic_ids.levels if codes else 0)
     log(f"[stream] teacher representations ({', '.join(c for c in (lay.user_column, lay.item_column, lay.history_column) if c)}; "
         f"{cfg.teacher.embed_dim} dims): {len(blocks)} blocks, joined as of strictly before each row's "
         f"{lay.order_column}")
-    return {"blocks": blocks, "lay": asdict(lay)}
+    return {"blocks": blocks, "lay": asdict(lay), "code_blocks": representation_blocks(run, CODE_KIND) if codes else None}
 
 
 def _training(m: dict[str, Any]) -> Training:

@@ -22,6 +22,7 @@ from recdistill.engine.trainer import (CHECKPOINT, final_checkpoint, final_weigh
 from recdistill.signals.hub import completed
 from recdistill.signals.kinds import LOGIT_KIND
 from recdistill.signals.representations import KIND as REPRESENTATION
+from recdistill.signals.semantic_ids import CODE_KIND, quantise_store
 from recdistill.signals.lease import reuse_or_lease
 from recdistill.signals.publish import Publisher
 from recdistill.signals.store import new_generation, signal_id
@@ -43,8 +44,7 @@ def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
         info = store.teacher_info(key, supplies) if cfg.platform.reuse_signals else None
         if info is None:
             return None
-        if REPRESENTATION in supplies and store.completion(signal_id(key, info["generation"]), 0, 0,
-                                                           REPRESENTATION) is None:
+        if any(store.completion(signal_id(key, info["generation"]), 0, 0, k) is None for k in supplies[1:]):
             return None
         got = completed(hub, signal_id(key, info["generation"]), windows)
         done[:] = got or []
@@ -112,8 +112,21 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
         store.mark_complete(run.signal_id, 0, 0, sum(b.rows for b in blocks), len(blocks), kind=REPRESENTATION)
         log(f"[teacher] representations: {len(blocks)} embedding blocks, {sum(b.rows for b in blocks):,} "
             f"(entity, time) values")
+    semantic = None
+    if t.semantic_ids.levels:
+        sid = t.semantic_ids
+        semantic = quantise_store(store.uri, run.signal_id, [b.to_dict() for b in blocks],
+                                  int(runs[0]["metrics"]["history_to"]), sid.levels, sid.codes, sid.fit_rows,
+                                  cfg.run.seed)
+        store.mark_complete(run.signal_id, 0, 0, sum(b.rows for b in blocks), semantic["blocks"], kind=CODE_KIND)
+        q = semantic["quality"]
+        log(f"[teacher] semantic IDs: {sid.levels} levels × {sid.codes} codes fitted on {semantic['fitted_on']:,} "
+            f"values stamped by the end of its history; relative reconstruction error by level "
+            + ", ".join(f"{x['relative_error']:.3f}" for x in q) + "; codes used "
+            + ", ".join(f"{x['codes_used']:.0%}" for x in q))
     info = {**_teacher_info([r["metrics"] for r in runs]), "key": key, "generation": generation, "arch": t.arch,
-            "config": to_dict(t), "signals": mode, "checkpoint": runs[0]["model_checkpoint"]}
+            "config": to_dict(t), "signals": mode, "checkpoint": runs[0]["model_checkpoint"],
+            **({"semantic_ids": semantic} if semantic else {})}
     if mode == "crossfit":
         info["folds"] = [_fold_summary(r["metrics"]) for r in runs]
     # beside its signals: a run reusing them still writes the teacher's artifact (crossfit:
@@ -133,17 +146,19 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
 
 
 def supplied_kinds(cfg: ExperimentConfig) -> tuple[str, ...]:
-    """The signal kinds a run's teacher supplies: logits, and with ``teacher.representations``
-    its user and item embeddings."""
-    return (LOGIT_KIND.name, REPRESENTATION) if cfg.teacher.representations else (LOGIT_KIND.name,)
+    """The signal kinds a run's teacher supplies: logits, with ``teacher.representations`` its
+    user and item embeddings, and with ``teacher.semantic_ids`` their codes."""
+    t = cfg.teacher
+    return (LOGIT_KIND.name, *((REPRESENTATION,) if t.representations else ()),
+            *((CODE_KIND,) if t.semantic_ids.levels else ()))
 
 
-def representation_blocks(run: RayRun) -> list[dict[str, Any]]:
-    """The teacher's representation blocks (``signals.representations``), once complete."""
-    if run.store.completion(run.signal_id, 0, 0, REPRESENTATION) is None:
-        raise RuntimeError(f"teacher {run.signal_id}: its representations are not complete in the store "
+def representation_blocks(run: RayRun, kind: str = REPRESENTATION) -> list[dict[str, Any]]:
+    """The teacher's representation (or code) blocks (``signals.representations``), once complete."""
+    if run.store.completion(run.signal_id, 0, 0, kind) is None:
+        raise RuntimeError(f"teacher {run.signal_id}: its {kind} signals are not complete in the store "
                            f"{run.store.uri}; train the teacher again (platform.reuse_signals=false)")
-    blocks, _ = run.store.scan(run.signal_id, REPRESENTATION)
+    blocks, _ = run.store.scan(run.signal_id, kind)
     return [b.to_dict() for b in blocks]
 
 

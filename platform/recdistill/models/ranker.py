@@ -38,6 +38,7 @@ class Ranker(nn.Module):
         # which slices of a joined stream's teacher representations follow this model's dense
         # features (``TensorLog.with_representations``); set by the plan for students that read them
         self.rep_columns: tuple[tuple[int, int], ...] = ()
+        self.code_columns: tuple[tuple[int, int], ...] = ()  # likewise, of its semantic IDs (categorical)
 
     @property
     def decoupled(self) -> bool:

@@ -148,6 +148,14 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
                       f"user {u['found']:.1%} of rows (mean age {u['mean_age']:,.0f}), item {i['found']:.1%} "
                       f"(mean age {i['mean_age']:,.0f}), history items {stale['history']['found']:.1%}. Age is in "
                       f"the log's time (seconds of ts, or rows); it enters each student as log1p(age)."]
+    sem = t.get("semantic_ids")
+    if isinstance(sem, dict) and sem.get("quality"):
+        lines += ["", f"Semantic IDs (TokenMinds): {sem['levels']} levels × {sem['codes']} codes, residual k-means "
+                      f"fitted on {sem['fitted_on']:,} representation values stamped by the end of the teacher's "
+                      f"history.", "", "| level | relative reconstruction error | codes used | perplexity |",
+                  "| ---: | ---: | ---: | ---: |"]
+        lines += [f"| {q['level']} | {q['relative_error']:.3f} | {q['codes_used']:.0%} | {q['perplexity']:.1f} |"
+                  for q in sem["quality"]]
     if any(s.unlabelled_rows for s in students):
         lines += ["", "Unlabelled: rows of the students' window outside a student's labelled sample that its "
                       "distilled model also trained on, with the teacher's soft label only (its task loss masked); "

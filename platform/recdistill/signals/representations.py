@@ -31,7 +31,7 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from recdistill.data.tensors import REP, pad_lists
+from recdistill.data.tensors import CODES, REP, pad_lists
 from recdistill.signals.blocks import EntityBlockMeta
 from recdistill.signals.kinds import ENTITY_ID, TIME, signal_kind
 from recdistill.signals.store import SignalStore
@@ -53,13 +53,14 @@ class Layout:
     item_offset: int
     history_column: str | None  # a sequence field holding item codes
     history_length: int  # 0: each batch's longest
+    levels: int = 0  # semantic-ID levels (``signals.semantic_ids``); 0: none joined
 
     @property
     def width(self) -> int:
         return 4 * self.dim + META
 
 
-def layout(schema: Any, spec: Any, dim: int, history_length: int) -> Layout:
+def layout(schema: Any, spec: Any, dim: int, history_length: int, levels: int = 0) -> Layout:
     """The layout of a log (its ``LogSchema``) under a teacher's ``FeatureSpec``; a ValueError
     when the log names no user or item field (nothing to key a representation by)."""
     offsets = np.concatenate([[0], np.cumsum(spec.buckets)[:-1]]).astype(np.int64)
@@ -76,7 +77,7 @@ def layout(schema: Any, spec: Any, dim: int, history_length: int) -> Layout:
                          f"field among its categorical fields {list(schema.categorical)}; representations are "
                          f"keyed by them")
     history = next((s for s, src in schema.sequences if item is not None and src == item), None)
-    return Layout(dim, schema.order_column, user, u_off, item, i_off, history, history_length)
+    return Layout(dim, schema.order_column, user, u_off, item, i_off, history, history_length, levels)
 
 
 def columns(use: Sequence[str], history: str, dim: int) -> tuple[tuple[int, int], ...]:
@@ -119,11 +120,39 @@ _STORES: dict[str, SignalStore] = {}
 
 
 def join_representations(batch: pa.Table, store_uri: str, blocks: list[dict[str, Any]],
-                         lay: dict[str, Any]) -> pa.Table:
-    """Add ``teacher_rep`` to each row: its entities' latest values strictly before its time."""
+                         lay: dict[str, Any], code_blocks: list[dict[str, Any]] | None = None) -> pa.Table:
+    """Add ``teacher_rep`` to each row: its entities' latest values strictly before its time;
+    with ``code_blocks``, ``teacher_codes`` too: the user's and the item's semantic IDs."""
     store = _STORES.setdefault(store_uri, SignalStore(store_uri))
-    return batch.append_column(REP, representations(batch, store, [EntityBlockMeta(**b) for b in blocks],
-                                                    Layout(**lay)))
+    layout_ = Layout(**lay)
+    out = batch.append_column(REP, representations(batch, store, [EntityBlockMeta(**b) for b in blocks], layout_))
+    if code_blocks:
+        out = out.append_column(CODES, semantic_ids(batch, store, [EntityBlockMeta(**b) for b in code_blocks],
+                                                    layout_))
+    return out
+
+
+def code_columns(parts: Sequence[str], levels: int) -> tuple[tuple[int, int], ...]:
+    """The slices of ``teacher_codes`` a student reading ``parts`` (user, item) takes."""
+    return tuple((j * levels, (j + 1) * levels) for j, part in enumerate(("user", "item")) if part in parts)
+
+
+def semantic_ids(batch: pa.Table, store: SignalStore, blocks: list[EntityBlockMeta], lay: Layout
+                 ) -> pa.FixedSizeListArray:
+    """Per row, the user's then the item's semantic ID (``levels`` codes each, code + 1; 0 where
+    the entity had none strictly before the row's time)."""
+    n, L = batch.num_rows, lay.levels
+    out = np.zeros((n, 2 * L), np.int64)
+    if n and blocks:
+        t = batch.column(lay.order_column).to_numpy().astype(np.int64)
+        for j, (col, off) in enumerate(((lay.user_column, lay.user_offset), (lay.item_column, lay.item_offset))):
+            if col is None:
+                continue
+            got = store.read_as_of(blocks, batch.column(col).to_numpy() + off, t - 1)
+            codes = got.column(signal_kind("code").column).combine_chunks()
+            found = codes.is_valid().to_numpy(zero_copy_only=False)
+            out[found, j * L:(j + 1) * L] = codes.flatten().to_numpy(zero_copy_only=False).reshape(-1, L) + 1
+    return pa.FixedSizeListArray.from_arrays(pa.array(out.ravel()), 2 * L)
 
 
 def representations(batch: pa.Table, store: SignalStore, blocks: list[EntityBlockMeta], lay: Layout

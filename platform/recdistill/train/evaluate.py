@@ -176,7 +176,7 @@ def validation_auc(models: dict[str, Ranker], batches: Iterable[TensorLog]) -> d
     with torch.no_grad():
         for b in batches:
             for name, m in models.items():
-                x = b.with_representations(m.rep_columns)
+                x = b.for_model(m)
                 ev.update(name, m(x.cat, x.dense, x.seq)[0], b.label)
     for m in models.values():
         m.train()

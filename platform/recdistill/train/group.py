@@ -153,7 +153,7 @@ class StudentGroup:
                 continue
             idx = torch.from_numpy(np.flatnonzero(keep))
             lm = torch.from_numpy(labelled[idx.numpy()]) if m.unlabelled_share else None
-            m.push(batch.take(idx).with_representations(m.model.rep_columns), None if zt_all is None else zt_all[idx],
+            m.push(batch.take(idx).for_model(m.model), None if zt_all is None else zt_all[idx],
                    lm)
             while m._buffered >= m.batch_size and not m.done:
                 self._step(m, *m.pop(m.batch_size), epoch)

@@ -93,6 +93,8 @@ def teacher_key(cfg: ExperimentConfig) -> str:
         teacher["signals"] = "%s:%d" % signal_mode(teacher["signals"])  # crossfit = crossfit:5, one key
     if not teacher["representations"]:  # as signals: keys from before representations stay valid
         del teacher["representations"]
+    if not teacher["semantic_ids"]["levels"]:
+        del teacher["semantic_ids"]
     return _digest({**_data_identity(cfg), "teacher": teacher, "seed": cfg.run.seed,
                     "teacher_workers": cfg.platform.teacher_workers,
                     "signal_block_rows": cfg.platform.signal_block_rows})
@@ -124,7 +126,7 @@ def raw_student_key(cfg: ExperimentConfig, i: int) -> str:
     student = {k: v for k, v in to_dict(cfg.students[i]).items() if k not in _DISTILL_ONLY}
     # a raw student that reads the teacher's representations depends on that teacher
     reads = student.pop("representations")
-    teacher = {"representations": reads, "teacher_key": teacher_key(cfg)} if reads["use"] else {}
+    teacher = {"representations": reads, "teacher_key": teacher_key(cfg)} if reads["use"] or reads["codes"] else {}
     return _digest({**_data_identity(cfg), "raw_student": student, "seeds": seed_name(cfg, i), "seed": cfg.run.seed,
                     "history_fraction": cfg.teacher.history_fraction, **teacher})
 

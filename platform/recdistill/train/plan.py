@@ -20,7 +20,7 @@ from recdistill.data.tensors import TensorLog
 from recdistill.distill.debias import SamplingCorrection
 from recdistill.distill.objective import Objective
 from recdistill.models import FeatureSpec, Ranker
-from recdistill.signals.representations import columns, group_sizes
+from recdistill.signals.representations import code_columns, columns, group_sizes
 
 
 def sample_index(data: TensorLog, ratio: float, negative_keep: float, seed: int) -> torch.Tensor:
@@ -35,11 +35,12 @@ def feature_spec(schema: Any, buckets: dict[str, int]) -> FeatureSpec:
 
 
 def build_model(spec: FeatureSpec, m: TeacherConfig | StudentConfig, towers: str, seed: int,
-                sparse_embeddings: bool = True, rep_columns: tuple[tuple[int, int], ...] = ()) -> Ranker:
+                sparse_embeddings: bool = True, rep_columns: tuple[tuple[int, int], ...] = (),
+                code_columns: tuple[tuple[int, int], ...] = ()) -> Ranker:
     torch.manual_seed(seed)
     model = Ranker(spec, m.arch, m.embed_dim, m.depth, m.width, towers=towers,
                    tower_width=getattr(m, "tower_width", 0), sparse_embeddings=sparse_embeddings)
-    model.rep_columns = rep_columns
+    model.rep_columns, model.code_columns = rep_columns, code_columns
     return model
 
 
@@ -49,11 +50,19 @@ def student_rep_columns(cfg: ExperimentConfig, i: int) -> tuple[tuple[int, int],
     return columns(r.use, r.history, cfg.teacher.embed_dim)
 
 
+def student_code_columns(cfg: ExperimentConfig, i: int) -> tuple[tuple[int, int], ...]:
+    """The slices of the joined semantic IDs student ``i`` reads (TokenMinds)."""
+    return code_columns(cfg.students[i].representations.codes, cfg.teacher.semantic_ids.levels)
+
+
 def student_spec(cfg: ExperimentConfig, spec: FeatureSpec, i: int) -> FeatureSpec:
     """Student ``i``'s input features: the log's, plus one input group per teacher
-    representation it reads (and their staleness)."""
-    cols = student_rep_columns(cfg, i)
-    return replace(spec, extra_dense=group_sizes(cols)) if cols else spec
+    representation it reads (and their staleness), and one categorical field per level of
+    each semantic ID it reads (codes + 1 buckets: 0 = none yet)."""
+    cols, codes = student_rep_columns(cfg, i), student_code_columns(cfg, i)
+    fields = sum(b - a for a, b in codes)
+    return replace(spec, extra_dense=group_sizes(cols),
+                   buckets=spec.buckets + (cfg.teacher.semantic_ids.codes + 1,) * fields)
 
 
 def representation_baseline(cfg: ExperimentConfig, i: int) -> str | None:
@@ -64,13 +73,16 @@ def representation_baseline(cfg: ExperimentConfig, i: int) -> str | None:
     def rest(j: int) -> dict[str, Any]:
         return {k: v for k, v in to_dict(cfg.students[j]).items() if k not in ("name", "seed_name", "representations")}
 
-    if not cfg.students[i].representations.use:
+    def reads(j: int) -> bool:
+        return bool(cfg.students[j].representations.use or cfg.students[j].representations.codes)
+
+    if not (cfg.students[i].representations.use or cfg.students[i].representations.codes):
         return None
-    return next((s.name for j, s in enumerate(cfg.students) if not s.representations.use and rest(j) == rest(i)), None)
+    return next((s.name for j, s in enumerate(cfg.students) if not reads(j) and rest(j) == rest(i)), None)
 
 
 def reads_representations(cfg: ExperimentConfig) -> bool:
-    return any(s.representations.use for s in cfg.students)
+    return any(s.representations.use or s.representations.codes for s in cfg.students)
 
 
 def teacher_init_seed(cfg: ExperimentConfig) -> int:
@@ -157,7 +169,8 @@ def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int]
             members.append(Member(
                 name=f"{s.name}/{kind}", model=build_model(student_spec(cfg, spec, i), s, s.towers,
                                                            student_init_seed(cfg, i),
-                                                           rep_columns=student_rep_columns(cfg, i)),
+                                                           rep_columns=student_rep_columns(cfg, i),
+                                                           code_columns=student_code_columns(cfg, i)),
                 objective=student_objective(cfg, i, distilled), uses_teacher=distilled,
                 ratio=share, min_recency=min_recency, negative_keep=s.negative_keep_rate,
                 seed=student_sample_seed(cfg, i), unlabelled_share=s.unlabelled.share if distilled else 0.0,

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import torch
 
 from recdistill.data.tensors import from_table
-from recdistill.data.windows import STUDENT_WINDOW
+from recdistill.data.windows import HISTORY, STUDENT_WINDOW, WINDOW
 from recdistill.signals.publish import Publisher
 from recdistill.signals.representations import KIND as REPRESENTATION, entity_block, layout, table_rows
 from recdistill.signals.store import SignalStore
@@ -89,12 +89,15 @@ def teacher_loop(config: dict[str, Any]) -> None:
     # block, and the latest time trained on so far
     lay = layout(schema, ctx.spec, t.embed_dim, seq_len) if t.representations else None
     met: list[np.ndarray] = []
-    trained_to = [np.iinfo(np.int64).min]
+    # the latest time trained on, and the latest time of a history row (the semantic IDs'
+    # codebook is fitted on the values stamped by then: ``signals.semantic_ids``)
+    # (kept in the checkpointed state: a resumed worker's next block is stamped as before)
+    trained_to = state.setdefault("trained_to", [np.iinfo(np.int64).min, np.iinfo(np.int64).min])
 
     def write_representations() -> None:
         """The current table rows of the entities met since the last block, stamped with the
         latest time any worker trained on (every rank calls it at the same steps)."""
-        t_max = torch.tensor([trained_to[0]], dtype=torch.int64)
+        t_max = torch.tensor(trained_to, dtype=torch.int64)
         if world > 1:
             import torch.distributed as dist
 
@@ -102,6 +105,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
 
             t_max = t_max.to(collective_device(dist.get_backend()))
             dist.all_reduce(t_max, op=dist.ReduceOp.MAX)
+        state["history_to"] = int(t_max[1].item())
         rows = np.unique(np.concatenate(met)) if met else np.zeros(0, np.int64)
         met.clear()
         if not len(rows):
@@ -109,7 +113,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
         with torch.no_grad():
             values = model.features.table.weight.detach()[torch.from_numpy(rows).to(device)].float().cpu().numpy()
         publisher.store.write_table(config["key"], REPRESENTATION, 0, 0, publisher.rank, state["seq"],
-                                    entity_block(rows, values, int(t_max.item())))
+                                    entity_block(rows, values, int(t_max[0].item())))
 
     def flush() -> None:
         if lay is not None:
@@ -195,7 +199,11 @@ def teacher_loop(config: dict[str, Any]) -> None:
             main = train_step(net, opts, b)
             if lay is not None and epoch == 0:
                 met.append(table_rows(table, lay))
-                trained_to[0] = max(trained_to[0], int(pc.max(table.column(lay.order_column)).as_py()))
+                order = table.column(lay.order_column)
+                trained_to[0] = max(trained_to[0], int(pc.max(order).as_py()))
+                history = order.filter(pc.equal(table.column(WINDOW), HISTORY))
+                if len(history):
+                    trained_to[1] = max(trained_to[1], int(pc.max(history).as_py()))
             state["steps"] += 1
             state["rows"] += len(b)
             state["batch"] = i + 1

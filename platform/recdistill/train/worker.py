@@ -128,7 +128,7 @@ def score_test(ctx: WorkerContext, config: dict[str, Any], models: dict[str, Any
             b = b.to(ctx.device)
             users = b.cat[:, user_col] if user_col is not None else None
             for name, m in models.items():
-                x = b.with_representations(m.rep_columns)
+                x = b.for_model(m)
                 ev.update(name, m(x.cat, x.dense, x.seq)[0], b.label, b.row_id, users)
             if with_oracle and b.p_true is not None:
                 ev.update_probs("oracle", b.p_true, b.label)
