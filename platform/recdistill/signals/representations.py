@@ -31,8 +31,8 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from recdistill.data.tensors import CODES, REP, pad_lists
-from recdistill.signals.blocks import EntityBlockMeta
+from recdistill.data.tensors import CODES, REP, fixed_size_rows, pad_lists
+from recdistill.signals.blocks import EntityBlockMeta, entity_as_of
 from recdistill.signals.kinds import ENTITY_ID, TIME, signal_kind
 from recdistill.signals.store import SignalStore
 
@@ -148,10 +148,10 @@ def semantic_ids(batch: pa.Table, store: SignalStore, blocks: list[EntityBlockMe
         for j, (col, off) in enumerate(((lay.user_column, lay.user_offset), (lay.item_column, lay.item_offset))):
             if col is None:
                 continue
-            got = store.read_as_of(blocks, batch.column(col).to_numpy() + off, t - 1)
-            codes = got.column(signal_kind("code").column).combine_chunks()
-            found = codes.is_valid().to_numpy(zero_copy_only=False)
-            out[found, j * L:(j + 1) * L] = codes.flatten().to_numpy(zero_copy_only=False).reshape(-1, L) + 1
+            table, pick, found = entity_as_of(store.fs, blocks, batch.column(col).to_numpy() + off, t - 1)
+            if table.num_rows:
+                codes = fixed_size_rows(table.column(signal_kind("code").column))
+                out[found, j * L:(j + 1) * L] = codes[pick[found]] + 1
     return pa.FixedSizeListArray.from_arrays(pa.array(out.ravel()), 2 * L)
 
 
@@ -171,10 +171,9 @@ def representations(batch: pa.Table, store: SignalStore, blocks: list[EntityBloc
         k = hist.shape[1]
         asked = np.concatenate([*ids, (hist + lay.item_offset).ravel()]).astype(np.int64)
         at = np.concatenate([np.tile(t, len(ids)), np.repeat(t, k)]) - 1  # strictly before the row's time
-        got = store.read_as_of(blocks, asked, at)
-        found = got.column(TIME).is_valid().to_numpy(zero_copy_only=False)
-        vt = got.column(TIME).fill_null(0).to_numpy()
-        vals = _values(got, d)
+        table, pick, found = entity_as_of(store.fs, blocks, asked, at)
+        vt = table.column(TIME).to_numpy()[pick] if table.num_rows else np.zeros(len(asked), np.int64)
+        vals = _values(table, pick, found, d)
         pos = 0
         for slot, col in ((0, lay.user_column), (1, lay.item_column)):
             if col is None:
@@ -203,21 +202,20 @@ def _longest(batch: pa.Table, lay: Layout) -> int:
     return max(1, int(np.diff(offsets).max(initial=0)))
 
 
-def _values(got: pa.Table, d: int) -> np.ndarray:
-    col = got.column(signal_kind(KIND).column).combine_chunks()
+def _values(table: pa.Table, pick: np.ndarray, found: np.ndarray, d: int) -> np.ndarray:
+    """The picked values as (asked, d), zeros where none was found."""
+    col = table.column(signal_kind(KIND).column)
     if col.type.list_size != d:
         raise ValueError(f"the stored teacher representations have {col.type.list_size} dims, the join expected {d} "
                          f"(teacher.embed_dim)")
-    out = np.zeros((len(col), d), np.float32)
-    valid = col.is_valid().to_numpy(zero_copy_only=False)
-    out[valid] = col.flatten().to_numpy(zero_copy_only=False).reshape(-1, d)  # flatten skips the nulls
+    out = np.zeros((len(pick), d), np.float32)
+    if table.num_rows:
+        out[found] = fixed_size_rows(col)[pick[found]]
     return out
 
 
 def staleness_sums(batch: pa.Table, dim: int) -> dict[str, float]:
     """Sums over a joined batch for the report's staleness columns (``staleness``)."""
-    from recdistill.data.tensors import fixed_size_rows
-
     meta = fixed_size_rows(batch.column(REP))[:, 4 * dim:]
     out = {"rows": float(len(meta)), "history_found": float(meta[:, 4].sum())}
     for j, part in enumerate(("user", "item")):
