@@ -20,22 +20,13 @@ from __future__ import annotations
 import argparse
 import json
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+from bench_data import _best  # the scripts' shared timer (best of n)
 
 DIM, HISTORY, LEVELS, ITEMS = 16, 10, 3, 50_000
-
-
-def _best(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def cell(users: int, windows: int, rows: int, root: Path, repeats: int) -> dict:
