@@ -552,6 +552,11 @@ class RunConfig:
                 "seeds. In each seed the raw and the distilled student share initial weights and rows, and the "
                 "seed's teacher is keyed and reused like any teacher; results.json adds means, stds, 95% "
                 "intervals and paired differences (seeds/ holds each seed's own run)")
+    cold_users: int = opt(
+        0, ge=0, help="also score every model on the test rows of cold users: users with at most this many rows in "
+                      "the students' window (0 = off; needs a log with a user field; batch 1→N on Ray). The "
+                      "teacher is scored there from its stored weights, so η and the transfer ratios get a cold "
+                      "column when those are the weights the students' signals came from")
     bootstrap: int = opt(
         200, ge=0, help="Poisson-bootstrap replicates of the test rows per model (0: off): every AUC, difference "
                         "and η interval covers the test rows' noise as well as the seeds'")
@@ -638,6 +643,9 @@ class ExperimentConfig:
                 raise ConfigError(f"run.pairs.{j}={pair!r}: expected two different student names of {names}"
                                   + (f"; unknown: {unknown}" if unknown else ""))
         self._check_representations()
+        if self.run.cold_users and (self.stream.enabled or self.transfer.enabled or self.run.engine == "local"):
+            raise ConfigError(f"run.cold_users={self.run.cold_users}: the cold-user slice is scored by the batch 1→N "
+                              f"experiment on the Ray engine only")
         if self.transfer.enabled and self.stream.enabled:
             raise ConfigError("transfer.enabled and stream.enabled: the transfer stage is offline; run the online "
                               "pipeline as its own experiment")

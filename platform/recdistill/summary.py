@@ -72,6 +72,17 @@ def summarize(per_seed: list[dict[str, Any]], pairs: list[list[str]] = ()) -> di
             auc[f"{n}/{kind}"] = [x[f"auc_{kind}"] for x in recs]
             boot[f"{n}/{kind}"] = [x.get(f"auc_boot_{kind}") for x in recs]
             other[f"{n}/{kind}"] = _scalars(recs, f"_{kind}")
+    cold = all("cold" in r["teacher"] and "auc" in r["teacher"]["cold"] and all("cold" in x for x in r["students"])
+               for r in per_seed)
+    if cold:  # each model on the cold users' test rows (run.cold_users), as models of their own
+        auc["teacher@cold"] = [r["teacher"]["cold"]["auc"] for r in per_seed]
+        boot["teacher@cold"] = [r["teacher"]["cold"].get("auc_boot") for r in per_seed]
+        for i, n in enumerate(names):
+            for kind in KINDS:
+                auc[f"{n}/{kind}@cold"] = [r["students"][i]["cold"][kind]["auc"] for r in per_seed]
+                boot[f"{n}/{kind}@cold"] = [r["students"][i]["cold"][kind].get("auc_boot") for r in per_seed]
+                other[f"{n}/{kind}@cold"] = _scalars([r["students"][i]["cold"][kind] for r in per_seed], "")
+        other["teacher@cold"] = _scalars([r["teacher"]["cold"] for r in per_seed], "")
     f = Figures.of(auc, boot)
     d = draws(f)
     noise = ("seeds and test rows" if f.seeds > 1 and f.rows_resampled else "seeds" if f.seeds > 1
@@ -83,6 +94,11 @@ def summarize(per_seed: list[dict[str, Any]], pairs: list[list[str]] = ()) -> di
                      **{k: spread(v) for k, v in other[m].items()}}
     eta = {n: {**interval(ratio(f"{n}/distill", f"{n}/raw", "teacher", f"{n}/raw"), f, d),
                "values": [r["students"][i]["eta"] for r in per_seed]} for i, n in enumerate(names)}
+    signals_teacher = cold and all(r["teacher"]["cold"].get("is_signals_teacher") for r in per_seed)
+    if signals_teacher:  # η on the cold users' rows: against the teacher the signals came from
+        for n in names:
+            eta[f"{n}@cold"] = interval(ratio(f"{n}/distill@cold", f"{n}/raw@cold", "teacher@cold", f"{n}/raw@cold"),
+                                        f, d)
     for e in eta.values():
         e["finding"] = finding(e)
     diffs = [_difference(f"{n}: distilled − raw", "auc", f"{n}/distill", f"{n}/raw", f, d) for n in names]
@@ -104,7 +120,12 @@ def summarize(per_seed: list[dict[str, Any]], pairs: list[list[str]] = ()) -> di
                "kd": interval(ratio(f"{base}/distill", f"{base}/raw", "teacher", f"{base}/raw"), f, d),
                "representations_only": interval(ratio(f"{n}/raw", f"{base}/raw", "teacher", f"{base}/raw"), f, d),
                "kd_representations": interval(ratio(f"{n}/distill", f"{base}/raw", "teacher", f"{base}/raw"), f, d)}
-        for k in ("kd", "representations_only", "kd_representations"):
+        if signals_teacher:
+            for k, num, b in (("kd_cold", f"{base}/distill@cold", f"{base}/raw@cold"),
+                              ("representations_only_cold", f"{n}/raw@cold", f"{base}/raw@cold"),
+                              ("kd_representations_cold", f"{n}/distill@cold", f"{base}/raw@cold")):
+                got[k] = interval(ratio(num, b, "teacher@cold", b), f, d)
+        for k in [k for k in got if k.startswith(("kd", "representations_only"))]:
             got[k]["finding"] = finding(got[k])
         transfer[n] = got
         diffs.append(_difference(f"{n} − {base}: transfer ratio, KD + representations − KD only", "transfer_ratio",

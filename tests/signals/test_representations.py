@@ -181,7 +181,7 @@ TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data
         "teacher.depth=1", "teacher.width=16", "teacher.embed_dim=4", "teacher.batch_size=512", "teacher.epochs=1",
         "teacher.patience=0", "teacher.representations=true", "platform.signal_block_rows=2048",
         "teacher.semantic_ids.levels=2", "teacher.semantic_ids.codes=8",
-        "run.serving=off", "tracking.wandb=disabled", "platform.cpus_per_worker=0.5"]
+        "run.serving=off", "tracking.wandb=disabled", "platform.cpus_per_worker=0.5", "run.cold_users=2"]
 STUDENT = ["embed_dim=4", "width=8", "depth=1", "batch_size=512", "epochs=1", "sampling_ratio=0.25"]
 
 
@@ -229,6 +229,13 @@ def test_a_run_joins_the_teachers_representations_and_reports_loopfms_transfer_r
     assert sem["quality"][1]["relative_error"] < sem["quality"][0]["relative_error"] < 1
     assert s["codes"]["representations"] == ["user codes", "item codes"] and s["codes"]["baseline"] == "plain"
     assert "codes" in r["summary"]["transfer_ratio"]
+    # every model also on the cold users' test rows, the teacher from its stored weights
+    cold = r["teacher"]["cold"]
+    assert cold["threshold"] == 2 and 0 < cold["rows"] < r["teacher"]["test_rows"] and cold["is_signals_teacher"]
+    assert all(x["cold"][k]["rows"] == cold["rows"] for x in r["students"] for k in ("raw", "distill"))
+    assert t["kd_cold"]["mean"] == pytest.approx(r["summary"]["eta"]["plain@cold"]["mean"])
+    assert "Cold users:" in report and not (loopfm_run / "store" / "cold_users").exists() or \
+        not any((loopfm_run / "store" / "cold_users").iterdir())
     codes_model = json.loads((loopfm_run / "run" / "models" / "codes" / "raw" / "model.json").read_text())
     assert codes_model["spec"]["buckets"][-4:] == [9, 9, 9, 9] and "extra_dense" not in codes_model["spec"]
     # the artifact says what it reads, and scoring a plain log with it is refused by name

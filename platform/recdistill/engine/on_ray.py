@@ -28,6 +28,7 @@ from recdistill.artifacts.serving_cost import measure_run_students
 from recdistill.artifacts.run_models import PREDATES, RunModels, model_name
 from recdistill.config import ExperimentConfig
 from recdistill.engine.ray_run import eval_datasets, start_run
+from recdistill.engine.cold import COLD, count_window_users, mark_cold, remove
 from recdistill.engine.stream import distill_stream, with_representations
 from recdistill.engine.teacher import representation_blocks, teacher_stage
 from recdistill.engine.trainer import CHECKPOINT, final_weights, fit_metrics
@@ -39,7 +40,7 @@ from recdistill.signals.representations import layout
 from recdistill.signals.semantic_ids import CODE_KIND
 from recdistill.train.plan import (early_fields, feature_spec, reads_representations, representation_baseline,
                                    sequence_length)
-from recdistill.train.students_loop import students_loop
+from recdistill.train.students_loop import COLD_TEACHER, TEACHER, students_loop
 
 
 def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -57,7 +58,9 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     n = len(cfg.students)
     # raw students already trained by an earlier run (another α, another teacher) are reused
     raw_keys = {i: raw_student_key(cfg, i) for i in range(n)}
-    cached = {i: store.raw_result(k) for i, k in raw_keys.items()} if cfg.platform.reuse_signals else {}
+    # (not with run.cold_users: a stored raw result has no figures on the cold users' rows)
+    cached = ({i: store.raw_result(k) for i, k in raw_keys.items()} if cfg.platform.reuse_signals
+              and not cfg.run.cold_users else {})
     first_with: dict[str, int] = {}
     for i, k in raw_keys.items():
         first_with.setdefault(k, i)  # students that differ only in α share one raw student
@@ -68,7 +71,11 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     stream_batch = min(s.batch_size for s in cfg.students)
     datasets = {"train": stream, **{n: with_representations(ds, run, rep).materialize() if rep else ds
                                     for n, ds in eval_datasets(run).items()}}
-    configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw} for g in groups]
+    cold = cold_users(cfg, run, stream, info, log)
+    if cold:
+        datasets["test"] = datasets["test"].map_batches(mark_cold, batch_format="pyarrow",
+                                                        fn_kwargs=cold.pop("mark")).materialize()
+    configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw, **cold} for g in groups]
     names = [f"students-{j}-{experiment}" for j in range(len(groups))]
     log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
         + (f"; raw result of student(s) {skip_raw} reused from the store" if skip_raw else ""))
@@ -119,6 +126,12 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     }
     if "oracle" in info:
         results["oracle"] = {"auc": info["oracle"]["auc"]}
+    if cold:
+        t_cold = next((o[TEACHER]["cold"] for o in outs if "cold" in o.get(TEACHER, {})), None)
+        results["teacher"]["cold"] = {**(t_cold or {}), "threshold": cfg.run.cold_users,
+                                      # η's teacher is the one the signals were recorded by
+                                      "is_signals_teacher": "final" not in info}
+        remove(store, cold["cold_dir"])
     for i, s in enumerate(cfg.students):
         raw, dist = (_training(members[f"{s.name}/{kind}"]) for kind in KINDS)
         d = members[f"{s.name}/distill"]
@@ -131,7 +144,10 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
                               representations=[*s.representations.use,
                                                *(f"{p} codes" for p in s.representations.codes)] or None,
                               baseline=representation_baseline(cfg, i))
-        results["students"].append(entry.to_dict())
+        record = entry.to_dict()
+        if "cold" in members[f"{s.name}/distill"] and "cold" in members[f"{s.name}/raw"]:
+            record["cold"] = {kind: members[f"{s.name}/{kind}"]["cold"] for kind in KINDS}
+        results["students"].append(record)
         log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
     results["models"] = models.summary()
@@ -148,6 +164,24 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     results["tracking"] = run.opened.tracking_info()
     run.finish(results, write_results(cfg, results, log))
     return results
+
+
+def cold_users(cfg: ExperimentConfig, run: Any, stream: Any, info: dict[str, Any],
+               log: Callable[[str], None]) -> dict[str, Any]:
+    """With ``run.cold_users``: each window user's rows counted (partials in the store, never
+    gathered here) and what the test split's cold-user marking and the students' loop need."""
+    if not cfg.run.cold_users:
+        return {}
+    schema = run.schema
+    if schema.user_field not in schema.categorical:
+        raise ValueError(f"run.cold_users={cfg.run.cold_users}: the log ({schema.source or 'its schema'}) has no user "
+                         f"field among its categorical fields, so no user is cold or warm")
+    directory = count_window_users(stream, run.store, run.experiment, schema.user_field)
+    log(f"[cold] test rows of users with at most {cfg.run.cold_users} row(s) in the students' window are scored "
+        f"apart (the teacher from its stored weights)")
+    return {COLD: True, "cold_dir": directory, COLD_TEACHER: run.store.teacher_weights_path(run.key, info["generation"]),
+            "mark": {"store_uri": run.store.uri, "directory": directory, "column": schema.user_field,
+                     "threshold": cfg.run.cold_users}}
 
 
 def student_representations(cfg: ExperimentConfig, run: Any, log: Callable[[str], None]) -> dict[str, Any] | None:

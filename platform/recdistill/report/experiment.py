@@ -148,6 +148,12 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
                       f"user {u['found']:.1%} of rows (mean age {u['mean_age']:,.0f}), item {i['found']:.1%} "
                       f"(mean age {i['mean_age']:,.0f}), history items {stale['history']['found']:.1%}. Age is in "
                       f"the log's time (seconds of ts, or rows); it enters each student as log1p(age)."]
+    if isinstance(t.get("cold"), dict) and "auc" in t["cold"]:
+        c = t["cold"]
+        lines += ["", f"Cold users: {c['rows']:,} test rows of users with at most {c['threshold']} row(s) in the "
+                      f"students' window; every model is also scored there (`<model>@cold` in the intervals below)"
+                      + ("." if c.get("is_signals_teacher") else "; the teacher there is its final weights, not the "
+                         "recording pass the signals came from, so no η is given on them.")]
     sem = t.get("semantic_ids")
     if isinstance(sem, dict) and sem.get("quality"):
         lines += ["", f"Semantic IDs (TokenMinds): {sem['levels']} levels × {sem['codes']} codes, residual k-means "
@@ -250,9 +256,13 @@ def transfer_ratio_lines(transfer: dict[str, Any] | None) -> list[str]:
            "| student | baseline | reads | KD only | representations only | KD + representations |",
            "| --- | --- | --- | --- | --- | --- |"]
     for name, t in transfer.items():
-        cells = [f"{t[k]['mean']:.3f} {interval_text(t[k], '.3f')}" for k in
-                 ("kd", "representations_only", "kd_representations")]
-        out.append(f"| {name} | {t['baseline']} | {', '.join(t['representations'])} | " + " | ".join(cells) + " |")
+        for sfx, where in (("", ""), ("_cold", " (cold users)")):
+            if f"kd{sfx}" not in t:
+                continue
+            cells = [f"{t[k + sfx]['mean']:.3f} {interval_text(t[k + sfx], '.3f')}" for k in
+                     ("kd", "representations_only", "kd_representations")]
+            out.append(f"| {name}{where} | {t['baseline']} | {', '.join(t['representations'])} | "
+                       + " | ".join(cells) + " |")
     return out
 
 

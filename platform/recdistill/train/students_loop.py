@@ -16,8 +16,8 @@ from recdistill.data.tensors import from_table
 from recdistill.signals.kinds import LOGIT
 from recdistill.train.group import StudentGroup
 from recdistill.train.plan import student_members
-from recdistill.train.worker import (LIVE, PLACEMENT_GROUP, TRAINS_ON, finish, save_checkpoint, score_test, shard_validator, test_hook_crash,
-                                    worker_prologue)
+from recdistill.train.worker import (COLD_SUFFIX, LIVE, PLACEMENT_GROUP, TRAINS_ON, finish, save_checkpoint, score_test,
+                                    shard_validator, test_hook_crash, worker_prologue)
 
 
 def students_loop(config: dict[str, Any]) -> None:
@@ -78,13 +78,52 @@ def students_loop(config: dict[str, Any]) -> None:
             last = report
 
     t_eval = time.perf_counter()
-    ev = score_test(ctx, config, {m.name: m.model for m in group.members},
-                    {m.name: m.negative_keep for m in group.members})
-    members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary()} for m in group.members}
+    models = {m.name: m.model for m in group.members}
+    keep = {m.name: m.negative_keep for m in group.members}
+    teacher = _cold_teacher(ctx, config)
+    if teacher is not None:  # scored on the cold users' rows beside the students (η's teacher there)
+        models[TEACHER] = teacher
+        keep[TEACHER] = ctx.cfg.teacher.negative_keep_rate
+    ev = score_test(ctx, config, models, keep)
+    members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary(),
+                        **_cold_metrics(ev, m.name)} for m in group.members}
     timing["eval_s"] = time.perf_counter() - t_eval
+    extra = {TEACHER: _cold_metrics(ev, TEACHER)} if teacher is not None else {}
     finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,
-            **timing, **{k: v for k, v in last.items() if k not in (LIVE, TRAINS_ON)}}, rank,
+            **extra, **timing, **{k: v for k, v in last.items() if k not in (LIVE, TRAINS_ON)}}, rank,
            {m.name: m.model for m in group.members})
+
+
+TEACHER = "teacher"
+COLD_TEACHER = "cold_teacher_weights"  # loop-config: the teacher's weights in the store, to score it on cold users
+
+
+def _cold_metrics(ev: Any, name: str) -> dict[str, Any]:
+    """A model's figures on the cold users' test rows (``engine.cold``), when scored there."""
+    cold = f"{name}{COLD_SUFFIX}"
+    return {"cold": ev.metrics(cold)} if cold in ev.names and ev.acc[cold].n else {}
+
+
+def _cold_teacher(ctx: Any, config: dict[str, Any]) -> torch.nn.Module | None:
+    """The teacher from its stored weights, when this run scores the cold users' rows."""
+    path = config.get(COLD_TEACHER)
+    if not path:
+        return None
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    from recdistill.signals.store import SignalStore
+    from recdistill.train.plan import build_model
+
+    model = build_model(ctx.spec, ctx.cfg.teacher, "single", 0, sparse_embeddings=False)
+    with tempfile.TemporaryDirectory() as d:
+        local = Path(d) / "teacher.safetensors"
+        if not SignalStore(config["store"]).get_file(path, local):
+            raise RuntimeError(f"run.cold_users: the teacher's weights are not in the signal store ({path})")
+        model.load_state_dict(load_file(str(local)))
+    return model.to(ctx.device)
 
 
 def _tune_metric(live: dict[str, Any]) -> dict[str, float]:

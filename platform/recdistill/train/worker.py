@@ -99,6 +99,8 @@ LIVE = "live"
 TRAINS_ON = "trains_on"
 PLACEMENT_GROUP = "placement_group"  # in a report: the hex id of the run's worker group placement group
 
+COLD_SUFFIX = "@cold"  # a model's figures on the cold users' test rows (``engine.cold``)
+
 # The loop-config flag ``ray_trainer`` sets when every worker reads the whole test split
 # (DDP on a log with users: GAUC needs each user's rows on one worker).
 WHOLE_TEST = "test_whole"
@@ -112,24 +114,34 @@ def score_test(ctx: WorkerContext, config: dict[str, Any], models: dict[str, Any
     the log's true click probability is scored as "oracle" where it has one. Every rank calls it."""
     import ray.train
 
+    from recdistill.engine.cold import COLD
+
     schema = ctx.schema
     user_col = schema.categorical.index(schema.user_field) if schema.user_field in schema.categorical else None
-    names = list(models) + (["oracle"] if with_oracle else [])
-    ev = Evaluator(names, negative_keep, replicates=ctx.cfg.run.bootstrap, by_user=user_col is not None)
+    cold = bool(config.get(COLD))  # the test split carries the cold-user column: each model on those rows too
+    names = list(models) + [f"{n}{COLD_SUFFIX}" for n in models if cold] + (["oracle"] if with_oracle else [])
+    keep = {**negative_keep, **{f"{n}{COLD_SUFFIX}": k for n, k in negative_keep.items()}}
+    ev = Evaluator(names, keep, replicates=ctx.cfg.run.bootstrap, by_user=user_col is not None)
     whole = bool(config.get(WHOLE_TEST)) and ctx.world > 1
     for m in models.values():
         m.eval()
     with torch.no_grad():
         for table in ray.train.get_dataset_shard("test").iter_batches(batch_size=16384, batch_format="pyarrow"):
             b = from_table(table, schema, ctx.seq_len)
+            flag = torch.from_numpy(table.column(COLD).to_numpy(zero_copy_only=False)) if cold else None
             if whole:  # every worker read it all: this one scores its users' rows
-                b = b.take(user_shard(b.cat[:, user_col], ctx.rank, ctx.world) if user_col is not None
-                           else user_shard(b.row_id, ctx.rank, ctx.world))
+                mine = (user_shard(b.cat[:, user_col], ctx.rank, ctx.world) if user_col is not None
+                        else user_shard(b.row_id, ctx.rank, ctx.world))
+                b, flag = b.take(mine), None if flag is None else flag[mine]
             b = b.to(ctx.device)
             users = b.cat[:, user_col] if user_col is not None else None
             for name, m in models.items():
                 x = b.for_model(m)
-                ev.update(name, m(x.cat, x.dense, x.seq)[0], b.label, b.row_id, users)
+                z = m(x.cat, x.dense, x.seq)[0]
+                ev.update(name, z, b.label, b.row_id, users)
+                if flag is not None and flag.any():
+                    f = flag.to(z.device)
+                    ev.update(f"{name}{COLD_SUFFIX}", z[f], b.label[f], b.row_id[f], None if users is None else users[f])
             if with_oracle and b.p_true is not None:
                 ev.update_probs("oracle", b.p_true, b.label)
     for m in models.values():
