@@ -234,10 +234,10 @@ class TeacherConfig:
     representations: bool = opt(
         False, help="LoopFM: in its recording pass the teacher also writes the embedding-table rows of the users "
                     "and items its rows met (the log's user and item fields, and the items of its sequence "
-                    "field) as `embedding` signals keyed by (entity, time), one block per signal block, each "
-                    "stamped with the latest time the teacher had trained on; students with "
-                    "students.N.representations.use read them as input features. Forward signals, Ray engine, "
-                    "batch 1→N only")
+                    "field) as `embedding` signals keyed by (entity, time), one block per signal block (online: "
+                    "per window it learns), each stamped with the latest time the teacher had trained on; "
+                    "students with students.N.representations.use read them as input features. Forward signals, "
+                    "Ray engine")
 
     semantic_ids: SemanticIdsConfig = opt(
         default_factory=lambda: SemanticIdsConfig(),
@@ -671,11 +671,15 @@ class ExperimentConfig:
                               f"teacher.representations=true so that the teacher writes them")
         if not self.teacher.representations:
             return
-        where = ("the online pipeline" if self.stream.enabled else "the transfer stage" if self.transfer.enabled
-                 else "the local engine" if self.run.engine == "local" else None)
+        where = ("the transfer stage" if self.transfer.enabled else "the local engine" if self.run.engine == "local"
+                 else None)
         if where:
-            raise ConfigError(f"teacher.representations: written and read by the batch 1→N experiment on the Ray "
-                              f"engine only, not by {where} (its per-window refresh is not built yet)")
+            raise ConfigError(f"teacher.representations: written and read by the 1→N experiment on the Ray engine "
+                              f"(batch or online), not by {where}")
+        if self.stream.enabled and self.teacher.semantic_ids.levels:
+            raise ConfigError(f"teacher.semantic_ids.levels={self.teacher.semantic_ids.levels}: semantic IDs are "
+                              f"fitted once, after the teacher's batch pass; the online pipeline refreshes the dense "
+                              f"representations per window but not the codebook (not built yet)")
         if signal_mode(self.teacher.signals)[0] != "forward":
             raise ConfigError(f"teacher.representations with teacher.signals={self.teacher.signals}: representations "
                               f"are written in the forward recording pass, stamped with the time the teacher had "

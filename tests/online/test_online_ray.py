@@ -24,7 +24,12 @@ def _cfg(tmp: Path, store: str, name: str, *extra: str):
                                            f"run.dir={tmp / name}", f"stream.signal_timeout_s={TIMEOUT_S}",
                                            # the distilled student also learns from soft labels on half the
                                            # rows outside its sample (issue 18), through the crash and resume
-                                           "students.0.unlabelled.share=0.5", *extra]))
+                                           "students.0.unlabelled.share=0.5",
+                                           # and it reads the teacher's representations, refreshed per window
+                                           # (LoopFM online): through the crashes too, as of strictly before
+                                           # each row, so the results stay exact whatever the timing
+                                           "teacher.representations=true",
+                                           "students.0.representations.use=[user,item,history]", *extra]))
 
 
 # How long students wait for a window's signals (config, not a sleep). In the faults run
@@ -54,6 +59,8 @@ def test_results_per_window_and_shift(first: dict, tmp: Path) -> None:
             assert {"name", "auc", "auc_raw", "auc_label_only", "eta"} <= s.keys()
     assert all({"js", "fired", "js_label", "js_prediction", "js_fields"} <= s.keys() for s in first["shift"])
     assert first["teacher"]["steps"] > 0 and not first["teacher"]["reused"]
+    # the teacher's representations: none before its batch pass ended, then most users have one
+    assert all(0.5 < w["representations_found"] <= 1 for w in first["windows"])
     s0 = first["students"][0]
     # 60% of each window labelled, half the other 40% unlabelled: about 3:1
     assert 2.5 < s0["rows_labelled"] / s0["rows_unlabelled"] < 3.5

@@ -164,9 +164,12 @@ def test_representations_are_checked_and_keyed() -> None:
     with pytest.raises(ConfigError, match="unknown: \\['users'\\]"):
         load_config(None, [*on, "students.0.representations.use=[users]"])
     for bad, why in (("run.engine=local", "local engine"), ("teacher.signals=crossfit:2", "forward recording pass"),
-                     ("stream.enabled=true", "online pipeline")):
+                     ("transfer.enabled=true", "transfer stage")):
         with pytest.raises(ConfigError, match=why):
             load_config(None, [*reads, bad])
+    with pytest.raises(ConfigError, match="refreshes the dense representations per window but not the codebook"):
+        load_config(None, [*reads, "teacher.semantic_ids.levels=2", "stream.enabled=true"])
+    assert load_config(None, [*reads, "stream.enabled=true"]).teacher.representations  # refreshed per window
     base = load_config(None, [])
     assert teacher_key(load_config(None, ["teacher.representations=false"])) == teacher_key(base)
     assert teacher_key(load_config(None, on)) != teacher_key(base)

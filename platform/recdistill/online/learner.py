@@ -35,7 +35,8 @@ class StreamLearner:
         """Forward ``batch`` (the returned main logits come from the weights as they were
         before this batch: forward distillation), then accumulate its gradient and step when
         the interval is reached."""
-        main, aux = self.model(batch.cat, batch.dense, batch.seq)
+        x = batch.for_model(self.model)  # with the teacher representations it reads, if any
+        main, aux = self.model(x.cat, x.dense, x.seq)
         if self.interval is None:
             return main.detach()
         loss = batch_loss(self.model, main, aux, batch, self.objective, teacher_logits, label_mask)

@@ -188,6 +188,8 @@ def assemble(cfg: ExperimentConfig, teacher: dict[str, Any], students: dict[str,
             "students": []}
         if "oracle_auc" in tw:
             entry["oracle_auc"] = tw["oracle_auc"]
+        if "representations_found" in sw:  # LoopFM online: rows whose user had a teacher representation
+            entry["representations_found"] = sw["representations_found"]
         for st in cfg.students:
             mm = {kind: sw["members"].get(f"{st.name}/{kind}") for kind in ("raw", "distill", "label_only")}
             e = {"name": st.name, "auc": mm["distill"]["auc"], "auc_raw": mm["raw"]["auc"],

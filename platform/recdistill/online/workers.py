@@ -21,15 +21,17 @@ import copy
 import os
 import time
 from collections import Counter
+from dataclasses import asdict
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from recdistill.config import ExperimentConfig
 from recdistill.data.sampling import model_sample_mask, unlabelled_row_mask
-from recdistill.data.tensors import TensorLog, from_table
+from recdistill.data.tensors import REP, TensorLog, from_table
 from recdistill.metrics import auc
 from recdistill.models import FeatureSpec
 from recdistill.online.learner import StreamLearner
@@ -37,12 +39,16 @@ from recdistill.online.replay import ReplayBuffer
 from recdistill.online.shift import ShiftDetector, WindowProfile, profile
 from recdistill.online.spool import Spool, read_window
 from recdistill.signals.kinds import LOGIT
+from recdistill.signals.representations import KIND as REPRESENTATION
+from recdistill.signals.representations import (Layout, entity_block, join_representations, layout, staleness,
+                                                staleness_sums, table_rows)
 from recdistill.signals.publish import Publisher
 from recdistill.signals.store import SignalStore
 from recdistill.train.evaluate import evaluate
 from recdistill.train.loop import predict
-from recdistill.train.plan import (build_model, student_init_seed, student_objective, student_sample_seed,
-                                   teacher_init_seed, teacher_sample_seed)
+from recdistill.train.plan import (build_model, reads_representations, student_init_seed, student_objective,
+                                   student_rep_columns, student_sample_seed, student_spec, teacher_init_seed,
+                                   teacher_sample_seed)
 from recdistill.train.worker import (LIVE, finish, hand_over_weights, save_checkpoint, test_hook_crash, test_hook_dropped,
                                      test_hook_kill_hub, worker_prologue)
 
@@ -127,6 +133,20 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
         st = {**saved["state"], "resumed": saved["state"]["resumed"] + 1}
 
     publisher = Publisher(store, hub, key)
+    # LoopFM online: after the batch phase and after each window it learns, the teacher's
+    # table rows of the entities it met, stamped with the latest time it had trained to
+    lay = layout(spool.schema, ctx.spec, t.embed_dim, seq_len) if t.representations else None
+
+    def write_representations(tables: list[pa.Table], seq: int) -> None:
+        if lay is None:
+            return
+        rows = np.unique(np.concatenate([table_rows(tb, lay) for tb in tables]))
+        if not len(rows):
+            return
+        stamp = max(int(pc.max(tb.column(lay.order_column)).as_py()) for tb in tables if tb.num_rows)
+        with torch.no_grad():
+            values = model.features.table.weight.detach()[torch.from_numpy(rows).to(device)].float().cpu().numpy()
+        store.write_table(key, REPRESENTATION, 0, 0, 0, seq, entity_block(rows, values, stamp))
 
     def publish(version: int, window: int, ids: np.ndarray, z: np.ndarray, extra: dict[str, Any]) -> None:
         n = cfg.platform.signal_block_rows
@@ -147,7 +167,8 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
 
     if st["next"] == 0:  # the batch phase: one concatenated pass per epoch, forward logits from the first
         t0 = time.perf_counter()
-        parts = [_read(spool, w, seq_len)[1] for w in range(s.batch_windows)]
+        read = [_read(spool, w, seq_len) for w in range(s.batch_windows)]
+        parts = [r[1] for r in read]
         window_of = torch.cat([torch.full((len(p),), w) for w, p in enumerate(parts)])
         rows = TensorLog.concat(parts)
         idx = sample(rows)
@@ -159,6 +180,7 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
                 if epoch == 0:
                     recorded[start:start + len(z)] = z.float().cpu()
         ids, wins = rows.row_id[idx].numpy(), window_of[idx].numpy()
+        write_representations([r[0] for r in read], 0)  # before the signals: a reader of them finds it
         for w in range(s.batch_windows):
             sel = wins == w
             publish(0, w, ids[sel], recorded[sel].numpy(), {"phase": "batch"})
@@ -175,7 +197,7 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
     n_replay = replay_rows(cfg, s.batch_size)
     for w in range(st["next"], s.windows):
         t0 = time.perf_counter()
-        _, rows = _read(spool, w, seq_len)
+        table, rows = _read(spool, w, seq_len)
         # prequential: the teacher is scored on the window before it learns from it
         z_all = predict(model, rows, device)
         m = window_metrics(z_all, rows, t.negative_keep_rate)
@@ -198,6 +220,7 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
             if replay and s.teacher_update_interval is not None:
                 b, _ = _mix(b, None, buffer, n_replay)
             recorded[start:start + n] = learner.learn(b)[:n].float().cpu()
+        write_representations([table], w)
         publish(w, w, rows.row_id[idx].numpy(), recorded.numpy(), {"phase": "stream", "replay": replay, **shift})
         buffer.add(rows.take(idx), recorded)
         if s.keep_models == "every":  # the teacher as it is after learning window w
@@ -272,7 +295,8 @@ def _students(cfg: ExperimentConfig, spec: FeatureSpec) -> list[_Student]:
     out = []
     for i, st in enumerate(cfg.students):
         for kind, distill in (("raw", False), ("distill", True)):
-            model = build_model(spec, st, st.towers, student_init_seed(cfg, i))
+            model = build_model(student_spec(cfg, spec, i), st, st.towers, student_init_seed(cfg, i),
+                                rep_columns=student_rep_columns(cfg, i))
             learner = StreamLearner(model, lr=st.lr, embedding_lr=st.embedding_lr, interval=1,
                                     objective=student_objective(cfg, i, distill))
             out.append(_Student(f"{st.name}/{kind}", learner, distill, cfg, i))
@@ -326,6 +350,23 @@ def online_students_loop(config: dict[str, Any]) -> None:
                          **({"label_only": True} if any(m.name.endswith("/label_only") for m in students) else {})},
                         {"next": st["next"], **({LIVE: live} if live else {})}, 0)
 
+    # LoopFM online: each window's rows joined with the teacher's representations as of
+    # strictly before each row's time (the teacher writes them before it publishes a window)
+    reads = reads_representations(cfg)
+    lay = asdict(layout(spool.schema, ctx.spec, cfg.teacher.embed_dim, seq_len)) if reads else None
+    found: list[float] = []
+
+    def read(window: int) -> pa.Table:
+        table = read_window(spool, window)
+        if lay is None:
+            return table
+        blocks, _ = SignalStore(store).scan(key, REPRESENTATION)
+        table = join_representations(table, store, [b.to_dict() for b in blocks], lay) if blocks else \
+            table.append_column(REP, pa.FixedSizeListArray.from_arrays(
+                pa.array(np.zeros(table.num_rows * Layout(**lay).width, np.float32)), Layout(**lay).width))
+        found.append(staleness(staleness_sums(table, lay["dim"]))["user"]["found"])
+        return table
+
     def wait(window: int, version: int) -> tuple[dict[str, Any] | None, float]:
         t0 = time.perf_counter()
         pending = hub.wait_window.remote(key, version, window, s.signal_timeout_s)
@@ -339,7 +380,7 @@ def online_students_loop(config: dict[str, Any]) -> None:
         for w in student_batch_windows(cfg):
             got, lag = wait(w, 0)
             waited += lag
-            table = read_window(spool, w)
+            table = read(w)
             tables.append(table)
             zs.append(_joined(table, store, got["blocks"] if got else None))
         table = pa.concat_tables(tables)
@@ -364,7 +405,7 @@ def online_students_loop(config: dict[str, Any]) -> None:
     for w in range(st["next"], s.windows):
         t0 = time.perf_counter()
         got, lag = wait(w, w)
-        table = read_window(spool, w)
+        table = read(w)
         rows, zt = from_table(table, spool.schema, seq_len), _joined(table, store, got["blocks"] if got else None)
         rows.window = torch.full((len(rows),), w, dtype=torch.int32)  # the stream window: replayed rows keep it
         # prequential: every student is scored on the window before it learns from it
@@ -386,7 +427,9 @@ def online_students_loop(config: dict[str, Any]) -> None:
                               # carry theirs from their own window
                               "replay_signal_age": sum(m.replayed_age for m in students if m.distill) / replayed
                               if replayed else None,
-                              "seconds": time.perf_counter() - t0, "rss_mb": rss_mb()})
+                              "seconds": time.perf_counter() - t0, "rss_mb": rss_mb(),
+                              # the share of its rows whose user had a teacher representation
+                              **({"representations_found": found[-1]} if found else {})})
         st["next"] = w + 1
         print(f"[students] window {w}: " + ", ".join(f"{n} {v['auc']:.4f}" for n, v in metrics.items())
               + (f"; waited {lag:.1f} s for signals" if got else f"; NO signals after {lag:.0f} s: labels only"),

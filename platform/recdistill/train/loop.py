@@ -160,7 +160,7 @@ def predict(model: Ranker, data: TensorLog, device: torch.device, batch_size: in
     model.to(device).eval()
     out = []
     for start in range(0, len(data), batch_size):
-        b = data.take(slice(start, start + batch_size)).to(device)
+        b = data.take(slice(start, start + batch_size)).for_model(model).to(device)
         out.append(model(b.cat, b.dense, b.seq)[0].float().cpu())
     model.train()
     return torch.cat(out) if out else torch.zeros(0)
