@@ -203,7 +203,7 @@ def loopfm_run(tmp_path_factory: pytest.TempPathFactory, ray_local) -> Path:
     return tmp
 
 
-def test_a_run_joins_the_teachers_representations_and_reports_loopfms_transfer_ratio(loopfm_run: Path) -> None:
+def test_a_run_joins_representations_and_semantic_ids_and_scores_cold_users(loopfm_run: Path) -> None:
     r = json.loads((loopfm_run / "run" / "results.json").read_text())
     store = SignalStore(str(loopfm_run / "store"))
     blocks, complete = store.scan(r["platform"]["signal_id"], KIND)
