@@ -10,7 +10,7 @@ import pyarrow as pa
 import pytest
 
 from recdistill.config import ConfigError, load_config
-from recdistill.engine.cold import COLD, mark_cold, remove, user_rows, write_user_counts
+from recdistill.engine.cold import COLD, mark_cold, user_rows, write_user_counts
 from recdistill.signals.store import SignalStore
 
 
@@ -25,7 +25,7 @@ def test_a_users_window_rows_are_summed_over_every_blocks_partial(tmp_path: Path
     assert user_rows(np.array([3, 1, 9, 2, 1]), store.uri, d).tolist() == [2, 3, 0, 1, 3]
     marked = mark_cold(pa.table({"u": pa.array([1, 2, 3, 9], pa.int64())}), store.uri, d, "u", 2)
     assert marked.column(COLD).to_pylist() == [False, True, True, True]  # an unseen user is cold
-    remove(store, d)
+    store.delete_dir(d)
     assert user_rows(np.array([1]), store.uri, d).tolist() == [0]
 
 

@@ -85,6 +85,12 @@ def fixed_size_rows(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     return arr.flatten().to_numpy(zero_copy_only=False).reshape(len(arr), arr.type.list_size)
 
 
+def longest_list(col: pa.ChunkedArray | pa.Array) -> int:
+    """The most items in one row of a list column (at least 1: a padded width)."""
+    arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    return max(1, int(np.max(np.diff(arr.offsets.to_numpy()), initial=0)))
+
+
 def pad_lists(col: pa.ChunkedArray | pa.Array, length: int) -> np.ndarray:
     """List column → (N, length) int64, most recent items last, left-padded with 0."""
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
@@ -110,8 +116,7 @@ def from_table(t: pa.Table, schema: LogSchema, seq_length: int = 0) -> TensorLog
     dense = np.stack([t.column(c).to_numpy() for c in schema.dense], 1).astype(np.float32) if schema.dense \
         else np.zeros((n, 0), np.float32)
     if schema.sequences:
-        length = seq_length or max(1, max(int(np.max(np.diff(t.column(s).combine_chunks().offsets.to_numpy()),
-                                                     initial=0)) for s, _ in schema.sequences))
+        length = seq_length or max(longest_list(t.column(s)) for s, _ in schema.sequences)
         seq = np.stack([pad_lists(t.column(s), length) for s, _ in schema.sequences], 1)
     else:
         seq = np.zeros((n, 0, 1), np.int64)

@@ -18,20 +18,15 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from recdistill.signals.store import SignalStore
+from recdistill.signals.store import SignalStore, cached_store
 
 COLD = "cold_user"  # the test split's column: the row's user had at most run.cold_users window rows
 _USER, _ROWS = "user", "rows"
-_STORES: dict[str, SignalStore] = {}
-
-
-def _store(uri: str) -> SignalStore:
-    return _STORES.setdefault(uri, SignalStore(uri))
 
 
 def write_user_counts(batch: pa.Table, store_uri: str, directory: str, column: str) -> pa.Table:
     """This block's rows per user, as one Parquet partial under ``directory``."""
-    store = _store(store_uri)
+    store = cached_store(store_uri)
     users, counts = np.unique(batch.column(column).to_numpy(), return_counts=True)
     if len(users):
         store.fs.create_dir(directory, recursive=True)
@@ -42,7 +37,7 @@ def write_user_counts(batch: pa.Table, store_uri: str, directory: str, column: s
 
 def user_rows(users: np.ndarray, store_uri: str, directory: str) -> np.ndarray:
     """Each given user's rows in the students' window (0 for a user it never had)."""
-    store = _store(store_uri)
+    store = cached_store(store_uri)
     users = np.asarray(users, np.int64)
     out = np.zeros(len(users), np.int64)
     files = [f.path for f in store.fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True))
@@ -70,12 +65,7 @@ def mark_cold(batch: pa.Table, store_uri: str, directory: str, column: str, thre
 def count_window_users(stream: Any, store: SignalStore, experiment: str, column: str) -> str:
     """Write the stream's per-user partials; the directory they are in."""
     directory = f"{store.root}/cold_users/{experiment}"
-    remove(store, directory)
+    store.delete_dir(directory)
     stream.map_batches(write_user_counts, batch_format="pyarrow", batch_size=None,
                        fn_kwargs={"store_uri": store.uri, "directory": directory, "column": column}).materialize()
     return directory
-
-
-def remove(store: SignalStore, directory: str) -> None:
-    if store.fs.get_file_info(directory).type == pafs.FileType.Directory:
-        store.fs.delete_dir(directory)

@@ -28,7 +28,7 @@ from recdistill.artifacts.serving_cost import measure_run_students
 from recdistill.artifacts.run_models import PREDATES, RunModels, model_name
 from recdistill.config import ExperimentConfig
 from recdistill.engine.ray_run import eval_datasets, start_run
-from recdistill.engine.cold import COLD, count_window_users, mark_cold, remove
+from recdistill.engine.cold import COLD, count_window_users, mark_cold
 from recdistill.engine.stream import distill_stream, with_representations
 from recdistill.engine.teacher import representation_blocks, teacher_stage
 from recdistill.engine.trainer import CHECKPOINT, final_weights, fit_metrics
@@ -69,12 +69,15 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     t0 = time.perf_counter()
     stream_batch = min(s.batch_size for s in cfg.students)
-    datasets = {"train": stream, **{n: with_representations(ds, run, rep).materialize() if rep else ds
-                                    for n, ds in eval_datasets(run).items()}}
     cold = cold_users(cfg, run, stream, info, log)
-    if cold:
-        datasets["test"] = datasets["test"].map_batches(mark_cold, batch_format="pyarrow",
-                                                        fn_kwargs=cold.pop("mark")).materialize()
+    mark = cold.pop("mark", None)
+    datasets = {"train": stream}
+    for name, ds in eval_datasets(run).items():  # joined and marked in one pass, materialised once
+        if rep:
+            ds = with_representations(ds, run, rep)
+        if mark and name == "test":
+            ds = ds.map_batches(mark_cold, batch_format="pyarrow", fn_kwargs=mark)
+        datasets[name] = ds.materialize() if rep or (mark and name == "test") else ds
     configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw, **cold} for g in groups]
     names = [f"students-{j}-{experiment}" for j in range(len(groups))]
     log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
@@ -131,7 +134,7 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         results["teacher"]["cold"] = {**(t_cold or {}), "threshold": cfg.run.cold_users,
                                       # η's teacher is the one the signals were recorded by
                                       "is_signals_teacher": "final" not in info}
-        remove(store, cold["cold_dir"])
+        store.delete_dir(cold["cold_dir"])
     for i, s in enumerate(cfg.students):
         raw, dist = (_training(members[f"{s.name}/{kind}"]) for kind in KINDS)
         d = members[f"{s.name}/distill"]

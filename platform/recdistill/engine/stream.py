@@ -13,6 +13,7 @@ from recdistill.data.reduce import reduce_blocks
 from recdistill.data.windows import HISTORY, STUDENT_WINDOW, WINDOW
 from recdistill.engine.ray_run import RayRun
 from recdistill.signals.join import coverage, join_signals
+from recdistill.data.tensors import REP
 from recdistill.signals.representations import join_representations, staleness, staleness_sums
 
 
@@ -20,12 +21,17 @@ def window_rows(batch: pa.Table, window: int) -> pa.Table:
     return batch.filter(pa.compute.equal(batch.column(WINDOW), window))
 
 
-def sum_counts(a: dict[str, int], b: dict[str, int]) -> dict[str, int]:
+def sum_counts(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
 
 
-def sum_floats(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-    return {k: a.get(k, 0.0) + b.get(k, 0.0) for k in a.keys() | b.keys()}
+def stream_counts(batch: pa.Table) -> dict[str, float]:
+    """A joined batch's coverage and, where it carries the teacher's representations, the
+    sums of their staleness: one pass over the stream gives both."""
+    out: dict[str, float] = dict(coverage(batch))
+    if REP in batch.column_names:
+        out.update({f"rep_{k}": v for k, v in staleness_sums(batch).items()})
+    return out
 
 
 def students_window(run: RayRun) -> Any:
@@ -33,11 +39,15 @@ def students_window(run: RayRun) -> Any:
     return run.train_ds.map_batches(window_rows, batch_format="pyarrow", fn_kwargs={"window": STUDENT_WINDOW})
 
 
-def materialised_with_coverage(ds: Any) -> tuple[Any, dict[str, int]]:
+def materialised_with_coverage(ds: Any) -> tuple[Any, dict[str, Any]]:
     """A stream whose rows carry the teacher's logit, materialised, with its coverage (rows,
-    rows with a signal)."""
+    rows with a signal; and the representations' staleness where it carries them)."""
     stream = ds.materialize()
-    return stream, reduce_blocks(stream, coverage, sum_counts) or {"rows": 0, "with_signal": 0}
+    counts = reduce_blocks(stream, stream_counts, sum_counts) or {"rows": 0, "with_signal": 0}
+    cov: dict[str, Any] = {k: int(v) for k, v in counts.items() if not k.startswith("rep_")}
+    if any(k.startswith("rep_") for k in counts):
+        cov["representations"] = staleness({k[4:]: v for k, v in counts.items() if k.startswith("rep_")})
+    return stream, cov
 
 
 def with_representations(ds: Any, run: RayRun, rep: dict[str, Any]) -> Any:
@@ -49,7 +59,7 @@ def with_representations(ds: Any, run: RayRun, rep: dict[str, Any]) -> Any:
 
 
 def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, float],
-                   rep: dict[str, Any] | None = None) -> tuple[Any, dict[str, int]]:
+                   rep: dict[str, Any] | None = None) -> tuple[Any, dict[str, Any]]:
     """The window's rows joined with the teacher's logits once, by row id (and with ``rep``,
     its representations), materialised in the object store; with its coverage (rows, rows
     with a signal)."""
@@ -69,9 +79,6 @@ def distill_stream(run: RayRun, log: Callable[[str], None], timings: dict[str, f
                                               fn_kwargs={"store_uri": run.store.uri, "blocks": blocks})
     stream, cov = materialised_with_coverage(with_representations(joined, run, rep) if rep else joined)
     if rep:
-        dim = rep["lay"]["dim"]
-        sums = reduce_blocks(stream, staleness_sums, sum_floats, {"dim": dim}) or {}
-        cov["representations"] = staleness(sums)
         r = cov["representations"]
         log(f"[stream] teacher representations found for {r['user']['found']:.1%} of rows' users (mean age "
             f"{r['user']['mean_age']:,.0f}), {r['item']['found']:.1%} of their items (mean age "

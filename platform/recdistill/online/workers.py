@@ -31,7 +31,7 @@ import torch
 
 from recdistill.config import ExperimentConfig
 from recdistill.data.sampling import model_sample_mask, unlabelled_row_mask
-from recdistill.data.tensors import REP, TensorLog, from_table
+from recdistill.data.tensors import TensorLog, from_table
 from recdistill.metrics import auc
 from recdistill.models import FeatureSpec
 from recdistill.online.learner import StreamLearner
@@ -40,10 +40,10 @@ from recdistill.online.shift import ShiftDetector, WindowProfile, profile
 from recdistill.online.spool import Spool, read_window
 from recdistill.signals.kinds import LOGIT
 from recdistill.signals.representations import KIND as REPRESENTATION
-from recdistill.signals.representations import (Layout, entity_block, join_representations, layout, staleness,
-                                                staleness_sums, table_rows)
+from recdistill.signals.representations import (join_representations, layout, staleness, staleness_sums, table_rows,
+                                                write_block)
 from recdistill.signals.publish import Publisher
-from recdistill.signals.store import SignalStore
+from recdistill.signals.store import SignalStore, cached_store
 from recdistill.train.evaluate import evaluate
 from recdistill.train.loop import predict
 from recdistill.train.plan import (build_model, reads_representations, student_init_seed, student_objective,
@@ -140,13 +140,11 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
     def write_representations(tables: list[pa.Table], seq: int) -> None:
         if lay is None:
             return
-        rows = np.unique(np.concatenate([table_rows(tb, lay) for tb in tables]))
-        if not len(rows):
-            return
-        stamp = max(int(pc.max(tb.column(lay.order_column)).as_py()) for tb in tables if tb.num_rows)
-        with torch.no_grad():
-            values = model.features.table.weight.detach()[torch.from_numpy(rows).to(device)].float().cpu().numpy()
-        store.write_table(key, REPRESENTATION, 0, 0, 0, seq, entity_block(rows, values, stamp))
+        tables = [tb for tb in tables if tb.num_rows]
+        if tables:
+            write_block(store, key, 0, seq, model.features.table.weight,
+                        np.concatenate([table_rows(tb, lay) for tb in tables]),
+                        max(int(pc.max(tb.column(lay.order_column)).as_py()) for tb in tables))
 
     def publish(version: int, window: int, ids: np.ndarray, z: np.ndarray, extra: dict[str, Any]) -> None:
         n = cfg.platform.signal_block_rows
@@ -360,11 +358,9 @@ def online_students_loop(config: dict[str, Any]) -> None:
         table = read_window(spool, window)
         if lay is None:
             return table
-        blocks, _ = SignalStore(store).scan(key, REPRESENTATION)
-        table = join_representations(table, store, [b.to_dict() for b in blocks], lay) if blocks else \
-            table.append_column(REP, pa.FixedSizeListArray.from_arrays(
-                pa.array(np.zeros(table.num_rows * Layout(**lay).width, np.float32)), Layout(**lay).width))
-        found.append(staleness(staleness_sums(table, lay["dim"]))["user"]["found"])
+        blocks, _ = cached_store(store).scan(key, REPRESENTATION)  # none yet: every value is missing
+        table = join_representations(table, store, [b.to_dict() for b in blocks], lay)
+        found.append(staleness(staleness_sums(table))["user"]["found"])
         return table
 
     def wait(window: int, version: int) -> tuple[dict[str, Any] | None, float]:

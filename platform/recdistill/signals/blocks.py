@@ -170,9 +170,8 @@ def read_entity_as_of(fs: pafs.FileSystem, blocks: Sequence[EntityBlockMeta], en
     time for all, or one per entity): columns entity_id, time (the value's), the value; time
     and value null where the entity has none by then. Of two values at the same entity and
     time, the later block's (blocks in the order given) wins."""
-    kind = _one_signal(blocks, ENTITY_TIME, "read_as_of") if blocks else None
-    table, pick, found = entity_as_of(fs, blocks, entity_ids, as_of)
-    assert kind is not None
+    table, pick, found = entity_as_of(fs, blocks, entity_ids, as_of)  # no blocks: a ValueError
+    kind = _one_signal(blocks, ENTITY_TIME, "read_as_of")
     values = table.take(pa.array(pick, mask=~found))
     return pa.table({ENTITY_ID: pa.array(np.asarray(entity_ids, np.int64)), TIME: values.column(TIME),
                      kind.column: values.column(kind.column)})

@@ -10,9 +10,7 @@ import pyarrow as pa
 from recdistill.data.schema import ROW_ID
 from recdistill.signals.blocks import BlockMeta
 from recdistill.signals.kinds import LOGIT
-from recdistill.signals.store import SignalStore
-
-_STORES: dict[str, SignalStore] = {}
+from recdistill.signals.store import cached_store
 
 
 def join_signals(batch: pa.Table, store_uri: str, blocks: list[dict[str, Any]]) -> pa.Table:
@@ -20,7 +18,7 @@ def join_signals(batch: pa.Table, store_uri: str, blocks: list[dict[str, Any]]) 
 
     Reads only the signal blocks whose row-id range overlaps the batch's.
     """
-    store = _STORES.setdefault(store_uri, SignalStore(store_uri))
+    store = cached_store(store_uri)
     ids = batch.column(ROW_ID).to_numpy()
     logits = np.full(len(ids), np.nan, dtype=np.float32)
     if len(ids):

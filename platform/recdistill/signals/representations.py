@@ -31,10 +31,10 @@ from typing import Any, Sequence
 import numpy as np
 import pyarrow as pa
 
-from recdistill.data.tensors import CODES, REP, fixed_size_rows, pad_lists
+from recdistill.data.tensors import CODES, REP, fixed_size_rows, longest_list, pad_lists
 from recdistill.signals.blocks import EntityBlockMeta, entity_as_of
 from recdistill.signals.kinds import ENTITY_ID, TIME, signal_kind
-from recdistill.signals.store import SignalStore
+from recdistill.signals.store import SignalStore, cached_store
 
 KIND = "embedding"
 META = 5  # age of the user's and the item's value, has user, has item, share of history items found
@@ -102,6 +102,19 @@ def entity_block(rows: np.ndarray, values: np.ndarray, time: int) -> pa.Table:
                      signal_kind(KIND).column: pa.FixedSizeListArray.from_arrays(values.ravel(), values.shape[1])})
 
 
+def write_block(store: SignalStore, key: str, rank: int, seq: int, table: Any, rows: np.ndarray, time: int) -> None:
+    """The teacher's current embedding-table rows ``rows`` (``table``: its weight tensor) as
+    one ``embedding`` block stamped ``time`` (nothing when there are no rows)."""
+    import torch
+
+    rows = np.unique(rows)
+    if not len(rows):
+        return
+    with torch.no_grad():
+        values = table.detach()[torch.from_numpy(rows).to(table.device)].float().cpu().numpy()
+    store.write_table(key, KIND, 0, 0, rank, seq, entity_block(rows, values, time))
+
+
 def table_rows(batch: pa.Table, lay: Layout) -> np.ndarray:
     """The teacher-table rows of every entity a batch of encoded rows names (users, items,
     history items; padding left out)."""
@@ -116,14 +129,11 @@ def table_rows(batch: pa.Table, lay: Layout) -> np.ndarray:
     return np.unique(np.concatenate(parts)) if parts else np.zeros(0, np.int64)
 
 
-_STORES: dict[str, SignalStore] = {}
-
-
 def join_representations(batch: pa.Table, store_uri: str, blocks: list[dict[str, Any]],
                          lay: dict[str, Any], code_blocks: list[dict[str, Any]] | None = None) -> pa.Table:
     """Add ``teacher_rep`` to each row: its entities' latest values strictly before its time;
     with ``code_blocks``, ``teacher_codes`` too: the user's and the item's semantic IDs."""
-    store = _STORES.setdefault(store_uri, SignalStore(store_uri))
+    store = cached_store(store_uri)
     layout_ = Layout(**lay)
     out = batch.append_column(REP, representations(batch, store, [EntityBlockMeta(**b) for b in blocks], layout_))
     if code_blocks:
@@ -166,8 +176,10 @@ def representations(batch: pa.Table, store: SignalStore, blocks: list[EntityBloc
             ids.append(batch.column(lay.user_column).to_numpy() + lay.user_offset)
         if lay.item_column:
             ids.append(batch.column(lay.item_column).to_numpy() + lay.item_offset)
-        hist = (pad_lists(batch.column(lay.history_column), lay.history_length or _longest(batch, lay))
-                if lay.history_column else np.zeros((n, 0), np.int64))
+        hist = np.zeros((n, 0), np.int64)
+        if lay.history_column:
+            col = batch.column(lay.history_column)
+            hist = pad_lists(col, lay.history_length or longest_list(col))
         k = hist.shape[1]
         asked = np.concatenate([*ids, (hist + lay.item_offset).ravel()]).astype(np.int64)
         at = np.concatenate([np.tile(t, len(ids)), np.repeat(t, k)]) - 1  # strictly before the row's time
@@ -197,11 +209,6 @@ def representations(batch: pa.Table, store: SignalStore, blocks: list[EntityBloc
     return pa.FixedSizeListArray.from_arrays(pa.array(out.ravel()), lay.width)
 
 
-def _longest(batch: pa.Table, lay: Layout) -> int:
-    offsets = batch.column(lay.history_column).combine_chunks().offsets.to_numpy()
-    return max(1, int(np.diff(offsets).max(initial=0)))
-
-
 def _values(table: pa.Table, pick: np.ndarray, found: np.ndarray, d: int) -> np.ndarray:
     """The picked values as (asked, d), zeros where none was found."""
     col = table.column(signal_kind(KIND).column)
@@ -214,9 +221,9 @@ def _values(table: pa.Table, pick: np.ndarray, found: np.ndarray, d: int) -> np.
     return out
 
 
-def staleness_sums(batch: pa.Table, dim: int) -> dict[str, float]:
+def staleness_sums(batch: pa.Table) -> dict[str, float]:
     """Sums over a joined batch for the report's staleness columns (``staleness``)."""
-    meta = fixed_size_rows(batch.column(REP))[:, 4 * dim:]
+    meta = fixed_size_rows(batch.column(REP))[:, -META:]
     out = {"rows": float(len(meta)), "history_found": float(meta[:, 4].sum())}
     for j, part in enumerate(("user", "item")):
         has = meta[:, 2 + j] > 0

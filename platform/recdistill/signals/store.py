@@ -135,9 +135,12 @@ class SignalStore:
         return f"{self.root}/_window_models/{run}/w{window:05d}/{name}.safetensors"
 
     def remove_window_weights(self, run: str) -> None:
-        base = f"{self.root}/_window_models/{run}"
-        if self.fs.get_file_info(base).type == pafs.FileType.Directory:
-            self.fs.delete_dir(base)
+        self.delete_dir(f"{self.root}/_window_models/{run}")
+
+    def delete_dir(self, path: str) -> None:
+        """Delete a directory and everything under it (nothing when it is not there)."""
+        if self.fs.get_file_info(path).type == pafs.FileType.Directory:
+            self.fs.delete_dir(path)
 
     def put_file(self, local: str | os.PathLike[str], path: str) -> None:
         """Copy a local file to ``path`` in the store, under a temporary name first."""
@@ -262,6 +265,18 @@ class SignalStore:
                    ) -> pa.Table:
         """An entity-time kind's latest value per entity at or before ``as_of`` (signals/blocks.py)."""
         return read_entity_as_of(self.fs, blocks, entity_ids, as_of)
+
+
+_CACHED: dict[str, SignalStore] = {}
+
+
+def cached_store(uri: str) -> SignalStore:
+    """This process's store for ``uri``, opened once: the joins run once per batch in Ray
+    Data workers, which would otherwise resolve the filesystem every time."""
+    store = _CACHED.get(uri)
+    if store is None:
+        store = _CACHED[uri] = SignalStore(uri)
+    return store
 
 
 def _json_default(value: Any) -> Any:

@@ -22,7 +22,7 @@ import torch
 from recdistill.data.tensors import from_table
 from recdistill.data.windows import HISTORY, STUDENT_WINDOW, WINDOW
 from recdistill.signals.publish import Publisher
-from recdistill.signals.representations import KIND as REPRESENTATION, entity_block, layout, table_rows
+from recdistill.signals.representations import layout, table_rows, write_block
 from recdistill.signals.store import SignalStore
 from recdistill.train.checkpoint import plain
 from recdistill.train.evaluate import EarlyStop, Evaluator
@@ -106,14 +106,10 @@ def teacher_loop(config: dict[str, Any]) -> None:
             t_max = t_max.to(collective_device(dist.get_backend()))
             dist.all_reduce(t_max, op=dist.ReduceOp.MAX)
         state["history_to"] = int(t_max[1].item())
-        rows = np.unique(np.concatenate(met)) if met else np.zeros(0, np.int64)
+        rows = np.concatenate(met) if met else np.zeros(0, np.int64)
         met.clear()
-        if not len(rows):
-            return
-        with torch.no_grad():
-            values = model.features.table.weight.detach()[torch.from_numpy(rows).to(device)].float().cpu().numpy()
-        publisher.store.write_table(config["key"], REPRESENTATION, 0, 0, publisher.rank, state["seq"],
-                                    entity_block(rows, values, int(t_max[0].item())))
+        write_block(publisher.store, config["key"], publisher.rank, state["seq"], model.features.table.weight, rows,
+                    int(t_max[0].item()))
 
     def flush() -> None:
         if lay is not None:
