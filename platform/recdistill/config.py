@@ -88,6 +88,16 @@ class SyntheticConfig:
     sequence_scale: float = opt(0.5, ge=0.0, help="weight of the user-history ↔ item affinity term")
     dense_scale: float = opt(0.3, ge=0.0, help="std of the dense-feature logit effect")
     drift: DriftConfig = opt(default_factory=DriftConfig, help="drift over time")
+    segments: int = opt(
+        0, ge=0, le=64,
+        help="segments whose click model differs (0 = off, one click model for every row): each impression gets a "
+             "uniformly drawn `segment` (a context field of this many values, written as a categorical column), "
+             "and each segment has its own first-order weights and higher-order MLP, mixed with the shared ones "
+             "by segment_strength. Makes a log where domain experts sliced by segment have something to know")
+    segment_strength: float = opt(
+        0.7, ge=0.0, le=1.0,
+        help="segments > 0: how far a segment's first-order weights and MLP depart from the shared ones (each is "
+             "sqrt(1-s²)·shared + s·own, so its scale stays put; 0 = the segments share one click model)")
 
 
 @dataclass
@@ -354,6 +364,69 @@ class StudentConfig:
         default_factory=RepresentationsConfig,
         help="LoopFM: the teacher's stored user / item / history representations as input features "
              "({use: [user, item, history], history: mean | attention}; issue 19)")
+    distill_from: str = opt(
+        "teacher", help="whose logits the distilled student learns from: teacher (the big teacher); with a committee "
+                        "(committee.experts > 0): expert:K (domain expert K alone), average (the naive mean of every "
+                        "teacher's logit), committee (the question-answer module over every teacher, no filtering) "
+                        "or filtered (the same, each row skipping the teachers its importance puts below "
+                        "committee.threshold). committee.baselines adds these variants of each student by itself")
+
+
+COMMITTEE_SOURCES = ("teacher", "average", "committee", "filtered")
+
+
+def committee_source(spec: str, experts: int) -> tuple[str, int]:
+    """``students.N.distill_from`` as (source, expert): teacher → ("teacher", -1), expert:2 →
+    ("expert", 2); ConfigError when it names an expert the committee does not have."""
+    name, _, k = spec.partition(":")
+    if spec in COMMITTEE_SOURCES and (spec == "teacher" or experts):
+        return spec, -1
+    if name == "expert" and k.isdigit() and int(k) < experts:
+        return "expert", int(k)
+    allowed = ["teacher"] + ([*COMMITTEE_SOURCES[1:], *(f"expert:{j}" for j in range(experts))] if experts else [])
+    raise ConfigError(f"distill_from={spec!r}: expected one of {', '.join(allowed)}"
+                      + ("" if experts else " (the others need a committee: committee.experts > 0)"))
+
+
+@dataclass
+class CommitteeConfig:
+    """DiverseDistill: domain experts beside the big teacher, frozen, aligned into the
+    student by a question-answer module that is dropped after training (``distill.committee``)."""
+
+    experts: int = opt(0, ge=0, le=16,
+                       help="domain experts (0 = no committee): models with the first student's shape, each trained "
+                            "once on a slice of the teacher-only history (so every students' window row is new to "
+                            "it), keyed and kept in the signal store like a teacher, then frozen")
+    slice_by: str = opt(
+        "hash", help="how the history is cut into the experts' slices: hash (row-id hash, K equal random parts), time "
+                     "(K equal-count spans in time; row order for logs without time), or field:NAME (a categorical "
+                     "field's values, the commonest packed into K groups of about equal rows, the rest by hash)")
+    threshold: float = opt(
+        0.5, ge=0.0, lt=1.0,
+        help="the filtered committee: for each row, a teacher whose importance weight is below threshold / "
+             "(number of teachers) is skipped (no forward pass, no stored signal read); the row's most important "
+             "teacher always runs")
+    align_weight: float = opt(1.0, ge=0.0, help="weight β of the answers' alignment loss (1 − cosine to the student's "
+                                                "hidden state, weighted by teacher importance)")
+    query_dim: int = opt(32, ge=1, help="size of the question-answer module's queries and keys")
+    baselines: bool = opt(
+        True, help="with experts: each student that distils from the teacher is joined by its variants "
+                   "<name>-expert<K>, <name>-average, <name>-committee and <name>-filtered (same seeds, so the raw "
+                   "model is shared and every difference is paired), and run.pairs gets average − teacher, "
+                   "committee − teacher, committee − average and filtered − committee")
+
+    def check(self) -> None:
+        slice_spec(self.slice_by)
+
+
+def slice_spec(spec: str) -> tuple[str, str | None]:
+    """``committee.slice_by`` as (kind, field): hash → ("hash", None), field:C3 → ("field", "C3")."""
+    kind, _, name = spec.partition(":")
+    if kind in ("hash", "time") and not name:
+        return kind, None
+    if kind == "field" and name:
+        return kind, name
+    raise ConfigError(f"committee.slice_by={spec!r}: expected hash, time or field:NAME (a categorical field)")
 
 
 @dataclass
@@ -590,6 +663,8 @@ class ExperimentConfig:
     teacher: TeacherConfig = opt(default_factory=TeacherConfig, help="the teacher model")
     students: list[StudentConfig] = opt(default_factory=lambda: [StudentConfig()], help="the N students")
     distill: DistillConfig = opt(default_factory=DistillConfig, help="distillation loss and debias")
+    committee: CommitteeConfig = opt(default_factory=CommitteeConfig,
+                                     help="DiverseDistill: a committee of domain experts beside the teacher")
     stream: StreamConfig = opt(default_factory=StreamConfig, help="online (streaming) phase")
     transfer: TransferConfig = opt(default_factory=TransferConfig, help="cross-architecture transfer (CrossAdapt)")
     tune: TuneConfig = opt(default_factory=TuneConfig, help="Ray Tune sweeps")
@@ -598,6 +673,7 @@ class ExperimentConfig:
     run: RunConfig = opt(default_factory=RunConfig, help="naming, outputs, seed, device")
 
     def check(self) -> None:
+        self._expand_committee()
         names = [s.name for s in self.students]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -650,6 +726,41 @@ class ExperimentConfig:
             raise ConfigError("transfer.enabled and stream.enabled: the transfer stage is offline; run the online "
                               "pipeline as its own experiment")
 
+
+    def _expand_committee(self) -> None:
+        """With a committee and ``committee.baselines``: each student that distils from the
+        teacher gets its committee variants, once (a resolved config already holds them)."""
+        c = self.committee
+        for i, s in enumerate(self.students):
+            try:
+                committee_source(s.distill_from, c.experts)
+            except ConfigError as e:
+                raise ConfigError(f"students.{i}.{e}") from None
+        if not c.experts:
+            return
+        where = ("the online pipeline" if self.stream.enabled else "the transfer stage" if self.transfer.enabled
+                 else "the local engine" if self.run.engine == "local" else None)
+        if where:
+            raise ConfigError(f"committee.experts={c.experts}: the committee runs in the batch 1→N experiment on the "
+                              f"Ray engine, not in {where}")
+        readers = [f"students.{i}.representations" for i, s in enumerate(self.students)
+                   if s.representations.use or s.representations.codes]
+        if readers:
+            raise ConfigError(f"committee.experts={c.experts} with {', '.join(readers)}: the experts read the log's own "
+                              f"features, and a committee over students that read teacher representations is not "
+                              f"built yet; run the two studies apart")
+        if not c.baselines or any(s.distill_from != "teacher" for s in self.students):
+            return
+        expanded, pairs = [], []
+        for s in self.students:
+            base = s.seed_name or s.name
+            variants = [(f"{s.name}-expert{k}", f"expert:{k}") for k in range(c.experts)] + [
+                (f"{s.name}-{v}", v) for v in ("average", "committee", "filtered")]
+            expanded += [s] + [dataclasses.replace(s, name=n, distill_from=src, seed_name=base) for n, src in variants]
+            pairs += [[f"{s.name}-average", s.name], [f"{s.name}-committee", s.name],
+                      [f"{s.name}-committee", f"{s.name}-average"], [f"{s.name}-filtered", f"{s.name}-committee"]]
+        self.students = expanded
+        self.run.pairs = self.run.pairs + [p for p in pairs if p not in self.run.pairs]
 
     def _check_representations(self) -> None:
         readers = [f"students.{i}.representations.use" for i, s in enumerate(self.students) if s.representations.use]

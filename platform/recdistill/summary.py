@@ -37,6 +37,10 @@ def over_seeds(per_seed: list[dict[str, Any]], seeds: list[int], pairs: list[lis
                         "students": {x["name"]: {k: x[k] for k in ("auc_raw", "auc_distill", "eta")}
                                      for x in r["students"]}} for s, r in zip(seeds, per_seed)]
     out["data"] = first.get("data", {})
+    if all(r.get("committee") for r in per_seed):  # each seed's experts (their key has the seed), averaged
+        c = [r["committee"] for r in per_seed]
+        out["committee"] = {**_mean_record(c), "reused": all(x["reused"] for x in c),
+                            "experts": [_mean_record([x["experts"][k] for x in c]) for k in range(len(c[0]["experts"]))]}
     stale = [r.get("platform", {}).get("representations") for r in per_seed]
     if all(stale):
         out["representations"] = _mean_record(stale)  # their staleness, averaged over the seeds

@@ -12,6 +12,16 @@ from recdistill.data.schema import LogSchema
 _GENERATION_KEYS = ("rows", "days", "seed", "shard_rows", "synthetic")
 
 
+def _generation(data: dict[str, Any]) -> dict[str, Any]:
+    """What decides a synthetic log's bytes; without segments, the keys a log written before
+    segments existed lacks (it is the same log)."""
+    out = {k: data.get(k) for k in _GENERATION_KEYS}
+    syn = out.get("synthetic")
+    if isinstance(syn, dict) and not syn.get("segments"):
+        out["synthetic"] = {k: v for k, v in syn.items() if k not in ("segments", "segment_strength")}
+    return out
+
+
 def synthetic_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.data.path) if cfg.data.path else cfg.run.out_dir / "data"
 
@@ -24,12 +34,10 @@ def ensure_synthetic(data: DataConfig, out: Path, progress: Any = None) -> bool:
     """
     from recdistill.data.synthetic import generate, verified_manifest
 
-    want = {k: to_dict(data)[k] for k in _GENERATION_KEYS}
+    want = _generation(to_dict(data))
     manifest = verified_manifest(out)  # None unless exactly the listed shards are there, whole
-    if manifest is not None:
-        have = manifest.get("data", {})
-        if {k: have.get(k) for k in _GENERATION_KEYS} == want:
-            return False
+    if manifest is not None and _generation(manifest.get("data", {})) == want:
+        return False
     generate(data, out, progress=progress)
     return True
 

@@ -49,6 +49,7 @@ from recdistill.metrics import StreamingAUC
 START_TS = 1_767_225_600  # 2026-01-01 00:00 UTC: a fixed origin keeps output byte-identical
 DAY_S = 86_400
 USER, ITEM, HISTORY = "user_id", "item_id", "hist_item_id"
+SEGMENT = "segment"  # with ``segments``: the impression's segment, a categorical column
 _CHUNK_ROWS = 65_536
 MANIFEST = "_manifest.json"
 _HIDDEN = 32
@@ -124,9 +125,25 @@ class ClickModel:
         self.dense_link = rng.standard_normal((nd, k)).astype(np.float32)
         self.dense_beta = rng.standard_normal(nd).astype(np.float32)
         self.dense_missing = np.linspace(0.0, cfg.dense_missing_rate, nd) if nd else np.zeros(0)
+        self._segment_parts(cfg, seed)
         self.norm = {"first": 1.0, "pair": 1.0, "high": 1.0, "seq": 1.0, "dense": 1.0}
         self.b0 = 0.0
         self._calibrate()
+
+    def _segment_parts(self, cfg: SyntheticConfig, seed: int) -> None:
+        """Each segment's own first-order weights and MLP (a stream of their own, so a log
+        without segments keeps its bytes). A segment's weights are ``keep``·shared +
+        ``strength``·own, with keep² + strength² = 1, so the parts' scales do not move."""
+        self.segments = cfg.segments
+        if not cfg.segments:
+            return
+        rng = np.random.default_rng([seed, 3])
+        s, k = cfg.segments, cfg.latent_dim
+        self.seg_strength = np.float32(cfg.segment_strength)
+        self.seg_keep = np.float32(math.sqrt(1.0 - cfg.segment_strength ** 2))
+        self.w_own = {f.name: rng.standard_normal((s, f.cardinality), dtype=np.float32) for f in self.fields}
+        self.mlp_w1_own = (rng.standard_normal((s, 3 * k, _HIDDEN)) / math.sqrt(k)).astype(np.float32)
+        self.mlp_w2_own = (rng.standard_normal((s, _HIDDEN)) / math.sqrt(_HIDDEN)).astype(np.float32)
 
     # -- drawing impressions -------------------------------------------------------
 
@@ -147,6 +164,8 @@ class ClickModel:
             elif f.role == "context":
                 ranks = self.zipf[f.name].ranks(rng.random(n))
                 ids[f.name] = (ranks + self.rank_offset[f.name]) % f.cardinality
+        if self.segments:  # drawn last: the other fields' draws are those of a log without segments
+            ids[SEGMENT] = rng.integers(self.segments, size=n)
         return ids
 
     def dense(self, rng: np.random.Generator, ids: dict[str, np.ndarray]) -> np.ndarray:
@@ -169,9 +188,13 @@ class ClickModel:
         sq = np.zeros(n, dtype=np.float32)
         sums = {g: np.zeros((n, k), dtype=np.float32) for g in ("user", "item", "context")}
         buf = np.empty((n, k), dtype=np.float32)
+        seg = ids.get(SEGMENT)
         for f in self.fields:
             idx = ids[f.name]
-            first += self.w[f.name][idx]
+            if seg is None:
+                first += self.w[f.name][idx]
+            else:
+                first += self.seg_keep * self.w[f.name][idx] + self.seg_strength * self.w_own[f.name][seg, idx]
             sq += self.sqn[f.name][idx]
             # take(out=) is several times faster than fancy indexing for row gathers
             np.take(self.v[f.name], idx, axis=0, out=buf)
@@ -183,7 +206,7 @@ class ClickModel:
         total = s_rot + s_item + s_ctx
         pair = 0.5 * (np.einsum("ij,ij->i", total, total) - sq)
         z = np.concatenate([s_rot, s_item, s_ctx], axis=1)
-        high = np.tanh(z @ self.mlp_w1 + self.mlp_b1) @ self.mlp_w2
+        high = self._higher_order(z, seg)
         # Padding ids are -1, which take() maps to the appended zero row. The shown item is
         # masked out of its own history: popular items recur in both, and <v, v> > 0 would
         # make CTR climb as histories fill, a trend that is not drift.
@@ -199,6 +222,18 @@ class ClickModel:
         # log1p(count) ≈ dense_loc on average: centre the effect there
         dens = (np.log1p(dense) - self.dense_loc) @ self.dense_beta if dense.shape[1] else np.zeros(n)
         return {"first": first, "pair": pair, "high": high, "seq": seq, "dense": dens}
+
+    def _higher_order(self, z: np.ndarray, seg: np.ndarray | None) -> np.ndarray:
+        """The random MLP over the field factors; with segments, each segment's own mix."""
+        if seg is None:
+            return np.tanh(z @ self.mlp_w1 + self.mlp_b1) @ self.mlp_w2
+        high = np.empty(z.shape[0], dtype=np.float32)
+        for s in range(self.segments):
+            rows = np.flatnonzero(seg == s)
+            w1 = self.seg_keep * self.mlp_w1 + self.seg_strength * self.mlp_w1_own[s]
+            w2 = self.seg_keep * self.mlp_w2 + self.seg_strength * self.mlp_w2_own[s]
+            high[rows] = np.tanh(z[rows] @ w1 + self.mlp_b1) @ w2
+        return high
 
     def logit(self, comps: dict[str, np.ndarray]) -> np.ndarray:
         c = self.cfg
@@ -298,7 +333,7 @@ class _Histories:
 
 
 def synthetic_schema(cfg: SyntheticConfig) -> LogSchema:
-    model_fields = _field_layout(cfg)
+    model_fields = _field_layout(cfg) + ([(SEGMENT, cfg.segments)] if cfg.segments else [])
     seq = ((HISTORY, ITEM),) if cfg.history_length else ()
     return LogSchema(
         dense=tuple(f"I{j + 1}" for j in range(cfg.num_dense)),
@@ -624,6 +659,8 @@ def _to_table(model: ClickModel, rows: dict[str, np.ndarray], row0: int, day: in
         cols[name] = pa.array(rows["dense"][:, j].astype(np.float32))
     for f in model.fields:
         cols[f.name] = pa.array(rows[f.name].astype(np.int64))
+    if model.segments:
+        cols[SEGMENT] = pa.array(rows[SEGMENT].astype(np.int64))
     if model.cfg.history_length:
         h = rows["history"]
         valid = h >= 0

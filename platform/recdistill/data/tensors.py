@@ -17,6 +17,7 @@ import pyarrow as pa
 import torch
 
 from recdistill.data.schema import LABEL, P_TRUE, ROW_ID, SAMPLE_RATE, LogSchema
+from recdistill.data.expert_slices import SLICE
 from recdistill.data.windows import RECENCY, WINDOW
 
 
@@ -33,6 +34,7 @@ class TensorLog:
     recency: torch.Tensor | None = None  # int32 recency tag (windows.tag_history) when the table has one
     rep: torch.Tensor | None = None  # (N, R) float32 teacher representations when the table was joined with them
     codes: torch.Tensor | None = None  # (N, 2L) int64 semantic IDs (code + 1, 0 = none) when joined with them
+    part: torch.Tensor | None = None  # int16 slice of a committee's expert (``data.expert_slices``) when tagged
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -138,6 +140,7 @@ def from_table(t: pa.Table, schema: LogSchema, seq_length: int = 0) -> TensorLog
         if REP in t.column_names else None,
         codes=torch.from_numpy(np.array(fixed_size_rows(t.column(CODES)), np.int64))
         if CODES in t.column_names else None,
+        part=torch.from_numpy(t.column(SLICE).to_numpy().astype(np.int16)) if SLICE in t.column_names else None,
     )
 
 

@@ -30,6 +30,7 @@ from recdistill.config import ExperimentConfig
 from recdistill.engine.ray_run import eval_datasets, start_run
 from recdistill.engine.cold import COLD, count_window_users, mark_cold
 from recdistill.engine.stream import distill_stream, with_representations
+from recdistill.engine.experts import experts_stage
 from recdistill.engine.teacher import representation_blocks, teacher_stage
 from recdistill.engine.trainer import CHECKPOINT, final_weights, fit_metrics
 from recdistill.report.experiment import write_results
@@ -40,7 +41,8 @@ from recdistill.signals.representations import layout
 from recdistill.signals.semantic_ids import CODE_KIND
 from recdistill.train.plan import (early_fields, feature_spec, reads_representations, representation_baseline,
                                    sequence_length)
-from recdistill.train.students_loop import COLD_TEACHER, TEACHER, students_loop
+from recdistill.train.committee import PASSES
+from recdistill.train.students_loop import COLD_TEACHER, EXPERT_WEIGHTS, TEACHER, students_loop
 
 
 def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -51,6 +53,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     store, key, experiment, storage, base = run.store, run.key, run.experiment, run.storage, run.base
     timings: dict[str, float] = {}
     info, teacher_steps, reused = teacher_stage(cfg, run, log, timings)
+    committee = experts_stage(cfg, run, log, timings)
+    expert_weights = {EXPERT_WEIGHTS: committee.pop(EXPERT_WEIGHTS)} if committee else {}
     rep = student_representations(cfg, run, log)
     stream, cov = distill_stream(run, log, timings, rep)
     prepared, t_start = run.prepared, run.t_start
@@ -78,7 +82,9 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         if mark and name == "test":
             ds = ds.map_batches(mark_cold, batch_format="pyarrow", fn_kwargs=mark)
         datasets[name] = ds.materialize() if rep or (mark and name == "test") else ds
-    configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw, **cold} for g in groups]
+    configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw, **cold,
+                **(expert_weights if any(cfg.students[i].distill_from != "teacher" for i in g) else {})}
+               for g in groups]
     names = [f"students-{j}-{experiment}" for j in range(len(groups))]
     log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
         + (f"; raw result of student(s) {skip_raw} reused from the store" if skip_raw else ""))
@@ -129,6 +135,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     }
     if "oracle" in info:
         results["oracle"] = {"auc": info["oracle"]["auc"]}
+    if committee:
+        results["committee"] = committee
     if cold:
         t_cold = next((o[TEACHER]["cold"] for o in outs if "cold" in o.get(TEACHER, {})), None)
         results["teacher"]["cold"] = {**(t_cold or {}), "threshold": cfg.run.cold_users,
@@ -148,6 +156,8 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
                                                *(f"{p} codes" for p in s.representations.codes)] or None,
                               baseline=representation_baseline(cfg, i))
         record = entry.to_dict()
+        if s.distill_from != "teacher":
+            record["committee"] = {k: d[k] for k in ("distill_from", *PASSES) if k in d}
         if "cold" in members[f"{s.name}/distill"] and "cold" in members[f"{s.name}/raw"]:
             record["cold"] = {kind: members[f"{s.name}/{kind}"]["cold"] for kind in KINDS}
         results["students"].append(record)

@@ -47,10 +47,21 @@ class Ranker(nn.Module):
     def forward(self, cat: torch.Tensor, dense: torch.Tensor | None = None,
                 seq: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """(main logit, aux logit), each (B,); single tower: the aux logit is the main one."""
-        h = self.backbone(self.features(cat, dense, seq))
+        return self.heads(self.backbone(self.features(cat, dense, seq)))
+
+    def heads(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(main logit, aux logit) of a backbone output ``h``."""
         main = self.main(h).squeeze(-1)
         aux = self.aux(h).squeeze(-1) if self.aux is not None else main
         return main, aux
+
+    def states(self, cat: torch.Tensor, dense: torch.Tensor | None = None,
+               seq: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(field tokens (B, T, d), backbone output (B, out_dim), main logit): what a frozen
+        committee teacher shows of itself (``distill.committee``)."""
+        tokens = self.features(cat, dense, seq)
+        h = self.backbone(tokens)
+        return tokens, h, self.main(h).squeeze(-1)
 
     def num_params(self, dense_only: bool = False) -> int:
         params = [p for n, p in self.named_parameters() if not (dense_only and n.startswith("features.table"))]

@@ -10,6 +10,7 @@ from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
 from recdistill.report.render import interval_text, pyplot, save_figure, verdict_text, write_run_outputs
+from recdistill.report.committee import committee_lines
 from recdistill.results import KINDS, StudentResult
 
 GAINS_PNG, CURVES_PNG = "raw_to_distilled.png", "learning_curves.png"
@@ -173,6 +174,7 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
         f = t["final"]
         lines += ["", f"The teacher trained on after that pass (to epoch {f['epochs']}): AUC {f['auc']:.4f}, "
                       f"LogLoss {f['logloss']:.4f}; not η's teacher."]
+    lines += committee_lines(r)
     lines += interval_lines(r.get("summary"))
     lines += ["", f"![raw → distilled per student]({GAINS_PNG})"]
     if _curves(r):

@@ -129,6 +129,18 @@ class SignalStore:
     def raw_weights_path(self, key: str) -> str:
         return f"{self.root}/_raw/{key}.safetensors"
 
+    # A committee's experts (``engine.experts``): ``_experts/<key>/expert<k>.safetensors``, then
+    # ``info.json`` written last, so a key whose info is there has every expert's weights.
+    def expert_weights_path(self, key: str, k: int) -> str:
+        return f"{self.root}/_experts/{key}/expert{k}.safetensors"
+
+    def experts_info(self, key: str) -> dict[str, Any] | None:
+        info = self.read_json(f"{self.root}/_experts/{key}/info.json")
+        return info if isinstance(info, dict) else None
+
+    def write_experts_info(self, key: str, info: dict[str, Any]) -> None:
+        self.write_json(f"{self.root}/_experts/{key}/info.json", info)
+
     def window_weights_path(self, run: str, window: int, name: str) -> str:
         """Where an online run's worker hands a model over as it was after ``window``
         (``stream.keep_models=every``); the driver makes it an artifact, then removes the run's."""

@@ -27,6 +27,7 @@ from recdistill.data.tensors import TensorLog
 from recdistill.distill.objective import Objective
 from recdistill.models import Ranker
 from recdistill.train.evaluate import EarlyStop, Validator
+from recdistill.train.committee import Committee, passes_summary
 from recdistill.train.loop import optimizers, train_step
 
 
@@ -56,6 +57,16 @@ class Member:
     unlabelled_without_signal: int = 0  # picked but left out: no signal, so nothing to learn from them
     unlabelled_trained: int = 0  # rows trained on without a label, over all epochs (part of ``rows``)
     done: bool = False  # stopped early or through its epochs
+    part: int = -1  # a committee's expert: only the rows tagged with this slice (``data.expert_slices``)
+    source: str = "teacher"  # whose logits it distils (``students.N.distill_from``; ``train.committee``)
+    expert: int = -1  # source "expert": which
+    qa: Any = None  # source committee / filtered: its question-answer module (dropped after training)
+    threshold: float = 0.0  # source filtered: the importance below which a teacher is skipped
+    align_weight: float = 0.0
+    passes: int = 0  # the experts' forward passes it ran ...
+    passes_possible: int = 0  # ... and would have run without filtering
+    reads: int = 0  # the big teacher's stored logits it used ...
+    reads_possible: int = 0  # ... of those there were
     early: EarlyStop = field(init=False)
     opts: list[torch.optim.Optimizer] = field(default_factory=list)
     _parts: list[tuple[TensorLog, torch.Tensor | None, torch.Tensor | None]] = field(default_factory=list)
@@ -82,8 +93,18 @@ class Member:
         self._buffered = rest
         return rows.take(slice(0, n)), cut(zt, slice(0, n)), cut(lm, slice(0, n))
 
+    def count(self, *, passes: int, possible: int, reads: int, reads_possible: int, signal: int) -> None:
+        """A committee step's teacher use (``train.committee``)."""
+        self.passes += passes
+        self.passes_possible += possible
+        self.reads += reads
+        self.reads_possible += reads_possible
+        self.signal_rows += signal
+
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "opts": [o.state_dict() for o in self.opts],
+                **({"qa": self.qa.state_dict()} if self.qa is not None else {}),
+                "passes": [self.passes, self.passes_possible, self.reads, self.reads_possible],
                 "rows": self.rows, "steps": self.steps, "seconds": self.seconds, "signal_rows": self.signal_rows,
                 "sample_rows": self.sample_rows, "unlabelled_rows": self.unlabelled_rows,
                 "unlabelled_without_signal": self.unlabelled_without_signal,
@@ -92,6 +113,9 @@ class Member:
 
     def load(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
+        if self.qa is not None:
+            self.qa.load_state_dict(state["qa"])
+        self.passes, self.passes_possible, self.reads, self.reads_possible = state.get("passes", [0, 0, 0, 0])
         for o, s in zip(self.opts, state["opts"]):
             o.load_state_dict(s)
         self.rows, self.steps, self.seconds = state["rows"], state["steps"], state["seconds"]
@@ -106,20 +130,27 @@ class Member:
         return {"rows_trained": self.rows, "sample_rows": self.sample_rows, "unlabelled_rows": self.unlabelled_rows,
                 "unlabelled_without_signal": self.unlabelled_without_signal,
                 "unlabelled_trained": self.unlabelled_trained, "steps": self.steps,
-                "seconds": self.seconds, "signal_rows": self.signal_rows, **self.early.summary()}
+                "seconds": self.seconds, "signal_rows": self.signal_rows, **self.early.summary(),
+                **({"distill_from": self.source, **passes_summary(self)} if self.source != "teacher" else {})}
 
 
 class StudentGroup:
-    def __init__(self, members: list[Member], device: torch.device, validate: Validator | None = None) -> None:
+    def __init__(self, members: list[Member], device: torch.device, validate: Validator | None = None,
+                 committee: Committee | None = None) -> None:
         names = [m.name for m in members]
         if len(set(names)) != len(names):
             raise ValueError(f"StudentGroup: member names must be unique, got {names}")
         self.members = members
         self.device = device
         self.validate = validate
+        self.committee = committee
         for m in members:
             m.model.to(device).train()
             m.opts = optimizers(m.model, m.lr, m.embedding_lr)
+            if m.qa is not None:  # trained with its student, by the student's dense learning rate
+                m.opts.append(torch.optim.Adam(m.qa.to(device).parameters(), lr=m.lr))
+            if m.source != "teacher" and committee is None:
+                raise ValueError(f"{m.name} distils from {m.source}: the group needs the committee's experts")
 
     @property
     def epochs(self) -> int:
@@ -138,6 +169,10 @@ class StudentGroup:
                 continue
             recency = batch.recency.numpy() if batch.recency is not None else None
             keep = student_row_mask(ids, y, recency, m.ratio, m.negative_keep, m.seed, m.min_recency)
+            if m.part >= 0:
+                if batch.part is None:
+                    raise ValueError(f"{m.name} trains on slice {m.part}, but the rows carry no slice tag")
+                keep &= batch.part.numpy() == m.part
             labelled = keep
             zt_all = teacher_logits if m.uses_teacher else None
             if m.unlabelled_share and zt_all is not None:
@@ -188,14 +223,19 @@ class StudentGroup:
     def _step(self, m: Member, rows: TensorLog, zt: torch.Tensor | None, labelled: torch.Tensor | None,
               epoch: int) -> None:
         t0 = time.perf_counter()
-        if zt is not None:  # labelled rows with a signal (every unlabelled row has one)
+        if zt is not None and m.source == "teacher":  # labelled rows with a signal (every unlabelled row has one)
             has = ~torch.isnan(zt)
             m.signal_rows += int((has if labelled is None else has & labelled).sum())
         if labelled is not None:
             m.unlabelled_trained += int((~labelled).sum())
-        train_step(m.model, m.opts, rows.to(self.device), objective=m.objective,
-                   teacher_logits=None if zt is None else zt.to(self.device),
-                   label_mask=None if labelled is None else labelled.to(self.device))
+        if m.source != "teacher":
+            assert self.committee is not None
+            self.committee.step(m, rows.to(self.device), None if zt is None else zt.to(self.device),
+                                None if labelled is None else labelled.to(self.device))
+        else:
+            train_step(m.model, m.opts, rows.to(self.device), objective=m.objective,
+                       teacher_logits=None if zt is None else zt.to(self.device),
+                       label_mask=None if labelled is None else labelled.to(self.device))
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         m.seconds += time.perf_counter() - t0

@@ -51,6 +51,9 @@ def _data_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     data = to_dict(cfg.data)
     if cfg.data.source == "synthetic":
         data["path"] = None  # where the log was generated does not change its rows
+    if not cfg.data.synthetic.segments:  # as teacher.representations: keys from before segments stay valid
+        for k in ("segments", "segment_strength"):
+            del data["synthetic"][k]
     # a synthetic log is identified by its generation config (in ``data``); files are its output
     real = cfg.data.source != "synthetic"
     ident = {"format": SIGNAL_FORMAT, "data": data, "files": _file_fingerprint(cfg.data.path) if real else []}
@@ -114,7 +117,7 @@ def online_teacher_key(cfg: ExperimentConfig) -> str:
 
 
 # Student fields a raw student (trained without the teacher) does not depend on.
-_DISTILL_ONLY = ("name", "alpha", "seed_name", "unlabelled")
+_DISTILL_ONLY = ("name", "alpha", "seed_name", "unlabelled", "distill_from")
 
 
 def raw_student_key(cfg: ExperimentConfig, i: int) -> str:
@@ -129,6 +132,18 @@ def raw_student_key(cfg: ExperimentConfig, i: int) -> str:
     teacher = {"representations": reads, "teacher_key": teacher_key(cfg)} if reads["use"] or reads["codes"] else {}
     return _digest({**_data_identity(cfg), "raw_student": student, "seeds": seed_name(cfg, i), "seed": cfg.run.seed,
                     "history_fraction": cfg.teacher.history_fraction, **teacher})
+
+
+def experts_key(cfg: ExperimentConfig) -> str:
+    """A committee's experts: the data, which rows are the history (the cut and, where it
+    orders them, the shuffle), how they are sliced, the experts' shape and schedule (the
+    first student's) and the seed. Nothing of the teacher: every teacher's students share them."""
+    from recdistill.train.committee import expert_config
+
+    c = cfg.committee
+    expert = {k: v for k, v in to_dict(expert_config(cfg)).items() if k not in _DISTILL_ONLY + ("representations",)}
+    return _digest({**_data_identity(cfg), "experts": c.experts, "slice_by": c.slice_by, "expert": expert,
+                    "history_fraction": cfg.teacher.history_fraction, "seed": cfg.run.seed})
 
 
 def spool_key(cfg: ExperimentConfig) -> str:

@@ -93,6 +93,14 @@ def teacher_sample_seed(cfg: ExperimentConfig) -> int:
     return cfg.run.seed * 1000 + 1
 
 
+def expert_init_seed(cfg: ExperimentConfig, k: int) -> int:
+    return (cfg.run.seed * 1_000_003 + 20 + _name_number(f"expert:{k}")) % (1 << 62)
+
+
+def expert_sample_seed(cfg: ExperimentConfig, k: int) -> int:
+    return (cfg.run.seed * 1000 + 200 + _name_number(f"expert-rows:{k}")) % (1 << 62)
+
+
 def seed_name(cfg: ExperimentConfig, i: int) -> str:
     s = cfg.students[i]
     return s.name if s.seed_name is None else s.seed_name
@@ -154,12 +162,14 @@ def sequence_length(cfg: ExperimentConfig) -> int:
 
 
 def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int],
-                    skip_raw: Collection[int] = ()) -> list[Any]:
+                    skip_raw: Collection[int] = (), experts: Collection[Ranker] = ()) -> list[Any]:
     """The raw and the distilled model of each student in ``indices``, same initial weights
-    (no raw model for the students in ``skip_raw``: their raw result is already stored)."""
+    (no raw model for the students in ``skip_raw``: their raw result is already stored);
+    a committee variant's distilled model learns from the committee's ``experts``."""
     from recdistill.train.group import Member
 
     members = []
+    experts = list(experts or ())
     for i in indices:
         s = cfg.students[i]
         share, min_recency = student_rows(cfg, i)
@@ -176,6 +186,10 @@ def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int]
                 seed=student_sample_seed(cfg, i), unlabelled_share=s.unlabelled.share if distilled else 0.0,
                 batch_size=s.batch_size, epochs=s.epochs, lr=s.lr, embedding_lr=s.embedding_lr,
                 eval_every=s.eval_every, patience=s.patience))
+            if distilled and s.distill_from != "teacher":
+                from recdistill.train.committee import configure_member
+
+                configure_member(members[-1], cfg, i, experts)
     return members
 
 

@@ -14,6 +14,7 @@ import torch
 
 from recdistill.data.tensors import from_table
 from recdistill.signals.kinds import LOGIT
+from recdistill.train.committee import Committee, expert_members
 from recdistill.train.group import StudentGroup
 from recdistill.train.plan import student_members
 from recdistill.train.worker import (COLD_SUFFIX, LIVE, PLACEMENT_GROUP, TRAINS_ON, finish, save_checkpoint, score_test,
@@ -26,8 +27,11 @@ def students_loop(config: dict[str, Any]) -> None:
 
     ctx = worker_prologue(config)
     schema, seq_len, rank, device = ctx.schema, ctx.seq_len, ctx.rank, ctx.device
-    group = StudentGroup(student_members(ctx.cfg, ctx.spec, config["students"], config.get("skip_raw", ())), device,
-                         shard_validator(config, schema, seq_len, device))
+    experts = load_experts(ctx, config["store"], config.get(EXPERT_WEIGHTS, []))
+    members = (expert_members(ctx.cfg, ctx.spec) if config.get(TRAIN_EXPERTS) else
+               student_members(ctx.cfg, ctx.spec, config["students"], config.get("skip_raw", ()), experts))
+    group = StudentGroup(members, device, shard_validator(config, schema, seq_len, device),
+                         Committee(experts, device) if experts else None)
     # ``batches`` counts stream batches over the whole run (restored on resume), so the
     # failure hook's step names one point of the run however often it restarted
     start, resumed, batches = 0, 0, 0
@@ -49,7 +53,8 @@ def students_loop(config: dict[str, Any]) -> None:
         t_data = time.perf_counter()
         for table in shard.iter_batches(batch_size=config["stream_batch"], batch_format="pyarrow"):
             b = from_table(table, schema, seq_len)
-            zt = torch.from_numpy(table.column(LOGIT).to_numpy(zero_copy_only=False).astype(np.float32))
+            zt = (torch.from_numpy(table.column(LOGIT).to_numpy(zero_copy_only=False).astype(np.float32))
+                  if LOGIT in table.column_names else None)  # the experts' own run reads no signal
             t_feed = time.perf_counter()
             timing["data_s"] += t_feed - t_data
             group.feed(b, zt, epoch)
@@ -95,6 +100,8 @@ def students_loop(config: dict[str, Any]) -> None:
 
 
 TEACHER = "teacher"
+TRAIN_EXPERTS = "train_experts"  # loop-config: this run trains a committee's experts on their slices
+EXPERT_WEIGHTS = "expert_weights"  # loop-config: the experts' weights in the store, for a committee's students
 COLD_TEACHER = "cold_teacher_weights"  # loop-config: the teacher's weights in the store, to score it on cold users
 
 
@@ -104,26 +111,40 @@ def _cold_metrics(ev: Any, name: str) -> dict[str, Any]:
     return {"cold": ev.metrics(cold)} if cold in ev.names and ev.acc[cold].n else {}
 
 
+def load_experts(ctx: Any, store_uri: str, paths: list[str]) -> list[torch.nn.Module]:
+    """A committee's frozen experts from their weights in the signal store."""
+    from recdistill.train.committee import build_expert
+
+    return [_from_store(build_expert(ctx.cfg, ctx.spec, k, sparse_embeddings=False), store_uri, path,
+                        f"committee.experts: expert {k}").to(ctx.device) for k, path in enumerate(paths)]
+
+
 def _cold_teacher(ctx: Any, config: dict[str, Any]) -> torch.nn.Module | None:
     """The teacher from its stored weights, when this run scores the cold users' rows."""
     path = config.get(COLD_TEACHER)
     if not path:
         return None
+    from recdistill.train.plan import build_model
+
+    model = build_model(ctx.spec, ctx.cfg.teacher, "single", 0, sparse_embeddings=False)
+    return _from_store(model, config["store"], path, "run.cold_users: the teacher").to(ctx.device)
+
+
+def _from_store(model: torch.nn.Module, store_uri: str, path: str, what: str) -> torch.nn.Module:
+    """``model`` with the weights at ``path`` in the signal store (safetensors, no pickle)."""
     import tempfile
     from pathlib import Path
 
     from safetensors.torch import load_file
 
     from recdistill.signals.store import SignalStore
-    from recdistill.train.plan import build_model
 
-    model = build_model(ctx.spec, ctx.cfg.teacher, "single", 0, sparse_embeddings=False)
     with tempfile.TemporaryDirectory() as d:
-        local = Path(d) / "teacher.safetensors"
-        if not SignalStore(config["store"]).get_file(path, local):
-            raise RuntimeError(f"run.cold_users: the teacher's weights are not in the signal store ({path})")
+        local = Path(d) / "model.safetensors"
+        if not SignalStore(store_uri).get_file(path, local):
+            raise RuntimeError(f"{what}: its weights are not in the signal store {store_uri} ({path})")
         model.load_state_dict(load_file(str(local)))
-    return model.to(ctx.device)
+    return model
 
 
 def _tune_metric(live: dict[str, Any]) -> dict[str, float]:

@@ -1,0 +1,107 @@
+"""The domain experts' slices of the teacher-only history (``committee.slice_by``).
+
+Each history row is tagged with the expert that trains on it (``SLICE``), in Ray Data
+read tasks, from what the row itself holds, so a row falls in the same slice on every
+run and block layout:
+- hash: a row-id hash (a seed of its own, apart from cross-fitting's folds);
+- time: K equal-count spans of the history by time (row order for logs without time), cut
+  by ``windows.boundaries`` (exact, no sort, no gather);
+- field:NAME: the field's commonest codes (up to ``TOP_VALUES``, counted in the read tasks
+  and summed by a Ray Data groupby) packed into K groups of about equal rows, largest
+  first into the lightest group; every other code by its hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from recdistill.data.sampling import row_uniform
+from recdistill.data.schema import ROW_ID
+from recdistill.data.windows import HISTORY, WINDOW, assign, boundaries, order_values
+
+SLICE = "expert_slice"  # int16 column: the expert a history row trains
+TOP_VALUES = 4096  # the most codes of a slicing field packed by count; the rest go by hash
+_SLICE_SEED = 0xE4BE27  # fixed: the slices must not move with run.seed (its seeds share the experts)
+
+
+def history_rows(batch: pa.Table) -> pa.Table:
+    """The teacher-only history rows of a tagged train batch."""
+    keep = batch.column(WINDOW).to_numpy() == HISTORY
+    return batch if keep.all() else batch.filter(pa.array(keep))
+
+
+def by_hash(values: np.ndarray, experts: int) -> np.ndarray:
+    return np.minimum((row_uniform(values.astype(np.int64), _SLICE_SEED) * experts).astype(np.int64), experts - 1)
+
+
+def tag_slices(batch: pa.Table, rule: dict[str, Any]) -> pa.Table:
+    """The batch with its rows' slice (``rule`` from ``slice_rule``)."""
+    k, kind = rule["experts"], rule["kind"]
+    if kind == "hash":
+        part = by_hash(batch.column(ROW_ID).to_numpy(), k)
+    elif kind == "time":
+        part = assign(order_values(batch, rule["column"]), rule["bounds"])
+    else:
+        codes = batch.column(rule["column"]).to_numpy(zero_copy_only=False).astype(np.int64)
+        part = by_hash(codes, k)
+        known = np.asarray(rule["codes"], dtype=np.int64)
+        if known.size:
+            at = np.searchsorted(known, codes).clip(0, known.size - 1)
+            hit = known[at] == codes
+            part[hit] = np.asarray(rule["groups"], dtype=np.int64)[at[hit]]
+    return batch.append_column(SLICE, pa.array(part.astype(np.int16)))
+
+
+def slice_rule(history: Any, kind: str, field: str | None, experts: int, order_column: str,
+               categorical: tuple[str, ...]) -> dict[str, Any]:
+    """What ``tag_slices`` needs, measured on the history dataset where it must be."""
+    rule: dict[str, Any] = {"kind": kind, "experts": experts}
+    if kind == "time":
+        rule.update(column=order_column,
+                    bounds=boundaries(history, order_column, [j / experts for j in range(1, experts)]))
+    elif kind == "field":
+        if field not in categorical:
+            raise ValueError(f"committee.slice_by=field:{field}: the log has no categorical field {field!r}; its "
+                             f"fields: {', '.join(categorical)}")
+        codes, counts = top_codes(history, field)
+        groups = pack(counts, experts)
+        order = np.argsort(codes)
+        rule.update(column=field, codes=codes[order].tolist(), groups=groups[order].tolist(),
+                    packed_rows=np.bincount(groups, weights=counts, minlength=experts).astype(int).tolist(),
+                    packed_values=int(codes.size))
+    return rule
+
+
+def _value_counts(batch: pa.Table, column: str) -> pa.Table:
+    vc = pc.value_counts(batch.column(column))
+    table = pa.table({"code": vc.field("values").cast(pa.int64()), "rows": vc.field("counts")})
+    if table.num_rows > TOP_VALUES:  # a block's long tail cannot reach the top: keep its head
+        table = table.take(pc.select_k_unstable(table, TOP_VALUES, [("rows", "descending")]))
+    return table
+
+
+def top_codes(history: Any, column: str) -> tuple[np.ndarray, np.ndarray]:
+    """The commonest codes of ``column`` over the history and their row counts (at most
+    ``TOP_VALUES``; counts summed over the read tasks' heads, so a code that is common
+    overall but never in a block's head is undercounted, and then packed by hash)."""
+    per_block = history.select_columns([column]).map_batches(_value_counts, batch_format="pyarrow",
+                                                             fn_kwargs={"column": column})
+    summed = per_block.groupby("code").sum("rows").sort("sum(rows)", descending=True).take(TOP_VALUES)
+    codes = np.array([r["code"] for r in summed], dtype=np.int64)
+    counts = np.array([r["sum(rows)"] for r in summed], dtype=np.int64)
+    return codes, counts
+
+
+def pack(counts: np.ndarray, groups: int) -> np.ndarray:
+    """The group of each count: largest first into the group with the fewest rows so far."""
+    load = np.zeros(groups, dtype=np.int64)
+    out = np.zeros(counts.size, dtype=np.int64)
+    for i in np.argsort(-counts, kind="stable"):
+        g = int(load.argmin())
+        out[i] = g
+        load[g] += counts[i]
+    return out

@@ -1,0 +1,80 @@
+"""A committee of teachers end to end on Ray (DiverseDistill): experts trained once on
+their slices of the history and kept in the store, the five variants of a student trained
+in one group, their passes counted, and a second run that reuses teacher, experts and raw
+student."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from recdistill.config import load_config
+from recdistill.signals.store import SignalStore
+from recdistill.train.keys import experts_key
+
+TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data.synthetic.max_cardinality=5000",
+        "data.synthetic.segments=3", "teacher.depth=1", "teacher.width=16", "teacher.embed_dim=4",
+        "teacher.batch_size=512", "teacher.epochs=1", "teacher.patience=0", "platform.signal_block_rows=2048",
+        "run.serving=off", "tracking.wandb=disabled", "platform.cpus_per_worker=0.5",
+        "students.0.embed_dim=4", "students.0.width=8", "students.0.depth=1", "students.0.batch_size=256",
+        "students.0.epochs=2", "students.0.patience=0", "students.0.sampling_ratio=0.25", "students.0.name=s",
+        "committee.experts=3", "committee.slice_by=field:segment", "committee.threshold=0.9"]
+
+
+@pytest.fixture(scope="module")
+def committee_run(tmp_path_factory: pytest.TempPathFactory, ray_local) -> tuple[Path, list[str]]:
+    from recdistill.experiment import run_experiment
+
+    tmp = tmp_path_factory.mktemp("committee")
+    over = [*TINY, f"data.path={tmp / 'data'}", f"platform.signal_store={tmp / 'store'}", f"run.dir={tmp / 'run'}"]
+    run_experiment(load_config(None, over), log=lambda _: None)
+    return tmp, over
+
+
+def test_experts_and_the_five_variants_of_a_student(committee_run: tuple[Path, list[str]]) -> None:
+    tmp, over = committee_run
+    r = json.loads((tmp / "run" / "results.json").read_text())
+    c = r["committee"]
+    assert not c["reused"] and [e["name"] for e in c["experts"]] == ["expert0", "expert1", "expert2"]
+    # one segment per expert: the field's three values packed one per group
+    assert c["slices"]["packed_values"] == 3 and sum(e["rows"] for e in c["experts"]) == sum(c["slices"]["packed_rows"])
+    assert all(0.3 < e["auc"] < 1 for e in c["experts"])
+    store = SignalStore(str(tmp / "store"))
+    assert store.experts_info(c["key"])["experts"] == c["experts"]
+    # the key is the resolved config's (auto schedules sized by the log), not the raw one's
+    assert c["key"] == experts_key(load_config(tmp / "run" / "config.yaml"))
+    s = {x["name"]: x for x in r["students"]}
+    assert list(s) == ["s", "s-expert0", "s-expert1", "s-expert2", "s-average", "s-committee", "s-filtered"]
+    assert len({x["auc_raw"] for x in s.values()}) == 1, "every variant shares the one raw student"
+    assert len({x["params"] for x in s.values()}) == 1, "the module is dropped: no variant grows"
+    assert "committee" not in s["s"]
+    rows = s["s"]["rows"]
+    ran = {n: x["committee"] for n, x in s.items() if n != "s"}
+    assert ran["s-expert1"]["distill_from"] == "expert" and ran["s-expert1"]["expert_passes"] == 2 * rows
+    assert ran["s-average"]["expert_passes"] == ran["s-committee"]["expert_passes"] == 3 * 2 * rows
+    f = ran["s-filtered"]
+    assert f["expert_passes_possible"] == 3 * 2 * rows and f["expert_passes"] < f["expert_passes_possible"]
+    assert 0 < f["teacher_uses_saved"] < 1
+    diffs = {d["name"] for d in r["summary"]["differences"]}
+    for a, b in (("s-average", "s"), ("s-committee", "s-average"), ("s-filtered", "s-committee")):
+        assert f"{a} − {b}: η" in diffs
+    report = (tmp / "run" / "report.md").read_text()
+    assert "## Committee (DiverseDistill)" in report and "| s-filtered | filtered |" in report
+    models = tmp / "run" / "models"
+    plain, committee = (json.loads((models / n / "distill" / "model.json").read_text()) for n in ("s", "s-committee"))
+    assert committee == plain, "the same model: the module is not in the artifact"
+    assert (models / "s-committee" / "distill" / "weights.safetensors").stat().st_size == \
+        (models / "s" / "distill" / "weights.safetensors").stat().st_size
+
+
+def test_a_second_run_reuses_teacher_experts_and_raw_student(committee_run: tuple[Path, list[str]]) -> None:
+    from recdistill.experiment import run_experiment
+
+    tmp, over = committee_run
+    out = tmp / "again"
+    r = run_experiment(load_config(None, [*over, "students.0.alpha=1.0", f"run.dir={out}"]), log=lambda _: None)
+    assert r["committee"]["reused"] and r["platform"]["teacher_reused"]
+    assert all(x["raw_reused"] for x in r["students"])
+    assert "experts_s" not in r["platform"]
