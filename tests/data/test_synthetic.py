@@ -276,3 +276,35 @@ def test_generate_refuses_a_directory_that_holds_more_than_a_log(tmp_path: Path)
     with pytest.raises(DataError, match=r"results\.json.*not part of a synthetic log"):
         generate(_data(*SMALL), tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_segments_have_their_own_click_model_at_the_same_scale(tmp_path: Path) -> None:
+    """data.synthetic.segments: the same impressions scored as if in another segment get
+    another logit (by segment_strength), the parts keep their scale, and the log carries the
+    segment as a categorical column; without segments the log is the one it always was."""
+    from recdistill.data.synthetic import SEGMENT, ClickModel
+
+    small = ("data.synthetic.num_users=500", "data.synthetic.max_cardinality=5000")
+    rng = np.random.default_rng(0)
+    day = rng.uniform(0, 1, 4000)
+    for strength, differs in ((0.0, False), (0.7, True)):
+        model = ClickModel(_data(*small, "data.synthetic.segments=3",
+                                 f"data.synthetic.segment_strength={strength}").synthetic, 0)
+        ids = model.draw(np.random.default_rng(1), day)
+        dense, hist = model.dense(rng, ids), np.full((4000, 1), -1)
+        logits = []
+        for s in range(3):
+            comps = model.components({**ids, SEGMENT: np.full(4000, s)}, dense, hist, day)
+            logits.append(model.logit(comps))
+        gap = np.abs(logits[0] - logits[1]).mean()
+        assert (gap > 0.1) if differs else gap < 1e-5, (strength, gap)
+        assert 0.8 < np.std(logits[0]) / np.std(logits[2]) < 1.25
+    plain = ClickModel(_data(*small).synthetic, 0)
+    assert SEGMENT not in plain.draw(np.random.default_rng(1), day)
+    data = _data("data.rows=3000", "data.days=2", *small, "data.synthetic.segments=4")
+    generate(data, tmp_path / "seg")
+    t = pq.read_table(tmp_path / "seg")
+    schema = LogSchema.from_arrow(t.schema)
+    assert schema.categorical[-1] == SEGMENT and schema.cardinalities[-1] == 4
+    counts = np.bincount(t.column(SEGMENT).to_numpy(), minlength=4)
+    assert counts.min() > 0.15 * 3000  # drawn uniformly per impression

@@ -68,7 +68,8 @@ def test_losses_match_the_naive_reference() -> None:
     y = (torch.rand(n, generator=g) < 0.4).float()
     align = sum(float(weights[i, j]) * (1 - float(torch.dot(h[i], answers[i, j]) / (h[i].norm() * answers[i, j].norm())))
                 for i in range(n) for j in range(k) if answered[i, j]) / n
-    assert alignment_loss(h, answers, weights, answered).item() == pytest.approx(align, rel=1e-5)
+    parts = [(j, answered[:, j].nonzero().squeeze(1), answers[answered[:, j], j]) for j in range(k)]
+    assert alignment_loss(h, weights, parts).item() == pytest.approx(align, rel=1e-5)
     zc = [sum(float(weights[i, j]) * (0.0 if math.isnan(float(logits[i, j])) else float(logits[i, j]))
               for j in range(k)) for i in range(n)]
     assert torch.allclose(combined_logit(weights, logits), torch.tensor(zc), atol=1e-6)

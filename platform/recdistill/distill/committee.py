@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -71,8 +72,9 @@ class QuestionAnswer(nn.Module):
             raise ValueError(f"teacher {k} of the committee gives no states, only its logit")
         states = torch.cat([tokens, self.hidden_in[k](hidden).unsqueeze(1)], 1)  # (B, T + 1, d_k)
         q = self.query[k](h)
-        scores = torch.einsum("btq,bq->bt", self.key[k](states), q) / math.sqrt(self.query_dim)
-        return self.value[k](torch.einsum("bt,btd->bd", scores.softmax(-1), states))
+        # broadcast products, not einsum: batched matmuls of a few dozen tokens are slower on CPU
+        scores = (self.key[k](states) * q.unsqueeze(1)).sum(-1) / math.sqrt(self.query_dim)
+        return self.value[k]((scores.softmax(-1).unsqueeze(-1) * states).sum(1))
 
 
 def importance_weights(logits: torch.Tensor, present: torch.Tensor,
@@ -99,12 +101,16 @@ def combined_logit(weights: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     return (weights * torch.nan_to_num(logits)).sum(1)
 
 
-def alignment_loss(h: torch.Tensor, answers: torch.Tensor, weights: torch.Tensor, answered: torch.Tensor) -> torch.Tensor:
-    """Σ_k w_k (1 − cos(h, a_k)) over the (row, teacher) pairs ``answered``, averaged over the
-    rows; ``answers`` (B, teachers, student_dim), the weights taken as constants."""
-    cos = F.cosine_similarity(h.unsqueeze(1), answers, dim=-1)  # (B, teachers)
-    per = weights.detach() * (1.0 - cos) * answered
-    return per.sum() / max(h.shape[0], 1)
+def alignment_loss(h: torch.Tensor, weights: torch.Tensor,
+                   answers: Sequence[tuple[int, torch.Tensor, torch.Tensor]]) -> torch.Tensor:
+    """Σ_k w_k (1 − cos(h, a_k)) over the (row, teacher) pairs answered, averaged over the
+    rows; ``answers``: (teacher k, its rows, their answers (rows, student_dim)) per teacher
+    that answered, the weights taken as constants."""
+    total = h.new_zeros(())
+    for k, rows, a in answers:
+        cos = F.cosine_similarity(h[rows], a, dim=-1)
+        total = total + (weights.detach()[rows, k] * (1.0 - cos)).sum()
+    return total / max(h.shape[0], 1)
 
 
 def gate_loss(weights: torch.Tensor, logits: torch.Tensor, y: torch.Tensor,

@@ -124,7 +124,7 @@ class Committee:
         weights, kept = importance_weights(qa.importance(h), present, m.threshold)
         logits = torch.full((n, k + 1), float("nan"), device=h.device)
         logits[:, 0] = big
-        answers = torch.zeros(n, k + 1, h.shape[1], device=h.device, dtype=h.dtype)
+        answers = []
         for j, expert in enumerate(self.experts):
             idx = kept[:, j + 1].nonzero().squeeze(1)
             if not idx.numel():
@@ -133,21 +133,16 @@ class Committee:
             with torch.no_grad():
                 tokens, hidden, z = expert.states(part.cat, part.dense, part.seq)
             logits[idx, j + 1] = z
-            a = qa.answer(j + 1, h[idx], tokens, hidden)
-            answers = answers.index_put((idx, torch.full_like(idx, j + 1)), a)
+            answers.append((j + 1, idx, qa.answer(j + 1, h[idx], tokens, hidden)))
         reads = int(kept[:, 0].sum())
         m.count(passes=int(kept[:, 1:].sum()), possible=n * k, reads=reads, reads_possible=int(present[:, 0].sum()),
                 signal=n)
         target = combined_logit(weights.detach(), logits)
         labelled = label_mask if label_mask is not None else torch.ones(n, dtype=torch.bool, device=h.device)
         loss = (batch_loss(model, main, aux, rows, m.objective, target.detach(), label_mask)
-                + m.align_weight * alignment_loss(h, answers, weights, kept & _has_states(qa, n, h.device))
+                + m.align_weight * alignment_loss(h, weights, answers)
                 + gate_loss(weights, logits, rows.label, labelled))
         optimizer_step(m.opts, loss)
-
-
-def _has_states(qa: QuestionAnswer, n: int, device: torch.device) -> torch.Tensor:
-    return torch.tensor([t.has_states for t in qa.teachers], device=device).expand(n, -1)
 
 
 PASSES = ("expert_passes", "expert_passes_possible", "signal_reads", "signal_reads_possible", "expert_passes_saved",
