@@ -20,7 +20,7 @@ TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data
         "run.serving=off", "tracking.wandb=disabled", "platform.cpus_per_worker=0.5",
         "students.0.embed_dim=4", "students.0.width=8", "students.0.depth=1", "students.0.batch_size=256",
         "students.0.epochs=1", "students.0.patience=0", "students.0.sampling_ratio=0.25", "students.0.name=s",
-        "committee.experts=3", "committee.slice_by=field:segment", "committee.threshold=0.9"]
+        "committee.experts=3", "committee.slice_by=field:segment", "committee.threshold=0.99"]
 
 
 @pytest.fixture(scope="module")
