@@ -40,3 +40,12 @@ def test_each_rule_tags_every_row_once_and_the_same_way_in_any_block_layout() ->
             # the rest by the code's hash: one group per code
             for code in np.unique(c1[other]):
                 assert len(np.unique(whole[c1 == code])) == 1
+
+
+def test_head_keeps_the_commonest_codes() -> None:
+    from recdistill.data.expert_slices import _head
+
+    codes = np.arange(10, dtype=np.int64)
+    counts = np.array([5, 1, 9, 3, 7, 2, 8, 0, 6, 4], dtype=np.int64)
+    got_codes, got_counts = _head((codes, counts), keep=3)
+    assert got_codes.tolist() == [2, 4, 6] and got_counts.tolist() == [9, 7, 8]  # in code order, as add_sparse keeps them

@@ -7,8 +7,8 @@ run and block layout:
 - time: K equal-count spans of the history by time (row order for logs without time), cut
   by ``windows.boundaries`` (exact, no sort, no gather);
 - field:NAME: the field's commonest codes (up to ``TOP_VALUES``, counted in the read tasks
-  and summed by a Ray Data groupby) packed into K groups of about equal rows, largest
-  first into the lightest group; every other code by its hash.
+  and added on the driver, ``data.reduce``) packed into K groups of about equal rows,
+  largest first into the lightest group; every other code by its hash.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
+from recdistill.data.reduce import Sparse, add_sparse, reduce_blocks
 from recdistill.data.sampling import row_uniform
 from recdistill.data.schema import ROW_ID
 from recdistill.data.windows import HISTORY, WINDOW, assign, boundaries, order_values
@@ -76,24 +76,34 @@ def slice_rule(history: Any, kind: str, field: str | None, experts: int, order_c
     return rule
 
 
-def _value_counts(batch: pa.Table, column: str) -> pa.Table:
-    vc = pc.value_counts(batch.column(column))
-    table = pa.table({"code": vc.field("values").cast(pa.int64()), "rows": vc.field("counts")})
-    if table.num_rows > TOP_VALUES:  # a block's long tail cannot reach the top: keep its head
-        table = table.take(pc.select_k_unstable(table, TOP_VALUES, [("rows", "descending")]))
-    return table
+def _value_counts(batch: pa.Table, column: str) -> Sparse:
+    codes, counts = np.unique(batch.column(column).to_numpy(zero_copy_only=False).astype(np.int64),
+                              return_counts=True)
+    return _head((codes, counts.astype(np.int64)))
+
+
+def _head(counts: Sparse, keep: int = 4 * TOP_VALUES) -> Sparse:
+    """The ``keep`` commonest codes: a block's (or a partial sum's) long tail cannot reach the top."""
+    codes, n = counts
+    if codes.size <= keep:
+        return codes, n
+    top = np.sort(np.argpartition(-n, keep)[:keep])
+    return codes[top], n[top]
 
 
 def top_codes(history: Any, column: str) -> tuple[np.ndarray, np.ndarray]:
-    """The commonest codes of ``column`` over the history and their row counts (at most
-    ``TOP_VALUES``; counts summed over the read tasks' heads, so a code that is common
-    overall but never in a block's head is undercounted, and then packed by hash)."""
-    per_block = history.select_columns([column]).map_batches(_value_counts, batch_format="pyarrow",
-                                                             fn_kwargs={"column": column})
-    summed = per_block.groupby("code").sum("rows").sort("sum(rows)", descending=True).take(TOP_VALUES)
-    codes = np.array([r["code"] for r in summed], dtype=np.int64)
-    counts = np.array([r["sum(rows)"] for r in summed], dtype=np.int64)
-    return codes, counts
+    """The commonest codes of ``column`` over the history and their row counts, commonest
+    first (at most ``TOP_VALUES``): each read task counts its block's codes and keeps its
+    head, the driver adds the heads as they stream in (``data.reduce``: one pass, no
+    shuffle). A code common overall but in no block's head is undercounted, and then packed
+    by hash like the rest."""
+    got = reduce_blocks(history.select_columns([column]), _value_counts,
+                        lambda a, b: _head(add_sparse(a, b)), {"column": column})
+    if got is None:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    codes, counts = got
+    order = np.argsort(-counts, kind="stable")[:TOP_VALUES]
+    return codes[order], counts[order]
 
 
 def pack(counts: np.ndarray, groups: int) -> np.ndarray:
