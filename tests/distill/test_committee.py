@@ -195,3 +195,20 @@ def test_config_expands_the_baselines_once_and_names_bad_sources() -> None:
         load_config(None, ["committee.experts=2", "committee.slice_by=field"])
     with pytest.raises(ConfigError, match="local engine"):
         load_config(None, ["committee.experts=2", "run.engine=local"])
+
+
+def test_a_sweep_trial_of_a_committee_run_carries_its_variants() -> None:
+    from recdistill.sweep.runner import trial_metrics
+
+    def student(name: str, eta: float, committee: dict | None = None) -> dict:
+        return {"name": name, "auc_distill": 0.7, "auc_raw": 0.6, "eta": eta, "params": 10,
+                **({"committee": committee} if committee else {})}
+
+    results = {"teacher": {"auc": 0.75}, "seconds": 1.0, "platform": {},
+               "students": [student("s", 0.8), student("s-average", 0.2, {"expert_passes_saved": 0.0}),
+                            student("s-committee", 0.7, {"expert_passes_saved": 0.0}),
+                            student("s-filtered", 0.75, {"expert_passes_saved": 0.9})]}
+    m = trial_metrics(results)
+    assert (m["eta"], m["eta_average"], m["eta_committee"], m["eta_filtered"]) == (0.8, 0.2, 0.7, 0.75)
+    assert m["filtered_passes_saved"] == 0.9
+    assert "eta_committee" not in trial_metrics({**results, "students": results["students"][:1]})

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# a sweep trial of a committee run (``committee.baselines``): η of its variants of the
+# trial's student, and the share of the experts' forward passes the filtered one skipped
+COMMITTEE_METRICS = ("eta_average", "eta_committee", "eta_filtered", "filtered_passes_saved")
+
 
 def committee_lines(r: dict[str, Any]) -> list[str]:
     c = r.get("committee")

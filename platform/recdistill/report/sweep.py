@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
+from recdistill.report.committee import COMMITTEE_METRICS
 from recdistill.report.render import pyplot, save_figure, write_html
 
 
@@ -195,8 +196,9 @@ def _columns(summary: dict[str, Any]) -> list[str]:
     latency = ["latency_ms_b1", "latency_ms_b512"] if any(_finite(t.get("latency_ms_b512"))
                                                          for t in summary["trials"]) else []
     models = ["models"] if any(t.get("models") for t in summary["trials"]) else []
-    return ["trial", *paths, "auc", "auc_raw", "eta", *stopped, "params", *latency, "teacher_key", "teacher_steps",
-            *models]
+    committee = [k for k in COMMITTEE_METRICS if any(k in t for t in summary["trials"])]
+    return ["trial", *paths, "auc", "auc_raw", "eta", *committee, *stopped, "params", *latency, "teacher_key",
+            "teacher_steps", *models]
 
 
 def _rows(summary: dict[str, Any]) -> list[list[Any]]:

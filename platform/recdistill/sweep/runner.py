@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ConfigError, ExperimentConfig, to_dict
+from recdistill.report.committee import COMMITTEE_METRICS
 from recdistill.sweep.space import SearchSpace, trial_config, trial_overrides
 from recdistill.train.plan import seed_name
 from recdistill.train.worker import PLACEMENT_GROUP
@@ -31,7 +32,7 @@ ASHA_METRIC = "valid_auc_distill"  # what the students' loop reports each epoch 
 TRIAL_METRICS = ("auc", "auc_raw", "eta", "logloss", "calibration", "params", "latency_ms_b1", "latency_ms_b512",
                  "wandb_run_id")
 EXTRA = ("stopped_early", "stopped_epoch", "valid_auc", "teacher_auc", "teacher_steps", "teacher_reused", "raw_reused", "seconds", "train_seconds", "stream_auc",
-         "stream_eta")
+         "stream_eta", *COMMITTEE_METRICS)
 
 
 def teacher_key_of(cfg: ExperimentConfig) -> str:
@@ -52,6 +53,13 @@ def trial_metrics(results: dict[str, Any], j: int = 0) -> dict[str, Any]:
     if lat:  # the serving cost axis of the sweep's front: measured on CPU (the first measurement)
         out["latency_ms_b1"] = lat[0]["batch"]["1"]["p50_ms"]
         out["latency_ms_b512"] = lat[0]["batch"]["512"]["p50_ms"]
+    variants = {x["name"]: x for x in results["students"]}
+    for v in ("average", "committee", "filtered"):
+        got = variants.get(f"{s['name']}-{v}")
+        if got is not None and got.get("committee"):
+            out[f"eta_{v}"] = got["eta"]
+            if v == "filtered":
+                out["filtered_passes_saved"] = got["committee"]["expert_passes_saved"]
     if "stream_auc_distill" in s:
         out.update({"stream_auc": s["stream_auc_distill"], "stream_eta": s["stream_eta"]})
     p = results.get("platform", {})
