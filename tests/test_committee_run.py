@@ -20,7 +20,9 @@ TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data
         "run.serving=off", "tracking.wandb=disabled", "platform.cpus_per_worker=0.5",
         "students.0.embed_dim=4", "students.0.width=8", "students.0.depth=1", "students.0.batch_size=256",
         "students.0.epochs=1", "students.0.patience=0", "students.0.sampling_ratio=0.25", "students.0.name=s",
-        "committee.experts=3", "committee.slice_by=field:segment", "committee.threshold=0.99"]
+        "committee.experts=3", "committee.slice_by=field:segment", "committee.threshold=0.99",
+        # the big teacher shows its stored representations to the committee as its states
+        "teacher.representations=true"]
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,7 @@ def test_experts_and_the_five_variants_of_a_student(committee_run: tuple[Path, l
     assert len({x["auc_raw"] for x in s.values()}) == 1, "every variant shares the one raw student"
     assert len({x["params"] for x in s.values()}) == 1, "the module is dropped: no variant grows"
     assert "committee" not in s["s"]
+    assert r["platform"]["representations"]["user"]["found"] > 0.5  # the stream joined the big teacher's states
     rows = s["s"]["rows"]
     ran = {n: x["committee"] for n, x in s.items() if n != "s"}
     assert ran["s-expert1"]["distill_from"] == "expert" and ran["s-expert1"]["expert_passes"] == rows

@@ -212,3 +212,27 @@ def test_a_sweep_trial_of_a_committee_run_carries_its_variants() -> None:
     assert (m["eta"], m["eta_average"], m["eta_committee"], m["eta_filtered"]) == (0.8, 0.2, 0.7, 0.75)
     assert m["filtered_passes_saved"] == 0.9
     assert "eta_committee" not in trial_metrics({**results, "students": results["students"][:1]})
+
+
+def test_the_big_teacher_answers_from_its_stored_representations() -> None:
+    """With teacher.representations, the committee's big teacher shows its user, item and
+    history-mean values and their staleness (the joined teacher_rep columns) as its states."""
+    from dataclasses import replace
+
+    from recdistill.train.committee import committee_module, teacher_states
+
+    cfg = load_config(None, ["committee.experts=2", "teacher.representations=true", "teacher.embed_dim=4"])
+    data = _log(512)
+    rep = torch.randn(512, 4 * 4 + 5)
+    tokens, hidden = teacher_states(rep, 4)
+    assert torch.equal(tokens[:, 1], rep[:, 4:8]) and torch.equal(hidden, rep[:, 16:21])
+    frozen = [_model(7), _model(8)]
+    m = _member("s-committee/distill", "committee", experts=frozen)
+    m.qa = committee_module(cfg, m.model, frozen)
+    assert m.qa.teachers[0].token_dim == 4 and m.qa.teachers[0].hidden_dim == 5
+    m.opts = [torch.optim.SGD(list(m.model.parameters()) + list(m.qa.parameters()), lr=0.1)]
+    before = m.qa.value[0].weight.clone()
+    Committee(frozen, torch.device("cpu")).step(m, replace(data, rep=rep), torch.randn(512), None)
+    assert not torch.equal(m.qa.value[0].weight, before), "the big teacher's answer is trained"
+    with pytest.raises(ValueError, match="no teacher_rep column"):
+        Committee(frozen, torch.device("cpu")).step(m, data, torch.randn(512), None)

@@ -41,7 +41,7 @@ from recdistill.signals.representations import layout
 from recdistill.signals.semantic_ids import CODE_KIND
 from recdistill.train.plan import (early_fields, feature_spec, reads_representations, representation_baseline,
                                    sequence_length)
-from recdistill.train.committee import PASSES
+from recdistill.train.committee import PASSES, committee_reads_representations
 from recdistill.train.students_loop import COLD_TEACHER, EXPERT_WEIGHTS, TEACHER, students_loop
 
 
@@ -76,12 +76,13 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     cold = cold_users(cfg, run, stream, info, log)
     mark = cold.pop("mark", None)
     datasets = {"train": stream}
+    held_out_rep = rep if reads_representations(cfg) else None  # a committee's teacher states serve training only
     for name, ds in eval_datasets(run).items():  # joined and marked in one pass, materialised once
-        if rep:
-            ds = with_representations(ds, run, rep)
+        if held_out_rep:
+            ds = with_representations(ds, run, held_out_rep)
         if mark and name == "test":
             ds = ds.map_batches(mark_cold, batch_format="pyarrow", fn_kwargs=mark)
-        datasets[name] = ds.materialize() if rep or (mark and name == "test") else ds
+        datasets[name] = ds.materialize() if held_out_rep or (mark and name == "test") else ds
     configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw, **cold,
                 **(expert_weights if any(cfg.students[i].distill_from != "teacher" for i in g) else {})}
                for g in groups]
@@ -200,7 +201,7 @@ def cold_users(cfg: ExperimentConfig, run: Any, stream: Any, info: dict[str, Any
 def student_representations(cfg: ExperimentConfig, run: Any, log: Callable[[str], None]) -> dict[str, Any] | None:
     """What the students' join of the teacher's representations needs (its blocks and the
     log's layout), or None when no student reads them."""
-    if not reads_representations(cfg):
+    if not (reads_representations(cfg) or committee_reads_representations(cfg)):
         return None
     blocks = representation_blocks(run)
     codes = any(s.representations.codes for s in cfg.students)

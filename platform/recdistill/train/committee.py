@@ -65,10 +65,30 @@ def expert_members(cfg: ExperimentConfig, spec: FeatureSpec) -> list["Member"]:
             for k in range(cfg.committee.experts)]
 
 
+def committee_reads_representations(cfg: ExperimentConfig) -> bool:
+    """Whether the committee's big teacher shows its states: its stored representations
+    (``teacher.representations``: its user, item and history-item embeddings as of strictly
+    before the row, with their staleness), joined to the stream like a LoopFM student's."""
+    return bool(cfg.committee.experts and cfg.teacher.representations)
+
+
+def teacher_states(rep: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The big teacher's states from a row's joined representations (``signals.representations``'
+    layout): the user, item and history-mean values as three tokens (B, 3, dim), and the
+    staleness group as its hidden vector (B, META)."""
+    from recdistill.signals.representations import META
+
+    return rep[:, :3 * dim].reshape(-1, 3, dim), rep[:, 4 * dim:4 * dim + META]
+
+
 def committee_module(cfg: ExperimentConfig, student: Ranker, experts: list[Ranker]) -> QuestionAnswer:
     """The question-answer module of one committee member: teacher 0 is the big teacher
-    (its stored logit, no states), then each expert with its tokens and backbone output."""
-    teachers = [TeacherStates()] + [TeacherStates(e.features.dim, e.backbone.out_dim) for e in experts]
+    (its stored logit, and its representations as states where it writes them), then each
+    expert with its tokens and backbone output."""
+    from recdistill.signals.representations import META
+
+    big = TeacherStates(cfg.teacher.embed_dim, META) if committee_reads_representations(cfg) else TeacherStates()
+    teachers = [big] + [TeacherStates(e.features.dim, e.backbone.out_dim) for e in experts]
     return QuestionAnswer(student.backbone.out_dim, teachers, cfg.committee.query_dim)
 
 
@@ -125,6 +145,14 @@ class Committee:
         logits = torch.full((n, k + 1), float("nan"), device=h.device)
         logits[:, 0] = big
         answers = []
+        if qa.teachers[0].has_states:  # the big teacher's stored representations, where it was asked
+            if rows.rep is None:
+                raise ValueError(f"{m.name}: the committee's big teacher shows its representations, but the rows "
+                                 f"were not joined with them (no teacher_rep column)")
+            idx = kept[:, 0].nonzero().squeeze(1)
+            if idx.numel():
+                tokens, hidden = teacher_states(rows.rep[idx], qa.teachers[0].token_dim)
+                answers.append((0, idx, qa.answer(0, h[idx], tokens, hidden)))
         for j, expert in enumerate(self.experts):
             idx = kept[:, j + 1].nonzero().squeeze(1)
             if not idx.numel():
