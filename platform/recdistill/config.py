@@ -743,6 +743,11 @@ class ExperimentConfig:
         if where:
             raise ConfigError(f"committee.experts={c.experts}: the committee runs in the batch 1→N experiment on the "
                               f"Ray engine, not in {where}")
+        if self.teacher.negative_keep_rate != 1.0:
+            raise ConfigError(f"committee.experts={c.experts} with teacher.negative_keep_rate="
+                              f"{self.teacher.negative_keep_rate:g}: the experts train on the log as it is, and one "
+                              f"sampling correction cannot debias a mean of logits made under two rates; set "
+                              f"teacher.negative_keep_rate=1")
         readers = [f"students.{i}.representations" for i, s in enumerate(self.students)
                    if s.representations.use or s.representations.codes]
         if readers:

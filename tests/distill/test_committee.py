@@ -195,6 +195,11 @@ def test_config_expands_the_baselines_once_and_names_bad_sources() -> None:
         load_config(None, ["committee.experts=2", "committee.slice_by=field"])
     with pytest.raises(ConfigError, match="local engine"):
         load_config(None, ["committee.experts=2", "run.engine=local"])
+    with pytest.raises(ConfigError, match="teacher.negative_keep_rate=1"):
+        load_config(None, ["committee.experts=2", "teacher.negative_keep_rate=0.5"])
+    with pytest.raises(ConfigError, match="not built yet"):
+        load_config(None, ["committee.experts=2", "teacher.representations=true",
+                           "students.0.representations.use=[user]"])
 
 
 def test_a_sweep_trial_of_a_committee_run_carries_its_variants() -> None:

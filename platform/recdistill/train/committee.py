@@ -97,8 +97,9 @@ def configure_member(m: "Member", cfg: ExperimentConfig, i: int, experts: list[R
     source, k = committee_source(cfg.students[i].distill_from, cfg.committee.experts)
     m.source, m.expert = source, k
     if source in ("committee", "filtered"):
-        torch.manual_seed(m.seed)
-        m.qa = committee_module(cfg, m.model, experts)
+        with torch.random.fork_rng():  # its own initial weights, the global generator untouched
+            torch.manual_seed(m.seed)
+            m.qa = committee_module(cfg, m.model, experts)
         m.threshold = cfg.committee.threshold if source == "filtered" else 0.0
         m.align_weight = cfg.committee.align_weight
 
