@@ -44,6 +44,10 @@ def experts_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
     kind, field = slice_spec(c.slice_by)
     history = run.train_ds.map_batches(history_rows, batch_format="pyarrow")
     rule = slice_rule(history, kind, field, c.experts, run.schema.order_column, run.schema.categorical)
+    if kind == "field" and rule["packed_values"] < c.experts and min(rule["packed_rows"]) == 0:
+        raise ValueError(f"committee.slice_by={c.slice_by}: the field has {rule['packed_values']} value(s) in the "
+                         f"history, fewer than committee.experts={c.experts}, so some expert would have no rows; "
+                         f"use at most {rule['packed_values']} experts or slice by another field")
     shape = expert_config(cfg)
     log(f"[experts] training {c.experts} {shape.arch} expert(s) (the first student's shape) on the history sliced by "
         f"{c.slice_by}" + (f" ({rule['packed_values']} commonest values packed into {c.experts} groups of "
@@ -58,6 +62,9 @@ def experts_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
     for k in range(c.experts):
         model = f"{expert_name(k)}/raw"
         m = out["members"][model]
+        if not m["sample_rows"]:
+            raise ValueError(f"committee expert {k}: its slice of the history ({c.slice_by}) has no rows; use fewer "
+                             f"experts (committee.experts={c.experts}) or another committee.slice_by")
         weights = final_weights(out[CHECKPOINT], model)
         if weights is None:
             raise RuntimeError(f"committee expert {k}: its Train run {name} left no weights in its final checkpoint")
