@@ -43,6 +43,9 @@ def test_experts_and_the_five_variants_of_a_student(committee_run: tuple[Path, l
     # one segment per expert: the field's three values packed one per group
     assert c["slices"]["packed_values"] == 3 and sum(e["rows"] for e in c["experts"]) == sum(c["slices"]["packed_rows"])
     assert all(0.3 < e["auc"] < 1 for e in c["experts"])
+    # each expert also on its own segment's test rows, beside the teacher there
+    assert sum(e["slice_test_rows"] for e in c["experts"]) == r["teacher"]["test_rows"]
+    assert all(0 < e["auc_own_slice"] < 1 and 0 < e["teacher_auc_own_slice"] < 1 for e in c["experts"])
     store = SignalStore(str(tmp / "store"))
     assert store.experts_info(c["key"])["experts"] == c["experts"]
     # the key is the resolved config's (auto schedules sized by the log), not the raw one's

@@ -22,10 +22,10 @@ from recdistill.engine.ray_run import RayRun, eval_datasets
 from recdistill.engine.trainer import CHECKPOINT, final_weights, fit_metrics
 from recdistill.train.committee import expert_config, expert_name
 from recdistill.train.keys import experts_key
-from recdistill.train.students_loop import EXPERT_WEIGHTS, TRAIN_EXPERTS, students_loop
+from recdistill.train.students_loop import EXPERT_WEIGHTS, SLICE_TEACHER, TEACHER, TRAIN_EXPERTS, students_loop
 
 
-def experts_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None],
+def experts_stage(cfg: ExperimentConfig, run: RayRun, teacher_info: dict[str, Any], log: Callable[[str], None],
                   timings: dict[str, float]) -> dict[str, Any] | None:
     """The committee's experts (trained here or found in the store) as the run's record of
     them, with the loop-config entry the students need under ``EXPERT_WEIGHTS``; None
@@ -54,9 +54,15 @@ def experts_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
                            f"{', '.join(f'{r:,}' for r in rule['packed_rows'])} rows, the rest by hash)"
                            if kind == "field" else "") + f" (key {key})")
     name = f"experts-{key}-{run.experiment}"
-    loop = {**run.base, TRAIN_EXPERTS: True, "stream_batch": shape.batch_size}
+    # each expert is also scored on its own slice's test rows, beside the teacher there (its
+    # stored weights: the final ones), so the report says whether it knows its slice better
+    teacher = run.store.teacher_weights_path(run.key, teacher_info["generation"])
+    loop = {**run.base, TRAIN_EXPERTS: True, "stream_batch": shape.batch_size,
+            **({SLICE_TEACHER: teacher} if run.store.exists(teacher) else {})}
+    held_out = eval_datasets(run)
+    held_out["test"] = held_out["test"].map_batches(tag_slices, batch_format="pyarrow", fn_kwargs={"rule": rule})
     datasets = {"train": history.map_batches(tag_slices, batch_format="pyarrow", fn_kwargs={"rule": rule}),
-                **eval_datasets(run)}
+                **held_out}
     out = fit_metrics(students_loop, name, cfg, loop, datasets, run.storage, run.callbacks("experts"))
     experts = []
     for k in range(c.experts):
@@ -69,15 +75,22 @@ def experts_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
         if weights is None:
             raise RuntimeError(f"committee expert {k}: its Train run {name} left no weights in its final checkpoint")
         store.put_file(weights, paths[k])
+        own = (m.get("slices") or {}).get(str(k))
+        t_own = ((out.get(TEACHER) or {}).get("slices") or {}).get(str(k))
         experts.append({"name": expert_name(k), "rows": m["sample_rows"], "steps": m["steps"], "auc": m["auc"],
                         "logloss": m["logloss"], "params": m["params"], "train_seconds": m["seconds"],
-                        "stopped_epoch": m["stopped_epoch"]})
+                        "stopped_epoch": m["stopped_epoch"],
+                        **({"slice_test_rows": own["rows"], "auc_own_slice": own["auc"]} if own else {}),
+                        **({"teacher_auc_own_slice": t_own["auc"]} if t_own else {})})
     shutil.rmtree(run.storage / name, ignore_errors=True)  # the weights are in the store now
     seconds = time.perf_counter() - t0
     info = {"key": key, "slice_by": c.slice_by, "arch": shape.arch, "experts": experts, "seconds": seconds,
             "slices": {k: v for k, v in rule.items() if k not in ("codes", "groups")}}
     store.write_experts_info(key, info)
     timings["experts_s"] = seconds
-    log("[experts] AUC " + ", ".join(f"{e['name']} {e['auc']:.4f} ({e['rows']:,} rows)" for e in experts)
+    log("[experts] AUC " + ", ".join(f"{e['name']} {e['auc']:.4f} ({e['rows']:,} rows"
+                                     + (f"; on its slice {e['auc_own_slice']:.4f}, the teacher there "
+                                        f"{e['teacher_auc_own_slice']:.4f}" if "teacher_auc_own_slice" in e else "")
+                                     + ")" for e in experts)
         + f"; {seconds:.1f} s with Ray's fixed costs")
     return {**info, "reused": False, EXPERT_WEIGHTS: paths}

@@ -20,8 +20,16 @@ def committee_lines(r: dict[str, Any]) -> list[str]:
            f"slice of the teacher-only history (sliced by {c['slice_by']}), then frozen"
            + (" (reused from the signal store)" if c.get("reused") else f"; training took {c['seconds']:.1f} s, "
               "paid once per key") + ".", "",
-           "| expert | history rows | steps | test AUC | LogLoss |", "| --- | ---: | ---: | ---: | ---: |"]
-    out += [f"| {e['name']} | {e['rows']:,} | {e['steps']:,} | {e['auc']:.4f} | {e['logloss']:.4f} |" for e in experts]
+           "| expert | history rows | steps | test AUC | LogLoss | AUC on its slice's test rows | the teacher there |",
+           "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+
+    def own(e: dict[str, Any], key: str) -> str:
+        return f"{e[key]:.4f}" if key in e else "–"
+
+    out += [f"| {e['name']} | {e['rows']:,} | {e['steps']:,} | {e['auc']:.4f} | {e['logloss']:.4f} | "
+            f"{own(e, 'auc_own_slice')} | {own(e, 'teacher_auc_own_slice')} |" for e in experts]
+    out += ["", "On its slice: the expert and the teacher (its stored, final weights) on the test rows that fall in "
+                "the expert's slice by the same rule (by time, every test row is in the last slice)."]
     variants = [s for s in r.get("students", []) if s.get("committee")]
     if variants:
         out += ["", "Each variant distils the same student (same seeds, rows and raw model) from another teacher: "

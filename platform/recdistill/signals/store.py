@@ -161,6 +161,10 @@ class SignalStore:
         pafs.copy_files(os.fspath(local), tmp, pafs.LocalFileSystem(), self.fs)
         self.fs.move(tmp, path)
 
+    def exists(self, path: str) -> bool:
+        """Whether the store holds a file at ``path``."""
+        return self.fs.get_file_info(path).type == pafs.FileType.File
+
     def get_file(self, path: str, local: str | os.PathLike[str]) -> bool:
         """Copy ``path`` from the store to a local file; False when the store has none."""
         if self.fs.get_file_info(path).type != pafs.FileType.File:

@@ -18,7 +18,7 @@ from recdistill.train.committee import Committee, expert_members
 from recdistill.train.group import StudentGroup
 from recdistill.train.plan import student_members
 from recdistill.train.worker import (COLD_SUFFIX, LIVE, PLACEMENT_GROUP, TRAINS_ON, finish, save_checkpoint, score_test,
-                                    shard_validator, test_hook_crash, worker_prologue)
+                                    shard_validator, slice_name, test_hook_crash, worker_prologue)
 
 
 def students_loop(config: dict[str, Any]) -> None:
@@ -85,15 +85,22 @@ def students_loop(config: dict[str, Any]) -> None:
     t_eval = time.perf_counter()
     models = {m.name: m.model for m in group.members}
     keep = {m.name: m.negative_keep for m in group.members}
-    teacher = _cold_teacher(ctx, config)
-    if teacher is not None:  # scored on the cold users' rows beside the students (η's teacher there)
+    # the teacher from its stored weights: scored on the cold users' rows beside the students
+    # (η's teacher there), or on each expert's slice beside the experts
+    teacher = _stored_teacher(ctx, config, COLD_TEACHER if config.get(COLD_TEACHER) else SLICE_TEACHER)
+    if teacher is not None:
         models[TEACHER] = teacher
         keep[TEACHER] = ctx.cfg.teacher.negative_keep_rate
-    ev = score_test(ctx, config, models, keep)
+    slices = ({m.name: [m.part] for m in group.members if m.part >= 0} if config.get(TRAIN_EXPERTS) else {})
+    if slices and teacher is not None:
+        slices[TEACHER] = sorted(k for ks in slices.values() for k in ks)
+    ev = score_test(ctx, config, models, keep, slices=slices)
     members = {m.name: {**ev.metrics(m.name), "params": m.model.num_params(), **m.summary(),
-                        **_cold_metrics(ev, m.name)} for m in group.members}
+                        **_cold_metrics(ev, m.name), **_slice_metrics(ev, m.name, [m.part] if m.part >= 0 else [])}
+               for m in group.members}
     timing["eval_s"] = time.perf_counter() - t_eval
-    extra = {TEACHER: _cold_metrics(ev, TEACHER)} if teacher is not None else {}
+    extra = ({TEACHER: {**_cold_metrics(ev, TEACHER), **_slice_metrics(ev, TEACHER, slices.get(TEACHER, []))}}
+             if teacher is not None else {})
     finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,
             **extra, **timing, **{k: v for k, v in last.items() if k not in (LIVE, TRAINS_ON)}}, rank,
            {m.name: m.model for m in group.members})
@@ -102,6 +109,7 @@ def students_loop(config: dict[str, Any]) -> None:
 TEACHER = "teacher"
 TRAIN_EXPERTS = "train_experts"  # loop-config: this run trains a committee's experts on their slices
 EXPERT_WEIGHTS = "expert_weights"  # loop-config: the experts' weights in the store, for a committee's students
+SLICE_TEACHER = "slice_teacher_weights"  # loop-config: the teacher's weights in the store, scored on each slice
 COLD_TEACHER = "cold_teacher_weights"  # loop-config: the teacher's weights in the store, to score it on cold users
 
 
@@ -119,15 +127,22 @@ def load_experts(ctx: Any, store_uri: str, paths: list[str]) -> list[torch.nn.Mo
                         f"committee.experts: expert {k}").to(ctx.device) for k, path in enumerate(paths)]
 
 
-def _cold_teacher(ctx: Any, config: dict[str, Any]) -> torch.nn.Module | None:
-    """The teacher from its stored weights, when this run scores the cold users' rows."""
-    path = config.get(COLD_TEACHER)
+def _stored_teacher(ctx: Any, config: dict[str, Any], key: str) -> torch.nn.Module | None:
+    """The teacher from its stored weights, when the loop config names them under ``key``."""
+    path = config.get(key)
     if not path:
         return None
     from recdistill.train.plan import build_model
 
     model = build_model(ctx.spec, ctx.cfg.teacher, "single", 0, sparse_embeddings=False)
-    return _from_store(model, config["store"], path, "run.cold_users: the teacher").to(ctx.device)
+    return _from_store(model, config["store"], path, f"{key}: the teacher").to(ctx.device)
+
+
+def _slice_metrics(ev: Any, name: str, parts: list[int]) -> dict[str, Any]:
+    """A model's figures on the test rows of each committee slice it was scored on."""
+    got = {k: ev.metrics(slice_name(name, k)) for k in parts
+           if slice_name(name, k) in ev.names and ev.acc[slice_name(name, k)].n}
+    return {"slices": {str(k): m for k, m in got.items()}} if got else {}
 
 
 def _from_store(model: torch.nn.Module, store_uri: str, path: str, what: str) -> torch.nn.Module:

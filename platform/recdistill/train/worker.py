@@ -101,13 +101,18 @@ PLACEMENT_GROUP = "placement_group"  # in a report: the hex id of the run's work
 
 COLD_SUFFIX = "@cold"  # a model's figures on the cold users' test rows (``engine.cold``)
 
+
+def slice_name(name: str, k: int) -> str:
+    """A model's figures on the test rows of a committee's slice ``k`` (``data.expert_slices``)."""
+    return f"{name}@slice{k}"
+
 # The loop-config flag ``ray_trainer`` sets when every worker reads the whole test split
 # (DDP on a log with users: GAUC needs each user's rows on one worker).
 WHOLE_TEST = "test_whole"
 
 
 def score_test(ctx: WorkerContext, config: dict[str, Any], models: dict[str, Any], negative_keep: dict[str, float],
-               with_oracle: bool = False) -> Evaluator:
+               with_oracle: bool = False, slices: dict[str, list[int]] | None = None) -> Evaluator:
     """Every model of ``models`` (name → Ranker) on this worker's rows of the test split,
     merged across workers: AUC, LogLoss, calibration, the AUC's test-row bootstrap
     (``run.bootstrap`` replicates) and, where the log has users, GAUC. With ``with_oracle``,
@@ -119,8 +124,12 @@ def score_test(ctx: WorkerContext, config: dict[str, Any], models: dict[str, Any
     schema = ctx.schema
     user_col = schema.categorical.index(schema.user_field) if schema.user_field in schema.categorical else None
     cold = bool(config.get(COLD))  # the test split carries the cold-user column: each model on those rows too
-    names = list(models) + [f"{n}{COLD_SUFFIX}" for n in models if cold] + (["oracle"] if with_oracle else [])
-    keep = {**negative_keep, **{f"{n}{COLD_SUFFIX}": k for n, k in negative_keep.items()}}
+    slices = slices or {}  # a committee's experts (and the teacher) also on the test rows of each slice named
+    sliced = [slice_name(n, k) for n, ks in slices.items() for k in ks]
+    names = (list(models) + [f"{n}{COLD_SUFFIX}" for n in models if cold] + sliced
+             + (["oracle"] if with_oracle else []))
+    keep = {**negative_keep, **{f"{n}{COLD_SUFFIX}": k for n, k in negative_keep.items()},
+            **{slice_name(n, k): negative_keep[n] for n, ks in slices.items() for k in ks}}
     ev = Evaluator(names, keep, replicates=ctx.cfg.run.bootstrap, by_user=user_col is not None)
     whole = bool(config.get(WHOLE_TEST)) and ctx.world > 1
     for m in models.values():
@@ -142,6 +151,10 @@ def score_test(ctx: WorkerContext, config: dict[str, Any], models: dict[str, Any
                 if flag is not None and flag.any():
                     f = flag.to(z.device)
                     ev.update(f"{name}{COLD_SUFFIX}", z[f], b.label[f], b.row_id[f], None if users is None else users[f])
+                for k in slices.get(name, ()):
+                    f = b.part == k
+                    if f.any():
+                        ev.update(slice_name(name, k), z[f], b.label[f], b.row_id[f], None if users is None else users[f])
             if with_oracle and b.p_true is not None:
                 ev.update_probs("oracle", b.p_true, b.label)
     for m in models.values():
