@@ -80,7 +80,10 @@ def test_a_second_run_reuses_teacher_experts_and_raw_student(committee_run: tupl
 
     tmp, over = committee_run
     out = tmp / "again"
-    r = run_experiment(load_config(None, [*over, "students.0.alpha=1.0", f"run.dir={out}"]), log=lambda _: None)
+    # one variant by hand, without the baselines: the filtered committee alone
+    r = run_experiment(load_config(None, [*over, "committee.baselines=false", "students.0.distill_from=filtered",
+                                          f"run.dir={out}"]), log=lambda _: None)
     assert r["committee"]["reused"] and r["platform"]["teacher_reused"]
-    assert all(x["raw_reused"] for x in r["students"])
+    assert [x["name"] for x in r["students"]] == ["s"] and r["students"][0]["raw_reused"]
+    assert r["students"][0]["committee"]["distill_from"] == "filtered"
     assert "experts_s" not in r["platform"]

@@ -152,6 +152,8 @@ def score_test(ctx: WorkerContext, config: dict[str, Any], models: dict[str, Any
                     f = flag.to(z.device)
                     ev.update(f"{name}{COLD_SUFFIX}", z[f], b.label[f], b.row_id[f], None if users is None else users[f])
                 for k in slices.get(name, ()):
+                    if b.part is None:
+                        raise ValueError(f"{name} is scored per committee slice, but the test rows carry no slice tag")
                     f = b.part == k
                     if f.any():
                         ev.update(slice_name(name, k), z[f], b.label[f], b.row_id[f], None if users is None else users[f])
