@@ -419,6 +419,34 @@ class CommitteeConfig:
         slice_spec(self.slice_by)
 
 
+def committee_variants(name: str, experts: int) -> list[tuple[str, str]]:
+    """The (name, distill_from) of the variants ``committee.baselines`` adds to student ``name``."""
+    return [(f"{name}-expert{k}", f"expert:{k}") for k in range(experts)] + [
+        (f"{name}-{v}", v) for v in ("average", "committee", "filtered")]
+
+
+def committee_pairs(name: str) -> list[list[str]]:
+    """The ``run.pairs`` ``committee.baselines`` adds for student ``name``."""
+    return [[f"{name}-average", name], [f"{name}-committee", name], [f"{name}-committee", f"{name}-average"],
+            [f"{name}-filtered", f"{name}-committee"]]
+
+
+def unexpanded(cfg: "ExperimentConfig") -> dict[str, Any]:
+    """``cfg`` as a raw dict without what ``committee.baselines`` added (the variants and
+    their pairs): what the experiment's own file says, so that overrides of ``students.i``
+    name its students and loading it expands them again."""
+    raw = to_dict(cfg)
+    c = cfg.committee
+    if not (c.experts and c.baselines):
+        return raw
+    generated = {n: src for s in cfg.students if s.distill_from == "teacher"
+                 for n, src in committee_variants(s.name, c.experts)}
+    auto = [p for s in cfg.students if s.distill_from == "teacher" for p in committee_pairs(s.name)]
+    raw["students"] = [d for d in raw["students"] if generated.get(d["name"]) != d["distill_from"]]
+    raw["run"]["pairs"] = [p for p in raw["run"]["pairs"] if p not in auto]
+    return raw
+
+
 def slice_spec(spec: str) -> tuple[str, str | None]:
     """``committee.slice_by`` as (kind, field): hash → ("hash", None), field:C3 → ("field", "C3")."""
     kind, _, name = spec.partition(":")
@@ -758,12 +786,9 @@ class ExperimentConfig:
             return
         expanded, pairs = [], []
         for s in self.students:
-            base = s.seed_name or s.name
-            variants = [(f"{s.name}-expert{k}", f"expert:{k}") for k in range(c.experts)] + [
-                (f"{s.name}-{v}", v) for v in ("average", "committee", "filtered")]
-            expanded += [s] + [dataclasses.replace(s, name=n, distill_from=src, seed_name=base) for n, src in variants]
-            pairs += [[f"{s.name}-average", s.name], [f"{s.name}-committee", s.name],
-                      [f"{s.name}-committee", f"{s.name}-average"], [f"{s.name}-filtered", f"{s.name}-committee"]]
+            expanded += [s] + [dataclasses.replace(s, name=n, distill_from=src, seed_name=s.seed_name or s.name)
+                               for n, src in committee_variants(s.name, c.experts)]
+            pairs += committee_pairs(s.name)
         self.students = expanded
         self.run.pairs = self.run.pairs + [p for p in pairs if p not in self.run.pairs]
 

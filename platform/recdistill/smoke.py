@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from recdistill.config import ExperimentConfig, apply_override, config_from_dict, to_dict
+from recdistill.config import ExperimentConfig, apply_override, config_from_dict, unexpanded
 
 # Small enough to finish in about a minute on 2 CPU cores, through every stage.
 SMOKE_ROWS = 20_000
@@ -30,10 +30,11 @@ def smoke_overrides(cfg: ExperimentConfig) -> list[str]:
     out += ["teacher.embed_dim=8", "teacher.depth=1", "teacher.width=32", "teacher.epochs=1"]
     if cfg.teacher.batch_size == "auto":
         out.append("teacher.batch_size=4096")
-    for i, s in enumerate(cfg.students):
+    # the students of the experiment's own file (a committee's generated variants take their base's shape)
+    for i, s in enumerate(unexpanded(cfg)["students"]):
         out += [f"students.{i}.embed_dim=4", f"students.{i}.depth=1", f"students.{i}.width=16",
-                f"students.{i}.epochs=1", f"students.{i}.tower_width={min(s.tower_width, 16)}"]
-        if s.batch_size == "auto":
+                f"students.{i}.epochs=1", f"students.{i}.tower_width={min(s['tower_width'], 16)}"]
+        if s["batch_size"] == "auto":
             out.append(f"students.{i}.batch_size=2048")
     return out + [f"stream.windows={min(cfg.stream.windows, 5)}",
                   f"stream.batch_windows={min(cfg.stream.batch_windows, 2)}",
@@ -44,7 +45,7 @@ def smoke_overrides(cfg: ExperimentConfig) -> list[str]:
 
 def smoke_test(cfg: ExperimentConfig) -> ExperimentConfig:
     """``cfg`` shrunk by ``smoke_overrides``, run under ``<run.name>-smoke``."""
-    raw = to_dict(cfg)
+    raw = unexpanded(cfg)
     for override in smoke_overrides(cfg):
         apply_override(raw, override)
     shrunk = config_from_dict(raw)

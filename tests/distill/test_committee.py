@@ -241,3 +241,16 @@ def test_the_big_teacher_answers_from_its_stored_representations() -> None:
     assert not torch.equal(m.qa.value[0].weight, before), "the big teacher's answer is trained"
     with pytest.raises(ValueError, match="no teacher_rep column"):
         Committee(frozen, torch.device("cpu")).step(m, data, torch.randn(512), None)
+
+
+def test_a_committee_config_shrinks_and_overrides_through_its_own_students() -> None:
+    from recdistill.config import config_from_dict, unexpanded
+    from recdistill.smoke import smoke_test
+
+    cfg = load_config(None, ["committee.experts=2", "students.0.name=s", "run.pairs=[[s, s-average]]"])
+    raw = unexpanded(cfg)
+    assert [d["name"] for d in raw["students"]] == ["s"] and raw["run"]["pairs"] == [["s", "s-average"]]
+    assert config_from_dict(raw) == cfg  # loading it expands it again
+    shrunk = smoke_test(cfg)
+    assert [s.name for s in shrunk.students] == [s.name for s in cfg.students]
+    assert {(s.embed_dim, s.width, s.epochs) for s in shrunk.students} == {(4, 16, 1)}  # every variant shrunk
