@@ -19,7 +19,7 @@ import numpy as np
 import pyarrow as pa
 
 from recdistill.data.reduce import Sparse, add_sparse, reduce_blocks
-from recdistill.data.sampling import row_uniform
+from recdistill.data.sampling import hash_part
 from recdistill.data.schema import ROW_ID
 from recdistill.data.windows import HISTORY, WINDOW, assign, boundaries, order_values
 
@@ -35,7 +35,7 @@ def history_rows(batch: pa.Table) -> pa.Table:
 
 
 def by_hash(values: np.ndarray, experts: int) -> np.ndarray:
-    return np.minimum((row_uniform(values.astype(np.int64), _SLICE_SEED) * experts).astype(np.int64), experts - 1)
+    return hash_part(values, experts, _SLICE_SEED)
 
 
 def tag_slices(batch: pa.Table, rule: dict[str, Any]) -> pa.Table:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from recdistill.data.sampling import row_uniform
+from recdistill.data.sampling import hash_part
 from recdistill.data.schema import ROW_ID
 from recdistill.data.windows import STUDENT_WINDOW, WINDOW
 
@@ -20,7 +20,7 @@ _FOLD_SEED = 0xF01D5  # fixed: folds must not move with run.seed (a sweep's seed
 
 def fold_of(row_ids: np.ndarray, folds: int) -> np.ndarray:
     """The fold in [0, folds) of each row id."""
-    return np.minimum((row_uniform(row_ids, _FOLD_SEED) * folds).astype(np.int64), folds - 1)
+    return hash_part(row_ids, folds, _FOLD_SEED)
 
 
 def held_out(batch: pa.Table) -> np.ndarray:

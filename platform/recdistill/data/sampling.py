@@ -27,6 +27,12 @@ def row_uniform(row_ids: np.ndarray, seed: int) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
+def hash_part(values: np.ndarray, parts: int, seed: int) -> np.ndarray:
+    """The part in [0, parts) of each int64 value by its hash: about equal parts, the same on
+    every run and block layout (cross-fitting's folds, a committee's hash slices)."""
+    return np.minimum((row_uniform(values.astype(np.int64), seed) * parts).astype(np.int64), parts - 1)
+
+
 def model_sample_mask(row_ids: np.ndarray, labels: np.ndarray, ratio: float, negative_keep: float,
                       seed: int) -> np.ndarray:
     """Rows one model trains on: a uniform share, then its own extra negative down-sampling.

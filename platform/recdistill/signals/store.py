@@ -167,7 +167,7 @@ class SignalStore:
 
     def get_file(self, path: str, local: str | os.PathLike[str]) -> bool:
         """Copy ``path`` from the store to a local file; False when the store has none."""
-        if self.fs.get_file_info(path).type != pafs.FileType.File:
+        if not self.exists(path):
             return False
         pafs.copy_files(path, os.fspath(local), self.fs, pafs.LocalFileSystem())
         return True
