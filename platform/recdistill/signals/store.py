@@ -183,18 +183,24 @@ class SignalStore:
     def create_json_exclusive(self, path: str, obj: Any) -> bool:
         """Create ``path`` holding ``obj`` unless it exists; True when this call created it.
 
-        Atomic on a local or shared POSIX filesystem (O_EXCL). Object stores have no
-        create-if-absent in pyarrow: there the record is written and read back, which
-        narrows but does not close the window in which two writers both win."""
+        Atomic on a local or shared POSIX filesystem: the whole record is written under a
+        temporary name, then hard-linked into place, which fails when the name exists. (An
+        O_EXCL create followed by a write let a contender read the empty file in between
+        and fail the run on "not valid JSON".) Object stores have no create-if-absent in
+        pyarrow: there the record is written and read back, which narrows but does not
+        close the window in which two writers both win."""
         data = json.dumps(obj, default=_json_default).encode()
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         if self.local:
+            tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+            with open(tmp, "wb") as f:
+                f.write(data)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                os.link(tmp, path)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
+            finally:
+                os.unlink(tmp)
             return True
         if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
             return False
