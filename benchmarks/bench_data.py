@@ -7,6 +7,9 @@
 2. Criteo TSV reader: rows/s of our parser in-process and through Ray Data vs. a plain
    ``pyarrow.csv.read_csv`` of the same file (which validates nothing); the statistics pass
    that sizes hash buckets (``sizing.measure``) vs. a plain count pass through Ray Data.
+3. Shuffles (``platform.shuffle_strategy``): a sort by row id and a groupby count, as the
+   window shuffle and the vocabulary fit run them, under each of Ray's CPU strategies vs.
+   the same sort and count in-process with pyarrow (the floor).
 """
 
 from __future__ import annotations
@@ -152,15 +155,49 @@ def bench_criteo(rows: int, tmp: Path) -> None:
     ray.shutdown()
 
 
+def bench_shuffle(rows: int, blocks: int) -> None:
+    import pyarrow.compute as pc
+    import ray
+    from ray.data import DataContext
+    from ray.data.context import ShuffleStrategy
+
+    from recdistill.ray_env import ensure_ray
+
+    ensure_ray()
+    rng = np.random.default_rng(0)
+    parts = [pa.table({"row_id": rng.permutation(rows // blocks).astype(np.int64) + k * rows,
+                       "value": rng.integers(0, 1000, rows // blocks)}) for k in range(blocks)]
+    whole = pa.concat_tables(parts)
+    t_sort = _best(lambda: whole.take(pc.sort_indices(whole, sort_keys=[("row_id", "ascending")])), 3)
+    t_count = _best(lambda: whole.group_by("value").aggregate([("value", "count")]), 3)
+    print(f"\nshuffles: {rows:,} rows in {blocks} blocks; in-process pyarrow sort {t_sort:.3f} s, count {t_count:.3f} s")
+    ctx = DataContext.get_current()
+    for strategy in ("sort_shuffle_pull_based", "sort_shuffle_push_based", "hash_shuffle", "shuffle_v2"):
+        ctx.shuffle_strategy = ShuffleStrategy(strategy)
+        ds = ray.data.from_arrow(parts).materialize()
+        s = _best(lambda: ds.sort("row_id").materialize(), 2)
+        g = _best(lambda: ds.groupby("value", num_partitions=4).count().materialize(), 2)
+        print(f"  {strategy:<24} sort {s:6.2f} s ({s / t_sort:7.1f}x pyarrow)   groupby {g:6.2f} s "
+              f"({g / t_count:7.1f}x pyarrow)")
+    ray.shutdown()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", type=int, default=200_000, help="synthetic rows")
     p.add_argument("--criteo-rows", type=int, default=500_000, help="rows of the Criteo TSV")
+    p.add_argument("--shuffle-rows", type=int, default=200_000, help="rows sorted and grouped by each strategy")
+    p.add_argument("--shuffle-blocks", type=int, default=8, help="blocks those rows come in")
+    p.add_argument("--only", choices=["synthetic", "criteo", "shuffle"], help="run one section")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with tempfile.TemporaryDirectory() as d:
-        bench_synthetic(args.rows, Path(d))
-        bench_criteo(args.criteo_rows, Path(d))
+        if args.only in (None, "synthetic"):
+            bench_synthetic(args.rows, Path(d))
+        if args.only in (None, "criteo"):
+            bench_criteo(args.criteo_rows, Path(d))
+        if args.only in (None, "shuffle"):
+            bench_shuffle(args.shuffle_rows, args.shuffle_blocks)
 
 
 if __name__ == "__main__":

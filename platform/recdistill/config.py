@@ -638,6 +638,12 @@ class PlatformConfig:
     lease_wait_s: float | None = opt(
         None, help="give up waiting on another run's teacher after this many seconds (null: wait while its lease "
                    "is renewed)")
+    shuffle_strategy: Literal["auto", "ray", "sort_shuffle_pull_based", "sort_shuffle_push_based", "hash_shuffle",
+                              "shuffle_v2"] = opt(
+        "auto", help="Ray Data shuffle of the vocabulary's groupby and the window shuffle's sort: auto = the "
+                     "pull-based sort shuffle on a one-node cluster (Ray 2.60's default, shuffle_v2, costs seconds of "
+                     "fixed time per shuffle there), Ray's default across nodes; ray = Ray's default "
+                     "(RAY_DATA_DEFAULT_SHUFFLE_STRATEGY); or one of Ray's strategies by name")
 
 
 @dataclass

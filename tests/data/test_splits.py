@@ -157,6 +157,34 @@ def test_criteo_glob_with_valid_and_test_files(tmp_path: Path, ray_local) -> Non
     assert info["oov_test"]["fields"]["C2"] == 0
 
 
+def test_shuffle_strategy_auto_is_the_pull_based_sort_on_one_node_only() -> None:
+    from recdistill.data.shuffle_strategy import choose
+
+    assert choose("auto", 1, "shuffle_v2") == "sort_shuffle_pull_based"
+    assert choose("auto", 3, "shuffle_v2") == "shuffle_v2"
+    assert choose("ray", 1, "hash_shuffle") == "hash_shuffle"
+    assert choose("sort_shuffle_push_based", 1, "shuffle_v2") == "sort_shuffle_push_based"
+
+
+def test_the_shuffle_strategy_changes_no_row_code_or_order(tmp_path: Path, ray_local) -> None:
+    """The vocabulary's groupby and the window shuffle's sort give the same codes and the
+    same training order under the one-node choice and under Ray's own default."""
+    from recdistill.engine.prepare import prepare_log
+
+    write_criteo(tmp_path / "train-a.txt", 200, 0)
+    write_criteo(tmp_path / "train-b.txt", 200, 200, c1="bbbb0000")
+    seen = []
+    for strategy in ("auto", "shuffle_v2"):
+        prepared = prepare_log(criteo_cfg(tmp_path, f"platform.shuffle_strategy={strategy}", "data.seed=3"))
+        assert prepared.splits["train"].context.shuffle_strategy.value == (
+            "sort_shuffle_pull_based" if strategy == "auto" else "shuffle_v2")
+        seen.append((_table(prepared.splits["train"]), {f: list(p.vocab) for f, p in
+                                                        prepared.preprocessor.fields.items() if p.vocab is not None}))
+    (a, vocab_a), (b, vocab_b) = seen
+    assert vocab_a == vocab_b and {"aaaa0000", "bbbb0000"} <= set(vocab_a["C1"])
+    assert a.num_rows > 300 and a.equals(b)
+
+
 def test_avazu_test_file_only_cuts_path_into_train_and_valid_by_time(tmp_path: Path, ray_local) -> None:
     from recdistill.engine.prepare import prepare_log
 

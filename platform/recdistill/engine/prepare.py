@@ -53,8 +53,10 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None, log: Callable[[s
     ``PreparedLog.cfg`` is the resolved config: the engines train with it and write it as
     config.yaml.
     """
+    from recdistill.data.shuffle_strategy import use_shuffle_strategy
     from recdistill.engine.cut_memo import cut_memo
 
+    use_shuffle_strategy(cfg.platform.shuffle_strategy)
     ledger = new_ledger()
     # one memo for the split and history cuts: its keys leave out the sizing-only keys that
     # resolving the config fills in, so the resolved config's cuts are this log's

@@ -29,6 +29,7 @@ import pyarrow.fs as pafs
 
 from recdistill.config import ExperimentConfig
 from recdistill.data.schema import ROW_ID, LogSchema
+from recdistill.data.shuffle_strategy import use_shuffle_strategy
 from recdistill.data.windows import WINDOW, with_windows
 
 DONE = "_SPOOL.json"
@@ -75,6 +76,7 @@ def build_spool(cfg: ExperimentConfig, store_root: str, log: Callable[[str], Non
         return found
 
     t0 = time.perf_counter()
+    use_shuffle_strategy(cfg.platform.shuffle_strategy)
     ledger = new_ledger()
     ds, schema = open_log(cfg, ledger=ledger)
     tagged, bounds = with_windows(ds, schema.order_column, s.windows)
