@@ -6,6 +6,7 @@ student."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -78,11 +79,33 @@ def test_experts_and_the_five_variants_of_a_student(committee_run: tuple[Path, l
 def test_a_second_run_reuses_teacher_experts_and_raw_student(committee_run: tuple[Path, list[str]]) -> None:
     from recdistill.experiment import run_experiment
 
+    import threading
+
+    from recdistill.signals.lease import try_acquire
+    from recdistill.signals.store import EXPERTS_DIR
+
     tmp, over = committee_run
     out = tmp / "again"
+    # Another run is training these experts right now: their info is not committed yet and
+    # it holds their lease. This run waits, then reuses what that run commits.
+    key = json.loads((tmp / "run" / "results.json").read_text())["committee"]["key"]
+    info = tmp / "store" / EXPERTS_DIR / key / "info.json"
+    held = info.with_name("held.json")
+    info.rename(held)
+    lease = try_acquire(SignalStore(str(tmp / "store")), f"{EXPERTS_DIR}/{key}", "another-run", ttl_s=60)
+    assert lease is not None, "the first run left its lease on the experts"
+
+    def commit() -> None:
+        time.sleep(2)
+        held.rename(info)
+        lease.release()
+
+    threading.Thread(target=commit).start()
+    lines: list[str] = []
     # one variant by hand, without the baselines: the filtered committee alone
     r = run_experiment(load_config(None, [*over, "committee.baselines=false", "students.0.distill_from=filtered",
-                                          f"run.dir={out}"]), log=lambda _: None)
+                                          f"run.dir={out}", "platform.lease_poll_s=0.5"]), log=lines.append)
+    assert any("[experts]" in x and "being trained by another-run" in x for x in lines), lines
     assert r["committee"]["reused"] and r["platform"]["teacher_reused"]
     assert [x["name"] for x in r["students"]] == ["s"] and r["students"][0]["raw_reused"]
     assert r["students"][0]["committee"]["distill_from"] == "filtered"

@@ -20,6 +20,8 @@ from recdistill.config import ExperimentConfig, slice_spec
 from recdistill.data.expert_slices import history_rows, slice_rule, tag_slices
 from recdistill.engine.ray_run import RayRun, eval_datasets
 from recdistill.engine.trainer import CHECKPOINT, final_weights, fit_metrics
+from recdistill.signals.lease import reuse_or_lease
+from recdistill.signals.store import EXPERTS_DIR
 from recdistill.train.committee import expert_config, expert_name
 from recdistill.train.keys import experts_key
 from recdistill.train.students_loop import EXPERT_WEIGHTS, SLICE_TEACHER, TEACHER, TRAIN_EXPERTS, students_loop
@@ -33,13 +35,26 @@ def experts_stage(cfg: ExperimentConfig, run: RayRun, teacher_info: dict[str, An
     c = cfg.committee
     if not c.experts:
         return None
-    key, store = experts_key(cfg), run.store
+    key, store, p = experts_key(cfg), run.store, cfg.platform
     paths = [store.expert_weights_path(key, k) for k in range(c.experts)]
-    info = store.experts_info(key) if cfg.platform.reuse_signals else None
-    if info is not None:
+    # two runs of one experts key at once (a sweep's trials over teachers or α): one trains
+    # them under a lease in the store, the other waits and reuses them
+    info, lease = reuse_or_lease(store, f"{EXPERTS_DIR}/{key}", run.experiment, p.lease_ttl_s, p.lease_poll_s,
+                                 lambda: store.experts_info(key) if p.reuse_signals else None, log, p.lease_wait_s,
+                                 what="experts")
+    if lease is None:
         log(f"[experts] reusing {c.experts} stored expert(s) of key {key} (AUC "
             + ", ".join(f"{e['auc']:.4f}" for e in info["experts"]) + ")")
         return {**info, "reused": True, EXPERT_WEIGHTS: paths}
+    with lease:
+        info = _train_experts(cfg, run, teacher_info, key, paths, log, timings)
+    return {**info, "reused": False, EXPERT_WEIGHTS: paths}
+
+
+def _train_experts(cfg: ExperimentConfig, run: RayRun, teacher_info: dict[str, Any], key: str, paths: list[str],
+                   log: Callable[[str], None], timings: dict[str, float]) -> dict[str, Any]:
+    """Train the experts of ``key`` in one Train run and commit them to the store (under the lease)."""
+    c, store = cfg.committee, run.store
     t0 = time.perf_counter()
     kind, field = slice_spec(c.slice_by)
     history = run.train_ds.map_batches(history_rows, batch_format="pyarrow")
@@ -93,4 +108,4 @@ def experts_stage(cfg: ExperimentConfig, run: RayRun, teacher_info: dict[str, An
                                         f"{e['teacher_auc_own_slice']:.4f}" if "teacher_auc_own_slice" in e else "")
                                      + ")" for e in experts)
         + f"; {seconds:.1f} s with Ray's fixed costs")
-    return {**info, "reused": False, EXPERT_WEIGHTS: paths}
+    return info

@@ -97,10 +97,11 @@ def holder(store: SignalStore, key: str) -> dict[str, Any] | None:
 
 def reuse_or_lease(store: SignalStore, key: str, owner: str, ttl_s: float, poll_s: float,
                    stored: Callable[[], T | None], log: Callable[[str], None],
-                   timeout_s: float | None = None) -> tuple[T | None, Lease | None]:
+                   timeout_s: float | None = None, what: str = "teacher") -> tuple[T | None, Lease | None]:
     """The key's committed signals, or the lease to train it: ``(stored(), None)`` once
     ``stored()`` finds them (at once, or after waiting for the run that holds the lease),
-    else ``(None, lease)``; the caller trains under the lease and then releases it."""
+    else ``(None, lease)``; the caller trains under the lease and then releases it.
+    ``what`` names the trained thing in the messages (the teacher, a committee's experts)."""
     t0, told = time.monotonic(), False
     while True:
         found = stored()
@@ -115,11 +116,11 @@ def reuse_or_lease(store: SignalStore, key: str, owner: str, ttl_s: float, poll_
             return None, lease
         if not told:
             rec = holder(store, key) or {}
-            log(f"[teacher] {key} is being trained by {rec.get('owner', '?')} (host {rec.get('host', '?')}, "
+            log(f"[{what}] {key} is being trained by {rec.get('owner', '?')} (host {rec.get('host', '?')}, "
                 f"pid {rec.get('pid', '?')}); waiting for its signals (its lease expires {ttl_s:.0f} s after "
                 f"its last renewal)")
             told = True
         if timeout_s is not None and time.monotonic() - t0 > timeout_s:
-            raise TimeoutError(f"teacher {key}: still leased by {(holder(store, key) or {}).get('owner')} after "
+            raise TimeoutError(f"{what} {key}: still leased by {(holder(store, key) or {}).get('owner')} after "
                                f"{timeout_s:.0f} s; raise platform.lease_wait_s or check that run")
         time.sleep(poll_s)

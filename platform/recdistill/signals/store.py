@@ -40,6 +40,7 @@ from recdistill.signals.kinds import (DEFAULT_CHANNEL, LOGIT, LOGIT_KIND, check_
                                       supplied)
 
 _GENERATION = re.compile(r"g\d{8}T\d{6}-[0-9a-f]+$")
+EXPERTS_DIR = "_experts"  # a committee's experts by key (``engine.experts``); their lease is in there too
 
 
 def new_generation() -> str:
@@ -132,14 +133,14 @@ class SignalStore:
     # A committee's experts (``engine.experts``): ``_experts/<key>/expert<k>.safetensors``, then
     # ``info.json`` written last, so a key whose info is there has every expert's weights.
     def expert_weights_path(self, key: str, k: int) -> str:
-        return f"{self.root}/_experts/{key}/expert{k}.safetensors"
+        return f"{self.root}/{EXPERTS_DIR}/{key}/expert{k}.safetensors"
 
     def experts_info(self, key: str) -> dict[str, Any] | None:
-        info = self.read_json(f"{self.root}/_experts/{key}/info.json")
+        info = self.read_json(f"{self.root}/{EXPERTS_DIR}/{key}/info.json")
         return info if isinstance(info, dict) else None
 
     def write_experts_info(self, key: str, info: dict[str, Any]) -> None:
-        self.write_json(f"{self.root}/_experts/{key}/info.json", info)
+        self.write_json(f"{self.root}/{EXPERTS_DIR}/{key}/info.json", info)
 
     def window_weights_path(self, run: str, window: int, name: str) -> str:
         """Where an online run's worker hands a model over as it was after ``window``
