@@ -32,7 +32,8 @@ from recdistill.train.plan import feature_spec, student_members
 
 def _config(args: argparse.Namespace, n: int, name: str, reuse: bool) -> ExperimentConfig:
     ov = [f"data.rows={args.rows}", "data.path=runs/bench/data", "platform.signal_store=runs/bench/store",
-          f"run.name=bench/{name}", f"platform.reuse_signals={str(reuse).lower()}"]
+          f"run.name=bench/{name}", f"platform.reuse_signals={str(reuse).lower()}",
+          "run.overwrite=true"]  # each benchmark run measures afresh
     cfg = load_config("jobs/configs/demo.yaml", ov)
     base = cfg.students[0]
     from dataclasses import replace
@@ -45,14 +46,14 @@ def _window(cfg: ExperimentConfig, key: str) -> tuple[Any, TensorLog, torch.Tens
     """The students' window as in-memory tensors with the stored teacher logits (the baseline's input)."""
     from recdistill.engine.prepare import prepare_log
     from recdistill.data.tensors import collect
-    from recdistill.data.windows import STUDENT_WINDOW, tag_history
+    from recdistill.data.windows import STUDENT_WINDOW
     from recdistill.signals.kinds import LOGIT
     from recdistill.signals.store import SignalStore
     from recdistill.train.plan import sequence_length
 
     prepared = prepare_log(cfg)
-    train, _ = tag_history(prepared.splits["train"], prepared.schema.order_column, cfg.teacher.history_fraction)
-    data = collect(train, prepared.schema, sequence_length(cfg))
+    # prepare_log tags the train split with its windows (and orders it) already
+    data = collect(prepared.splits["train"], prepared.schema, sequence_length(cfg))
     data = data.take(torch.from_numpy(np.flatnonzero((data.window == STUDENT_WINDOW).numpy())))
     store = SignalStore(cfg.platform.signal_store)
     sid = store.committed(key)
@@ -125,7 +126,7 @@ def main() -> None:
     cfg1 = _config(args, 1, "one", reuse=False)
     prepared, data, zt = _window(cfg1, plat["teacher_key"])
     spec = feature_spec(prepared.schema, prepared.preprocessor.buckets)
-    members = student_members(cfg1, spec, [0])
+    members = student_members(prepared.cfg, spec, [0])  # the resolved config: auto keys sized as the run's
     inline_s = _inline(members, data, zt)
     rows = sum(one["students"][0]["rows"] for _ in range(2))
     w = plat["student_worker_s"]
@@ -154,8 +155,10 @@ def main() -> None:
           f"{many['seconds']:.1f} s; marginal {marginal:.1f} s per student vs its own training {own:.1f} s alone: "
           f"{marginal / own:.2f}×")
 
-    teacher = _load_teacher(cfg1, prepared, many["teacher"]["checkpoint"])
-    cfgn = _config(args, args.students, "many", reuse=False)
+    teacher = _load_teacher(prepared.cfg, prepared, many["teacher"]["checkpoint"])
+    from recdistill.engine.prepare import resolved_if_known
+
+    cfgn = resolved_if_known(_config(args, args.students, "many", reuse=False))  # a synthetic log: known
     co_s = _inline(student_members(cfgn, spec, list(range(args.students))), data, zt, teacher=teacher)
     hub_s = many["platform"]["students_s"]
     out["cotraining"] = {"hub_students_wall_s": hub_s, "cotraining_students_s": co_s, "ratio": co_s / hub_s}
