@@ -6,7 +6,6 @@ student."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -95,16 +94,23 @@ def test_a_second_run_reuses_teacher_experts_and_raw_student(committee_run: tupl
     lease = try_acquire(SignalStore(str(tmp / "store")), f"{EXPERTS_DIR}/{key}", "another-run", ttl_s=60)
     assert lease is not None, "the first run left its lease on the experts"
 
-    def commit() -> None:
-        time.sleep(2)
+    waiting = threading.Event()
+    lines: list[str] = []
+
+    def log(line: str) -> None:
+        lines.append(line)
+        if "[experts]" in line and "being trained by another-run" in line:
+            waiting.set()
+
+    def commit() -> None:  # once the run waits (not after a fixed sleep: a loaded machine is slower)
+        waiting.wait(timeout=300)
         held.rename(info)
         lease.release()
 
     threading.Thread(target=commit).start()
-    lines: list[str] = []
     # one variant by hand, without the baselines: the filtered committee alone
     r = run_experiment(load_config(None, [*over, "committee.baselines=false", "students.0.distill_from=filtered",
-                                          f"run.dir={out}", "platform.lease_poll_s=0.5"]), log=lines.append)
+                                          f"run.dir={out}", "platform.lease_poll_s=0.5"]), log=log)
     assert any("[experts]" in x and "being trained by another-run" in x for x in lines), lines
     assert r["committee"]["reused"] and r["platform"]["teacher_reused"]
     assert [x["name"] for x in r["students"]] == ["s"] and r["students"][0]["raw_reused"]
