@@ -3,8 +3,11 @@ the same process.
 
     .venv/bin/python benchmarks/bench_train_start.py [--runs 4]
 
-Each run is a one-worker ``TorchTrainer`` (our settings: ``recdistill.ray_env.ensure_ray``)
-whose train function only writes the time and its process's start time. Per run:
+Each run is a one-worker Train run (our settings: ``recdistill.ray_env.ensure_ray``) whose
+train function imports torch (as every loop of ours does) and writes the time and its
+process's start time, once as a ``TorchTrainer`` and once as the plain
+``DataParallelTrainer`` the platform uses for one worker (``engine.trainer.trainer_class``),
+alternating. Per run:
 
 - controller: ``fit()`` called → the Train worker's process exists (Train's controller
   actor, its placement group, the worker actor's process start);
@@ -43,21 +46,21 @@ def _subprocess_s(code: str, repeats: int = 3) -> float:
 
 def _noop(config: dict) -> None:
     import psutil
+    import torch  # noqa: F401  (every loop of ours imports it)
 
     Path(config["out"]).write_text(json.dumps({"fn": time.time(), "created": psutil.Process().create_time()}))
 
 
-def train_runs(runs: int, tmp: Path) -> list[dict[str, float]]:
+def train_runs(runs: int, tmp: Path, trainer: type) -> list[dict[str, float]]:
     import ray.train
-    from ray.train.torch import TorchTrainer
 
     out = []
     for i in range(runs):
         stamp = tmp / f"run{i}.json"
         t0 = time.time()
-        TorchTrainer(_noop, train_loop_config={"out": str(stamp)},
-                     scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
-                     run_config=ray.train.RunConfig(name=f"start{i}", storage_path=str(tmp / "storage"))).fit()
+        trainer(_noop, train_loop_config={"out": str(stamp)},
+                scaling_config=ray.train.ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+                run_config=ray.train.RunConfig(name=f"start{i}", storage_path=str(tmp / "storage"))).fit()
         t1 = time.time()
         s = json.loads(stamp.read_text())
         out.append({"controller_s": s["created"] - t0, "worker_start_s": s["fn"] - s["created"],
@@ -75,16 +78,29 @@ def main() -> None:
     base = {"interpreter": _subprocess_s("pass"), "import ray": _subprocess_s("import ray"),
             "import torch, ray.train.torch": _subprocess_s("import torch, ray.train.torch")}
     ensure_ray(num_cpus=2)
+    from ray.train.torch import TorchTrainer
+
+    from recdistill.engine.trainer import trainer_class
+
+    kinds = {"TorchTrainer": TorchTrainer, "DataParallelTrainer": trainer_class(1)}
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in kinds}
     with tempfile.TemporaryDirectory() as d:
-        runs = train_runs(args.runs + 1, Path(d))[1:]  # the first pays Ray's own warm-up
-    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+        train_runs(1, Path(d) / "warm-up", TorchTrainer)  # the first pays Ray's own warm-up
+        for i in range(args.runs):  # alternating: a drift of the machine's speed hits both
+            for k, cls in kinds.items():
+                runs[k] += train_runs(1, Path(d) / f"{k}{i}", cls)
     print("baselines (fresh subprocess, best of 3):")
     for k, v in base.items():
         print(f"  {k:<32} {v:6.2f} s")
-    print(f"one-worker Train run, no work (median of {len(runs)}):")
     imports = base["import torch, ray.train.torch"]
-    for k, v in med.items():
-        print(f"  {k:<32} {v:6.2f} s   {v / imports:5.2f}x the import baseline")
+    med = {}
+    for kind, rs in runs.items():
+        med[kind] = {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+        print(f"one-worker {kind}, no work (median of {len(rs)}):")
+        for k, v in med[kind].items():
+            print(f"  {k:<32} {v:6.2f} s   {v / imports:5.2f}x the import baseline")
+    ratio = med["DataParallelTrainer"]["total_s"] / med["TorchTrainer"]["total_s"]
+    print(f"DataParallelTrainer / TorchTrainer, whole run: {ratio:.2f}")
     print(json.dumps({"baselines_s": base, "train_run_median_s": med, "runs": runs}))
 
 

@@ -45,12 +45,13 @@ def test_hook_env() -> dict[str, str]:
 def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dict[str, Any],
                 datasets: dict[str, Any], workers: int, storage: Path, callbacks: list[Any] | None = None,
                 together: int = 1) -> Any:
-    """A ``TorchTrainer`` running ``fn`` on ``workers`` workers, its datasets read in order.
-    ``callbacks`` run on Train's controller after each report (``engine.live.Relay``); inside
-    a Tune trial, Train's Tune callback is added, so Tune sees every report as it comes."""
+    """A Train run of ``fn`` on ``workers`` workers, its datasets read in order: a
+    ``TorchTrainer`` (DDP's process group) for two workers or more, Train's plain
+    ``DataParallelTrainer`` for one (``trainer_class``). ``callbacks`` run on Train's
+    controller after each report (``engine.live.Relay``); inside a Tune trial, Train's Tune
+    callback is added, so Tune sees every report as it comes."""
     import ray.train
     from ray.data import ExecutionOptions
-    from ray.train.torch import TorchTrainer
     from ray.tune.trainable.trainable_fn_utils import _in_tune_session
 
     callbacks = list(callbacks or [])
@@ -64,7 +65,7 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
     # split and scores its own users' rows (``train.worker.score_test``)
     whole_test = workers > 1 and "test" in datasets and getattr(schema, "user_field", None) is not None
     loop_config = {**loop_config, WHOLE_TEST: whole_test}
-    return TorchTrainer(
+    return trainer_class(workers)(
         fn, train_loop_config=loop_config,
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers, use_gpu=gpu,
@@ -86,6 +87,23 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
             datasets_to_split=[] if workers == 1 else
             [n for n in datasets if not (whole_test and n == "test")] if whole_test else "all",
             execution_options=ExecutionOptions(preserve_order=True)))
+
+
+def trainer_class(workers: int) -> type:
+    """``TorchTrainer`` where a process group joins the workers; Train's own
+    ``DataParallelTrainer`` for one worker, which has no one to join. A ``TorchTrainer``
+    pickles its ``TorchConfig`` to Train's controller, whose process then imports torch only
+    to set up a one-rank gloo group: 2.1–2.2 s of each one-worker run's 8.6–10.9 s fixed
+    cost (``benchmarks/bench_train_start.py``), paid by every student group, committee,
+    transfer variant, online loop and Tune trial. Its one other duty, the CUDA device, is
+    ``train.worker.worker_prologue``'s."""
+    if workers > 1:
+        from ray.train.torch import TorchTrainer
+
+        return TorchTrainer
+    from ray.train.v2.api.data_parallel_trainer import DataParallelTrainer
+
+    return DataParallelTrainer
 
 
 def _tune_epochs() -> Any:

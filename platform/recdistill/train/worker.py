@@ -72,8 +72,13 @@ def worker_prologue(config: dict[str, Any]) -> WorkerContext:
     schema, buckets = config["schema"], config["buckets"]
     ctx = ray.train.get_context()
     n = set_threads(cfg)
+    device = ray.train.torch.get_device()
+    if device.type == "cuda":
+        # a one-worker run is a plain DataParallelTrainer (``engine.trainer.trainer_class``),
+        # which, unlike TorchTrainer, does not make the worker's GPU torch's current device
+        torch.cuda.set_device(device)
     return WorkerContext(cfg, schema, feature_spec(schema, buckets), sequence_length(cfg), ctx.get_world_rank(),
-                         ctx.get_world_size(), n, ray.train.torch.get_device(), restore_checkpoint())
+                         ctx.get_world_size(), n, device, restore_checkpoint())
 
 
 def shard_validator(config: dict[str, Any], schema: Any, seq_len: int, device: torch.device) -> Validator | None:
