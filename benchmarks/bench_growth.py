@@ -1,0 +1,185 @@
+"""How a 1→N run grows with the log: wall per 1M rows and peak memory at several sizes,
+next to an inline loop training the same models on as many rows in this process.
+
+    .venv/bin/python benchmarks/bench_growth.py [--rows 1000000,3000000,10000000]
+        [--config jobs/configs/demo.yaml] [--out .tmp/bench_growth] [overrides ...]
+
+Per size: the synthetic log is written first (``recdistill synth``, not timed: a user's log
+exists before the run), then ``recdistill run`` on it in a fresh process (the Ray engine,
+teacher trained, every student raw and distilled), its wall measured here and its peak
+memory sampled every 0.5 s as the summed PSS of its whole process tree (the driver, Ray's
+own processes and every worker; PSS counts pages the object store shares once, not once per
+process that maps them).
+
+Inline baseline at each size, in this process: the run's teacher and its students (raw and
+distilled) built from its resolved config and trained for as many steps as the run trained
+each, at its batch sizes and learning rates, on random tensors of the run's feature spec
+(no reading, no Ray, no evaluation). ``inline / platform`` is that training time over the
+run's whole wall, so it shows what the platform adds around the same arithmetic.
+Figures go to stdout and ``<out>/growth.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def _tree_pss(root: int) -> int:
+    """Summed PSS (bytes) of ``root`` and all its descendants, from /proc."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                ppid = int(Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    total, todo = 0, [root]
+    while todo:
+        pid = todo.pop()
+        todo += children.get(pid, [])
+        try:
+            for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1]) * 1024
+                    break
+        except OSError:
+            continue
+    return total
+
+
+def run_measured(cmd: list[str], log: Path) -> tuple[float, int, int]:
+    """Run ``cmd``; (wall s, peak tree PSS bytes, return code)."""
+    peak = [0]
+    with log.open("w") as out:
+        t = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+        done = threading.Event()
+
+        def sample() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], _tree_pss(proc.pid))
+                done.wait(0.5)
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        rc = proc.wait()
+        wall = time.perf_counter() - t
+        done.set()
+        th.join()
+    return wall, peak[0], rc
+
+
+def inline_seconds(run_dir: Path, results: dict[str, Any]) -> float:
+    """The run's teacher and each student (raw and distilled) trained for as many steps as
+    the run trained them, with the batch sizes and learning rates it resolved, on random
+    tensors of its feature spec (the synthetic schema and its encoding, as the run built them)."""
+    from recdistill.config import load_config
+    from recdistill.data.preprocess import build_preprocessor
+    from recdistill.data.synthetic import synthetic_schema
+    from recdistill.data.tensors import TensorLog
+    from recdistill.distill.objective import Objective
+    from recdistill.train.loop import fit
+    from recdistill.train.plan import build_model, feature_spec, sequence_length
+
+    cfg = load_config(str(run_dir / "config.yaml"), [])
+    derived = results["data"]["derived"]
+    schema = synthetic_schema(cfg.data.synthetic)
+    spec = feature_spec(schema, build_preprocessor(schema, cfg.data).buckets)
+    seq_len = sequence_length(cfg)
+    g = torch.Generator().manual_seed(0)
+
+    def data(n: int) -> TensorLog:
+        seq = (torch.stack([torch.randint(0, spec.buckets[f], (n, seq_len), generator=g)
+                            for f in spec.sequence_fields], 1) if spec.sequence_fields else None)
+        return TensorLog(cat=torch.stack([torch.randint(0, b, (n,), generator=g) for b in spec.buckets], 1),
+                         dense=torch.randn(n, spec.num_dense, generator=g), seq=seq,
+                         label=(torch.rand(n, generator=g) < 0.2).float(), sample_rate=torch.ones(n),
+                         row_id=torch.arange(n))
+
+    cpu = torch.device("cpu")
+    t = derived["teacher"]
+    jobs = [(cfg.teacher, "single", t, results["teacher"]["steps"], None)]
+    for s_cfg, s in zip(cfg.students, results["students"]):
+        d = derived["students"][s_cfg.name]
+        if not s.get("raw_reused"):
+            jobs.append((s_cfg, s_cfg.towers, d, s["steps_raw"], None))
+        jobs.append((s_cfg, s_cfg.towers, d, s["steps_distill"], Objective(alpha=s_cfg.alpha)))
+    total = 0.0
+    for m_cfg, towers, resolved, steps, obj in jobs:
+        rows = int(steps) * int(resolved["batch_size"])
+        if rows <= 0:
+            continue
+        model = build_model(spec, m_cfg, towers, 0)
+        d = data(rows)
+        start = time.perf_counter()
+        fit(model, d, epochs=1, batch_size=int(resolved["batch_size"]), lr=float(resolved["lr"]),
+            embedding_lr=float(resolved["embedding_lr"]), device=cpu, objective=obj,
+            teacher_logits=torch.randn(rows) if obj is not None else None)
+        total += time.perf_counter() - start
+    return total
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rows", default="1000000,3000000,10000000", help="comma-separated log sizes")
+    p.add_argument("--config", default="jobs/configs/demo.yaml")
+    p.add_argument("--out", type=Path, default=Path(".tmp/bench_growth"))
+    p.add_argument("--no-inline", action="store_true", help="skip the inline baseline")
+    p.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. teacher.epochs=1")
+    args = p.parse_args()
+    exe = str(Path(sys.executable).with_name("recdistill"))
+    sizes = [int(x) for x in args.rows.split(",") if x]
+    out: list[dict[str, Any]] = []
+    for n in sizes:
+        data, run_dir = args.out / f"data-{n}", args.out / f"run-{n}"
+        common = [f"data.rows={n}", f"data.path={data}"]
+        if not (data / "_manifest.json").exists():
+            print(f"[{n:,} rows] writing the synthetic log (not timed)", flush=True)
+            subprocess.run([exe, "synth", "--config", args.config, "--out", str(data), "--quiet",
+                            *common, *args.overrides], check=True, stdout=subprocess.DEVNULL)
+        cmd = [exe, "run", args.config, "--overwrite", *common, f"run.dir={run_dir}",
+               f"platform.signal_store={run_dir / 'store'}", "platform.reuse_signals=false", "tracking.wandb=disabled",
+               "run.serving=off", *args.overrides]
+        print(f"[{n:,} rows] recdistill run …", flush=True)
+        wall, pss, rc = run_measured(cmd, args.out / f"run-{n}.log")
+        if rc:
+            raise SystemExit(f"recdistill run failed at {n:,} rows (rc {rc}); see {args.out / f'run-{n}.log'}")
+        results = json.loads((run_dir / "results.json").read_text())
+        row = {"rows": n, "wall_s": wall, "wall_per_1m_s": wall / n * 1e6, "peak_pss_gib": pss / 2 ** 30,
+               "teacher_samples_per_s": results["teacher"].get("samples_per_s"),
+               "phases_s": {k: v for k, v in results.get("platform", {}).items()
+                            if k.endswith("_s") and isinstance(v, float)}}
+        if not args.no_inline:
+            row["inline_s"] = inline_seconds(run_dir, results)
+            row["inline_over_platform"] = row["inline_s"] / wall
+        out.append(row)
+        print(f"[{n:,} rows] wall {wall:.0f} s ({row['wall_per_1m_s']:.1f} s per 1M rows), peak PSS "
+              f"{row['peak_pss_gib']:.2f} GiB" + (f", inline {row['inline_s']:.0f} s → {row['inline_over_platform']:.2f}"
+                                                  if "inline_s" in row else ""), flush=True)
+    base = out[0]
+    print("\n| rows | wall s | s per 1M rows | vs linear from the first | peak PSS GiB | inline / platform |")
+    print("|---|---|---|---|---|---|")
+    for r in out:
+        lin = r["wall_per_1m_s"] / base["wall_per_1m_s"]
+        print(f"| {r['rows']:,} | {r['wall_s']:.0f} | {r['wall_per_1m_s']:.1f} | {lin:.2f} | {r['peak_pss_gib']:.2f} | "
+              f"{r.get('inline_over_platform', float('nan')):.2f} |")
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "growth.json").write_text(json.dumps(out, indent=1))
+    print(f"\nfigures: {args.out / 'growth.json'}")
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
