@@ -131,6 +131,8 @@ def textbook_deepfm(vocab: list[int]) -> Any:
     import torch
     from torch import nn
 
+    from recdistill.models.backbones import mlp
+
     class DeepFM(nn.Module):
         def __init__(self) -> None:
             super().__init__()
@@ -140,12 +142,7 @@ def textbook_deepfm(vocab: list[int]) -> Any:
             nn.init.normal_(self.table.weight, std=1e-4)
             nn.init.zeros_(self.first.weight)
             self.dense_first = nn.Linear(DENSE, 1)
-            layers: list[nn.Module] = []
-            d = CATS * EMBED + DENSE
-            for _ in range(DEPTH):
-                layers += [nn.Linear(d, HIDDEN), nn.ReLU()]
-                d = HIDDEN
-            self.dnn = nn.Sequential(*layers, nn.Linear(d, 1))
+            self.dnn = nn.Sequential(mlp(CATS * EMBED + DENSE, HIDDEN, DEPTH), nn.Linear(HIDDEN, 1))
 
         def forward(self, cat: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
             ids = cat + self.offsets

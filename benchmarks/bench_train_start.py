@@ -72,7 +72,7 @@ def train_runs(runs: int, tmp: Path, trainer: type) -> list[dict[str, float]]:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--runs", type=int, default=4, help="Train runs after a first, unmeasured one")
+    p.add_argument("--runs", type=int, default=4, help="Train runs of each trainer, after a first, unmeasured one")
     args = p.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     from recdistill.ray_env import ensure_ray

@@ -93,9 +93,9 @@ def trainer_class(workers: int) -> type:
     """``TorchTrainer`` where a process group joins the workers; Train's own
     ``DataParallelTrainer`` for one worker, which has no one to join. A ``TorchTrainer``
     pickles its ``TorchConfig`` to Train's controller, whose process then imports torch only
-    to set up a one-rank gloo group: 2.1–2.2 s of each one-worker run's 8.6–10.9 s fixed
-    cost (``benchmarks/bench_train_start.py``), paid by every student group, committee,
-    transfer variant, online loop and Tune trial. Its one other duty, the CUDA device, is
+    to set up a one-rank gloo group: its controller phase 4.1 s against 2.3 s, an empty run
+    10.0 s against 8.9 s (``benchmarks/bench_train_start.py``), paid by every student group,
+    committee, transfer variant, online loop and Tune trial. Its one other duty, the CUDA device, is
     ``train.worker.worker_prologue``'s."""
     if workers > 1:
         from ray.train.torch import TorchTrainer
