@@ -118,27 +118,8 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     train_dirs = [d.name for d in (shared / "ray1" / "ray_train").iterdir()]
     assert any(n.startswith("teacher-") for n in train_dirs) and not any(n.startswith("students-") for n in train_dirs)
 
-    # Same teacher key (only a student changed): no teacher step, the same teacher numbers;
-    # and the students in two groups (two concurrent Train runs) learn as in one group.
-    second = run_experiment(_cfg(shared, "ray2", *GAP_EXTRA, "students.1.alpha=2.0",
-                                 "platform.students_per_group=1"), log=lambda _: None)
-    assert second["platform"]["teacher_reused"] and second["platform"]["teacher_steps"] == 0
-    assert second["platform"]["teacher_key"] == p["teacher_key"] and second["platform"]["student_groups"] == 2
-    assert second["teacher"]["auc"] == first["teacher"]["auc"]
-    # the same student, the same rows and seeds, in another group: exactly the same numbers
-    assert second["students"][0]["auc_distill"] == first["students"][0]["auc_distill"]
-    assert second["students"][0]["valid_curve_distill"] == first["students"][0]["valid_curve_distill"]
-    assert second["students"][1]["auc_raw"] == first["students"][1]["auc_raw"]
-    # a reused teacher and reused raw students still leave as artifacts, their weights from the store
-    assert sorted(second["models"]["written"]) == sorted(MODELS) and sorted(local["models"]["written"]) == sorted(MODELS)
-    for name in ("teacher", "student/raw", "single/raw", "student/distill"):
-        sha = [json.loads((shared / r / "models" / name / "manifest.json").read_text())["files"]["weights.safetensors"]
-               ["sha256"] for r in ("ray1", "ray2")]
-        assert sha[0] == sha[1], name
-    saved = json.loads((shared / "ray2" / "results.json").read_text())
-    assert saved["platform"]["teacher_reused"] is True
-    # a reused teacher's signal AUCs are for the cut it was recorded at, and say so
-    assert second["teacher"]["signal_auc_history_fraction"] == 0.5
+    # (a second run on the same teacher key: test_packed_seeds_... below, as seed 5 of two)
+    assert sorted(local["models"]["written"]) == sorted(MODELS)
 
     # Another history cut (a log with time, not shuffled) is the same teacher, so it is reused
     # (the store path above); that its students' larger window finds a signal on every row
@@ -147,6 +128,48 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
 
     # A different teacher seed is a different key: the teacher trains again.
     assert _key(shared, *GAP_EXTRA, "run.seed=1") != p["teacher_key"]
+
+
+def test_packed_seeds_reuse_the_teacher_and_keep_the_numbers_of_their_own_runs(shared: Path, reference: dict) -> None:
+    """run.seeds=[5, 6] on Ray, one student changed (its α): seed 5's teacher key is the
+    reference run's, so it is reused (no teacher step), seed 6's trains. Then each student
+    group (two here, concurrent Train runs) trains both seeds' students in one pass, each
+    reading its own seed's teacher logits. Seed 5 gets exactly the reference's numbers and
+    weights for what it shares with it: another group, another seed beside it change nothing."""
+    lines: list[str] = []
+    r = run_experiment(_cfg(shared, "packed", *GAP_EXTRA, "students.1.alpha=2.0", "platform.students_per_group=1",
+                            "run.seeds=[5, 6]"), log=lines.append)
+    assert any("every seed's students in one pass" in x for x in lines)
+    seed_dir = shared / "packed" / "seeds"
+    five, six = (json.loads((seed_dir / f"seed-{s}" / "results.json").read_text()) for s in (5, 6))
+    p5, p6, ref = five["platform"], six["platform"], reference["platform"]
+    assert p5["teacher_reused"] is True and p5["teacher_steps"] == 0 and p5["teacher_key"] == ref["teacher_key"]
+    assert not p6["teacher_reused"] and p6["teacher_steps"] > 0 and p6["teacher_key"] != p5["teacher_key"]
+    assert p5["student_groups"] == p6["student_groups"] == 2
+    assert (p5["packed_seeds"], p6["packed_seeds"]) == ("seed-5", "seed-6")
+    assert p5["stream_rows_with_signal"] == p6["stream_rows_with_signal"] == p5["stream_rows"] == ref["stream_rows"]
+    assert five["teacher"]["auc"] == reference["teacher"]["auc"] != six["teacher"]["auc"]
+    # a reused teacher's signal AUCs are for the cut it was recorded at, and say so
+    assert five["teacher"]["signal_auc_history_fraction"] == 0.5
+    # the same student, the same rows and seeds, in another group beside another seed: the same numbers
+    a, b = five["students"][0], reference["students"][0]
+    for k in ("auc_raw", "auc_distill", "valid_curve_distill", "rows"):
+        assert a[k] == b[k], k
+    assert five["students"][1]["auc_raw"] == reference["students"][1]["auc_raw"]  # its raw result, from the store
+    for a, b in zip(six["students"], five["students"]):  # another seed: other weights, rows and teacher
+        assert a["auc_distill"] != b["auc_distill"], a["name"]
+    # a reused teacher and reused raw students still leave as artifacts, their weights from the store
+    assert sorted(five["models"]["written"]) == sorted(six["models"]["written"]) == sorted(MODELS)
+    for name in ("teacher", "student/raw", "single/raw", "student/distill"):
+        sha = [json.loads((d / "models" / name / "manifest.json").read_text())["files"]["weights.safetensors"]
+               ["sha256"] for d in (shared / "ray1", seed_dir / "seed-5")]
+        assert sha[0] == sha[1], name
+    assert r["summary"]["seeds"] == 2 and [x["seed"] for x in r["per_seed"]] == [5, 6]
+    # each seed's live rows reached its own run's log, under the names its own run gives them
+    rows = [json.loads(x) for x in (seed_dir / "seed-6" / "metrics.jsonl").read_text().splitlines()]
+    metrics = [x for x in rows if x.get("kind") == "metrics"]
+    assert any("student/student/distill/rows" in x for x in metrics)
+    assert not any("seed-" in k for x in metrics for k in x)
 
 
 def _key(shared: Path, *extra: str) -> str:

@@ -169,3 +169,18 @@ def test_seeds_run_each_seed_and_report_intervals(tmp_path: Path, ray_local) -> 
     # each seed's own run carries its test-row intervals too
     assert seeds[0]["summary"]["noise"] == "test rows"
     assert load_config(tmp_path / "config.yaml").run.seeds == [3, 8]
+
+
+@pytest.mark.parametrize(("extra", "reason"), [
+    ([], None),
+    (["run.pack_seeds=false"], "run.pack_seeds=false"),
+    (["run.engine=local"], "the local engine"),
+    (["committee.experts=2", "students.0.distill_from=committee"], "committee"),
+    (["teacher.representations=true", "students.0.representations.use=[user]"], "representations"),
+    (["run.cold_users=2"], "run.cold_users"),
+])
+def test_seeds_pack_into_one_students_pass_where_they_can(extra: list[str], reason: str | None) -> None:
+    from recdistill.engine.packed_seeds import pack_refusal
+
+    got = pack_refusal(load_config(None, ["run.seeds=2", *extra]))
+    assert got is None if reason is None else reason in got, got

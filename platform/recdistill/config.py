@@ -659,6 +659,12 @@ class RunConfig:
                 "seeds. In each seed the raw and the distilled student share initial weights and rows, and the "
                 "seed's teacher is keyed and reused like any teacher; results.json adds means, stds, 95% "
                 "intervals and paired differences (seeds/ holds each seed's own run)")
+    pack_seeds: bool = opt(
+        True, help="with several run.seeds on Ray: every seed's teacher trains first, then the students of all "
+                   "seeds train in one pass per epoch over one distill stream (each reads its own seed's teacher "
+                   "logits), as --pack does for a sweep's trials; the results equal the seeds' runs one after "
+                   "another. Off, or where a run cannot pack (committee students, teacher representations, "
+                   "run.cold_users, the local engine), the seeds run one after another")
     cold_users: int = opt(
         0, ge=0, help="also score every model on the test rows of cold users: users with at most this many rows in "
                       "the students' window (0 = off; needs a log with a user field; batch 1→N on Ray). The "

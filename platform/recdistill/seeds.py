@@ -2,9 +2,11 @@
 
 ``run_seeds`` runs the experiment once per seed into ``seeds/seed-<s>/`` under the run
 directory (each a complete run: results.json, report, its own teacher key), sharing one
-synthetic log, and writes the run's results.json: the means over seeds in the usual
-shape (so sweeps, trackers and ``recdistill report`` read it as any run), each seed's
-figures under ``per_seed``, and ``summary`` with intervals (``summary.summarize``).
+synthetic log (on Ray, where it can, every seed's students train in one pass:
+``engine.packed_seeds``; else the seeds run one after another), and writes the run's
+results.json: the means over seeds in the usual shape (so sweeps, trackers and
+``recdistill report`` read it as any run), each seed's figures under ``per_seed``, and
+``summary`` with intervals (``summary.summarize``).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def run_seeds(cfg: ExperimentConfig, run_one: Callable[[ExperimentConfig, Callab
     """Run ``run_one`` (an engine) once per seed of ``run.seeds``; write and return the
     results over seeds."""
     from recdistill.config import to_dict
+    from recdistill.engine.packed_seeds import pack_refusal
     from recdistill.engine.prologue import Opened
     from recdistill.report.experiment import write_results
     from recdistill.run_dir import open_run_dir
@@ -48,10 +51,19 @@ def run_seeds(cfg: ExperimentConfig, run_one: Callable[[ExperimentConfig, Callab
     t0 = time.perf_counter()
     out = open_run_dir(cfg)
     seeds = cfg.run.seed_list
-    per_seed: list[dict[str, Any]] = []
-    for k, s in enumerate(seeds):
-        log(f"[seeds] seed {s} ({k + 1}/{len(seeds)}) → {out / SEEDS_DIR / f'seed-{s}'}")
-        per_seed.append(run_one(seed_config(cfg, s, out), log))
+    refusal = pack_refusal(cfg)
+    if refusal is None:
+        from recdistill.engine.packed_seeds import run_packed_seeds
+
+        log(f"[seeds] seeds {seeds}: each seed's teacher, then every seed's students in one pass → "
+            f"{out / SEEDS_DIR}/seed-<s>")
+        per_seed = run_packed_seeds([seed_config(cfg, s, out) for s in seeds], log)
+    else:
+        log(f"[seeds] one seed after another ({refusal})")
+        per_seed = []
+        for k, s in enumerate(seeds):
+            log(f"[seeds] seed {s} ({k + 1}/{len(seeds)}) → {out / SEEDS_DIR / f'seed-{s}'}")
+            per_seed.append(run_one(seed_config(cfg, s, out), log))
     results = over_seeds(per_seed, seeds, cfg.run.pairs)
     results["seconds"] = time.perf_counter() - t0
     # the seeds' runs tracked their own training; this one holds the figures over them

@@ -237,3 +237,28 @@ def test_unlabelled_rows_go_in_the_same_batches_with_their_task_loss_masked() ->
     assert raw.rows == 2 * raw.sample_rows and raw.unlabelled_rows == 0
     # the picked rows lie outside the labelled sample, about ``share`` of them
     assert not (picked & keep).any() and abs(picked.sum() / (~keep).sum() - share) < 0.05
+
+
+def test_members_read_their_own_teachers_channel() -> None:
+    """Packed seeds: each distilled member learns from its own channel of the stream's
+    teacher logits, exactly as alone on that channel."""
+    data = _log(2000)
+    g = torch.Generator().manual_seed(3)
+    z = {"teacher_logit@seed1": torch.randn(2000, generator=g), "teacher_logit@seed2": torch.randn(2000, generator=g)}
+    spec = ("a/distill", 1, "single", True, 0.7, 1.0, 128, 1)
+    packed = [_member(*spec), _member(*spec)]
+    packed[0].channel, packed[1].channel = "teacher_logit@seed1", "teacher_logit@seed2"
+    packed[0].name, packed[1].name = "seed-1/a/distill", "seed-2/a/distill"
+    alone = [_member(*spec), _member(*spec)]
+    groups = [StudentGroup(packed, torch.device("cpu"))] + [StudentGroup([m], torch.device("cpu")) for m in alone]
+    feeds = [z, z["teacher_logit@seed1"], z["teacher_logit@seed2"]]
+    for group, zt in zip(groups, feeds):
+        for s in range(0, len(data), 250):
+            group.feed(data.take(slice(s, s + 250)),
+                       {k: v[s:s + 250] for k, v in zt.items()} if isinstance(zt, dict) else zt[s:s + 250], 0)
+        group.end_epoch(0)
+    for m, a in zip(packed, alone):
+        for (k, x), y in zip(m.model.state_dict().items(), a.model.state_dict().values()):
+            assert torch.equal(x, y), (m.name, k)
+    # the two channels differ, so the two members do too: neither read the other's
+    assert any(not torch.equal(x, y) for x, y in zip(packed[0].model.parameters(), packed[1].model.parameters()))

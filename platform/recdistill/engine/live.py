@@ -90,3 +90,22 @@ class LiveMetrics:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+class SeedsLive(LiveMetrics):
+    """The live rows of a student group that trains several seeds' students (packed seeds,
+    members named ``seed-<s>/<student>/<kind>``): each seed's rows go to its own run's
+    trackers under the names its own run would give them."""
+
+    def __init__(self, by_prefix: dict[str, Any]) -> None:
+        super().__init__(None)
+        self.by_prefix = by_prefix  # member-name prefix → that seed's trackers
+
+    def forward(self, item: dict[str, Any]) -> None:
+        role = item.pop("role")
+        self.received += 1
+        shared = {k: v for k, v in item.items() if not any(k.startswith(p) for p in self.by_prefix)}
+        for prefix, trackers in self.by_prefix.items():
+            own = {k[len(prefix):]: v for k, v in item.items() if k.startswith(prefix)}
+            if own:
+                trackers.log(flatten(role, {**shared, **own}))

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import shutil
 import time
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, field
 from typing import Any, Callable
 
 from recdistill.artifacts.serving_cost import measure_run_students
 from recdistill.artifacts.run_models import PREDATES, RunModels, model_name
 from recdistill.config import ExperimentConfig
-from recdistill.engine.ray_run import eval_datasets, start_run
+from recdistill.engine.live import SeedsLive
+from recdistill.engine.ray_run import RayRun, eval_datasets, start_run
 from recdistill.engine.cold import COLD, count_window_users, mark_cold
 from recdistill.engine.stream import distill_stream, with_representations
 from recdistill.engine.experts import experts_stage
@@ -39,41 +40,80 @@ from recdistill.summary import summarize
 from recdistill.train.keys import raw_student_key
 from recdistill.signals.representations import layout
 from recdistill.signals.semantic_ids import CODE_KIND
-from recdistill.train.plan import (early_fields, feature_spec, reads_representations, representation_baseline,
-                                   sequence_length)
+from recdistill.train.plan import (PACKED_SEEDS, early_fields, feature_spec, reads_representations,
+                                   representation_baseline, seed_prefix, sequence_length)
 from recdistill.train.committee import PASSES, committee_reads_representations
 from recdistill.train.students_loop import COLD_TEACHER, EXPERT_WEIGHTS, TEACHER, students_loop
 
 
 def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    run = start_run(cfg, log)
+    side = teacher_side(run, log)
+    rep = student_representations(run.cfg, run, log)
+    stream, side.cov = distill_stream(run, log, side.timings, rep)
+    return students_stage([side], stream, log, rep)[0]
+
+
+@dataclass
+class Side:
+    """One seed's run up to its students: its run (directory, trackers, teacher key), its
+    teacher, its committee's experts, and which raw students it trains or reuses."""
+
+    run: RayRun
+    info: dict[str, Any]  # the teacher's stored record
+    teacher_steps: int
+    reused: bool
+    timings: dict[str, float]
+    committee: dict[str, Any] | None
+    cov: dict[str, Any] = field(default_factory=dict)  # its teacher's signal coverage of the stream
+    raw_keys: dict[int, str] = field(default_factory=dict)
+    cached: dict[int, Any] = field(default_factory=dict)  # raw results found in the store
+    first_with: dict[str, int] = field(default_factory=dict)
+    skip_raw: list[int] = field(default_factory=list)
+
+    @property
+    def cfg(self) -> ExperimentConfig:
+        return self.run.cfg
+
+    def plan_raw(self) -> None:
+        """Which raw students train here: none whose result is stored (another α, another
+        teacher), and one per raw key (students that differ only in α share one)."""
+        cfg, n = self.cfg, len(self.cfg.students)
+        self.raw_keys = {i: raw_student_key(cfg, i) for i in range(n)}
+        # (not with run.cold_users: a stored raw result has no figures on the cold users' rows)
+        self.cached = ({i: self.run.store.raw_result(k) for i, k in self.raw_keys.items()}
+                       if cfg.platform.reuse_signals and not cfg.run.cold_users else {})
+        for i, k in self.raw_keys.items():
+            self.first_with.setdefault(k, i)
+        self.skip_raw = sorted(i for i in range(n) if self.cached.get(i) or self.first_with[self.raw_keys[i]] != i)
+
+
+def teacher_side(run: RayRun, log: Callable[[str], None]) -> Side:
+    """A seed's teacher (trained or reused) and its committee's experts."""
+    timings: dict[str, float] = {}
+    info, steps, reused = teacher_stage(run.cfg, run, log, timings)
+    side = Side(run, info, steps, reused, timings, experts_stage(run.cfg, run, info, log, timings))
+    side.plan_raw()
+    return side
+
+
+def students_stage(sides: list[Side], stream: Any, log: Callable[[str], None],
+                   rep: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """The student groups on the distill stream, then each side's results written. Several
+    sides are packed seeds (``engine.packed_seeds``): each group trains every seed's
+    students, each reading its own seed's teacher channel, and each seed gets the results its
+    own run would have."""
     import ray
 
-    run = start_run(cfg, log)
-    cfg = run.cfg
-    store, key, experiment, storage, base = run.store, run.key, run.experiment, run.storage, run.base
-    timings: dict[str, float] = {}
-    info, teacher_steps, reused = teacher_stage(cfg, run, log, timings)
-    committee = experts_stage(cfg, run, info, log, timings)
-    expert_weights = {EXPERT_WEIGHTS: committee.pop(EXPERT_WEIGHTS)} if committee else {}
-    rep = student_representations(cfg, run, log)
-    stream, cov = distill_stream(run, log, timings, rep)
-    prepared, t_start = run.prepared, run.t_start
-
+    lead = sides[0]
+    cfg, run = lead.cfg, lead.run
+    packed = len(sides) > 1
     n = len(cfg.students)
-    # raw students already trained by an earlier run (another α, another teacher) are reused
-    raw_keys = {i: raw_student_key(cfg, i) for i in range(n)}
-    # (not with run.cold_users: a stored raw result has no figures on the cold users' rows)
-    cached = ({i: store.raw_result(k) for i, k in raw_keys.items()} if cfg.platform.reuse_signals
-              and not cfg.run.cold_users else {})
-    first_with: dict[str, int] = {}
-    for i, k in raw_keys.items():
-        first_with.setdefault(k, i)  # students that differ only in α share one raw student
-    skip_raw = sorted(i for i in range(n) if cached.get(i) or first_with[raw_keys[i]] != i)
     size = cfg.platform.students_per_group or n
     groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     t0 = time.perf_counter()
     stream_batch = min(s.batch_size for s in cfg.students)
-    cold = cold_users(cfg, run, stream, info, log)
+    cold = cold_users(cfg, run, stream, lead.info, log)
     mark = cold.pop("mark", None)
     datasets = {"train": stream}
     held_out_rep = rep if reads_representations(cfg) else None  # a committee's teacher states serve training only
@@ -83,28 +123,67 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         if mark and name == "test":
             ds = ds.map_batches(mark_cold, batch_format="pyarrow", fn_kwargs=mark)
         datasets[name] = ds.materialize() if held_out_rep or (mark and name == "test") else ds
-    configs = [{**base, "students": g, "stream_batch": stream_batch, "skip_raw": skip_raw, **cold,
+    committee = lead.committee
+    expert_weights = {EXPERT_WEIGHTS: committee[EXPERT_WEIGHTS]} if committee else {}
+    seeds = {PACKED_SEEDS: [{"seed": s.cfg.run.seed, "skip_raw": s.skip_raw} for s in sides]} if packed else {}
+    configs = [{**run.base, "students": g, "stream_batch": stream_batch, "skip_raw": lead.skip_raw, **cold, **seeds,
                 **(expert_weights if any(cfg.students[i].distill_from != "teacher" for i in g) else {})}
                for g in groups]
-    names = [f"students-{j}-{experiment}" for j in range(len(groups))]
+    names = [f"students-{j}-{run.experiment}" for j in range(len(groups))]
     log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
-        + (f"; raw result of student(s) {skip_raw} reused from the store" if skip_raw else ""))
-    callbacks = run.callbacks("student")
-    if len(groups) == 1:
-        outs = [fit_metrics(students_loop, names[0], cfg, configs[0], datasets, storage, callbacks)]
-    else:
-        remote = ray.remote(num_cpus=0)(fit_metrics)
-        outs = ray.get([remote.remote(students_loop, nm, cfg, c, datasets, storage, callbacks)
-                        for nm, c in zip(names, configs)])
-    timings["students_s"] = time.perf_counter() - t0
-    members = {k: v for o in outs for k, v in o["members"].items()}
-    checkpoints = {k: o[CHECKPOINT] for o in outs for k in o["members"]}
+        + (f", each with the students of {len(sides)} seeds ({', '.join(str(s.cfg.run.seed) for s in sides)})"
+           if packed else "")
+        + "".join(f"; raw result of student(s) {s.skip_raw} reused from the store"
+                  + (f" (seed {s.cfg.run.seed})" if packed else "") for s in sides if s.skip_raw))
+    live = SeedsLive({seed_prefix(s.cfg.run.seed): s.run.opened.trackers for s in sides}) if packed else None
+    callbacks = [live.callback("student")] if live is not None else run.callbacks("student")
+    try:
+        if len(groups) == 1:
+            outs = [fit_metrics(students_loop, names[0], cfg, configs[0], datasets, run.storage, callbacks)]
+        else:
+            remote = ray.remote(num_cpus=0)(fit_metrics)
+            outs = ray.get([remote.remote(students_loop, nm, cfg, c, datasets, run.storage, callbacks)
+                            for nm, c in zip(names, configs)])
+    finally:
+        if live is not None:
+            live.close()
+    students_s = time.perf_counter() - t0
+    written = []
+    for s in sides:
+        s.timings["students_s"] = students_s
+        written.append(_side_results(s, outs, seed_prefix(s.cfg.run.seed) if packed else "", len(groups),
+                                     dict(cold), log))
+    # a finished run's student checkpoints served only to resume it, and its models are
+    # artifacts now: each group's checkpoints hold every model with its optimizer state (a
+    # 3-seed sweep of 12 packed students left 6 GB per seed). The teacher's stay: the
+    # transfer stage reads its checkpoint.
+    for nm in names:
+        shutil.rmtree(run.storage / nm, ignore_errors=True)
+    return written
+
+
+def _side_results(side: Side, outs: list[dict[str, Any]], prefix: str, n_groups: int, cold: dict[str, Any],
+                  log: Callable[[str], None]) -> dict[str, Any]:
+    """One side's results from the student groups' reports (its members named ``prefix`` +
+    ``<student>/<kind>``): its models as artifacts, its raw students stored for reuse, its
+    results.json and report, its trackers finished."""
+    cfg, run, info = side.cfg, side.run, side.info
+    store, key, timings = run.store, run.key, side.timings
+    prepared = run.prepared
+    members = {k[len(prefix):]: v for o in outs for k, v in o["members"].items() if k.startswith(prefix)}
+    checkpoints = {k[len(prefix):]: o[CHECKPOINT] for o in outs for k in o["members"] if k.startswith(prefix)}
+
+    def weights_of(name: str) -> Any:
+        return final_weights(checkpoints[name], prefix + name)
+
+    skip_raw, cached, raw_keys, first_with = side.skip_raw, side.cached, side.raw_keys, side.first_with
+    committee = {k: v for k, v in (side.committee or {}).items() if k != EXPERT_WEIGHTS}
     models = RunModels(cfg, prepared.preprocessor, feature_spec(prepared.schema, prepared.preprocessor.buckets),
                        sequence_length(cfg), key, log)
     models.stored_teacher(store, info["generation"], info.get("final") or info)  # the weights as trained last
     for i, s in enumerate(cfg.students):
         raw, dist = model_name(s.name, "raw"), model_name(s.name, "distill")
-        models.student(i, "distill", final_weights(checkpoints[dist], dist), members[dist])
+        models.student(i, "distill", weights_of(dist), members[dist])
         if cached.get(i):
             members[raw] = cached[i]
             with models.from_store(store, store.raw_weights_path(raw_keys[i])) as w:
@@ -112,13 +191,14 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
             continue
         trained = model_name(cfg.students[first_with[raw_keys[i]]].name, "raw") if i in skip_raw else raw
         members[raw] = members[trained]
-        weights = final_weights(checkpoints[trained], trained)
+        weights = weights_of(trained)
         if i not in skip_raw:
             if weights is not None:  # before its result: a run that finds the result finds the weights
                 store.put_file(weights, store.raw_weights_path(raw_keys[i]))
             store.write_raw_result(raw_keys[i], members[raw])
         models.student(i, "raw", weights, members[raw])
 
+    cov = side.cov
     results: dict[str, Any] = {
         "engine": "ray",
         "teacher": {**{k: v for k, v in info.items() if k not in ("config", "oracle")},
@@ -126,10 +206,11 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
                     "signal_auc_history_fraction": info.get("config", {}).get("history_fraction"),
                     "signals": info.get("signals", "forward"), "leakage_gap": leakage_gap(info)},
         "students": [],
-        "platform": {"teacher_key": key, "signal_id": run.signal_id, "teacher_reused": reused, "teacher_steps": teacher_steps,
-                     "signal_store": store.uri, "stream_rows": cov["rows"], "stream_rows_with_signal":
-                     cov["with_signal"], **({"representations": cov["representations"]} if "representations" in cov
-                                            else {}), "student_groups": len(groups),
+        "platform": {"teacher_key": key, "signal_id": run.signal_id, "teacher_reused": side.reused,
+                     "teacher_steps": side.teacher_steps, "signal_store": store.uri, "stream_rows": cov["rows"],
+                     "stream_rows_with_signal": cov["with_signal"],
+                     **({"representations": cov["representations"]} if "representations" in cov else {}),
+                     "student_groups": n_groups, **({"packed_seeds": prefix.strip("/")} if prefix else {}),
                      "student_resumed": sum(o["resumed"] for o in outs), "raw_reused": len(skip_raw),
                      "student_worker_s": {k: sum(o[k] for o in outs) for k in ("data_s", "feed_s", "checkpoint_s",
                                                                                 "eval_s")}, **timings},
@@ -162,19 +243,14 @@ def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
         if "cold" in members[f"{s.name}/distill"] and "cold" in members[f"{s.name}/raw"]:
             record["cold"] = {kind: members[f"{s.name}/{kind}"]["cold"] for kind in KINDS}
         results["students"].append(record)
-        log(f"[student {s.name}] AUC raw {raw.scored.auc:.4f} → distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
+        log(f"[student {s.name}{f' seed {cfg.run.seed}' if prefix else ''}] AUC raw {raw.scored.auc:.4f} → "
+            f"distilled {dist.scored.auc:.4f}, η {entry.eta:.2f}")
     prepared.rejects().check_budget(cfg.data.error_budget, cfg.data.path or "synthetic log")
     results["models"] = models.summary()
-    # a finished run's student checkpoints served only to resume it, and its models are
-    # artifacts now: each group's checkpoints hold every model with its optimizer state (a
-    # 3-seed sweep of 12 packed students left 6 GB per seed). The teacher's stay: the
-    # transfer stage reads its checkpoint.
-    for nm in names:
-        shutil.rmtree(storage / nm, ignore_errors=True)
     measure_run_students(cfg.run.out_dir, results, cfg.run.serving, log)
     results["summary"] = summarize([results], cfg.run.pairs)  # one seed: intervals over the test rows
     results["data"] = prepared.describe()
-    results["seconds"] = time.perf_counter() - t_start
+    results["seconds"] = time.perf_counter() - run.t_start
     results["tracking"] = run.opened.tracking_info()
     run.finish(results, write_results(cfg, results, log))
     return results

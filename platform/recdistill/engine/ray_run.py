@@ -38,6 +38,7 @@ class RayRun:
     cfg: Any = None  # the resolved config (``PreparedLog.cfg``): every later stage uses this one
     opened: Opened | None = None  # the run directory and trackers
     live: LiveMetrics | None = None  # worker reports → the trackers, as they come
+    owns_hub: bool = True  # it stops the signal hub when it finishes (a packed seed's sibling run does not)
 
     def callbacks(self, role: str) -> list[Any]:
         """The Train callbacks of a run of ``role`` (teacher, student, transfer): its reports, live."""
@@ -45,14 +46,15 @@ class RayRun:
 
     def finish(self, results: dict[str, Any], written: list[Path]) -> None:
         """The run's end: the live relay drained and closed, the trackers given the results
-        and outputs, the signal hub stopped."""
+        and outputs, the signal hub stopped (where it owns it)."""
         import ray
 
         if self.live is not None:
             self.live.close()
         if self.opened is not None:
             self.opened.finish(results, written)
-        ray.kill(self.hub)
+        if self.owns_hub:
+            ray.kill(self.hub)
 
     @property
     def schema(self) -> Any:

@@ -13,8 +13,9 @@ from recdistill.signals.kinds import LOGIT
 from recdistill.signals.store import cached_store
 
 
-def join_signals(batch: pa.Table, store_uri: str, blocks: list[dict[str, Any]]) -> pa.Table:
-    """Add the teacher's logit to each row (NaN where the teacher has none), by row id.
+def join_signals(batch: pa.Table, store_uri: str, blocks: list[dict[str, Any]], column: str = LOGIT) -> pa.Table:
+    """Add the teacher's logit to each row as ``column`` (NaN where the teacher has none), by
+    row id.
 
     Reads only the signal blocks whose row-id range overlaps the batch's.
     """
@@ -28,10 +29,10 @@ def join_signals(batch: pa.Table, store_uri: str, blocks: list[dict[str, Any]]) 
             pos = np.minimum(np.searchsorted(sid, ids), len(sid) - 1)
             found = sid[pos] == ids
             logits[found] = sig.column(LOGIT).to_numpy()[pos[found]]
-    return batch.append_column(LOGIT, pa.array(logits, pa.float32()))
+    return batch.append_column(column, pa.array(logits, pa.float32()))
 
 
-def coverage(batch: pa.Table) -> dict[str, int]:
-    """Rows of a joined batch and how many of them have a teacher signal."""
-    z = batch.column(LOGIT).to_numpy(zero_copy_only=False)
+def coverage(batch: pa.Table, column: str = LOGIT) -> dict[str, int]:
+    """Rows of a joined batch and how many of them have a teacher signal (in ``column``)."""
+    z = batch.column(column).to_numpy(zero_copy_only=False)
     return {"rows": len(z), "with_signal": int((~np.isnan(z)).sum())}

@@ -26,6 +26,7 @@ from recdistill.data.sampling import student_row_mask, unlabelled_row_mask
 from recdistill.data.tensors import TensorLog
 from recdistill.distill.objective import Objective
 from recdistill.models import Ranker
+from recdistill.signals.kinds import LOGIT
 from recdistill.train.evaluate import EarlyStop, Validator
 from recdistill.train.committee import Committee, passes_summary
 from recdistill.train.loop import optimizers, train_step
@@ -59,6 +60,7 @@ class Member:
     done: bool = False  # stopped early or through its epochs
     part: int = -1  # a committee's expert: only the rows tagged with this slice (``data.expert_slices``)
     source: str = "teacher"  # whose logits it distils (``students.N.distill_from``; ``train.committee``)
+    channel: str = LOGIT  # the stream column of its teacher's logits (a seed's own teacher: ``seed_channel``)
     expert: int = -1  # source "expert": which
     qa: Any = None  # source committee / filtered: its question-answer module (dropped after training)
     threshold: float = 0.0  # source filtered: the importance below which a teacher is skipped
@@ -161,9 +163,14 @@ class StudentGroup:
         """Whether any member still trains (the pass can end when none does)."""
         return not all(m.done for m in self.members)
 
-    def feed(self, batch: TensorLog, teacher_logits: torch.Tensor | None, epoch: int) -> None:
-        """One batch of the stream (CPU tensors; NaN logits = no signal for that row)."""
+    def feed(self, batch: TensorLog, teacher_logits: torch.Tensor | dict[str, torch.Tensor] | None,
+             epoch: int) -> None:
+        """One batch of the stream (CPU tensors; NaN logits = no signal for that row). Its
+        teacher logits: one tensor (the ``LOGIT`` channel) or one per channel (the teachers of
+        packed seeds), each member reading its own."""
         ids, y = batch.row_id.numpy(), batch.label.numpy()
+        channels = teacher_logits if isinstance(teacher_logits, dict) else (
+            {} if teacher_logits is None else {LOGIT: teacher_logits})
         for m in self.members:
             if epoch >= m.epochs or (m.done and epoch > 0):
                 continue
@@ -174,7 +181,7 @@ class StudentGroup:
                     raise ValueError(f"{m.name} trains on slice {m.part}, but the rows carry no slice tag")
                 keep &= batch.part.numpy() == m.part
             labelled = keep
-            zt_all = teacher_logits if m.uses_teacher else None
+            zt_all = channels.get(m.channel) if m.uses_teacher else None
             if m.unlabelled_share and zt_all is not None:
                 picked = unlabelled_row_mask(ids, keep, m.unlabelled_share, m.seed)
                 signal = ~np.isnan(zt_all.numpy())

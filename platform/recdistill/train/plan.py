@@ -193,6 +193,36 @@ def student_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int]
     return members
 
 
+PACKED_SEEDS = "packed_seeds"  # loop-config: the seeds whose students share this group's pass
+
+
+def seed_channel(seed: int) -> str:
+    """The distill stream's column of seed ``seed``'s teacher logits in a packed run."""
+    from recdistill.signals.kinds import LOGIT
+
+    return f"{LOGIT}@seed{seed}"
+
+
+def seed_prefix(seed: int) -> str:
+    """The member-name prefix of seed ``seed``'s students in a packed group."""
+    return f"seed-{seed}/"
+
+
+def packed_members(cfg: ExperimentConfig, spec: FeatureSpec, indices: list[int], seeds: list[dict[str, Any]],
+                   experts: Collection[Ranker] = ()) -> list[Any]:
+    """``student_members`` of each packed seed (``{"seed", "skip_raw"}``): the models, rows
+    and seeds each would have in its own run (``cfg`` with its ``run.seed``), named
+    ``seed-<s>/<student>/<kind>`` and reading their own teacher's channel."""
+    members = []
+    for entry in seeds:
+        seed = int(entry["seed"])
+        own = replace(cfg, run=replace(cfg.run, seed=seed))
+        for m in student_members(own, spec, indices, entry.get("skip_raw", ()), experts):
+            m.name, m.channel = seed_prefix(seed) + m.name, seed_channel(seed)
+            members.append(m)
+    return members
+
+
 def check_validation(cfg: ExperimentConfig, valid_rows: int) -> None:
     """Early stopping needs validation rows: fail before any training when there are none."""
     if valid_rows:

@@ -16,7 +16,7 @@ from recdistill.data.tensors import from_table
 from recdistill.signals.kinds import LOGIT
 from recdistill.train.committee import Committee, expert_members
 from recdistill.train.group import StudentGroup
-from recdistill.train.plan import student_members
+from recdistill.train.plan import PACKED_SEEDS, packed_members, seed_channel, student_members
 from recdistill.train.worker import (COLD_SUFFIX, LIVE, PLACEMENT_GROUP, TRAINS_ON, finish, save_checkpoint, score_test,
                                     shard_validator, slice_name, test_hook_crash, worker_prologue)
 
@@ -28,8 +28,14 @@ def students_loop(config: dict[str, Any]) -> None:
     ctx = worker_prologue(config)
     schema, seq_len, rank, device = ctx.schema, ctx.seq_len, ctx.rank, ctx.device
     experts = load_experts(ctx, config["store"], config.get(EXPERT_WEIGHTS, []))
-    members = (expert_members(ctx.cfg, ctx.spec) if config.get(TRAIN_EXPERTS) else
-               student_members(ctx.cfg, ctx.spec, config["students"], config.get("skip_raw", ()), experts))
+    seeds = config.get(PACKED_SEEDS)  # each seed's students, with its own teacher's logits
+    if config.get(TRAIN_EXPERTS):
+        members = expert_members(ctx.cfg, ctx.spec)
+    elif seeds:
+        members = packed_members(ctx.cfg, ctx.spec, config["students"], seeds, experts)
+    else:
+        members = student_members(ctx.cfg, ctx.spec, config["students"], config.get("skip_raw", ()), experts)
+    channels = [seed_channel(int(e["seed"])) for e in seeds] if seeds else [LOGIT]
     group = StudentGroup(members, device, shard_validator(config, schema, seq_len, device),
                          Committee(experts, device) if experts else None)
     # ``batches`` counts stream batches over the whole run (restored on resume), so the
@@ -53,8 +59,9 @@ def students_loop(config: dict[str, Any]) -> None:
         t_data = time.perf_counter()
         for table in shard.iter_batches(batch_size=config["stream_batch"], batch_format="pyarrow"):
             b = from_table(table, schema, seq_len)
-            zt = (torch.from_numpy(table.column(LOGIT).to_numpy(zero_copy_only=False).astype(np.float32))
-                  if LOGIT in table.column_names else None)  # the experts' own run reads no signal
+            # the experts' own run reads no signal
+            zt = {c: torch.from_numpy(table.column(c).to_numpy(zero_copy_only=False).astype(np.float32))
+                  for c in channels if c in table.column_names}
             t_feed = time.perf_counter()
             timing["data_s"] += t_feed - t_data
             group.feed(b, zt, epoch)
