@@ -11,7 +11,8 @@ student groups (Ray Train) → the same results as the single-process engine.
    and materialised in the object store; every student group reads it.
 4. Here: student groups (``platform.students_per_group``) run as concurrent one-worker Ray
    Train runs (``train.students_loop``); each trains its students raw and distilled in one
-   pass per epoch.
+   pass per epoch (``students_stage``; with packed seeds, every seed's students: see
+   ``engine.packed_seeds``), then each run (``Side``) writes its results.
 
 Every model is validated on the valid split (materialised once, sharded to the workers,
 merged across them) and stops as ``train.evaluate.EarlyStop`` says, as on the local engine.
