@@ -3,6 +3,14 @@ next to an inline loop training the same models on as many rows in this process.
 
     .venv/bin/python benchmarks/bench_growth.py [--rows 1000000,3000000,10000000]
         [--config jobs/configs/demo.yaml] [--out .tmp/bench_growth] [overrides ...]
+    .venv/bin/python benchmarks/bench_growth.py --rows 300000 --students 8,32 [overrides ...]
+
+With ``--students``, the log size is the first of ``--rows`` and what grows is the number
+of students: the config's first student cloned N times (``s0``, ``s1``, ...: the same
+shape, their own seeds), each raw and distilled, teacher trained afresh in each run. The
+table then has the wall of teacher + N students against the smallest N (goal for 8 → 32:
+≤ 4.4×, the teacher paid once) and the marginal student's wall against one student's own
+training time in the run (its raw and distilled models' train seconds; goal ≤ 1.15×).
 
 Per size: the synthetic log is written first (``recdistill synth``, not timed: a user's log
 exists before the run), then ``recdistill run`` on it in a fresh process (the Ray engine,
@@ -131,32 +139,86 @@ def inline_seconds(run_dir: Path, results: dict[str, Any]) -> float:
     return total
 
 
+def synth(exe: str, args: argparse.Namespace, n: int, data: Path) -> None:
+    """The synthetic log of ``n`` rows at ``data``, written once (not timed)."""
+    if not (data / "_manifest.json").exists():
+        print(f"[{n:,} rows] writing the synthetic log (not timed)", flush=True)
+        subprocess.run([exe, "synth", "--config", args.config, "--out", str(data), "--quiet", f"data.rows={n}",
+                        *args.overrides], check=True, stdout=subprocess.DEVNULL)
+
+
+def measured_run(exe: str, args: argparse.Namespace, config: str, n: int, data: Path, run_dir: Path,
+                 log: Path) -> tuple[float, int, dict[str, Any]]:
+    """``recdistill run`` of ``config`` on the log at ``data``, teacher trained afresh: (wall
+    s, peak tree PSS bytes, its results)."""
+    cmd = [exe, "run", config, "--overwrite", f"data.rows={n}", f"data.path={data}", f"run.dir={run_dir}",
+           f"platform.signal_store={run_dir / 'store'}", "platform.reuse_signals=false", "tracking.wandb=disabled",
+           "run.serving=off", *args.overrides]
+    wall, pss, rc = run_measured(cmd, log)
+    if rc:
+        raise SystemExit(f"recdistill run failed (rc {rc}); see {log}")
+    return wall, pss, json.loads((run_dir / "results.json").read_text())
+
+
+def students_growth(args: argparse.Namespace, exe: str, n: int, counts: list[int]) -> None:
+    """Teacher + N students for each N of ``counts`` on one log (see the module docstring)."""
+    from dataclasses import replace
+
+    from recdistill.config import dump_config, load_config
+
+    data = args.out / f"data-{n}"
+    synth(exe, args, n, data)
+    rows: list[dict[str, Any]] = []
+    for k in counts:
+        cfg = load_config(args.config, [])
+        cfg = replace(cfg, students=[replace(cfg.students[0], name=f"s{i}") for i in range(k)])
+        config = args.out / f"students-{k}.yaml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(dump_config(cfg))
+        print(f"[{n:,} rows, {k} students] recdistill run …", flush=True)
+        wall, pss, results = measured_run(exe, args, str(config), n, data, args.out / f"run-{n}-s{k}",
+                                          args.out / f"run-{n}-s{k}.log")
+        own = [s["train_seconds_raw"] + s["train_seconds_distill"] for s in results["students"]]
+        rows.append({"students": k, "wall_s": wall, "peak_pss_gib": pss / 2 ** 30,
+                     "own_s_mean": sum(own) / len(own), "phases_s": {
+                         x: v for x, v in results.get("platform", {}).items() if x.endswith("_s") and isinstance(v, float)}})
+        print(f"[{k} students] wall {wall:.0f} s, peak PSS {pss / 2 ** 30:.2f} GiB, a student's own training "
+              f"{rows[-1]['own_s_mean']:.1f} s", flush=True)
+    base = rows[0]
+    print(f"\n| students | wall s | vs {base['students']} students | marginal student s | vs its own training | "
+          f"peak PSS GiB |")
+    print("|---|---|---|---|---|---|")
+    for r in rows:
+        extra = r["students"] - base["students"]
+        marginal = (r["wall_s"] - base["wall_s"]) / extra if extra else float("nan")
+        r["marginal_s"], r["marginal_over_own"] = marginal, marginal / r["own_s_mean"]
+        print(f"| {r['students']} | {r['wall_s']:.0f} | {r['wall_s'] / base['wall_s']:.2f} | {marginal:.1f} | "
+              f"{r['marginal_over_own']:.2f} | {r['peak_pss_gib']:.2f} |")
+    (args.out / "students.json").write_text(json.dumps(rows, indent=1))
+    print(f"\nfigures: {args.out / 'students.json'}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--rows", default="1000000,3000000,10000000", help="comma-separated log sizes")
     p.add_argument("--config", default="jobs/configs/demo.yaml")
     p.add_argument("--out", type=Path, default=Path(".tmp/bench_growth"))
     p.add_argument("--no-inline", action="store_true", help="skip the inline baseline")
+    p.add_argument("--students", default="", help="comma-separated student counts (e.g. 8,32): grow the students, "
+                                                 "not the log (at the first --rows size)")
     p.add_argument("overrides", nargs="*", help="dotted overrides for every run, e.g. teacher.epochs=1")
     args = p.parse_args()
     exe = str(Path(sys.executable).with_name("recdistill"))
     sizes = [int(x) for x in args.rows.split(",") if x]
+    if args.students:
+        students_growth(args, exe, sizes[0], [int(x) for x in args.students.split(",") if x])
+        return
     out: list[dict[str, Any]] = []
     for n in sizes:
         data, run_dir = args.out / f"data-{n}", args.out / f"run-{n}"
-        common = [f"data.rows={n}", f"data.path={data}"]
-        if not (data / "_manifest.json").exists():
-            print(f"[{n:,} rows] writing the synthetic log (not timed)", flush=True)
-            subprocess.run([exe, "synth", "--config", args.config, "--out", str(data), "--quiet",
-                            *common, *args.overrides], check=True, stdout=subprocess.DEVNULL)
-        cmd = [exe, "run", args.config, "--overwrite", *common, f"run.dir={run_dir}",
-               f"platform.signal_store={run_dir / 'store'}", "platform.reuse_signals=false", "tracking.wandb=disabled",
-               "run.serving=off", *args.overrides]
+        synth(exe, args, n, data)
         print(f"[{n:,} rows] recdistill run …", flush=True)
-        wall, pss, rc = run_measured(cmd, args.out / f"run-{n}.log")
-        if rc:
-            raise SystemExit(f"recdistill run failed at {n:,} rows (rc {rc}); see {args.out / f'run-{n}.log'}")
-        results = json.loads((run_dir / "results.json").read_text())
+        wall, pss, results = measured_run(exe, args, args.config, n, data, run_dir, args.out / f"run-{n}.log")
         row = {"rows": n, "wall_s": wall, "wall_per_1m_s": wall / n * 1e6, "peak_pss_gib": pss / 2 ** 30,
                "teacher_samples_per_s": results["teacher"].get("samples_per_s"),
                "phases_s": {k: v for k, v in results.get("platform", {}).items()

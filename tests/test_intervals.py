@@ -184,3 +184,7 @@ def test_over_seeds_keeps_the_run_shape_with_means_and_per_seed_values() -> None
     assert "valid_curve_raw" not in a  # one seed's curve is not the mean's
     assert a["eta"] == r["summary"]["eta"]["a"]["mean"]
     assert [p["seed"] for p in r["per_seed"]] == [4, 5, 6] and r["per_seed"][1]["dir"] == "seeds/seed-5"
+    # the serving cost: the first seed's measured export (the same shape in every seed), whole
+    served = {"format": "onnx", "measured": [{"device": "cpu", "batch": {"1": {"p50_ms": 0.1}}}]}
+    per[0]["students"][0]["serving"] = served
+    assert over_seeds(per, [4, 5, 6], [])["students"][0]["serving"] == {**served, "seed": 4}

@@ -29,8 +29,10 @@ def over_seeds(per_seed: list[dict[str, Any]], seeds: list[int], pairs: list[lis
     if "oracle" in first:
         out["oracle"] = _mean_record([r["oracle"] for r in per_seed])
     summary = summarize(per_seed, pairs)
-    for s in out["students"]:
+    for i, s in enumerate(out["students"]):
         s["eta"] = summary["eta"][s["name"]]["mean"]  # η of the mean AUCs (the ratio, not a mean of ratios)
+        if first["students"][i].get("serving"):  # one shape in every seed: the first seed's export, as measured
+            s["serving"] = {**first["students"][i]["serving"], "seed": seeds[0]}
     out["summary"] = summary
     out["per_seed"] = [{"seed": s, "dir": f"{SEEDS_DIR}/seed-{s}", "teacher_auc": r["teacher"]["auc"],
                         "teacher_key": r.get("platform", {}).get("teacher_key"),

@@ -170,3 +170,23 @@ def test_asha_stops_a_trial_early_and_resume_keeps_what_finished(first: dict, tm
 
     with pytest.raises(ConfigError, match="--resume: the trials of .* were 2 others"):
         run_sweep(None, common, SPACE, out, resume=True, log=lambda _: None)
+
+
+@pytest.mark.parametrize(("space", "pack", "trials", "teachers", "runs"), [
+    ("tau", 1, 5, 5, 5),  # τ is part of the online teacher's key: one teacher per trial
+    ("sampling", 9, 18, 2, 2),  # the students' ratios and keep rates pack onto each teacher
+])
+def test_tau_and_sampling_spaces_plan_their_stated_budget(first: dict, tmp: Path, space: str, pack: int, trials: int,
+                                                          teachers: int, runs: int) -> None:
+    """The τ and sampling spaces at smoke scale, dry: each expands to the trials and teachers
+    its docstring budgets (running them is minutes on 2 cores, past the suite's budget)."""
+    from recdistill.sweep.space import load_space
+
+    loaded = load_space(str(Path(__file__).parents[2] / "search_spaces" / f"{space}.py"))
+    common = [*TINY, f"data.path={tmp / 'sweep' / 'data'}", f"platform.signal_store={tmp / 'store'}",
+              f"run.name={space}", "tracking.wandb=disabled"]
+    dry = run_sweep(None, common, loaded, tmp / f"{space}-dry", pack=pack, dry_run=True, log=lambda _: None)
+    assert len(dry["trials"]) == trials and f"{trials} trials" in loaded.doc
+    assert len({t["teacher_key"] for t in dry["trials"]}) == teachers
+    assert len({t["run"] for t in dry["trials"]}) == runs
+    assert not any(t["finished"] for t in dry["trials"]) and not (tmp / f"{space}-dry" / "results.json").exists()

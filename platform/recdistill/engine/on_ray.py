@@ -212,6 +212,8 @@ def _side_results(side: Side, outs: list[dict[str, Any]], prefix: str, n_groups:
                      "stream_rows_with_signal": cov["with_signal"],
                      **({"representations": cov["representations"]} if "representations" in cov else {}),
                      "student_groups": n_groups, **({"packed_seeds": prefix.strip("/")} if prefix else {}),
+                     # the Ray nodes the groups' workers ran on (a cluster spreads them)
+                     "student_nodes": len({o.get("node") for o in outs}),
                      "student_resumed": sum(o["resumed"] for o in outs), "raw_reused": len(skip_raw),
                      "student_worker_s": {k: sum(o[k] for o in outs) for k in ("data_s", "feed_s", "checkpoint_s",
                                                                                 "eval_s")}, **timings},

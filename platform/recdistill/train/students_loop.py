@@ -22,6 +22,7 @@ from recdistill.train.worker import (COLD_SUFFIX, LIVE, PLACEMENT_GROUP, TRAINS_
 
 
 def students_loop(config: dict[str, Any]) -> None:
+    import ray
     import ray.train
     import ray.util
 
@@ -109,6 +110,7 @@ def students_loop(config: dict[str, Any]) -> None:
     extra = ({TEACHER: {**_cold_metrics(ev, TEACHER), **_slice_metrics(ev, TEACHER, slices.get(TEACHER, []))}}
              if teacher is not None else {})
     finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,
+            "node": ray.get_runtime_context().get_node_id(),
             **extra, **timing, **{k: v for k, v in last.items() if k not in (LIVE, TRAINS_ON)}}, rank,
            {m.name: m.model for m in group.members})
 
