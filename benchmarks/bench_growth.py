@@ -67,8 +67,9 @@ def _tree_pss(root: int) -> int:
     return total
 
 
-def run_measured(cmd: list[str], log: Path) -> tuple[float, int, int]:
-    """Run ``cmd``; (wall s, peak tree PSS bytes, return code)."""
+def run_measured(cmd: list[str], log: Path, whole_tree: bool = False) -> tuple[float, int, int]:
+    """Run ``cmd``; (wall s, peak tree PSS bytes, return code). The tree is ``cmd``'s, or with
+    ``whole_tree`` this process's (a Ray cluster started here is not ``cmd``'s child)."""
     peak = [0]
     with log.open("w") as out:
         t = time.perf_counter()
@@ -77,7 +78,7 @@ def run_measured(cmd: list[str], log: Path) -> tuple[float, int, int]:
 
         def sample() -> None:
             while not done.is_set():
-                peak[0] = max(peak[0], _tree_pss(proc.pid))
+                peak[0] = max(peak[0], _tree_pss(os.getpid() if whole_tree else proc.pid))
                 done.wait(2.0)
 
         th = threading.Thread(target=sample, daemon=True)
@@ -148,13 +149,14 @@ def synth(exe: str, args: argparse.Namespace, n: int, data: Path) -> None:
 
 
 def measured_run(exe: str, args: argparse.Namespace, config: str, n: int, data: Path, run_dir: Path,
-                 log: Path) -> tuple[float, int, dict[str, Any]]:
+                 log: Path, overrides: bool = True, whole_tree: bool = False) -> tuple[float, int, dict[str, Any]]:
     """``recdistill run`` of ``config`` on the log at ``data``, teacher trained afresh: (wall
-    s, peak tree PSS bytes, its results)."""
+    s, peak tree PSS bytes, its results). ``overrides``: add the command line's (False for a
+    config written with them)."""
     cmd = [exe, "run", config, "--overwrite", f"data.rows={n}", f"data.path={data}", f"run.dir={run_dir}",
            f"platform.signal_store={run_dir / 'store'}", "platform.reuse_signals=false", "tracking.wandb=disabled",
-           "run.serving=off", *args.overrides]
-    wall, pss, rc = run_measured(cmd, log)
+           "run.serving=off", *(args.overrides if overrides else [])]
+    wall, pss, rc = run_measured(cmd, log, whole_tree)
     if rc:
         raise SystemExit(f"recdistill run failed (rc {rc}); see {log}")
     return wall, pss, json.loads((run_dir / "results.json").read_text())
@@ -170,14 +172,15 @@ def students_growth(args: argparse.Namespace, exe: str, n: int, counts: list[int
     synth(exe, args, n, data)
     rows: list[dict[str, Any]] = []
     for k in counts:
-        cfg = load_config(args.config, [])
+        # the overrides first (they may name the config's own students), then the clones
+        cfg = load_config(args.config, args.overrides)
         cfg = replace(cfg, students=[replace(cfg.students[0], name=f"s{i}") for i in range(k)])
         config = args.out / f"students-{k}.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(dump_config(cfg))
         print(f"[{n:,} rows, {k} students] recdistill run …", flush=True)
         wall, pss, results = measured_run(exe, args, str(config), n, data, args.out / f"run-{n}-s{k}",
-                                          args.out / f"run-{n}-s{k}.log")
+                                          args.out / f"run-{n}-s{k}.log", overrides=False)
         own = [s["train_seconds_raw"] + s["train_seconds_distill"] for s in results["students"]]
         rows.append({"students": k, "wall_s": wall, "peak_pss_gib": pss / 2 ** 30,
                      "own_s_mean": sum(own) / len(own), "phases_s": {

@@ -7,7 +7,8 @@ metric is the same.
 The synthetic log is written once (not timed). Then ``recdistill run`` runs twice in a fresh
 process each, teacher trained afresh each time: on a local one-node Ray of all this
 machine's CPUs, then joined (``RAY_ADDRESS``) to a ``ray.cluster_utils.Cluster`` of two
-nodes that split those CPUs. Both runs get ``platform.students_per_group=1`` (each student a
+nodes that split those CPUs (peak PSS: this process's whole tree, the cluster's nodes
+included, in both). Both runs get ``platform.students_per_group=1`` (each student a
 Train run of its own, so the groups can land on different nodes) and
 ``platform.cpus_per_worker=0.5`` (a node of one CPU keeps half of it for Ray Data: a Train
 worker that takes a node's last CPU starves its reader). Each run's results say on how many
@@ -59,7 +60,8 @@ def main() -> None:
 
     print(f"[1 node, {cpus} CPUs] recdistill run …", flush=True)
     os.environ.pop("RAY_ADDRESS", None)
-    wall, pss, r = measured_run(exe, args, args.config, args.rows, data, args.out / "one-node", args.out / "one-node.log")
+    wall, pss, r = measured_run(exe, args, args.config, args.rows, data, args.out / "one-node",
+                                args.out / "one-node.log", whole_tree=True)
     runs["1 node"] = {"wall_s": wall, "peak_pss_gib": pss / 2 ** 30, "metrics": metrics(r),
                       "student_nodes": r["platform"]["student_nodes"]}
 
@@ -73,7 +75,7 @@ def main() -> None:
         os.environ["RAY_ADDRESS"] = cluster.address
         print(f"[2 nodes, {half} + {max(1, cpus - half)} CPUs] recdistill run …", flush=True)
         wall, pss, r = measured_run(exe, args, args.config, args.rows, data, args.out / "two-nodes",
-                                    args.out / "two-nodes.log")
+                                    args.out / "two-nodes.log", whole_tree=True)
         runs["2 nodes"] = {"wall_s": wall, "peak_pss_gib": pss / 2 ** 30, "metrics": metrics(r),
                            "student_nodes": r["platform"]["student_nodes"]}
     finally:

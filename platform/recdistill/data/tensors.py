@@ -78,6 +78,7 @@ class TensorLog:
 
 
 REP = "teacher_rep"  # the column ``signals.representations`` joins: fixed_size_list<float32>[R]
+COLD = "cold_user"  # the test split's column (``engine.cold``): the row's user had at most run.cold_users window rows
 CODES = "teacher_codes"  # and the semantic IDs it joins: fixed_size_list<int64>[2 × levels]
 
 

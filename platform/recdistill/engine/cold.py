@@ -18,9 +18,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from recdistill.data.tensors import COLD
 from recdistill.signals.store import SignalStore, cached_store
 
-COLD = "cold_user"  # the test split's column: the row's user had at most run.cold_users window rows
 _USER, _ROWS = "user", "rows"
 
 

@@ -124,7 +124,7 @@ def score_test(ctx: WorkerContext, config: dict[str, Any], models: dict[str, Any
     the log's true click probability is scored as "oracle" where it has one. Every rank calls it."""
     import ray.train
 
-    from recdistill.engine.cold import COLD
+    from recdistill.data.tensors import COLD
 
     schema = ctx.schema
     user_col = schema.categorical.index(schema.user_field) if schema.user_field in schema.categorical else None
