@@ -174,7 +174,9 @@ def students_growth(args: argparse.Namespace, exe: str, n: int, counts: list[int
     for k in counts:
         # the overrides first (they may name the config's own students), then the clones
         cfg = load_config(args.config, args.overrides)
-        cfg = replace(cfg, students=[replace(cfg.students[0], name=f"s{i}") for i in range(k)])
+        # each clone its own seeds (no borrowed seed_name); pairs named the config's own students
+        cfg = replace(cfg, students=[replace(cfg.students[0], name=f"s{i}", seed_name=None) for i in range(k)],
+                      run=replace(cfg.run, pairs=[]))
         config = args.out / f"students-{k}.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(dump_config(cfg))

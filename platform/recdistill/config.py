@@ -662,9 +662,11 @@ class RunConfig:
     pack_seeds: bool = opt(
         True, help="with several run.seeds on Ray: every seed's teacher trains first, then the students of all "
                    "seeds train in one pass per epoch over one distill stream (each reads its own seed's teacher "
-                   "logits), as --pack does for a sweep's trials; the results equal the seeds' runs one after "
-                   "another. Off, or where a run cannot pack (committee students, teacher representations, "
-                   "run.cold_users, the local engine), the seeds run one after another")
+                   "logits), as --pack does for a sweep's trials; every model's numbers equal the seeds' runs one "
+                   "after another (each seed's timings of the students' pass are the shared pass's). A group then "
+                   "holds platform.students_per_group students of every seed, so its memory grows with the seeds. "
+                   "Off, or where a run cannot pack (a committee, teacher representations, run.cold_users, the "
+                   "local engine), the seeds run one after another")
     cold_users: int = opt(
         0, ge=0, help="also score every model on the test rows of cold users: users with at most this many rows in "
                       "the students' window (0 = off; needs a log with a user field; batch 1→N on Ray). The "

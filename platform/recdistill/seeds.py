@@ -51,7 +51,10 @@ def run_seeds(cfg: ExperimentConfig, run_one: Callable[[ExperimentConfig, Callab
     t0 = time.perf_counter()
     out = open_run_dir(cfg)
     seeds = cfg.run.seed_list
-    refusal = pack_refusal(cfg)
+    from recdistill.engine.on_ray import run_on_ray
+
+    # only the Ray engine's seeds pack (a caller's own run_one runs each seed itself)
+    refusal = pack_refusal(cfg) or (None if run_one is run_on_ray else "this engine runs each seed itself")
     if refusal is None:
         from recdistill.engine.packed_seeds import run_packed_seeds
 

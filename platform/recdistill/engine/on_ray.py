@@ -153,7 +153,7 @@ def students_stage(sides: list[Side], stream: Any, log: Callable[[str], None],
     for s in sides:
         s.timings["students_s"] = students_s
         written.append(_side_results(s, outs, seed_prefix(s.cfg.run.seed) if packed else "", len(groups),
-                                     dict(cold), log))
+                                     dict(cold), log, [x.cfg.run.seed for x in sides] if packed else None))
     # a finished run's student checkpoints served only to resume it, and its models are
     # artifacts now: each group's checkpoints hold every model with its optimizer state (a
     # 3-seed sweep of 12 packed students left 6 GB per seed). The teacher's stay: the
@@ -164,10 +164,11 @@ def students_stage(sides: list[Side], stream: Any, log: Callable[[str], None],
 
 
 def _side_results(side: Side, outs: list[dict[str, Any]], prefix: str, n_groups: int, cold: dict[str, Any],
-                  log: Callable[[str], None]) -> dict[str, Any]:
+                  log: Callable[[str], None], packed_seeds: list[int] | None = None) -> dict[str, Any]:
     """One side's results from the student groups' reports (its members named ``prefix`` +
-    ``<student>/<kind>``): its models as artifacts, its raw students stored for reuse, its
-    results.json and report, its trackers finished."""
+    ``<student>/<kind>``; ``packed_seeds``: the seeds whose students shared them): its models
+    as artifacts, its raw students stored for reuse, its results.json and report, its
+    trackers finished."""
     cfg, run, info = side.cfg, side.run, side.info
     store, key, timings = run.store, run.key, side.timings
     prepared = run.prepared
@@ -211,7 +212,8 @@ def _side_results(side: Side, outs: list[dict[str, Any]], prefix: str, n_groups:
                      "teacher_steps": side.teacher_steps, "signal_store": store.uri, "stream_rows": cov["rows"],
                      "stream_rows_with_signal": cov["with_signal"],
                      **({"representations": cov["representations"]} if "representations" in cov else {}),
-                     "student_groups": n_groups, **({"packed_seeds": prefix.strip("/")} if prefix else {}),
+                     # packed: the seeds whose students shared the pass (its timings below are the pass's)
+                     "student_groups": n_groups, **({"packed_seeds": packed_seeds} if packed_seeds else {}),
                      # the Ray nodes the groups' workers ran on (a cluster spreads them)
                      "student_nodes": len({o.get("node") for o in outs}),
                      "student_resumed": sum(o["resumed"] for o in outs), "raw_reused": len(skip_raw),

@@ -63,13 +63,34 @@ def run_packed_seeds(cfgs: list[ExperimentConfig], log: Callable[[str], None] = 
     """Each seed's results (``cfgs``: one config per seed, ``seeds.seed_config``), its
     students trained in one pass with the other seeds'."""
     first = start_run(cfgs[0], log)
-    sides = []
-    for k, cfg in enumerate(cfgs):
-        log(f"[seeds] seed {cfg.run.seed} ({k + 1}/{len(cfgs)}): its teacher")
-        sides.append(teacher_side(first if k == 0 else sibling_run(first, cfg), log))
-    channels = {seed_channel(s.cfg.run.seed): s.run.signal_id for s in sides}
-    stream, cov = distill_stream(first, log, sides[0].timings, channels=channels)
-    for s in sides:
-        s.timings["stream_s"] = sides[0].timings["stream_s"]
-        s.cov = {"rows": cov["rows"], "with_signal": cov["by_channel"][seed_channel(s.cfg.run.seed)]}
-    return students_stage(sides, stream, log)
+    runs = [first]
+    try:
+        sides = []
+        for k, cfg in enumerate(cfgs):
+            log(f"[seeds] seed {cfg.run.seed} ({k + 1}/{len(cfgs)}): its teacher")
+            if k:
+                runs.append(sibling_run(first, cfg))
+            sides.append(teacher_side(runs[-1], log))
+        channels = {seed_channel(s.cfg.run.seed): s.run.signal_id for s in sides}
+        stream, cov = distill_stream(first, log, sides[0].timings, channels=channels)
+        for s in sides:
+            s.timings["stream_s"] = sides[0].timings["stream_s"]
+            s.cov = {"rows": cov["rows"], "with_signal": cov["by_channel"][seed_channel(s.cfg.run.seed)]}
+        return students_stage(sides, stream, log)
+    except BaseException:
+        _abandon(runs)
+        raise
+
+
+def _abandon(runs: list[RayRun]) -> None:
+    """After a failure: every seed's live relay and the shared hub stopped, so a long-lived
+    driver (a sweep) keeps no actors of a failed run (closing twice is harmless)."""
+    import ray
+
+    for r in runs:
+        if r.live is not None:
+            r.live.close()
+    try:
+        ray.kill(runs[0].hub)
+    except Exception:  # already stopped
+        pass
