@@ -113,6 +113,8 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     assert "unlabelled" in (shared / "ray1" / "report.md").read_text()
     assert abs(first["students"][0]["rows"] - 0.5 * 16_000) < 400  # a uniform half of the split
     p = first["platform"]
+    # from the run's start to the teacher's first step (start-up, preparation, Train's start)
+    assert 0 < p["first_teacher_step_s"] < first["seconds"]
     assert p["stream_rows"] == p["stream_rows_with_signal"] > 0
     # the finished run dropped its student groups' checkpoints (models/ has them); the teacher's stay
     train_dirs = [d.name for d in (shared / "ray1" / "ray_train").iterdir()]

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +21,7 @@ class Opened:
     out: Path  # the claimed run directory
     t_start: float  # perf_counter at the start: results' "seconds" count from here
     trackers: Trackers  # the run's JSONL log and W&B run (tracking.*), live from here on
+    started: float = field(default_factory=time.time)  # the wall clock at the start (workers' times compare to it)
 
     def tracking_info(self) -> dict[str, Any]:
         """Where this run's tracking went, for its results.json."""

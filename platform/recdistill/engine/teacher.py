@@ -136,6 +136,11 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
         store.put_file(weights, store.teacher_weights_path(key, generation))
     store.commit_teacher(key, info, supplied_kinds(cfg))
     timings["teacher_s"] = time.perf_counter() - t0
+    firsts = [r["metrics"].get("first_step_at") for r in runs]
+    if run.opened is not None and all(firsts):
+        # from the run's start to the teacher's first optimizer step: start-up, preparation, Train's start
+        timings["first_teacher_step_s"] = min(firsts) - run.opened.started
+        log(f"[teacher] its first step came {timings['first_teacher_step_s']:.1f} s after the run started")
     log(f"[teacher] AUC {info['auc']:.4f} after {info['steps']} steps ({info['samples_per_s']:,.0f} samples/s, "
         f"{timings['teacher_s']:.1f} s with Ray's fixed costs); stopped in epoch {info['stopped_epoch']}/{t.epochs}"
         + (f"; trained on after its recording pass: AUC {info['final']['auc']:.4f} (η uses the recorded one)"

@@ -65,7 +65,9 @@ def teacher_loop(config: dict[str, Any]) -> None:
     scoring = bool(config.get("score_signals"))
     publisher = Publisher(SignalStore(config["store"]), ray.get_actor(config["hub"]), config["key"],
                           config.get("publish_rank", 0) + rank)
+    # first_step_at: the wall clock at its first step (kept over restarts), for the run's start-up figure
     state: dict[str, Any] = {"epoch": 0, "batch": 0, "seq": 0, "steps": 0, "rows": 0, "seconds": 0.0, "resumed": 0,
+                             "first_step_at": None,
                              "checkpoint_s": 0.0, "pass_steps": 0, "recorded": None, "signal_auc": None,
                              "signal_rows": None}
     early = EarlyStop(t.patience, t.eval_every)
@@ -203,6 +205,8 @@ def teacher_loop(config: dict[str, Any]) -> None:
             state["steps"] += 1
             state["rows"] += len(b)
             state["batch"] = i + 1
+            if state["first_step_at"] is None:
+                state["first_step_at"] = time.time()
             if epoch == 0 and not scoring:
                 pending.append((b.row_id.cpu().numpy(), main.float().cpu().numpy(), b.window.cpu().numpy(),
                                 b.label.cpu().numpy()))
