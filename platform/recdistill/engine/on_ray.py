@@ -91,7 +91,8 @@ class Side:
 
 def teacher_side(run: RayRun, log: Callable[[str], None]) -> Side:
     """A seed's teacher (trained or reused) and its committee's experts."""
-    timings: dict[str, float] = {}
+    # from the run's start to here: Ray joined, the log prepared, the held-out splits materialised
+    timings: dict[str, float] = {"prepare_s": time.perf_counter() - run.t_start}
     info, steps, reused = teacher_stage(run.cfg, run, log, timings)
     side = Side(run, info, steps, reused, timings, experts_stage(run.cfg, run, info, log, timings))
     side.plan_raw()
