@@ -162,6 +162,11 @@ def measured_run(exe: str, args: argparse.Namespace, config: str, n: int, data: 
     return wall, pss, json.loads((run_dir / "results.json").read_text())
 
 
+def phases(results: dict[str, Any]) -> dict[str, float]:
+    """A run's phase timings (``platform.*_s``) from its results."""
+    return {k: v for k, v in results.get("platform", {}).items() if k.endswith("_s") and isinstance(v, float)}
+
+
 def students_growth(args: argparse.Namespace, exe: str, n: int, counts: list[int]) -> None:
     """Teacher + N students for each N of ``counts`` on one log (see the module docstring)."""
     from dataclasses import replace
@@ -170,13 +175,13 @@ def students_growth(args: argparse.Namespace, exe: str, n: int, counts: list[int
 
     data = args.out / f"data-{n}"
     synth(exe, args, n, data)
+    # the overrides first (they may name the config's own students), then the clones
+    base_cfg = load_config(args.config, args.overrides)
     rows: list[dict[str, Any]] = []
     for k in counts:
-        # the overrides first (they may name the config's own students), then the clones
-        cfg = load_config(args.config, args.overrides)
         # each clone its own seeds (no borrowed seed_name); pairs named the config's own students
-        cfg = replace(cfg, students=[replace(cfg.students[0], name=f"s{i}", seed_name=None) for i in range(k)],
-                      run=replace(cfg.run, pairs=[]))
+        cfg = replace(base_cfg, students=[replace(base_cfg.students[0], name=f"s{i}", seed_name=None)
+                                          for i in range(k)], run=replace(base_cfg.run, pairs=[]))
         config = args.out / f"students-{k}.yaml"
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(dump_config(cfg))
@@ -185,8 +190,7 @@ def students_growth(args: argparse.Namespace, exe: str, n: int, counts: list[int
                                           args.out / f"run-{n}-s{k}.log", overrides=False)
         own = [s["train_seconds_raw"] + s["train_seconds_distill"] for s in results["students"]]
         rows.append({"students": k, "wall_s": wall, "peak_pss_gib": pss / 2 ** 30,
-                     "own_s_mean": sum(own) / len(own), "phases_s": {
-                         x: v for x, v in results.get("platform", {}).items() if x.endswith("_s") and isinstance(v, float)}})
+                     "own_s_mean": sum(own) / len(own), "phases_s": phases(results)})
         print(f"[{k} students] wall {wall:.0f} s, peak PSS {pss / 2 ** 30:.2f} GiB, a student's own training "
               f"{rows[-1]['own_s_mean']:.1f} s", flush=True)
     base = rows[0]
@@ -226,8 +230,7 @@ def main() -> None:
         wall, pss, results = measured_run(exe, args, args.config, n, data, run_dir, args.out / f"run-{n}.log")
         row = {"rows": n, "wall_s": wall, "wall_per_1m_s": wall / n * 1e6, "peak_pss_gib": pss / 2 ** 30,
                "teacher_samples_per_s": results["teacher"].get("samples_per_s"),
-               "phases_s": {k: v for k, v in results.get("platform", {}).items()
-                            if k.endswith("_s") and isinstance(v, float)}}
+               "phases_s": phases(results)}
         if not args.no_inline:
             row["inline_s"] = inline_seconds(run_dir, results)
             row["inline_over_platform"] = row["inline_s"] / wall

@@ -42,6 +42,7 @@ def run_seeds(cfg: ExperimentConfig, run_one: Callable[[ExperimentConfig, Callab
     """Run ``run_one`` (an engine) once per seed of ``run.seeds``; write and return the
     results over seeds."""
     from recdistill.config import to_dict
+    from recdistill.engine.on_ray import run_on_ray
     from recdistill.engine.packed_seeds import pack_refusal
     from recdistill.engine.prologue import Opened
     from recdistill.report.experiment import write_results
@@ -51,8 +52,6 @@ def run_seeds(cfg: ExperimentConfig, run_one: Callable[[ExperimentConfig, Callab
     t0 = time.perf_counter()
     out = open_run_dir(cfg)
     seeds = cfg.run.seed_list
-    from recdistill.engine.on_ray import run_on_ray
-
     # only the Ray engine's seeds pack (a caller's own run_one runs each seed itself)
     refusal = pack_refusal(cfg) or (None if run_one is run_on_ray else "this engine runs each seed itself")
     if refusal is None:

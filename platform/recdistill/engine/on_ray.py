@@ -153,8 +153,8 @@ def students_stage(sides: list[Side], stream: Any, log: Callable[[str], None],
     written = []
     for s in sides:
         s.timings["students_s"] = students_s
-        written.append(_side_results(s, outs, seed_prefix(s.cfg.run.seed) if packed else "", len(groups),
-                                     dict(cold), log, [x.cfg.run.seed for x in sides] if packed else None))
+        written.append(_side_results(s, outs, len(groups), dict(cold), log,
+                                     [x.cfg.run.seed for x in sides] if packed else None))
     # a finished run's student checkpoints served only to resume it, and its models are
     # artifacts now: each group's checkpoints hold every model with its optimizer state (a
     # 3-seed sweep of 12 packed students left 6 GB per seed). The teacher's stay: the
@@ -164,13 +164,14 @@ def students_stage(sides: list[Side], stream: Any, log: Callable[[str], None],
     return written
 
 
-def _side_results(side: Side, outs: list[dict[str, Any]], prefix: str, n_groups: int, cold: dict[str, Any],
+def _side_results(side: Side, outs: list[dict[str, Any]], n_groups: int, cold: dict[str, Any],
                   log: Callable[[str], None], packed_seeds: list[int] | None = None) -> dict[str, Any]:
-    """One side's results from the student groups' reports (its members named ``prefix`` +
-    ``<student>/<kind>``; ``packed_seeds``: the seeds whose students shared them): its models
+    """One side's results from the student groups' reports (``packed_seeds``: the seeds whose
+    students shared them, each member then named ``seed-<s>/<student>/<kind>``): its models
     as artifacts, its raw students stored for reuse, its results.json and report, its
     trackers finished."""
     cfg, run, info = side.cfg, side.run, side.info
+    prefix = seed_prefix(cfg.run.seed) if packed_seeds else ""
     store, key, timings = run.store, run.key, side.timings
     prepared = run.prepared
     members = {k[len(prefix):]: v for o in outs for k, v in o["members"].items() if k.startswith(prefix)}

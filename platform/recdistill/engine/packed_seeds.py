@@ -55,8 +55,9 @@ def sibling_run(first: RayRun, cfg: ExperimentConfig) -> RayRun:
     key = teacher_key(resolved)
     # its own driver name (its Train runs' names and its leases'); the hub's name stays first's
     return dataclasses.replace(first, key=key, base={**first.base, "cfg": to_dict(resolved), "key": key},
-                               experiment=driver_name(resolved), storage=opened.out / "ray_train", t_start=opened.t_start, signal_id="", cfg=resolved,
-                               opened=opened, live=LiveMetrics(opened.trackers), owns_hub=False)
+                               experiment=driver_name(resolved), storage=opened.out / "ray_train",
+                               t_start=opened.t_start, signal_id="", cfg=resolved, opened=opened,
+                               live=LiveMetrics(opened.trackers), owns_hub=False)
 
 
 def run_packed_seeds(cfgs: list[ExperimentConfig], log: Callable[[str], None] = print) -> list[dict]:

@@ -21,7 +21,7 @@ class Opened:
     out: Path  # the claimed run directory
     t_start: float  # perf_counter at the start: results' "seconds" count from here
     trackers: Trackers  # the run's JSONL log and W&B run (tracking.*), live from here on
-    started: float = field(default_factory=time.time)  # the wall clock at the start (workers' times compare to it)
+    started: float = field(default_factory=time.time)  # the wall clock at t_start (workers' times compare to it)
 
     def tracking_info(self) -> dict[str, Any]:
         """Where this run's tracking went, for its results.json."""
@@ -57,12 +57,12 @@ class Opened:
 def open_run(cfg: ExperimentConfig) -> Opened:
     """Claim ``run.out_dir`` (its config.yaml written), join or start Ray and open the run's
     trackers with its config."""
-    t_start = time.perf_counter()
+    t_start, started = time.perf_counter(), time.time()
     out = open_run_dir(cfg)
     ensure_ray()
     trackers = make_trackers(cfg.tracking, out, cfg.run.name, to_dict(cfg), group=cfg.tracking.group, job_type="run",
                              stdout=False)
-    return Opened(out, t_start, trackers)
+    return Opened(out, t_start, trackers, started)
 
 
 def prepare(cfg: ExperimentConfig, log: Callable[[str], None], where: str = "", opened: Opened | None = None,

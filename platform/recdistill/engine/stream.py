@@ -26,6 +26,9 @@ def sum_counts(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
     return {k: a.get(k, 0) + b.get(k, 0) for k in a.keys() | b.keys()}
 
 
+_WITH = "with_signal:"  # stream_counts' key of a channel's rows with a signal
+
+
 def stream_counts(batch: pa.Table, channels: tuple[str, ...] = (LOGIT,)) -> dict[str, float]:
     """A joined batch's coverage (rows with a signal in each of its teachers' ``channels``)
     and, where it carries the teacher's representations, the sums of their staleness: one
@@ -41,9 +44,6 @@ def stream_counts(batch: pa.Table, channels: tuple[str, ...] = (LOGIT,)) -> dict
 def students_window(run: RayRun) -> Any:
     """The train split's rows of the students' window (lazy)."""
     return run.train_ds.map_batches(window_rows, batch_format="pyarrow", fn_kwargs={"window": STUDENT_WINDOW})
-
-
-_WITH = "with_signal:"
 
 
 def materialised_with_coverage(ds: Any, channels: tuple[str, ...] = (LOGIT,)) -> tuple[Any, dict[str, Any]]:

@@ -22,7 +22,6 @@ from recdistill.train.worker import (COLD_SUFFIX, LIVE, PLACEMENT_GROUP, TRAINS_
 
 
 def students_loop(config: dict[str, Any]) -> None:
-    import ray
     import ray.train
     import ray.util
 
