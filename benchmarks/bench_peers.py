@@ -26,6 +26,8 @@ with another's), ``--runs`` times, in turn:
   (Adam 1e-3 on every parameter, init 1e-4).
 - ``local`` / ``ray``: ``recdistill run`` on the TSV files (its own reader, hashing and
   ``run.engine``), teacher = the same DeepFM shape, its samples/s from results.json.
+- ``ray-streamed``: ``ray`` with ``platform.hold_log=no``: every pass parses the files again
+  (what ``ray`` did before the log was held), the baseline of the hold's effect.
 
 Figures: training samples/s (the loop alone), its ratio to ``inline`` measured in the same
 bench run, test AUC, and the process wall (preprocessing included). The inline loops use the
@@ -49,7 +51,7 @@ import numpy as np
 DENSE, CATS = 13, 26
 CARDS = [int(x) for x in np.geomspace(8, 400_000, CATS).round()]
 EMBED, HIDDEN, DEPTH, BATCH = 16, 400, 3, 4096
-SYSTEMS = ("inline", "inline-ours", "deepctr", "local", "ray")
+SYSTEMS = ("inline", "inline-ours", "deepctr", "local", "ray", "ray-streamed")
 
 
 def _columns() -> list[str]:
@@ -243,7 +245,7 @@ def deepctr(data: Path) -> dict[str, Any]:
             "preprocess_s": pre_s, "train_s": train_s}
 
 
-def platform(data: Path, engine: str, out: Path) -> dict[str, Any]:
+def platform(data: Path, engine: str, out: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     run_dir = out / f"run-{engine}"
     cmd = [str(Path(sys.executable).with_name("recdistill")), "run", "--overwrite",
            "data.source=criteo", f"data.path={data / 'train.txt'}", f"data.valid_path={data / 'valid.txt'}",
@@ -251,7 +253,7 @@ def platform(data: Path, engine: str, out: Path) -> dict[str, Any]:
            f"platform.signal_store={run_dir / 'store'}", "platform.reuse_signals=false", "tracking.wandb=disabled",
            "run.serving=off", "teacher.arch=deepfm", f"teacher.embed_dim={EMBED}", f"teacher.depth={DEPTH}",
            f"teacher.width={HIDDEN}", f"teacher.batch_size={BATCH}", "teacher.epochs=1", "teacher.lr=0.001",
-           "teacher.embedding_lr=0.01", "teacher.patience=0", "teacher.eval_every=0"]
+           "teacher.embedding_lr=0.01", "teacher.patience=0", "teacher.eval_every=0", *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode:
         raise RuntimeError(f"recdistill run ({engine}) failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -259,7 +261,7 @@ def platform(data: Path, engine: str, out: Path) -> dict[str, Any]:
     t = results["teacher"]
     return {"samples_per_s": t["samples_per_s"], "auc": t["auc"], "train_s": t.get("train_seconds"),
             "phases_s": {k: v for k, v in results.get("platform", {}).items() if k.endswith("_s") and isinstance(v, float)},
-            "run_s": results.get("seconds")}
+            "run_s": results.get("seconds"), "hold": results.get("data", {}).get("hold")}
 
 
 def child(system: str, data: Path, out: Path) -> dict[str, Any]:
@@ -267,6 +269,8 @@ def child(system: str, data: Path, out: Path) -> dict[str, Any]:
         return inline(data, "textbook" if system == "inline" else "ours")
     if system == "deepctr":
         return deepctr(data)
+    if system == "ray-streamed":
+        return platform(data, "ray", out, ("platform.hold_log=no",))
     return platform(data, system, out)
 
 

@@ -638,6 +638,13 @@ class PlatformConfig:
     lease_wait_s: float | None = opt(
         None, help="give up waiting on another run's teacher after this many seconds (null: wait while its lease "
                    "is renewed)")
+    hold_log: Literal["auto", "yes", "no"] = opt(
+        "auto", help="read the log's files once and hold the parsed rows in Ray's object store, so that every later "
+                     "pass (split cut, statistics, vocabulary, history cut, held-out sets, the teacher's stream, the "
+                     "signal join) reads memory instead of parsing the files again: auto = a text log (TSV, CSV, "
+                     "libsvm) whose estimated in-memory size is at most a quarter of the cluster's object store "
+                     "(Parquet streams: its passes read only the columns they need, with no parse); yes = always; "
+                     "no = stream the files at every pass (a log the cluster could hold only by spilling)")
     shuffle_strategy: Literal["auto", "ray", "sort_shuffle_pull_based", "sort_shuffle_push_based", "hash_shuffle",
                               "shuffle_v2"] = opt(
         "auto", help="Ray Data shuffle of the vocabulary's groupby and the window shuffle's sort: auto = the "

@@ -232,3 +232,47 @@ def test_a_log_of_one_hour_still_gets_its_splits_and_history(tmp_path: Path, ray
     assert sum(n.values()) == 400 and 280 < n["train"] < 360 and n["valid"] > 15 and n["test"] > 15
     window = _table(prepared.splits["train"]).column(WINDOW).to_numpy()
     assert 0.35 < np.mean(window == HISTORY) < 0.65  # history_fraction 0.5, not all on one side
+
+
+def test_a_held_log_gives_the_streamed_logs_splits_and_rejects(tmp_path: Path, ray_local) -> None:
+    """platform.hold_log reads the files once into the object store; every split, its row
+    order and the reject tally are those of the log streamed from its files at every pass."""
+    from recdistill.engine.prepare import prepare_log
+
+    write_criteo(tmp_path / "train-a.txt", 300, 0)
+    bad = tmp_path / "train-b.txt"
+    write_criteo(bad, 300, 300)
+    bad.write_text(bad.read_text() + "1\tnot enough fields\n")  # one reject, counted once
+    seen = {}
+    for mode in ("no", "yes", "auto"):
+        prepared = prepare_log(criteo_cfg(tmp_path, f"platform.hold_log={mode}", "data.seed=3",
+                                         "data.error_budget=0.01"))
+        seen[mode] = ({k: _table(v) for k, v in prepared.splits.items()}, prepared.rejects().to_dict(),
+                      prepared.describe()["hold"])
+    for mode in ("yes", "auto"):
+        for split, table in seen["no"][0].items():
+            assert seen[mode][0][split].equals(table), (mode, split)
+        assert seen[mode][1] == seen["no"][1]
+    assert seen["no"][1]["rejected"] == 1 and seen["no"][1]["total"] == 601, seen["no"][1]
+    assert seen["no"][2]["held"] is False and seen["yes"][2]["held"] is True
+    # a tiny TSV is far under a quarter of the object store: auto holds it
+    assert seen["auto"][2]["held"] is True and 0 < seen["auto"][2]["estimated_bytes"] < seen["auto"][2]["budget_bytes"]
+
+
+def test_the_hold_estimates_memory_by_how_a_file_is_stored(tmp_path: Path) -> None:
+    import gzip
+
+    import pyarrow.parquet as pq
+
+    from recdistill.data.hold import COMPRESSED_EXPANSION, TEXT_EXPANSION, estimated_bytes
+
+    text = write_criteo(tmp_path / "a.txt", 200, 0)
+    packed = tmp_path / "b.txt.gz"
+    packed.write_bytes(gzip.compress(text.read_bytes()))
+    assert estimated_bytes([str(text)], "criteo") == int(text.stat().st_size * TEXT_EXPANSION)
+    assert estimated_bytes([str(text), str(packed)], "criteo") == int(
+        text.stat().st_size * TEXT_EXPANSION + packed.stat().st_size * COMPRESSED_EXPANSION)
+    table = pa.table({"x": np.zeros(10_000, dtype=np.int64)})  # compresses to almost nothing
+    pq.write_table(table, tmp_path / "c.parquet")
+    got = estimated_bytes([str(tmp_path / "c.parquet")], "parquet")
+    assert got >= 10_000 * 8  # its size in Arrow, from one row group read

@@ -12,6 +12,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from recdistill.data.value_hash import value_hash
+
 P = 14  # 16,384 registers: ~0.8 % standard error
 M = 1 << P
 
@@ -24,8 +26,7 @@ def registers(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
     reg = np.zeros(M, dtype=np.uint8)
     if len(vals) == 0:
         return reg
-    raw = vals.to_numpy(zero_copy_only=False)
-    h = pd.util.hash_array(raw if raw.dtype != object else raw.astype(object), categorize=False)
+    h = value_hash(vals)
     idx = (h >> np.uint64(64 - P)).astype(np.int64)
     rest = (h << np.uint64(P)) | np.uint64(1 << (P - 1))  # sentinel bit bounds the run length
     # rank = position of the first 1-bit in the remaining 64-P bits, 1-based

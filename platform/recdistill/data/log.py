@@ -115,17 +115,30 @@ def _read_split_files(cfg: ExperimentConfig, ledger: Any) -> tuple[dict[str, Any
     return out, first
 
 
-def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None, memo: Any = None
+def log_files(cfg: ExperimentConfig) -> tuple[list[str], str]:
+    """Every file the experiment's log reads (data.path, valid_path, test_path) and their format."""
+    from recdistill.data import formats
+
+    data = cfg.data
+    if data.source == "synthetic":
+        return formats.expand_paths(str(synthetic_dir(cfg))), "parquet"
+    return [f for _, p in _split_paths(data) for f in formats.expand_paths(p)], data.source
+
+
+def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None, memo: Any = None, hold: Any = None
                ) -> tuple[dict[str, Any], LogSchema, dict[str, str]]:
     """The raw (not yet encoded) train/valid/test splits, lazy, with the schema and where
     each split's rows come from: data.valid_path / data.test_path where given, the rest cut
-    from data.path in time order (``_path_cut``)."""
+    from data.path in time order (``_path_cut``). A ``hold`` (``data.hold.LogHold``) decides
+    whether the files are read once into the object store before any cut."""
     from recdistill.data.sampling import negative_downsample
     from recdistill.data.windows import time_splits, two_way_split
 
     data = cfg.data
     if data.source == "synthetic" or not (data.valid_path or data.test_path):
         ds, schema = open_log(cfg, ledger=ledger, progress=progress)
+        if hold is not None:
+            ds = hold.apply({"path": ds}, *log_files(cfg))["path"]
         sources = {"train": "data.path", "valid": "data.path", "test": "data.path"}
         return time_splits(ds, schema.order_column, data.splits, memo), schema, sources
     reads, schema = _read_split_files(cfg, ledger)
@@ -133,6 +146,8 @@ def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None, memo: A
         reads = {k: v.map_batches(negative_downsample, batch_format="pyarrow",
                                   fn_kwargs={"keep_rate": data.negative_keep_rate, "seed": data.seed})
                  for k, v in reads.items()}
+    if hold is not None:
+        reads = hold.apply(reads, *log_files(cfg))
     share, (first, rest), sources = _path_cut(data)
     # all of data.path is train when both other splits have files: no cut to compute
     raw = {first: reads["path"]} if not rest else \

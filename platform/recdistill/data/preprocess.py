@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from recdistill.config import ConfigError, DataConfig
 from recdistill.data.schema import LogSchema
+from recdistill.data.value_hash import value_hash
 
 MISSING, OOV, FIRST_ID = 0, 1, 2
 
@@ -43,10 +44,7 @@ class FieldEncoding:
             ids = values.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
             codes = np.where((ids >= 0) & (ids < self.buckets - FIRST_ID), ids + FIRST_ID, OOV)
         elif self.kind == "hash":
-            raw = values.fill_null("").to_numpy(zero_copy_only=False) if pa.types.is_string(values.type) \
-                else values.fill_null(0).to_numpy(zero_copy_only=False)
-            h = pd.util.hash_array(np.asarray(raw, dtype=object) if raw.dtype == object else raw,
-                                   categorize=False)
+            h = value_hash(values.fill_null("") if pa.types.is_string(values.type) else values.fill_null(0))
             codes = (h % np.uint64(self.buckets - FIRST_ID)).astype(np.int64) + FIRST_ID
         else:
             keys = values.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False)

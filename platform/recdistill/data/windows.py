@@ -188,15 +188,18 @@ def _tag_train(batch: pa.Table, column: str, history: list[float], recent: list[
 
 
 def tag_history(train: Any, column: str, history_fraction: float,
-                recent_cuts: Sequence[float] = (), memo: CutMemo | None = None) -> tuple[Any, float | None]:
+                recent_cuts: Sequence[float] = (), memo: CutMemo | None = None,
+                cut_on: Any = None) -> tuple[Any, float | None]:
     """Tag the train split's rows: ``window`` 0 = the teacher-only history (the earliest
     ``history_fraction`` of rows in time), 1 = the students' window; ``recency`` k = the row
     lies past the k-th of ``recent_cuts`` (shares of the train split in ascending order, see
     ``train.plan.recent_cuts``: a student with ``rows: recent`` takes the rows past its cut).
     One deterministic pass for all cuts, shared by every engine, so they train on the same rows.
+    ``cut_on``: the same rows before encoding, where the pass reads two columns without
+    encoding every row first (the cuts are the same: encoding keeps ``column`` and row ids).
 """
     head = [history_fraction] if history_fraction > 0 else []
-    cuts = boundaries(train, column, head + list(recent_cuts), memo, rows="train split")
+    cuts = boundaries(train if cut_on is None else cut_on, column, head + list(recent_cuts), memo, rows="train split")
     history, recent = cuts[:len(head)], cuts[len(head):]
     tagged = train.map_batches(_tag_train, batch_format="pyarrow",
                                fn_kwargs={"column": column, "history": history, "recent": recent})
@@ -248,7 +251,7 @@ def _permute_batch(batch: pa.Table, mode: str, seed: int) -> pa.Table:
 
 
 def shuffled_train(train: Any, column: str, history_fraction: float, mode: str, seed: int,
-                   recent_cuts: Sequence[float] = (), memo: CutMemo | None = None) -> Any:
+                   recent_cuts: Sequence[float] = (), memo: CutMemo | None = None, cut_on: Any = None) -> Any:
     """The train split tagged with its windows (cut in log order, as ``tag_history`` does),
     then in ``mode``'s seeded order: row ids permuted and sorted, materialised.
 
@@ -256,7 +259,7 @@ def shuffled_train(train: Any, column: str, history_fraction: float, mode: str, 
     (the local engine's ``collect``, Ray Train's ordered shards, the signal join's ranges)
     sees the same order; the history/window cut is taken before the ids change.
     """
-    tagged, _ = tag_history(train, column, history_fraction, recent_cuts, memo)
+    tagged, _ = tag_history(train, column, history_fraction, recent_cuts, memo, cut_on)
     permuted = tagged.map_batches(_permute_batch, batch_format="pyarrow", fn_kwargs={"mode": mode, "seed": seed})
     return permuted.sort(ROW_ID).materialize()
 

@@ -10,6 +10,7 @@ from typing import Any, Callable
 from recdistill import sizing
 from recdistill.config import ExperimentConfig
 from recdistill.data.datasource import new_ledger, read_rejects
+from recdistill.data.hold import LogHold
 from recdistill.data.log import raw_splits, synthetic_dir
 from recdistill.data.preprocess import Preprocessor, build_preprocessor, fit_vocab, oov_counts
 from recdistill.data.rejects import RejectTally
@@ -31,6 +32,7 @@ class PreparedLog:
     split_sources: dict[str, str] = field(default_factory=dict)  # split → where its rows come from
     derived: dict[str, Any] = field(default_factory=dict)  # what sizing.resolve derived, from what
     raw: dict[str, Any] = field(default_factory=dict)  # the splits before encoding (lazy): another encoder's view
+    hold: dict[str, Any] = field(default_factory=dict)  # data.hold.LogHold.describe(): read once and held, or streamed
 
     def rejects(self) -> RejectTally:
         return read_rejects(self.ledger)
@@ -39,7 +41,8 @@ class PreparedLog:
         """What results.json says about the data: the training order, where each split came
         from, and the test rows whose ids training never saw (one distributed pass)."""
         return {"shuffle": self.shuffle, "split_sources": dict(self.split_sources),
-                "oov_test": oov_counts(self.splits["test"], self.preprocessor), "derived": self.derived}
+                "oov_test": oov_counts(self.splits["test"], self.preprocessor), "derived": self.derived,
+                "hold": self.hold}
 
 
 def prepare_log(cfg: ExperimentConfig, *, progress: Any = None, log: Callable[[str], None] | None = None,
@@ -61,7 +64,8 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None, log: Callable[[s
     # one memo for the split and history cuts: its keys leave out the sizing-only keys that
     # resolving the config fills in, so the resolved config's cuts are this log's
     memo = cut_memo(cfg, log)
-    raw, schema, sources = raw_splits(cfg, ledger, progress, memo)
+    hold = LogHold(cfg.platform.hold_log, log)
+    raw, schema, sources = raw_splits(cfg, ledger, progress, memo, hold)
     cfg, derived = _resolve_auto(cfg, schema, raw, log)
     data = cfg.data
     vocab = fit_vocab(raw["train"], schema, data.min_count) if data.encoding == "vocab" else None
@@ -74,10 +78,11 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None, log: Callable[[s
     cuts = recent_cuts(cfg)
     if shuffle != "none":
         encoded["train"] = shuffled_train(encoded["train"], schema.order_column, cfg.teacher.history_fraction,
-                                          shuffle, data.seed, cuts, memo)
+                                          shuffle, data.seed, cuts, memo, cut_on=raw["train"])
     else:
-        encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts, memo)
-    return PreparedLog(schema, pre, encoded, ledger, cfg, shuffle, sources, derived, raw)
+        encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts,
+                                          memo, cut_on=raw["train"])
+    return PreparedLog(schema, pre, encoded, ledger, cfg, shuffle, sources, derived, raw, hold.describe())
 
 
 def _resolve_auto(cfg: ExperimentConfig, schema: LogSchema, raw: dict[str, Any],
