@@ -169,17 +169,25 @@ class StudentGroup:
         teacher logits: one tensor (the ``LOGIT`` channel) or one per channel (the teachers of
         packed seeds), each member reading its own."""
         ids, y = batch.row_id.numpy(), batch.label.numpy()
+        recency = batch.recency.numpy() if batch.recency is not None else None
         channels = teacher_logits if isinstance(teacher_logits, dict) else (
             {} if teacher_logits is None else {LOGIT: teacher_logits})
+        # a student's raw and distilled members (and an ablation's variants) sample the same
+        # rows: each sample's mask and rows are picked once per batch (read-only, shared)
+        samples: dict[tuple, tuple[np.ndarray, torch.Tensor, TensorLog]] = {}
         for m in self.members:
             if epoch >= m.epochs or (m.done and epoch > 0):
                 continue
-            recency = batch.recency.numpy() if batch.recency is not None else None
-            keep = student_row_mask(ids, y, recency, m.ratio, m.negative_keep, m.seed, m.min_recency)
-            if m.part >= 0:
-                if batch.part is None:
-                    raise ValueError(f"{m.name} trains on slice {m.part}, but the rows carry no slice tag")
-                keep &= batch.part.numpy() == m.part
+            sample = (m.ratio, m.negative_keep, m.seed, m.min_recency, m.part)
+            if sample not in samples:
+                mask = student_row_mask(ids, y, recency, m.ratio, m.negative_keep, m.seed, m.min_recency)
+                if m.part >= 0:
+                    if batch.part is None:
+                        raise ValueError(f"{m.name} trains on slice {m.part}, but the rows carry no slice tag")
+                    mask &= batch.part.numpy() == m.part
+                where = torch.from_numpy(np.flatnonzero(mask))
+                samples[sample] = (mask, where, batch.take(where))
+            keep, sample_idx, sample_rows = samples[sample]
             labelled = keep
             zt_all = channels.get(m.channel) if m.uses_teacher else None
             if m.unlabelled_share and zt_all is not None:
@@ -193,10 +201,13 @@ class StudentGroup:
                 m.sample_rows += int(labelled.sum())
             if m.done or not keep.any():
                 continue
-            idx = torch.from_numpy(np.flatnonzero(keep))
+            if keep is labelled:  # its sample alone: the rows picked for it already
+                idx, rows = sample_idx, sample_rows
+            else:
+                idx = torch.from_numpy(np.flatnonzero(keep))
+                rows = batch.take(idx)
             lm = torch.from_numpy(labelled[idx.numpy()]) if m.unlabelled_share else None
-            m.push(batch.take(idx).for_model(m.model), None if zt_all is None else zt_all[idx],
-                   lm)
+            m.push(rows.for_model(m.model), None if zt_all is None else zt_all[idx], lm)
             while m._buffered >= m.batch_size and not m.done:
                 self._step(m, *m.pop(m.batch_size), epoch)
 
