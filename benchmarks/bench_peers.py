@@ -246,7 +246,7 @@ def deepctr(data: Path) -> dict[str, Any]:
 
 
 def platform(data: Path, engine: str, out: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    run_dir = out / f"run-{engine}"
+    run_dir = out / f"run-{engine}{'-' + '-'.join(x.split('=')[-1] for x in extra) if extra else ''}"
     cmd = [str(Path(sys.executable).with_name("recdistill")), "run", "--overwrite",
            "data.source=criteo", f"data.path={data / 'train.txt'}", f"data.valid_path={data / 'valid.txt'}",
            f"data.test_path={data / 'test.txt'}", f"run.engine={engine}", f"run.dir={run_dir}",
@@ -279,7 +279,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=1_000_000, help="train rows")
     p.add_argument("--test-rows", type=int, default=200_000)
     p.add_argument("--runs", type=int, default=2, help="runs of each system, in turn")
-    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma-separated, of {', '.join(SYSTEMS)}")
+    p.add_argument("--systems", default=",".join(s for s in SYSTEMS if s != "ray-streamed"),
+                   help=f"comma-separated, of {', '.join(SYSTEMS)} (default: all but ray-streamed)")
     p.add_argument("--out", type=Path, default=Path(".tmp/bench_peers"))
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()

@@ -245,8 +245,10 @@ def test_a_held_log_gives_the_streamed_logs_splits_and_rejects(tmp_path: Path, r
     bad.write_text(bad.read_text() + "1\tnot enough fields\n")  # one reject, counted once
     seen = {}
     for mode in ("no", "yes", "auto"):
+        # a store each: the cuts and statistics are computed afresh on the held rows, not
+        # read back from the streamed run's memo
         prepared = prepare_log(criteo_cfg(tmp_path, f"platform.hold_log={mode}", "data.seed=3",
-                                         "data.error_budget=0.01"))
+                                         "data.error_budget=0.01", f"platform.signal_store={tmp_path}/store-{mode}"))
         seen[mode] = ({k: _table(v) for k, v in prepared.splits.items()}, prepared.rejects().to_dict(),
                       prepared.describe()["hold"])
     for mode in ("yes", "auto"):
@@ -255,6 +257,8 @@ def test_a_held_log_gives_the_streamed_logs_splits_and_rejects(tmp_path: Path, r
         assert seen[mode][1] == seen["no"][1]
     assert seen["no"][1]["rejected"] == 1 and seen["no"][1]["total"] == 601, seen["no"][1]
     assert seen["no"][2]["held"] is False and seen["yes"][2]["held"] is True
+    for mode in ("no", "yes", "auto"):
+        assert list((tmp_path / f"store-{mode}").iterdir()), mode  # each computed its own cuts
     # a tiny TSV is far under a quarter of the object store: auto holds it
     assert seen["auto"][2]["held"] is True and 0 < seen["auto"][2]["estimated_bytes"] < seen["auto"][2]["budget_bytes"]
 

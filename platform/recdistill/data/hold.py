@@ -70,13 +70,15 @@ class LogHold:
         """``reads`` (name → lazy Dataset of the log's files) held in the object store, or
         as they are. Held, each read runs here, once, in file order (a later pass sees the
         rows in the order the files give them, as a streamed pass does)."""
+        parsed = fmt != "parquet"
+        if self.mode == "no" or (self.mode == "auto" and not parsed):
+            return reads  # streamed whatever its size: nothing to estimate
         self.estimated_bytes = estimated_bytes(paths, fmt)
         self.budget_bytes = object_store_budget()
-        parsed = fmt != "parquet"
-        self.held = self.mode == "yes" or (self.mode == "auto" and parsed and self.estimated_bytes <= self.budget_bytes)
+        self.held = self.mode == "yes" or self.estimated_bytes <= self.budget_bytes
         log = self.log
         if not self.held:
-            if log is not None and self.mode == "auto" and parsed:
+            if log is not None:
                 log(f"[data] streaming the log from its files at every pass: about {_mb(self.estimated_bytes)} in "
                     f"memory, over the {_mb(self.budget_bytes)} a held log may take of the object store")
             return reads

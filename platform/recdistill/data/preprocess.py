@@ -44,7 +44,9 @@ class FieldEncoding:
             ids = values.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
             codes = np.where((ids >= 0) & (ids < self.buckets - FIRST_ID), ids + FIRST_ID, OOV)
         elif self.kind == "hash":
-            h = value_hash(values.fill_null("") if pa.types.is_string(values.type) else values.fill_null(0))
+            text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type) \
+                or pa.types.is_string_view(values.type)
+            h = value_hash(values.fill_null("") if text else values.fill_null(0))
             codes = (h % np.uint64(self.buckets - FIRST_ID)).astype(np.int64) + FIRST_ID
         else:
             keys = values.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False)

@@ -6,7 +6,7 @@ distinct value of a block: a click log's categorical columns repeat their values
 most of an encoding pass. Arrow's dictionary encoding finds the distinct values without
 leaving Arrow; their hashes are spread back by index. The result is the same array of
 hashes bit for bit, so codes and sketches do not move; a column whose values mostly differ
-(a sample says so) is hashed directly, where the dictionary would only add a pass.
+(a sample says so), or that holds nulls, is hashed directly, value by value.
 """
 
 from __future__ import annotations
@@ -25,12 +25,18 @@ def _hash_objects(values: pa.Array) -> np.ndarray:
     return pd.util.hash_array(np.asarray(raw, dtype=object) if raw.dtype == object else raw, categorize=False)
 
 
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
 def value_hash(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
-    """uint64 hashes of non-null ``values`` (fill nulls first), equal to
-    ``pd.util.hash_array(values.to_numpy(), categorize=False)``."""
+    """uint64 hashes of ``values``, equal to
+    ``pd.util.hash_array(values.to_numpy(), categorize=False)`` (strings as objects)."""
     if isinstance(values, pa.ChunkedArray):
-        values = values.combine_chunks()
-    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)) or len(values) <= _SAMPLE:
+        # chunk by chunk: a combined string column could pass Arrow's 2 GiB offsets
+        parts = [value_hash(c) for c in values.chunks if len(c)]
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
+    if not _is_text(values.type) or values.null_count or len(values) <= _SAMPLE:
         return _hash_objects(values)
     sample = values.slice(0, _SAMPLE)
     if len(pc.unique(sample)) > _DISTINCT_SHARE * len(sample):
