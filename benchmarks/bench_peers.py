@@ -245,8 +245,8 @@ def deepctr(data: Path) -> dict[str, Any]:
             "preprocess_s": pre_s, "train_s": train_s}
 
 
-def platform(data: Path, engine: str, out: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    run_dir = out / f"run-{engine}{'-' + '-'.join(x.split('=')[-1] for x in extra) if extra else ''}"
+def platform(data: Path, engine: str, out: Path, extra: tuple[str, ...] = (), name: str = "") -> dict[str, Any]:
+    run_dir = out / f"run-{name or engine}"
     cmd = [str(Path(sys.executable).with_name("recdistill")), "run", "--overwrite",
            "data.source=criteo", f"data.path={data / 'train.txt'}", f"data.valid_path={data / 'valid.txt'}",
            f"data.test_path={data / 'test.txt'}", f"run.engine={engine}", f"run.dir={run_dir}",
@@ -270,7 +270,7 @@ def child(system: str, data: Path, out: Path) -> dict[str, Any]:
     if system == "deepctr":
         return deepctr(data)
     if system == "ray-streamed":
-        return platform(data, "ray", out, ("platform.hold_log=no",))
+        return platform(data, "ray", out, ("platform.hold_log=no",), name=system)
     return platform(data, system, out)
 
 

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from recdistill.config import ConfigError, DataConfig
 from recdistill.data.schema import LogSchema
-from recdistill.data.value_hash import value_hash
+from recdistill.data.value_hash import is_text, value_hash
 
 MISSING, OOV, FIRST_ID = 0, 1, 2
 
@@ -44,9 +44,7 @@ class FieldEncoding:
             ids = values.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
             codes = np.where((ids >= 0) & (ids < self.buckets - FIRST_ID), ids + FIRST_ID, OOV)
         elif self.kind == "hash":
-            text = pa.types.is_string(values.type) or pa.types.is_large_string(values.type) \
-                or pa.types.is_string_view(values.type)
-            h = value_hash(values.fill_null("") if text else values.fill_null(0))
+            h = value_hash(values.fill_null("") if is_text(values.type) else values.fill_null(0))
             codes = (h % np.uint64(self.buckets - FIRST_ID)).astype(np.int64) + FIRST_ID
         else:
             keys = values.cast(pa.string()).fill_null("").to_numpy(zero_copy_only=False)

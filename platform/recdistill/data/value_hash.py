@@ -25,7 +25,8 @@ def _hash_objects(values: pa.Array) -> np.ndarray:
     return pd.util.hash_array(np.asarray(raw, dtype=object) if raw.dtype == object else raw, categorize=False)
 
 
-def _is_text(t: pa.DataType) -> bool:
+def is_text(t: pa.DataType) -> bool:
+    """Arrow's string types, each of which the hash takes as Python strings."""
     return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
 
 
@@ -36,7 +37,7 @@ def value_hash(values: pa.Array | pa.ChunkedArray) -> np.ndarray:
         # chunk by chunk: a combined string column could pass Arrow's 2 GiB offsets
         parts = [value_hash(c) for c in values.chunks if len(c)]
         return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint64)
-    if not _is_text(values.type) or values.null_count or len(values) <= _SAMPLE:
+    if not is_text(values.type) or values.null_count or len(values) <= _SAMPLE:
         return _hash_objects(values)
     sample = values.slice(0, _SAMPLE)
     if len(pc.unique(sample)) > _DISTINCT_SHARE * len(sample):
