@@ -98,6 +98,13 @@ class SyntheticConfig:
         0.7, ge=0.0, le=1.0,
         help="segments > 0: how far a segment's first-order weights and MLP depart from the shared ones (each is "
              "sqrt(1-s²)·shared + s·own, so its scale stays put; 0 = the segments share one click model)")
+    scenarios: int = opt(
+        0, ge=0, le=16,
+        help="scenarios (item surfaces) over the same users (0 = one surface): each impression gets a uniformly "
+             "drawn `scenario` (a categorical column) and shows an item of that scenario's own catalogue, "
+             "num_items // scenarios ids of item_id apart from the other catalogues. Users, their latent factors "
+             "and their click histories are shared by every surface, so one surface's rows teach a model about "
+             "the users of the other: TokenMinds' shared-vocabulary setting (benchmarks/bench_shared_vocabulary.py)")
 
 
 @dataclass
@@ -182,6 +189,10 @@ class DataConfig:
             raise ConfigError(
                 f"data.synthetic.user_side_fields + item_side_fields = "
                 f"{syn.user_side_fields + syn.item_side_fields} exceeds num_categorical={syn.num_categorical}")
+        if syn.scenarios == 1 or syn.scenarios > syn.num_items:
+            raise ConfigError(f"data.synthetic.scenarios={syn.scenarios}: expected 0 (one surface) or 2.."
+                              f"{min(16, syn.num_items)} scenarios, each with its own catalogue of at least one of "
+                              f"num_items={syn.num_items}")
         bad = [d for d in syn.drift.shift_days if not 0 <= d < self.days]
         if bad:
             raise ConfigError(f"data.synthetic.drift.shift_days={syn.drift.shift_days}: days {bad} "

@@ -308,3 +308,38 @@ def test_segments_have_their_own_click_model_at_the_same_scale(tmp_path: Path) -
     assert schema.categorical[-1] == SEGMENT and schema.cardinalities[-1] == 4
     counts = np.bincount(t.column(SEGMENT).to_numpy(), minlength=4)
     assert counts.min() > 0.15 * 3000  # drawn uniformly per impression
+
+
+def test_scenarios_show_their_own_catalogues_to_the_same_users(tmp_path: Path) -> None:
+    """data.synthetic.scenarios: each row's item comes from its scenario's block of item ids,
+    users (and their histories) cross the scenarios, the log carries the scenario as a
+    categorical column; without scenarios the draws are those of a log before they existed."""
+    from recdistill.config import ConfigError
+    from recdistill.data.synthetic import SCENARIO, ClickModel
+
+    small = ("data.synthetic.num_users=300", "data.synthetic.num_items=2000", "data.synthetic.max_cardinality=5000")
+    data = _data("data.rows=4000", "data.days=2", *small, "data.synthetic.scenarios=2")
+    generate(data, tmp_path / "two")
+    t = pq.read_table(tmp_path / "two")
+    schema = LogSchema.from_arrow(t.schema)
+    assert schema.categorical[-1] == SCENARIO and schema.cardinalities[-1] == 2
+    scenario, items, users = (t.column(c).to_numpy() for c in (SCENARIO, ITEM, USER))
+    assert np.bincount(scenario, minlength=2).min() > 0.4 * 4000  # drawn uniformly per impression
+    assert items[scenario == 0].max() < 1000 <= items[scenario == 1].min()  # 2000 items, two catalogues
+    both = set(users[scenario == 0]) & set(users[scenario == 1])
+    assert len(both) > 0.5 * len(set(users))
+    hist = t.column(HISTORY).combine_chunks()
+    mixed = [set(np.asarray(h) // 1000) for h in hist.to_pylist() if h]
+    assert any(len(m) == 2 for m in mixed)  # a user's clicks on either surface are one history
+    # without scenarios: the users and items drawn as before scenarios existed (the same
+    # uniforms through the same popularity laws, over the whole catalogue)
+    day = np.random.default_rng(0).uniform(0, 1, 500)
+    model = ClickModel(_data(*small).synthetic, 0)
+    drawn = model.draw(np.random.default_rng(1), day)
+    assert SCENARIO not in drawn
+    u = np.random.default_rng(1).random((2, 500))
+    slide = np.floor(model.cfg.drift.popularity_shift_per_day * day * 2000).astype(np.int64)
+    assert np.array_equal(drawn[USER], model.zipf[USER].ranks(u[0]))
+    assert np.array_equal(drawn[ITEM], (model.zipf[ITEM].ranks(u[1]) + slide) % 2000)
+    with pytest.raises(ConfigError, match="scenarios=1"):
+        _data("data.synthetic.scenarios=1")

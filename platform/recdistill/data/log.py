@@ -13,12 +13,14 @@ _GENERATION_KEYS = ("rows", "days", "seed", "shard_rows", "synthetic")
 
 
 def _generation(data: dict[str, Any]) -> dict[str, Any]:
-    """What decides a synthetic log's bytes; without segments, the keys a log written before
-    segments existed lacks (it is the same log)."""
+    """What decides a synthetic log's bytes; without segments (scenarios), the keys a log
+    written before segments (scenarios) existed lacks (it is the same log)."""
     out = {k: data.get(k) for k in _GENERATION_KEYS}
     syn = out.get("synthetic")
-    if isinstance(syn, dict) and not syn.get("segments"):
-        out["synthetic"] = {k: v for k, v in syn.items() if k not in ("segments", "segment_strength")}
+    if isinstance(syn, dict):
+        unset = (("segments", "segment_strength") if not syn.get("segments") else ()) + (
+            ("scenarios",) if not syn.get("scenarios") else ())
+        out["synthetic"] = {k: v for k, v in syn.items() if k not in unset}
     return out
 
 

@@ -50,6 +50,7 @@ START_TS = 1_767_225_600  # 2026-01-01 00:00 UTC: a fixed origin keeps output by
 DAY_S = 86_400
 USER, ITEM, HISTORY = "user_id", "item_id", "hist_item_id"
 SEGMENT = "segment"  # with ``segments``: the impression's segment, a categorical column
+SCENARIO = "scenario"  # with ``scenarios``: the impression's item surface, a categorical column
 _CHUNK_ROWS = 65_536
 MANIFEST = "_manifest.json"
 _HIDDEN = 32
@@ -126,6 +127,11 @@ class ClickModel:
         self.dense_beta = rng.standard_normal(nd).astype(np.float32)
         self.dense_missing = np.linspace(0.0, cfg.dense_missing_rate, nd) if nd else np.zeros(0)
         self._segment_parts(cfg, seed)
+        # each scenario's own catalogue: a block of item ids with its own popularity order
+        self.scenarios = cfg.scenarios
+        self.catalogue = cfg.num_items // cfg.scenarios if cfg.scenarios else cfg.num_items
+        if cfg.scenarios:
+            self.zipf_catalogue = _Zipf(self.catalogue, cfg.zipf_exponent)
         self.norm = {"first": 1.0, "pair": 1.0, "high": 1.0, "seq": 1.0, "dense": 1.0}
         self.b0 = 0.0
         self._calibrate()
@@ -152,10 +158,18 @@ class ClickModel:
         n = day_pos.size
         cfg = self.cfg
         users = self.zipf[USER].ranks(rng.random(n))
-        item_rank = self.zipf[ITEM].ranks(rng.random(n))
-        slide = np.floor(cfg.drift.popularity_shift_per_day * day_pos * cfg.num_items).astype(np.int64)
-        items = (item_rank + slide + self.rank_offset[ITEM]) % cfg.num_items
+        if self.scenarios:  # (a log without scenarios draws exactly as before they existed)
+            item_rank = self.zipf_catalogue.ranks(rng.random(n))
+            scenario = rng.integers(self.scenarios, size=n)
+        else:
+            item_rank = self.zipf[ITEM].ranks(rng.random(n))
+        m = self.catalogue
+        slide = np.floor(cfg.drift.popularity_shift_per_day * day_pos * m).astype(np.int64)
+        items = (item_rank + slide + self.rank_offset[ITEM]) % m
         ids = {USER: users, ITEM: items}
+        if self.scenarios:
+            ids[ITEM] = items = scenario * m + items
+            ids[SCENARIO] = scenario
         for f in self.fields:
             if f.role == "user":
                 ids[f.name] = self.attr[f.name][users]
@@ -333,7 +347,8 @@ class _Histories:
 
 
 def synthetic_schema(cfg: SyntheticConfig) -> LogSchema:
-    model_fields = _field_layout(cfg) + ([(SEGMENT, cfg.segments)] if cfg.segments else [])
+    model_fields = (_field_layout(cfg) + ([(SEGMENT, cfg.segments)] if cfg.segments else [])
+                    + ([(SCENARIO, cfg.scenarios)] if cfg.scenarios else []))
     seq = ((HISTORY, ITEM),) if cfg.history_length else ()
     return LogSchema(
         dense=tuple(f"I{j + 1}" for j in range(cfg.num_dense)),
@@ -661,6 +676,8 @@ def _to_table(model: ClickModel, rows: dict[str, np.ndarray], row0: int, day: in
         cols[f.name] = pa.array(rows[f.name].astype(np.int64))
     if model.segments:
         cols[SEGMENT] = pa.array(rows[SEGMENT].astype(np.int64))
+    if model.scenarios:
+        cols[SCENARIO] = pa.array(rows[SCENARIO].astype(np.int64))
     if model.cfg.history_length:
         h = rows["history"]
         valid = h >= 0
