@@ -111,6 +111,9 @@ def run_arm(name: str, files: dict[str, Any], arm: dict[str, Any], buckets: dict
                     "semantic_ids": {"levels": 3, "codes": 64}},
         "students": [{"name": "plain", **student}, {"name": "codes", **student,
                                                     "representations": {"codes": ["user", "item"]}}],
+        # the codebook is fitted on the blocks that end inside the teacher's history: at 300k rows a
+        # scenario's history is 60k rows, which the default 64k-row blocks would overrun
+        "platform": {"signal_block_rows": 16_384},
         "run": {"name": name, "seeds": seeds, "dir": str(out / name), "serving": "off"},
         "tracking": {"wandb": "disabled"},
     }

@@ -321,6 +321,11 @@ class RepresentationsConfig:
         help="TokenMinds: whose semantic IDs the student reads as categorical features, any of user, item; one "
              "field per level (codes + 1 buckets, 0 = none yet), as of strictly before the row's time. Needs "
              "teacher.semantic_ids.levels > 0")
+    code_fields: Literal["levels", "prefix"] = opt(
+        "levels", help="how the semantic IDs enter (codes): levels = one field per level, its code alone; prefix = "
+                       "one field per level holding the tuple of codes up to it (level 2's token is the pair "
+                       "(c1, c2), so a fine code means one thing under each parent), exact up to 65,537 tuples "
+                       "and hashed past that")
 
 
 @dataclass

@@ -60,3 +60,34 @@ def test_mlp_towers_are_separate_per_head() -> None:
     assert mlp.num_params() - linear.num_params() == 2 * ((16 * 8 + 8 + 8 + 1) - (16 + 1))
     main, aux = mlp(*_batch())
     assert main.shape == aux.shape == (6,) and not torch.allclose(main, aux)
+
+
+def test_prefix_tokens_are_the_tuples_of_codes_up_to_each_level() -> None:
+    """TokenMinds' prefix tokens pinned against the tuples themselves: equal prefixes give one
+    token, different ones different tokens while exact; past PREFIX_BUCKETS, a hash in range;
+    no ID yet (all 0) stays 0; a model reads them in place of the per-level fields."""
+    from recdistill.models.features import PREFIX_BUCKETS, prefix_buckets, prefix_tokens
+
+    g = torch.Generator().manual_seed(0)
+    levels, codes, entities = 3, 64, 2
+    ids = torch.randint(1, codes + 1, (500, entities * levels), generator=g)
+    ids[:5] = 0  # entities with no semantic ID yet
+    ids[5:10, :2] = ids[10:15, :2]  # the same coarse prefix, other fine codes
+    got = prefix_tokens(ids, entities, levels, codes)
+    assert got.shape == ids.shape and prefix_buckets(levels, codes) == (65, 4225, PREFIX_BUCKETS)
+    for e in range(entities):
+        for level in range(levels):
+            col = got[:, e * levels + level]
+            tuples = [tuple(r) for r in ids[:, e * levels: e * levels + level + 1].tolist()]
+            if level < 2:  # exact: one token per tuple, the mixed-radix index
+                index = {t: sum(c * (codes + 1) ** (level - j) for j, c in enumerate(t)) for t in tuples}
+                assert col.tolist() == [index[t] for t in tuples]
+            else:  # hashed into range; the same tuple, the same token
+                assert int(col.min()) >= 0 and int(col.max()) < PREFIX_BUCKETS
+                seen: dict[tuple, int] = {}
+                assert all(seen.setdefault(t, v) == v for t, v in zip(tuples, col.tolist()))
+    assert got[:5].eq(0).all()
+    spec = FeatureSpec((7,) + prefix_buckets(levels, codes) * entities, 0, code_prefix=(entities, levels, codes))
+    model = Ranker(spec, "dnn", 4, 1, 8)
+    cat = torch.cat([torch.randint(0, 7, (500, 1), generator=g), ids], 1)
+    assert model(cat)[0].shape == (500,)

@@ -178,6 +178,9 @@ def test_representations_are_checked_and_keyed() -> None:
     r = load_config(None, reads)
     assert raw_student_key(r, 0) != raw_student_key(base, 0)
     assert raw_student_key(r, 0) != raw_student_key(load_config(None, [*reads, "teacher.width=8"]), 0)
+    codes = [*on, "teacher.semantic_ids.levels=2", "students.0.representations.codes=[user]"]
+    assert raw_student_key(load_config(None, [*codes, "students.0.representations.code_fields=prefix"]), 0) \
+        != raw_student_key(load_config(None, codes), 0)
 
 
 TINY = ["data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data.synthetic.max_cardinality=5000",
@@ -193,11 +196,12 @@ def loopfm_run(tmp_path_factory: pytest.TempPathFactory, ray_local) -> Path:
     from recdistill.experiment import run_experiment
 
     tmp = tmp_path_factory.mktemp("loopfm")
-    students = [f"students.{i}.{kv}" for i in (0, 1, 2) for kv in STUDENT]
+    students = [f"students.{i}.{kv}" for i in (0, 1, 2, 3) for kv in STUDENT]
     run_experiment(load_config(None, [
         *TINY, *students, "students.0.name=plain", "students.1.name=reads", "students.2.name=codes",
         "students.1.representations.use=[user,item,history]", "students.1.representations.history=attention",
-        "students.2.representations.codes=[user,item]",
+        "students.2.representations.codes=[user,item]", "students.3.name=prefix",
+        "students.3.representations.codes=[user,item]", "students.3.representations.code_fields=prefix",
         f"data.path={tmp / 'data'}", f"platform.signal_store={tmp / 'store'}", f"run.dir={tmp / 'run'}"]),
         log=lambda _: None)
     return tmp
@@ -241,6 +245,11 @@ def test_a_run_joins_representations_and_semantic_ids_and_scores_cold_users(loop
         not any((loopfm_run / "store" / "cold_users").iterdir())
     codes_model = json.loads((loopfm_run / "run" / "models" / "codes" / "raw" / "model.json").read_text())
     assert codes_model["spec"]["buckets"][-4:] == [9, 9, 9, 9] and "extra_dense" not in codes_model["spec"]
+    # the prefix tokens: level 2's field holds the pair (c1, c2), 9 × 9 tuples of 8 codes and none
+    prefix_dir = loopfm_run / "run" / "models" / "prefix" / "distill"
+    prefix_model = json.loads((prefix_dir / "model.json").read_text())
+    assert prefix_model["spec"]["buckets"][-4:] == [9, 81, 9, 81] and prefix_model["spec"]["code_prefix"] == [2, 2, 8]
+    assert 0.4 < s["prefix"]["auc_distill"] < 1 and s["prefix"]["baseline"] == "plain"
     # the artifact says what it reads, and scoring a plain log with it is refused by name
     model = json.loads((loopfm_run / "run" / "models" / "reads" / "raw" / "model.json").read_text())
     assert model["representations"]["use"] == ["user", "item", "history"]
@@ -248,6 +257,7 @@ def test_a_run_joins_representations_and_semantic_ids_and_scores_cold_users(loop
     from recdistill.artifacts.model_dir import load_artifact
     from recdistill.artifacts.score import ScoreError, check_fields
 
+    assert load_artifact(prefix_dir).model.features.spec.code_prefix == (2, 2, 8)  # the weights fit the spec
     art = load_artifact(loopfm_run / "run" / "models" / "reads" / "raw")
     with pytest.raises(ScoreError, match="reads the teacher's stored representations"):
         check_fields(art, art.preprocessor.schema, "log.parquet")

@@ -59,7 +59,8 @@ def describe_model(m: Any, towers: str, spec: FeatureSpec, seq_len: int) -> dict
             "tower_width": getattr(m, "tower_width", 0), "seq_len": seq_len,
             "spec": {"buckets": list(spec.buckets), "num_dense": spec.num_dense,
                      "sequence_fields": list(spec.sequence_fields),
-                     **({"extra_dense": list(spec.extra_dense)} if spec.extra_dense else {})},
+                     **({"extra_dense": list(spec.extra_dense)} if spec.extra_dense else {}),
+                     **({"code_prefix": list(spec.code_prefix)} if spec.code_prefix else {})},
             **({"representations": to_dict(m.representations)} if _reads(m) else {})}
 
 
@@ -178,7 +179,7 @@ def unpacked(files: dict[str, bytes]) -> Iterator[Path]:
 def build_ranker(config: dict[str, Any]) -> Ranker:
     spec = config["spec"]
     fs = FeatureSpec(tuple(spec["buckets"]), int(spec["num_dense"]), tuple(spec["sequence_fields"]),
-                     tuple(spec.get("extra_dense", ())))
+                     tuple(spec.get("extra_dense", ())), tuple(spec.get("code_prefix", ())))
     return Ranker(fs, config["arch"], config["embed_dim"], config["depth"], config["width"], towers=config["towers"],
                   tower_width=config.get("tower_width", 0), sparse_embeddings=False)
 

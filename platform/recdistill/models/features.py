@@ -22,6 +22,10 @@ class FeatureSpec:
     # input groups after the log's dense features in the dense input, each projected to a
     # token of its own: a student's teacher representations (``signals.representations``)
     extra_dense: tuple[int, ...] = ()
+    # TokenMinds' prefix tokens: the last entities × levels categorical fields are semantic
+    # IDs (code + 1, 0 = none), (entities, levels, codes); each level's field becomes the
+    # tuple of the codes up to it (``prefix_tokens``). () = the fields are read as they are
+    code_prefix: tuple[int, ...] = ()
 
     @property
     def num_tokens(self) -> int:
@@ -31,6 +35,36 @@ class FeatureSpec:
     def dense_width(self) -> int:
         """Columns of the model's dense input: the log's dense features, then the extra groups."""
         return self.num_dense + sum(self.extra_dense)
+
+
+# The most buckets a prefix token gets: a prime, so that a prefix of more tuples than this is
+# a polynomial hash of its codes (``prefix_tokens``). 65,537 rows of a student's table per
+# level and entity: at K = 64 codes, levels 1 and 2 are exact (65 and 4,225 tuples), level 3
+# (274,625 tuples) shares buckets.
+PREFIX_BUCKETS = 65_537
+
+
+def prefix_buckets(levels: int, codes: int) -> tuple[int, ...]:
+    """Buckets of each level's prefix token: every tuple of codes (and 0 = none) up to that
+    level, at most ``PREFIX_BUCKETS``."""
+    return tuple(min((codes + 1) ** (level + 1), PREFIX_BUCKETS) for level in range(levels))
+
+
+def prefix_tokens(ids: torch.Tensor, entities: int, levels: int, codes: int) -> torch.Tensor:
+    """(B, entities × levels) semantic IDs (code + 1, 0 = none yet) → each level's prefix:
+    the mixed-radix index of the codes up to it, exact while it fits in ``PREFIX_BUCKETS``,
+    then hashed modulo that prime. An entity with no ID yet keeps 0 at every level."""
+    out = []
+    for e in range(entities):
+        p = torch.zeros_like(ids[:, 0])
+        exact = 1
+        for level in range(levels):
+            exact *= codes + 1
+            p = p * (codes + 1) + ids[:, e * levels + level]
+            if exact > PREFIX_BUCKETS:
+                p = torch.remainder(p, PREFIX_BUCKETS)
+            out.append(p)
+    return torch.stack(out, dim=1)
 
 
 class FeatureEmbedding(nn.Module):
@@ -56,6 +90,10 @@ class FeatureEmbedding(nn.Module):
 
     def forward(self, cat: torch.Tensor, dense: torch.Tensor | None = None,
                 seq: torch.Tensor | None = None) -> torch.Tensor:
+        if self.spec.code_prefix:
+            entities, levels, codes = self.spec.code_prefix
+            n = entities * levels
+            cat = torch.cat([cat[:, :-n], prefix_tokens(cat[:, -n:], entities, levels, codes)], dim=1)
         tokens = [self.table(cat + self.offsets)]
         if self.spec.sequence_fields:
             assert seq is not None, "this model has sequence features: pass seq"

@@ -54,6 +54,8 @@ def _data_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     if not cfg.data.synthetic.segments:  # as teacher.representations: keys from before segments stay valid
         for k in ("segments", "segment_strength"):
             del data["synthetic"][k]
+    if not cfg.data.synthetic.scenarios:  # likewise: keys from before scenarios stay valid
+        del data["synthetic"]["scenarios"]
     # a synthetic log is identified by its generation config (in ``data``); files are its output
     real = cfg.data.source != "synthetic"
     ident = {"format": SIGNAL_FORMAT, "data": data, "files": _file_fingerprint(cfg.data.path) if real else []}
@@ -129,6 +131,8 @@ def raw_student_key(cfg: ExperimentConfig, i: int) -> str:
     student = {k: v for k, v in to_dict(cfg.students[i]).items() if k not in _DISTILL_ONLY}
     # a raw student that reads the teacher's representations depends on that teacher
     reads = student.pop("representations")
+    if reads.get("code_fields") == "levels":  # the default: keys from before code_fields stay valid
+        del reads["code_fields"]
     teacher = {"representations": reads, "teacher_key": teacher_key(cfg)} if reads["use"] or reads["codes"] else {}
     return _digest({**_data_identity(cfg), "raw_student": student, "seeds": seed_name(cfg, i), "seed": cfg.run.seed,
                     "history_fraction": cfg.teacher.history_fraction, **teacher})

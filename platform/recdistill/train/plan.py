@@ -20,6 +20,7 @@ from recdistill.data.tensors import TensorLog
 from recdistill.distill.debias import SamplingCorrection
 from recdistill.distill.objective import Objective
 from recdistill.models import FeatureSpec, Ranker
+from recdistill.models.features import prefix_buckets
 from recdistill.signals.representations import code_columns, columns, group_sizes
 
 
@@ -58,11 +59,16 @@ def student_code_columns(cfg: ExperimentConfig, i: int) -> tuple[tuple[int, int]
 def student_spec(cfg: ExperimentConfig, spec: FeatureSpec, i: int) -> FeatureSpec:
     """Student ``i``'s input features: the log's, plus one input group per teacher
     representation it reads (and their staleness), and one categorical field per level of
-    each semantic ID it reads (codes + 1 buckets: 0 = none yet)."""
+    each semantic ID it reads: the level's code (codes + 1 buckets: 0 = none yet), or with
+    ``representations.code_fields: prefix`` the codes up to that level as one token
+    (``models.features.prefix_tokens``)."""
     cols, codes = student_rep_columns(cfg, i), student_code_columns(cfg, i)
+    sid = cfg.teacher.semantic_ids
+    if cfg.students[i].representations.code_fields == "prefix" and codes:
+        return replace(spec, extra_dense=group_sizes(cols), code_prefix=(len(codes), sid.levels, sid.codes),
+                       buckets=spec.buckets + prefix_buckets(sid.levels, sid.codes) * len(codes))
     fields = sum(b - a for a, b in codes)
-    return replace(spec, extra_dense=group_sizes(cols),
-                   buckets=spec.buckets + (cfg.teacher.semantic_ids.codes + 1,) * fields)
+    return replace(spec, extra_dense=group_sizes(cols), buckets=spec.buckets + (sid.codes + 1,) * fields)
 
 
 def representation_baseline(cfg: ExperimentConfig, i: int) -> str | None:
