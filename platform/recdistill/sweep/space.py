@@ -106,13 +106,14 @@ def trial_config(base: str | Path | None, overrides: list[str], values: dict[str
 
 
 def check_space(space: SearchSpace, base: str | Path | None = None, overrides: list[str] = ()) -> int:
-    """Every path exists and every drawn value is accepted by the config (one draw per
-    grid point); returns the number of trials. Raises ConfigError naming the path."""
+    """Every path exists and every drawn trial is accepted by the config (one draw per grid
+    point), its values together: one key may need another (semantic IDs need the teacher's
+    representations). Returns the number of trials. Raises ConfigError naming the trial."""
     trials = trial_overrides(space, 1, seed=random.Random(0).randrange(2**31))
     for values in trials:
-        for p, v in values.items():
-            try:
-                trial_config(base, list(overrides), {p: v})
-            except ConfigError as e:
-                raise ConfigError(f"search space {space.name}: {p}={v!r}: {e}") from e
+        try:
+            trial_config(base, list(overrides), values)
+        except ConfigError as e:
+            shown = ", ".join(f"{p}={v!r}" for p, v in values.items())
+            raise ConfigError(f"search space {space.name}: trial {shown}: {e}") from e
     return len(trials) * space.num_samples
