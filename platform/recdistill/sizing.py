@@ -25,7 +25,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from recdistill.config import ExperimentConfig, StudentConfig, TeacherConfig
+from recdistill.config import ConfigError, ExperimentConfig, StudentConfig, TeacherConfig
 from recdistill.data.distinct import estimate, registers
 from recdistill.data.preprocess import FIRST_ID, identity_encoded
 from recdistill.data.schema import LABEL, LogSchema
@@ -120,12 +120,31 @@ def resolve(cfg: ExperimentConfig, stats: TrainStats) -> tuple[ExperimentConfig,
     t = cfg.teacher
     teacher, derived["teacher"] = _resolve_model(t, _model_rows(stats, t.sampling_ratio, t.negative_keep_rate),
                                                  has_valid)
+    check_codebook_history(cfg, derived["teacher"]["rows"], teacher.batch_size)
     students, derived["students"] = [], {}
     for s in cfg.students:
         resolved, derived["students"][s.name] = _resolve_model(
             s, _model_rows(stats, s.sampling_ratio, s.negative_keep_rate), has_valid)
         students.append(resolved)
     return dataclasses.replace(cfg, data=data, teacher=teacher, students=students), derived
+
+
+def check_codebook_history(cfg: ExperimentConfig, teacher_rows: int, batch_size: int) -> None:
+    """Semantic IDs are fitted on the representation blocks that end inside the teacher's
+    history (``signals.semantic_ids.quantise_store``). Fail before the teacher trains, not after,
+    when each teacher worker's share of its history is shorter than one signal block."""
+    if not cfg.teacher.semantic_ids.levels:
+        return
+    history = int(teacher_rows * cfg.teacher.history_fraction) // max(1, cfg.platform.teacher_workers)
+    block = max(1, cfg.platform.signal_block_rows // batch_size) * batch_size  # a block ends every this many rows
+    if history < block:
+        fit = max(batch_size, history // 4 // batch_size * batch_size)
+        raise ConfigError(
+            f"teacher.semantic_ids.levels={cfg.teacher.semantic_ids.levels}: the teacher's history holds about "
+            f"{history:,} rows per worker, fewer than one signal block ({block:,} rows: platform.signal_block_rows="
+            f"{cfg.platform.signal_block_rows} at batch {batch_size}), so no representation block would end inside "
+            f"it and the codebook would have nothing to fit on. Set platform.signal_block_rows={fit} (a quarter of "
+            f"the history) or give the teacher a longer history (teacher.history_fraction)")
 
 
 def resolve_and_print(cfg: ExperimentConfig, stats: TrainStats,

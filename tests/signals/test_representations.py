@@ -261,3 +261,15 @@ def test_a_run_joins_representations_and_semantic_ids_and_scores_cold_users(loop
     art = load_artifact(loopfm_run / "run" / "models" / "reads" / "raw")
     with pytest.raises(ScoreError, match="reads the teacher's stored representations"):
         check_fields(art, art.preprocessor.schema, "log.parquet")
+
+
+def test_a_history_shorter_than_a_block_fails_before_the_teacher_trains() -> None:
+    """The codebook is fitted on blocks that end inside the history: a history shorter than a
+    block is refused when the rows are counted, with a block size that fits, not after training."""
+    from recdistill.sizing import check_codebook_history
+
+    cfg = load_config(None, ["teacher.representations=true", "teacher.semantic_ids.levels=2"])
+    check_codebook_history(cfg, 400_000, 1024)  # 200k history rows: three 64k-row blocks end inside
+    with pytest.raises(ConfigError, match="about 30,000 rows per worker.*signal_block_rows=7168"):
+        check_codebook_history(cfg, 60_000, 1024)
+    check_codebook_history(load_config(None, []), 10, 1024)  # no semantic IDs: nothing to check
