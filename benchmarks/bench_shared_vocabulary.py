@@ -129,6 +129,13 @@ def run_arm(name: str, files: dict[str, Any], arm: dict[str, Any], buckets: dict
     return results
 
 
+def _codebook(run_dir: Path) -> dict[str, Any]:
+    """The first seed's codebook: the values it was fitted on and its quality per level."""
+    first = (sorted(run_dir.glob("seeds/seed-*/results.json")) or [run_dir / "results.json"])[0]
+    sid = json.loads(first.read_text())["teacher"].get("semantic_ids", {})
+    return {"fitted_on": sid.get("fitted_on"), "quality": sid.get("quality")}
+
+
 def _stream_rows(run_dir: Path) -> list[int]:
     seeds = sorted(run_dir.glob("seeds/seed-*/results.json")) or [run_dir / "results.json"]
     return [json.loads(p.read_text())["platform"]["stream_rows"] for p in seeds]
@@ -166,7 +173,7 @@ def main() -> None:
             raise SystemExit(f"scenario {s}: the arms' students trained on other rows ({trained[0]} vs {trained[1]})")
         dirs = [out / f"s{s}-alone", out / f"s{s}-shared"]
         cmp = {m: compare(dirs, metric=m) for m in ("auc_raw", "auc_distill", "teacher_auc")}
-        codebook = {arm: r.get("teacher", {}).get("semantic_ids", {}).get("quality") for arm, r in runs.items()}
+        codebook = {arm: _codebook(out / f"s{s}-{arm}") for arm in runs}
         report["scenarios"][str(s)] = {
             "arms": {arm: {k: v for k, v in files["arms"][arm].items() if k != "train"} for arm in runs},
             "window_rows": rows[0], "comparisons": cmp, "codebook": codebook}
