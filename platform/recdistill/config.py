@@ -842,6 +842,10 @@ class ExperimentConfig:
                 raise ConfigError(f"students.{i}.representations.codes={s.representations.codes}: the student reads "
                                   f"semantic IDs; set teacher.semantic_ids.levels (e.g. 3) so that the teacher's "
                                   f"representations are quantised")
+            if s.representations.code_fields != "levels" and not s.representations.codes:
+                raise ConfigError(f"students.{i}.representations.code_fields={s.representations.code_fields}: says "
+                                  f"how semantic IDs enter, but the student reads none; set "
+                                  f"students.{i}.representations.codes (e.g. [user, item])")
         readers += [f"students.{i}.representations.codes" for i, s in enumerate(self.students)
                     if s.representations.codes]
         if readers and not self.teacher.representations:

@@ -179,6 +179,8 @@ def test_representations_are_checked_and_keyed() -> None:
     assert raw_student_key(r, 0) != raw_student_key(base, 0)
     assert raw_student_key(r, 0) != raw_student_key(load_config(None, [*reads, "teacher.width=8"]), 0)
     codes = [*on, "teacher.semantic_ids.levels=2", "students.0.representations.codes=[user]"]
+    with pytest.raises(ConfigError, match="code_fields=prefix: says how semantic IDs enter, but the student reads"):
+        load_config(None, [*on, "teacher.semantic_ids.levels=2", "students.0.representations.code_fields=prefix"])
     assert raw_student_key(load_config(None, [*codes, "students.0.representations.code_fields=prefix"]), 0) \
         != raw_student_key(load_config(None, codes), 0)
 
