@@ -202,3 +202,21 @@ def test_file_bytes_counts_a_file_or_a_directory(tmp_path: Path) -> None:
     assert file_bytes(tmp_path) == 15
     with pytest.raises(FileNotFoundError):
         file_bytes(tmp_path / "missing")
+
+
+@pytest.mark.parametrize("fmt", available_formats())
+def test_a_student_reading_prefix_tokens_exports_with_its_transform(fmt: str, tmp_path: Path) -> None:
+    """Semantic IDs as prefix tokens (``FeatureSpec.code_prefix``): the served model takes the
+    per-level codes and computes the tokens itself, exact and hashed levels alike."""
+    from recdistill.models.features import prefix_buckets
+
+    spec = FeatureSpec(buckets=(10,) + prefix_buckets(3, 64) * 2, num_dense=3, code_prefix=(2, 3, 64))
+    model = _ranker("dcnv2", "single", spec)
+
+    def batch(rows: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        g = torch.Generator().manual_seed(seed)
+        cat = torch.cat([torch.randint(0, 10, (rows, 1), generator=g), torch.randint(0, 65, (rows, 6), generator=g)], 1)
+        return cat, torch.randn(rows, 3, generator=g), torch.zeros(rows, 0, 1, dtype=torch.long)
+
+    loaded = load(export(model, batch(3, 1), fmt, tmp_path), fmt)
+    assert max_abs_diff(model, loaded, [batch(n, n) for n in (1, 7, 512)]) <= TOL
