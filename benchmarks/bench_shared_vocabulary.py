@@ -129,16 +129,20 @@ def run_arm(name: str, files: dict[str, Any], arm: dict[str, Any], buckets: dict
     return results
 
 
+def _seed_results(run_dir: Path) -> list[dict[str, Any]]:
+    """Each seed's results.json of a run (a run of one seed is its own)."""
+    paths = sorted(run_dir.glob("seeds/seed-*/results.json")) or [run_dir / "results.json"]
+    return [json.loads(p.read_text()) for p in paths]
+
+
 def _codebook(run_dir: Path) -> dict[str, Any]:
     """The first seed's codebook: the values it was fitted on and its quality per level."""
-    first = (sorted(run_dir.glob("seeds/seed-*/results.json")) or [run_dir / "results.json"])[0]
-    sid = json.loads(first.read_text())["teacher"].get("semantic_ids", {})
+    sid = _seed_results(run_dir)[0]["teacher"].get("semantic_ids", {})
     return {"fitted_on": sid.get("fitted_on"), "quality": sid.get("quality")}
 
 
 def _stream_rows(run_dir: Path) -> list[int]:
-    seeds = sorted(run_dir.glob("seeds/seed-*/results.json")) or [run_dir / "results.json"]
-    return [json.loads(p.read_text())["platform"]["stream_rows"] for p in seeds]
+    return [r["platform"]["stream_rows"] for r in _seed_results(run_dir)]
 
 
 def main() -> None:
@@ -190,24 +194,22 @@ MODELS = {("plain", "auc_raw"): "raw (no KD, no codes)", ("plain", "auc_distill"
 
 def markdown_scenario(s: int, r: dict[str, Any]) -> str:
     """One scenario's table: each model's test AUC alone and shared, and the gain with its interval."""
+    from recdistill.report.render import interval_text, verdict_text
+
     lines = [f"## Scenario {s}: the other scenario's history given to the teacher",
              f"students' window rows per seed: {r['window_rows']}; teacher train rows alone "
              f"{r['arms']['alone']['train_rows']:,}, shared {r['arms']['shared']['train_rows']:,}", "",
              "| model | alone | shared | shared − alone [95%] | |", "|---|---|---|---|---|"]
-    t = r["comparisons"]["teacher_auc"]
-    if t["differences"]:
-        d, by_label = t["differences"][0], {e["entry"]: e for e in t["entries"]}
-        lines.append(f"| teacher | {by_label[d['against']]['mean']:.4f} | {by_label[d['entry']]['mean']:.4f} | "
-                     f"{d['mean']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] | "
-                     f"{'finding' if d['finding'] else 'within noise'} |")
-    for metric in ("auc_raw", "auc_distill"):
+    for metric in ("teacher_auc", "auc_raw", "auc_distill"):
         c = r["comparisons"][metric]
         by_label = {e["entry"]: e for e in c["entries"]}
-        for d in c["differences"]:
-            name = MODELS.get((d["entry"].rsplit(":", 1)[-1], metric), d["entry"])
+        # the teacher is the same in each student's entry: its first difference says it all
+        for d in c["differences"][:1] if metric == "teacher_auc" else c["differences"]:
+            name = "teacher" if metric == "teacher_auc" else \
+                MODELS.get((d["entry"].rsplit(":", 1)[-1], metric), d["entry"])
             a, b = by_label[d["against"]], by_label[d["entry"]]
             lines.append(f"| {name} | {a['mean']:.4f} | {b['mean']:.4f} | {d['mean']:+.4f} "
-                         f"[{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] | {'finding' if d['finding'] else 'within noise'} |")
+                         f"{interval_text(d, '+.4f')} | {verdict_text(d)} |")
     return "\n".join(lines) + "\n"
 
 

@@ -12,15 +12,20 @@ from recdistill.data.schema import LogSchema
 _GENERATION_KEYS = ("rows", "days", "seed", "shard_rows", "synthetic")
 
 
+def synthetic_identity(syn: dict[str, Any]) -> dict[str, Any]:
+    """A synthetic config (as a dict) as it identifies a log: segments and scenarios that are
+    off drop their keys, which a log (and a key) made before they existed lacks: it is the
+    same log."""
+    unset = (("segments", "segment_strength") if not syn.get("segments") else ()) + (
+        ("scenarios",) if not syn.get("scenarios") else ())
+    return {k: v for k, v in syn.items() if k not in unset}
+
+
 def _generation(data: dict[str, Any]) -> dict[str, Any]:
-    """What decides a synthetic log's bytes; without segments (scenarios), the keys a log
-    written before segments (scenarios) existed lacks (it is the same log)."""
+    """What decides a synthetic log's bytes (``synthetic_identity``)."""
     out = {k: data.get(k) for k in _GENERATION_KEYS}
-    syn = out.get("synthetic")
-    if isinstance(syn, dict):
-        unset = (("segments", "segment_strength") if not syn.get("segments") else ()) + (
-            ("scenarios",) if not syn.get("scenarios") else ())
-        out["synthetic"] = {k: v for k, v in syn.items() if k not in unset}
+    if isinstance(out.get("synthetic"), dict):
+        out["synthetic"] = synthetic_identity(out["synthetic"])
     return out
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 from recdistill.config import ExperimentConfig, signal_mode, to_dict
 from recdistill.data.formats import TIMED_SOURCES, expand_paths
+from recdistill.data.log import synthetic_identity
 
 # 2: generations under each key, JSON spool schema (older stores' keys are not reused)
 SIGNAL_FORMAT = 2
@@ -51,11 +52,8 @@ def _data_identity(cfg: ExperimentConfig) -> dict[str, Any]:
     data = to_dict(cfg.data)
     if cfg.data.source == "synthetic":
         data["path"] = None  # where the log was generated does not change its rows
-    if not cfg.data.synthetic.segments:  # as teacher.representations: keys from before segments stay valid
-        for k in ("segments", "segment_strength"):
-            del data["synthetic"][k]
-    if not cfg.data.synthetic.scenarios:  # likewise: keys from before scenarios stay valid
-        del data["synthetic"]["scenarios"]
+    # as teacher.representations: keys from before segments and scenarios stay valid
+    data["synthetic"] = synthetic_identity(data["synthetic"])
     # a synthetic log is identified by its generation config (in ``data``); files are its output
     real = cfg.data.source != "synthetic"
     ident = {"format": SIGNAL_FORMAT, "data": data, "files": _file_fingerprint(cfg.data.path) if real else []}
