@@ -172,21 +172,69 @@ def test_asha_stops_a_trial_early_and_resume_keeps_what_finished(first: dict, tm
         run_sweep(None, common, SPACE, out, resume=True, log=lambda _: None)
 
 
-@pytest.mark.parametrize(("space", "pack", "trials", "teachers", "runs"), [
-    ("tau", 1, 5, 5, 5),  # τ is part of the online teacher's key: one teacher per trial
-    ("sampling", 9, 18, 2, 2),  # the students' ratios and keep rates pack onto each teacher
-])
-def test_tau_and_sampling_spaces_plan_their_stated_budget(first: dict, tmp: Path, space: str, pack: int, trials: int,
-                                                          teachers: int, runs: int) -> None:
-    """The τ and sampling spaces at smoke scale, dry: each expands to the trials and teachers
-    its docstring budgets (running them is minutes on 2 cores, past the suite's budget)."""
+def _space(name: str) -> SearchSpace:
     from recdistill.sweep.space import load_space
 
-    loaded = load_space(str(Path(__file__).parents[2] / "search_spaces" / f"{space}.py"))
+    return load_space(str(Path(__file__).parents[2] / "search_spaces" / f"{name}.py"))
+
+
+def test_sampling_space_runs_its_18_trials_on_two_teachers_in_two_runs(first: dict, tmp: Path) -> None:
+    """The sampling space at smoke scale, all 18 trials: packed 9 to a run, one run per
+    teacher sampling ratio. The module's teacher (ratio 1.0) is stored, so only the 0.5
+    one trains; each student's ratio and negative keep rate reach its rows."""
+    space = _space("sampling")
     common = [*TINY, f"data.path={tmp / 'sweep' / 'data'}", f"platform.signal_store={tmp / 'store'}",
-              f"run.name={space}", "tracking.wandb=disabled"]
-    dry = run_sweep(None, common, loaded, tmp / f"{space}-dry", pack=pack, dry_run=True, log=lambda _: None)
-    assert len(dry["trials"]) == trials and f"{trials} trials" in loaded.doc
-    assert len({t["teacher_key"] for t in dry["trials"]}) == teachers
-    assert len({t["run"] for t in dry["trials"]}) == runs
-    assert not any(t["finished"] for t in dry["trials"]) and not (tmp / f"{space}-dry" / "results.json").exists()
+              "run.name=sampling", "tracking.wandb=disabled"]
+    dry = run_sweep(None, common, space, tmp / "sampling-dry", pack=9, dry_run=True, log=lambda _: None)
+    assert len(dry["trials"]) == 18 and "18 trials" in space.doc
+    assert len({t["teacher_key"] for t in dry["trials"]}) == 2 and len({t["run"] for t in dry["trials"]}) == 2
+    full = [t for t in dry["trials"] if t["config"]["teacher.sampling_ratio"] == 1.0]
+    assert all(t["teacher_stored"] for t in full) and full[0]["teacher_key"] == first["trials"][0]["teacher_key"]
+    assert not any(t["finished"] for t in dry["trials"]) and not (tmp / "sampling-dry" / "results.json").exists()
+
+    s = run_sweep(None, common, space, tmp / "sampling", pack=9, log=lambda _: None)
+    assert s["runs"] == 2 and s["teachers_trained"] == 1 and s["teachers_reused"] == 1 and len(s["trials"]) == 18
+    by = {(t["config"]["teacher.sampling_ratio"], t["config"]["students.0.sampling_ratio"],
+           t["config"]["students.0.negative_keep_rate"]): t for t in s["trials"]}
+    assert all(0.0 < t["auc"] < 1.0 and 0.0 < t["auc_raw"] < 1.0 for t in s["trials"])
+    # the same students on either teacher: the same raw models (they never see a teacher)
+    for (ratio, share, keep), t in by.items():
+        if ratio == 0.5:
+            assert t["auc_raw"] == by[(1.0, share, keep)]["auc_raw"]
+    assert len({t["dir"] for t in s["trials"]}) == 2
+    # what each student trained on: its share of the window, fewer negatives at a lower keep rate
+    run = json.loads((Path(s["trials"][0]["dir"]) / "results.json").read_text())
+    rows = {st["name"]: st["rows"] for st in run["students"]}
+    members = [t for t in s["trials"] if t["dir"] == s["trials"][0]["dir"]]
+    size = {(t["config"]["students.0.sampling_ratio"], t["config"]["students.0.negative_keep_rate"]):
+            rows[f"t{t['trial']:03d}"] for t in members}
+    assert size[(0.1, 1.0)] < size[(0.25, 1.0)] < size[(0.5, 1.0)]
+    assert size[(0.5, 0.25)] < size[(0.5, 0.5)] < size[(0.5, 1.0)]
+    assert (tmp / "sampling" / "report.md").exists()
+
+
+def test_tau_space_runs_five_online_teachers_at_smoke_scale(tmp: Path) -> None:
+    """The τ space at smoke scale, all five values: τ is part of the online teacher's key,
+    so each trial trains its own streaming teacher (a frozen one takes no streaming step)
+    and reports the students' streaming AUC and η."""
+    from recdistill.config import load_config
+    from recdistill.smoke import smoke_overrides
+
+    space = _space("tau")
+    config = Path(__file__).parents[2] / "jobs" / "configs" / "online_demo.yaml"
+    # one streaming window after two batch ones: the smallest online run there is
+    common = ["stream.windows=3", "stream.batch_windows=2", "data.rows=12000", f"data.path={tmp / 'tau-data'}",
+              f"platform.signal_store={tmp / 'tau-store'}", "tracking.wandb=disabled", "run.serving=off"]
+    common += smoke_overrides(load_config(config, common)) + ["data.rows=12000"]
+    s = run_sweep(config, common, space, tmp / "tau", log=lambda _: None)
+    assert s["runs"] == 5 and s["teachers_trained"] == 5 and len(s["trials"]) == 5
+    assert [t["config"]["stream.teacher_update_interval"] for t in s["trials"]] == [1, 5, 10, 50, None]
+    assert len({t["teacher_key"] for t in s["trials"]}) == 5
+    for t in s["trials"]:
+        assert 0.0 < t["stream_auc"] < 1.0 and t["stream_eta"] == t["stream_eta"]
+    runs = [json.loads((Path(t["dir"]) / "results.json").read_text()) for t in s["trials"]]
+    assert [r["stream"]["tau"] for r in runs] == [1, 5, 10, 50, None]
+    md = (tmp / "tau" / "report.md").read_text()
+    # the report ranks on the stream (τ acts there) and asks no size question of one student
+    assert "Best streaming AUC" in md and "| stream_auc | stream_eta |" in md and "Smallest student" not in md
+    assert (tmp / "tau" / "auc_vs_tau.png").stat().st_size > 5000

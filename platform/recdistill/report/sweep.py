@@ -197,7 +197,9 @@ def _columns(summary: dict[str, Any]) -> list[str]:
                                                          for t in summary["trials"]) else []
     models = ["models"] if any(t.get("models") for t in summary["trials"]) else []
     committee = [k for k in COMMITTEE_METRICS if any(k in t for t in summary["trials"])]
-    return ["trial", *paths, "auc", "auc_raw", "eta", *committee, *stopped, "params", *latency, "teacher_key",
+    # an online sweep's knobs (τ, replay) act in the stream only: its means are what differ
+    stream = [k for k in ("stream_auc", "stream_eta") if any(_finite(t.get(k)) for t in summary["trials"])]
+    return ["trial", *paths, "auc", "auc_raw", "eta", *stream, *committee, *stopped, "params", *latency, "teacher_key",
             "teacher_steps", *models]
 
 
@@ -230,7 +232,16 @@ def markdown(summary: dict[str, Any], plots: list[tuple[str, Path]]) -> str:
                   f"stopped in and their last validation AUC, and have no test scores.", ""]
     elif summary.get("scheduler", "fifo") != "fifo":
         lines += [f"Scheduler {summary['scheduler']}: no trial was stopped early.", ""]
-    pick = smallest_within(summary["trials"])
+    trials = summary["trials"]
+    streamed = [t for t in trials if _finite(t.get("stream_auc"))]
+    if streamed:
+        top = max(streamed, key=lambda t: t["stream_auc"])
+        lines += [f"Best streaming AUC (mean over the streamed windows): trial {top['trial']} "
+                  f"({', '.join(f'{k}={v}' for k, v in top['config'].items())}), AUC {top['stream_auc']:.4f}, "
+                  f"η {top.get('stream_eta', float('nan')):.2f}. The auc / auc_raw / eta columns are the batch "
+                  f"phase's, scored on the first streamed window before anyone learns from it.", ""]
+    # the cheapest student within reach of the best: only a question when the students' sizes differ
+    pick = smallest_within(trials) if len({t.get("params") for t in trials if _finite(t.get("auc"))}) > 1 else None
     if pick is not None:
         key, label = cost_axis(summary["trials"])
         best = max(t["auc"] for t in summary["trials"] if _finite(t.get("auc")))
