@@ -642,6 +642,10 @@ class PlatformConfig:
              "pyarrow filesystem URI such as s3://bucket/prefix)")
     reuse_signals: bool = opt(True, help="skip the teacher when the store already holds its signals")
     signal_block_rows: int = opt(65536, ge=1, help="rows per signal block (Parquet file) the teacher writes")
+    read_split_mb: int = opt(
+        64, ge=0, help="an uncompressed Criteo or Avazu file larger than this many MiB is read as byte ranges of "
+                       "about this size, one Ray Data read task each, so that several cores or nodes parse it "
+                       "(rows, ids and line numbers as a whole-file read gives them); 0 reads each file whole")
     max_failures: int = opt(2, ge=0, help="restarts of a failed Train run from its last checkpoint")
     checkpoint_every_blocks: int = opt(
         32, ge=1, help="teacher checkpoint every this many signal blocks (a checkpoint holds the model and its "

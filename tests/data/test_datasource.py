@@ -155,3 +155,51 @@ def test_movielens_side_files_join_in_ray_read_tasks(tmp_path, ray_local):
     with pytest.raises(DataError, match=r"u1\.base: MovieLens side files \(.*u\.user, .*u\.item\) give other "
                                         r"columns than those of .*bare/u\.data \(no side files\)"):
         read_log([str(tmp_path / "u1.base"), str(bare)], "movielens")
+
+
+def test_a_large_file_is_read_as_byte_ranges_that_lose_nothing(tmp_path):
+    """A Criteo file over split_bytes is cut into ranges, one read task each, and a small
+    gzipped one beside it is read whole: the rows, their ids, the rejects with their line
+    numbers and the blank lines are those of whole-file reads, and so is the error budget."""
+    import pyarrow as pa
+
+    from recdistill.data.datasource import plan_pieces
+
+    rng = __import__("random").Random(0)
+    lines = []
+    for i in range(3000):
+        kind = rng.random()
+        lines.append("" if kind < 0.02 else criteo("7") if kind < 0.05 else criteo("1", 30) if kind < 0.07
+                     else criteo(str(i % 2)))
+    big = tmp_path / "day_1.txt"
+    big.write_text("\r\n".join(lines) + "\r\n")
+    import gzip
+
+    small = tmp_path / "day_0.txt.gz"
+    small.write_bytes(gzip.compress(("\n".join([criteo("1")] * 50 + [criteo("x")]) + "\n").encode()))
+    paths = [str(small), str(big)]
+
+    def read(split: int) -> tuple[pa.Table, object, int]:
+        ledger = new_ledger()
+        ds, _ = read_log(paths, "criteo", ledger=ledger, error_budget=0.1, split_bytes=split)
+        return pa.Table.from_pylist(ds.take_all()).sort_by("row_id"), read_rejects(ledger), ds.materialize().num_blocks()
+
+    ranged, r_rejects, _ = read(40_000)
+    whole, w_rejects, _ = read(0)
+    pieces = plan_pieces(paths, "criteo", 40_000)
+    assert [p.whole for p in pieces] == [True] + [False] * (len(pieces) - 1) and len(pieces) - 1 == -(-big.stat().st_size // 40_000)
+    assert ranged.num_rows == whole.num_rows and ranged["row_id"].equals(whole["row_id"])
+    assert ranged.drop_columns([f"I{i}" for i in range(1, 14)]).equals(whole.drop_columns([f"I{i}" for i in range(1, 14)]))
+    assert (r_rejects.total, r_rejects.counts, r_rejects.blank_lines) == (w_rejects.total, w_rejects.counts, w_rejects.blank_lines)
+    assert r_rejects.examples == w_rejects.examples
+    assert r_rejects.rejected + ranged.num_rows == r_rejects.total == 3000 + 51 - w_rejects.blank_lines
+    # a file's budget is checked over its ranges together, as a whole-file read checks it:
+    # a range over budget (200 of its 300 rows) does not fail a file under it (200 of 600)
+    spoiled = tmp_path / "spoiled.txt"
+    spoiled.write_text("\n".join([criteo("1")] * 400 + [criteo("x")] * 200) + "\n")
+    half = spoiled.stat().st_size // 2
+    assert [p.line_offset for p in plan_pieces([str(spoiled)], "criteo", half)] == [0, 300]
+    for split in (half, 0):
+        assert read_log(str(spoiled), "criteo", error_budget=0.4, split_bytes=split)[0].count() == 400
+        with pytest.raises(Exception, match=r"spoiled\.txt: 200 of 600 rows rejected"):
+            read_log(str(spoiled), "criteo", error_budget=0.3, split_bytes=split)[0].materialize()

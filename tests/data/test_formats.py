@@ -574,6 +574,20 @@ def test_lines_that_are_not_utf8_are_counted(tmp_path, capfd, fmt):
     assert "Exception ignored" not in capfd.readouterr().err
 
 
+@pytest.mark.parametrize("fmt", ["criteo", "avazu"])
+def test_more_than_five_lines_that_are_not_utf8_in_one_block_are_all_counted(tmp_path, fmt):
+    """Only five travel as examples; the count once stopped there too, so the sixth bad line
+    of a block was neither kept nor rejected (found by tests/data/test_byte_ranges.py)."""
+    good = criteo_line("1") if fmt == "criteo" else avazu_line("1")
+    bad = good.replace("1", "1\udcff", 1)
+    p = tmp_path / f"x.{fmt}"
+    p.write_bytes("\n".join([good] + [bad] * 8 + [good]).encode("utf-8", "surrogateescape") + b"\n")
+    t, tally = read(p, fmt)
+    assert ids(t) == [1, 10]
+    assert tally.counts == {"invalid UTF-8": 8} and tally.total == 10 and tally.rejected + t.num_rows == tally.total
+    assert [e[1] for e in tally.examples["invalid UTF-8"]] == [2, 3, 4, 5, 6]
+
+
 def test_libsvm_byte_order_mark_and_bare_cr_line_endings(tmp_path):
     for name, raw in [("bom1", b"\xef\xbb\xbf1 2:1 3:1\n"), ("bom2", b"\xef\xbb\xbf-1 2:1 3:1 \n0 4:1 5:1\n"),
                       ("cr", b"1 2:1 3:1\r0 4:1 5:1\r+1 6:1 7:1"), ("cr2", b"1 2:1 3:1 \r0 4:1\t5:1\r")]:

@@ -20,6 +20,7 @@ ranges (as recdistill writes them) cost nothing more.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import TYPE_CHECKING, Any, Iterator
 
@@ -27,14 +28,20 @@ import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import ray
-from ray.data.datasource import FileBasedDatasource
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, FileBasedDatasource, ReadTask
 
 from recdistill.data import formats
+from recdistill.data.byte_ranges import Bounded, Piece, plan_file, splittable, survey_range
 from recdistill.data.rejects import DataError, RejectTally, empty_file_error
 from recdistill.data.schema import ROW_ID, LogSchema
 
 if TYPE_CHECKING:
     import pyarrow
+
+# A file larger than this is read by several tasks (platform.read_split_mb): parsing 64 MiB
+# of TSV takes a core a few seconds, and a cluster's cores would otherwise wait on one task.
+DEFAULT_SPLIT_BYTES = 64 << 20
 
 
 @ray.remote(num_cpus=0)
@@ -50,10 +57,12 @@ class RejectLedger:
         self._by_file: dict[str, dict] = {}
         self._ranges: dict[str, tuple[int, int]] = {}  # parquet file -> (min, max) row_id
 
-    def add(self, tally_dict: dict) -> list[str]:
-        """Record a file's tally; returns the files reported earlier whose row_id ranges overlap its own."""
+    def add(self, tally_dict: dict, part: str = "") -> list[str]:
+        """Record a file's tally (or one ``part``, a byte range, of it); returns the files
+        reported earlier whose row_id ranges overlap its own."""
         files = tally_dict.get("files") or ["<unknown>"]
-        self._by_file[files[0] if len(files) == 1 else "|".join(files)] = tally_dict
+        key = files[0] if len(files) == 1 else "|".join(files)
+        self._by_file[f"{key}#{part}" if part else key] = tally_dict
         overlapping: set[str] = set()
         for path, (lo, hi) in tally_dict.get("id_ranges", {}).items():
             others = [p for p in self._ranges if p != path]
@@ -63,6 +72,20 @@ class RejectLedger:
                 overlapping.update(p for p, h in zip(others, hit) if h)
             self._ranges[path] = (int(lo), int(hi))
         return sorted(overlapping)
+
+    def add_part(self, tally_dict: dict, part: str, parts: int) -> dict | None:
+        """Record the tally of one byte range of a file; once all ``parts`` ranges of that file
+        are in, return the file's whole tally (so that its budget is checked as a whole-file
+        read checks it: a range is too small a sample to fail the file alone)."""
+        self.add(tally_dict, part)
+        file = (tally_dict.get("files") or ["<unknown>"])[0]
+        mine = [v for k, v in self._by_file.items() if k.startswith(f"{file}#")]
+        if len(mine) < parts:
+            return None
+        total = RejectTally()
+        for d in mine:
+            total.merge(RejectTally.from_dict(d))
+        return total.to_dict()
 
     def tally(self) -> dict:
         total = RejectTally()
@@ -119,11 +142,9 @@ class ClickLogDatasource(FileBasedDatasource):
         tally = RejectTally()
         yield from formats.iter_file(path, self._fmt, self._index_of(path), tally, self._header, f,
                                      num_fields=self._num_fields, schema=self._log_schema)
-        if self._ledger is not None:
-            # Wait for the ledger, so that everything is recorded once the dataset is consumed.
-            overlapping = ray.get(self._ledger.add.remote(tally.to_dict()))
-            if overlapping:
-                self._check_no_shared_ids(path, overlapping)
+        overlapping = _report(self._ledger, tally)
+        if overlapping:
+            self._check_no_shared_ids(path, overlapping)
         tally.check_budget(self._error_budget, path)
 
     def _row_ids(self, path: str) -> np.ndarray:
@@ -142,9 +163,87 @@ class ClickLogDatasource(FileBasedDatasource):
                                 f"over the input: was a file repeated or were two logs mixed?")
 
 
+def _report(ledger: Any, tally: RejectTally, part: str = "") -> list[str]:
+    """Send a read task's tally to the ledger (if any); the files whose row_id ranges overlap."""
+    if ledger is None:
+        return []
+    # Wait for the ledger, so that everything is recorded once the dataset is consumed.
+    return ray.get(ledger.add.remote(tally.to_dict(), part))
+
+
+class TextRangeDatasource(Datasource):
+    """Text logs read as ``byte_ranges.Piece``s: a large file as several ranges, each its own
+    read task, the others whole. Rows, ids, line numbers and rejects are those of a read of
+    each file in one piece; the ledger keeps one tally per range, and the last range of a
+    file to finish checks the file's error budget over all of them."""
+
+    def __init__(self, pieces: list[Piece], fmt: str, *, file_index: dict[str, int], header: str,
+                 error_budget: float, ledger: Any, num_fields: int | None) -> None:
+        super().__init__()
+        self._pieces, self._fmt, self._file_index = pieces, fmt, file_index
+        self._header, self._error_budget, self._ledger, self._num_fields = header, error_budget, ledger, num_fields
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return sum(p.nbytes for p in self._pieces)
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: Any = None) -> list[ReadTask]:
+        # One task per piece whatever ``parallelism`` asks: the pieces were cut for it.
+        return [ReadTask(functools.partial(self._read, piece),
+                         BlockMetadata(num_rows=None, size_bytes=piece.nbytes, input_files=[piece.path],
+                                       exec_stats=None),
+                         per_task_row_limit=per_task_row_limit)
+                for piece in self._pieces]
+
+    def _read(self, piece: Piece) -> Iterator["pyarrow.Table"]:
+        tally = RejectTally()
+        index = self._file_index[piece.path]
+        if piece.whole:
+            yield from formats.iter_file(piece.path, self._fmt, index, tally, self._header,
+                                         num_fields=self._num_fields)
+        else:
+            with open(piece.path, "rb") as f:
+                f.seek(piece.start)
+                yield from formats.iter_file(piece.path, self._fmt, index, tally, self._header,
+                                             Bounded(f, piece.end - piece.start), num_fields=self._num_fields,
+                                             line_offset=piece.line_offset, partial=True)
+        if piece.whole:
+            _report(self._ledger, tally)
+            tally.check_budget(self._error_budget, piece.path)
+            return
+        # The last range of a file to finish checks the file's budget over all its ranges.
+        whole = ray.get(self._ledger.add_part.remote(tally.to_dict(), f"bytes={piece.start}-{piece.end}", piece.parts))
+        if whole is not None:
+            RejectTally.from_dict(whole).check_budget(self._error_budget, piece.path)
+
+
+@ray.remote(num_cpus=1)
+def _survey(path: str, lo: int, hi: int) -> tuple[int, int, int]:
+    return survey_range(path, lo, hi)
+
+
+# (path, size, mtime_ns, format, split_bytes) -> pieces: a run reads the same file several times
+_PLANS: dict[tuple, list[Piece]] = {}
+
+
+def plan_pieces(paths: list[str], fmt: str, split_bytes: int) -> list[Piece]:
+    """Every file's pieces (``byte_ranges.plan_file``), the ranges surveyed by Ray tasks next
+    to the data, not on the driver: the driver receives three integers per range."""
+    out: list[Piece] = []
+    for p in paths:
+        st = os.stat(p)
+        key = (p, st.st_size, st.st_mtime_ns, fmt, split_bytes)
+        if key not in _PLANS:
+            _PLANS[key] = plan_file(p, fmt, split_bytes,
+                                    lambda ranges: ray.get([_survey.remote(*r) for r in ranges]))
+        out.extend(_PLANS[key])
+    return out
+
+
 def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_budget: float = 0.001,
              ledger: Any = None, num_fields: int | None = None, schema: LogSchema | None = None,
-             override_num_blocks: int | None = None, file_offset: int = 0) -> tuple[ray.data.Dataset, LogSchema]:
+             override_num_blocks: int | None = None, file_offset: int = 0,
+             split_bytes: int = DEFAULT_SPLIT_BYTES) -> tuple[ray.data.Dataset, LogSchema]:
     """A lazy Ray Dataset of a click log (file, directory, glob or list of them) and its schema.
 
     Files are numbered in sorted path order from ``file_offset`` and ``row_id = file << 40 | line``,
@@ -153,6 +252,9 @@ def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_bud
     Missing, empty and (parquet) schema-less inputs fail here, before any task runs. A file
     over ``error_budget``, or a parquet ``row_id`` found twice, fails its read task; pass a ``ledger`` (``new_ledger()``) and call
     ``read_rejects(ledger).check_budget(...)`` after consumption for the budget over all files.
+
+    An uncompressed Criteo or Avazu file larger than ``split_bytes`` is read as byte ranges of
+    about that size, one read task each (``byte_ranges``); 0 reads every file whole.
     """
     if fmt not in formats.FORMATS:
         raise DataError(f"unknown log format {fmt!r}; expected one of {', '.join(formats.FORMATS)}")
@@ -171,6 +273,14 @@ def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_bud
         schema = log_schema
         if ledger is None and len(paths) > 1:
             ledger = new_ledger()  # the check that no row_id is in two files goes through it
+    if any(splittable(p, fmt, split_bytes) for p in paths):
+        pieces = plan_pieces(paths, fmt, split_bytes)
+        if ledger is None:
+            ledger = new_ledger()  # a file's ranges meet there for its error budget
+        index = {p: file_offset + i for i, p in enumerate(sorted(paths))}
+        ranges = TextRangeDatasource(pieces, fmt, file_index=index, header=header, error_budget=error_budget,
+                                     ledger=ledger, num_fields=num_fields)
+        return ray.data.read_datasource(ranges, override_num_blocks=override_num_blocks or len(pieces)), log_schema
     source = ClickLogDatasource(paths, fmt, header=header, error_budget=error_budget, ledger=ledger,
                                 num_fields=num_fields, schema=schema, file_offset=file_offset)
     # One read task per file already yields ~4 MiB blocks as it streams. Left to itself Ray

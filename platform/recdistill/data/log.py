@@ -65,8 +65,8 @@ def open_log(cfg: ExperimentConfig, *, ledger: Any = None, progress: Any = None)
         ensure_synthetic(data, out, progress=progress)
         ds, schema = read_log(str(out), "parquet", error_budget=data.error_budget, ledger=ledger)
     else:
-        ds, schema = read_log(data.path, data.source, header=data.header,
-                              error_budget=data.error_budget, ledger=ledger)
+        ds, schema = read_log(data.path, data.source, header=data.header, error_budget=data.error_budget,
+                              ledger=ledger, split_bytes=cfg.platform.read_split_mb << 20)
     if data.negative_keep_rate < 1.0:
         ds = ds.map_batches(negative_downsample, batch_format="pyarrow",
                             fn_kwargs={"keep_rate": data.negative_keep_rate, "seed": data.seed})
@@ -110,7 +110,8 @@ def _read_split_files(cfg: ExperimentConfig, ledger: Any) -> tuple[dict[str, Any
         num_fields = len(first.categorical) if first is not None and data.source == "libsvm" else None
         ds, schema = read_log(path, data.source, header=data.header, error_budget=data.error_budget,
                               ledger=ledger, num_fields=num_fields, file_offset=offset,
-                              schema=first if data.source == "parquet" else None)
+                              schema=first if data.source == "parquet" else None,
+                              split_bytes=cfg.platform.read_split_mb << 20)
         if first is None:
             first = schema
         elif schema != first:

@@ -79,10 +79,14 @@ from recdistill.data.rejects import DataError, RejectTally, empty_file_error
 from recdistill.data.schema import LogSchema
 
 __all__ = ["AVAZU_CATEGORICAL", "AVAZU_COLUMNS", "CRITEO_COLUMNS", "DEFAULT_BLOCK_SIZE", "FORMATS", "HEADER_MODES",
-           "TEXT_FORMATS", "TIMED_SOURCES", "expand_paths", "iter_file", "schema_for", "schema_for_file", "schema_for_files"]
+           "SPLIT_FORMATS", "TEXT_FORMATS", "TIMED_SOURCES", "expand_paths", "iter_file", "schema_for", "schema_for_file", "schema_for_files"]
 
 FORMATS = ("criteo", "avazu", "libsvm", "movielens", "parquet")
 TEXT_FORMATS = ("criteo", "avazu", "libsvm", "movielens")
+# Formats whose lines parse the same wherever a file is cut: fixed columns, and a header (if
+# any) that only checks, never reorders. libsvm sniffs its layout and movielens reads its
+# column order from line 1, so their files are read whole (one read task each).
+SPLIT_FORMATS = ("criteo", "avazu")
 # Sources whose rows always carry a time column (a Parquet log may or may not have one).
 TIMED_SOURCES = ("synthetic", "avazu", "movielens")
 HEADER_MODES = ("auto", "yes", "no")
@@ -134,7 +138,8 @@ def schema_for_files(paths: list[str], fmt: str, schema: LogSchema | None = None
 
 def iter_file(path: str, fmt: str, file_index: int, tally: RejectTally, header: str = "auto",
               f: Any = None, *, num_fields: int | None = None, schema: LogSchema | None = None,
-              block_size: int = DEFAULT_BLOCK_SIZE) -> Iterator[pa.Table]:
+              block_size: int = DEFAULT_BLOCK_SIZE, line_offset: int = 0,
+              partial: bool = False) -> Iterator[pa.Table]:
     """Stream ``path`` as tables in the canonical layout; rejected rows go to ``tally``.
 
     ``f`` is an already opened pyarrow file (Ray hands one over); when None the file is
@@ -143,6 +148,8 @@ def iter_file(path: str, fmt: str, file_index: int, tally: RejectTally, header: 
     (movielens) the one the read was planned with, which this file's side files must give.
     Raises DataError for a missing or empty file or a structural problem (bad header,
     missing column); per-row problems are only counted (the caller checks the budget).
+    ``f`` may be a byte range of a text file that begins a line (``partial``), the file's
+    ``line_offset`` lines before it: rows and rejects keep the file's line numbers.
     """
     _check_format(fmt)
     if header not in HEADER_MODES:
@@ -157,8 +164,12 @@ def iter_file(path: str, fmt: str, file_index: int, tally: RejectTally, header: 
     if fmt == "parquet":
         yield from iter_parquet(path, tally, f, schema)
         return
+    if partial and fmt not in SPLIT_FORMATS:
+        raise DataError(f"{path}: {fmt} files are read whole (a byte range is readable for "
+                        f"{', '.join(SPLIT_FORMATS)} only)")
     yield from iter_text(path, fmt, f, tally, header, block_size,
-                         lambda source: _open_parser(source, fmt, path, file_index, tally, num_fields, schema))
+                         lambda source: _open_parser(source, fmt, path, file_index, tally, num_fields, schema),
+                         line_offset=line_offset, partial=partial)
 
 
 def _open_parser(source: Utf8Lines, fmt: str, path: str, file_index: int, tally: RejectTally,

@@ -43,8 +43,9 @@ class Utf8Lines:
     so they cannot be counted against the error budget.
     """
 
-    def __init__(self, source: Any, path: str, fmt: str) -> None:
+    def __init__(self, source: Any, path: str, fmt: str, line_offset: int = 0) -> None:
         self._src, self.path, self.fmt = source, path, fmt
+        self._line_offset = line_offset  # lines of the file before this source's first byte
         self.bad_lines: dict[int, str] = {}
         self._pending = b""  # raw bytes after the last complete line break
         self._out = bytearray()  # checked bytes not yet handed out
@@ -83,7 +84,7 @@ class Utf8Lines:
         except OSError as e:
             compressed = self.path.lower().endswith(COMPRESSED_SUFFIXES)
             what = "compressed data is truncated or corrupt" if compressed else "read failed"
-            raise DataError(f"{self.path}: {what} ({e}); {self._breaks:,} complete lines of {self.fmt} "
+            raise DataError(f"{self.path}: {what} ({e}); {self._line_offset + self._breaks:,} complete lines of {self.fmt} "
                             f"text came before it, nothing after it can be read") from e
 
     def _check(self, seg: bytes) -> None:
@@ -131,11 +132,20 @@ class TextStream:
     rejected by the CSV reader's handler and counted, and so are the lines in ``bad_lines``
     (``Utf8Lines``: not UTF-8), whichever way they come. ``header`` holds line 1's fields
     when it was a header.
+
+    ``line_offset`` > 0: the source is a byte range of a file that starts after that many
+    lines (``data.datasource``'s split of a large file). Lines are counted within the range
+    and reported (rows, rejects) as the file's; there is no header to look for, and a range
+    without data rows is not an empty file.
     """
 
     def __init__(self, source: Any, path: str, fmt: str, tally: RejectTally, layout: Layout,
-                 header_mode: str, block_size: int, bad_lines: dict[int, str] | None = None) -> None:
+                 header_mode: str, block_size: int, bad_lines: dict[int, str] | None = None,
+                 line_offset: int = 0, partial: bool = False) -> None:
         self.path, self.fmt, self.tally, self.layout = path, fmt, tally, layout
+        self.line_offset, self.partial = line_offset, partial
+        if line_offset:
+            header_mode = "no"
         self._bad_lines = bad_lines if bad_lines is not None else {}
         self._bad_found: list[int] = []  # bad lines the handler took, reported with their batch
         self.header_mode = header_mode
@@ -187,7 +197,7 @@ class TextStream:
         self.tally.seen(1)
         self.rejected_lines += 1
         detail = f"wrong number of fields (expected {row.expected_columns}, got {row.actual_columns})"
-        self.tally.add(WRONG_FIELD_COUNT, self.path, row.number, row.text, detail)
+        self.tally.add(WRONG_FIELD_COUNT, self.path, row.number + self.line_offset, row.text, detail)
         return "skip"
 
     def _reject_bad_lines(self, in_batch: list[int]) -> None:
@@ -199,8 +209,9 @@ class TextStream:
         texts = [self._bad_lines.pop(n) for n in numbers]
         self.tally.seen(len(numbers))
         self.rejected_lines += len(numbers)
-        self.tally.add_many(INVALID_UTF8, self.path, numbers[:5], texts[:5],
-                            ["bytes that are not UTF-8 (shown escaped)"] * min(5, len(numbers)))
+        # count: every line, though only the first five travel as examples
+        self.tally.add_many(INVALID_UTF8, self.path, [n + self.line_offset for n in numbers[:5]], texts[:5],
+                            ["bytes that are not UTF-8 (shown escaped)"] * min(5, len(numbers)), count=len(numbers))
 
     def _raise_bad_header(self) -> None:
         if self._bad_header is not None:
@@ -215,7 +226,7 @@ class TextStream:
         batch so that tables come out in line order.
         """
         cut = bisect.bisect_right(self._deferred_lines, self._upto)
-        out = self._deferred_lines[:cut], self._deferred_texts[:cut]
+        out = [n + self.line_offset for n in self._deferred_lines[:cut]], self._deferred_texts[:cut]
         del self._deferred_lines[:cut], self._deferred_texts[:cut]
         return out
 
@@ -271,9 +282,9 @@ class TextStream:
                 batch, lines = batch.filter(pa.array(keep)), lines[keep]
             self.data_rows += batch.num_rows
             self.tally.seen(batch.num_rows)
-            yield batch, lines
+            yield batch, lines + self.line_offset if self.line_offset else lines
         self._raise_bad_header()
-        if self.data_rows == 0 and self.rejected_lines == 0 and not self.layout.defer_invalid:
+        if self.data_rows == 0 and self.rejected_lines == 0 and not self.layout.defer_invalid and not self.partial:
             raise empty_file_error(self.path, self.fmt)
 
     def _blank_rows(self, batch: pa.RecordBatch) -> np.ndarray | None:
@@ -308,20 +319,22 @@ class TextParser(Protocol):
 
 
 def iter_text(path: str, fmt: str, f: Any, tally: RejectTally, header: str, block_size: int,
-              open_parser: Callable[[Utf8Lines], tuple[TextParser, Any]]) -> Iterator[pa.Table]:
+              open_parser: Callable[[Utf8Lines], tuple[TextParser, Any]], *, line_offset: int = 0,
+              partial: bool = False) -> Iterator[pa.Table]:
     """Stream one text file through the parser ``open_parser`` makes from its checked byte stream.
 
     ``open_parser`` may read ahead (libsvm sniffs its field count) and returns the parser
     with the stream to read from then. ``f`` is an already opened file, else ``path`` is
-    opened (and closed) here.
+    opened (and closed) here. ``f`` may also be a byte range of the file that begins a
+    line: ``partial``, after ``line_offset`` lines (see ``TextStream``).
     """
     own = f is None
     source = pa.input_stream(path, compression="detect") if own else f
     try:
-        checked = Utf8Lines(source, path, fmt)
+        checked = Utf8Lines(source, path, fmt, line_offset)
         parser, text_source = open_parser(checked)
         stream = TextStream(text_source, path, fmt, tally, parser.layout, header, block_size,
-                            checked.bad_lines)
+                            checked.bad_lines, line_offset=line_offset, partial=partial)
         for batch, lines in stream:
             table = parser.convert(batch, lines, stream)
             if table is not None and table.num_rows:
