@@ -65,3 +65,20 @@ def test_trials_are_the_grid_times_the_samples_and_reproducible() -> None:
 def test_pareto_front() -> None:
     pts = [(10, 0.70), (20, 0.72), (15, 0.69), (30, 0.71), (40, 0.75), (5, 0.60)]
     assert pareto_front(pts) == [5, 0, 1, 4]
+
+
+def test_smoke_sweep_overrides_let_the_users_values_win_and_shrink_a_stream_first() -> None:
+    """`recdistill sweep --smoke-test stream.windows=3` on online_demo.yaml (batch_windows=6):
+    refused before, as 3 windows are fewer than the file's 6 batch ones until the smoke
+    test's batch_windows=2 applies; and a value the user typed wins over the smoke test's."""
+    from recdistill.config import load_config
+    from recdistill.sweep.cli import base_overrides
+
+    config = str(Path(__file__).parents[2] / "jobs" / "configs" / "online_demo.yaml")
+    assert load_config(config, []).stream.batch_windows > 3
+    with pytest.raises(ConfigError, match="stream.batch_windows"):
+        load_config(config, ["stream.windows=3"])
+    over = base_overrides(config, ["stream.windows=3", "data.rows=12000"], smoke=True)
+    cfg = load_config(config, over)
+    assert (cfg.stream.windows, cfg.stream.batch_windows, cfg.data.rows) == (3, 2, 12000)
+    assert base_overrides(config, ["data.rows=12000"], smoke=False) == ["data.rows=12000"]

@@ -17,7 +17,8 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
                         "Ray Train start); for spaces over students.0.* and teacher keys, packed per teacher "
                         "(default 1: a run per trial)")
     p.add_argument("--out", help="sweep directory (default runs/sweeps/<config>-<space>)")
-    p.add_argument("--smoke-test", action="store_true", help="tiny log and models, at most 2 samples per point")
+    p.add_argument("--smoke-test", action="store_true",
+                   help="tiny log and models, at most 2 samples per point; key=value overrides win over its values")
     p.add_argument("--dry-run", action="store_true",
                    help="list the trials, their teacher keys and what the signal store and sweep directory already "
                         "hold; train nothing")
@@ -30,14 +31,30 @@ def add_sweep_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides of the base config")
 
 
-def sweep_command(a: argparse.Namespace) -> dict[str, Any]:
-    from recdistill.config import load_config
+def base_overrides(config: str | None, overrides: list[str], smoke: bool) -> list[str]:
+    """The overrides every trial starts from: with ``smoke``, the smoke test's, then the
+    user's (theirs win). The smoke values are sized from the config as the user's overrides
+    leave it, or from the file alone when those are valid only once shrunk: under a file's
+    ``stream.batch_windows=6``, ``stream.windows=3`` is refused until the smoke test's
+    ``batch_windows=2`` applies."""
+    from recdistill.config import ConfigError, load_config
     from recdistill.smoke import smoke_overrides
+
+    if not smoke:
+        return list(overrides)
+    try:
+        base = load_config(config, overrides)
+    except ConfigError:
+        base = load_config(config, [])
+    return smoke_overrides(base) + list(overrides)
+
+
+def sweep_command(a: argparse.Namespace) -> dict[str, Any]:
     from recdistill.sweep.runner import run_sweep
     from recdistill.sweep.space import check_space, load_space
 
     space = load_space(a.space)
-    overrides = list(a.overrides) + (smoke_overrides(load_config(a.config, a.overrides)) if a.smoke_test else [])
+    overrides = base_overrides(a.config, a.overrides, a.smoke_test)
     n = check_space(space, a.config, overrides)
     print(f"[sweep] {space.name}: {n} trials; {space.doc.splitlines()[0] if space.doc else ''}", flush=True)
     out = Path(a.out) if a.out else Path("runs") / "sweeps" / (
