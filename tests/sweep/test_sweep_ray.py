@@ -172,6 +172,48 @@ def test_asha_stops_a_trial_early_and_resume_keeps_what_finished(first: dict, tm
         run_sweep(None, common, SPACE, out, resume=True, log=lambda _: None)
 
 
+def test_a_dead_actors_placement_groups_are_released_and_no_others(ray_local) -> None:
+    """What a stopped trial can leave (seen in CI): its Train controller, killed just after it
+    reserved a new worker group's placement group. Such a group outlives its creator (it
+    belongs to the job), so the sweep removes it; the driver's own groups and those of live
+    actors stay."""
+    import time
+
+    import ray
+    from ray.util.placement_group import placement_group, remove_placement_group
+
+    from recdistill.sweep.orphans import orphaned_placement_groups, release_orphans
+
+    @ray.remote(num_cpus=0)
+    class Creator:
+        def reserve(self) -> str:
+            pg = placement_group([{"CPU": 0.5}])
+            ray.get(pg.ready())
+            return pg.id.hex()
+
+    own = placement_group([{"CPU": 0.25}])
+    ray.get(own.ready())
+    alive, doomed = Creator.remote(), Creator.remote()
+    kept, lost = ray.get(alive.reserve.remote()), ray.get(doomed.reserve.remote())
+    ray.kill(doomed)
+    deadline = time.time() + 30
+    while lost not in {pg.id.hex() for pg in orphaned_placement_groups()} and time.time() < deadline:
+        time.sleep(0.2)
+    assert {pg.id.hex() for pg in orphaned_placement_groups()} == {lost}
+    free = ray.available_resources().get("CPU", 0)
+    assert release_orphans() == 1 and orphaned_placement_groups() == []
+    deadline = time.time() + 30
+    while ray.available_resources().get("CPU", 0) < free + 0.5 and time.time() < deadline:
+        time.sleep(0.2)
+    assert ray.available_resources().get("CPU", 0) == pytest.approx(free + 0.5)
+    states = ray.util.placement_group_table()
+    assert states[lost]["state"] == "REMOVED" and states[kept]["state"] == "CREATED"
+    assert states[own.id.hex()]["state"] == "CREATED"
+    ray.kill(alive)
+    remove_placement_group(own)
+    release_orphans()
+
+
 def _space(name: str) -> SearchSpace:
     from recdistill.sweep.space import load_space
 

@@ -236,6 +236,7 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
     from recdistill.experiment import run_experiment
     from recdistill.ray_env import ensure_ray
     from recdistill.run_dir import claim_dir
+    from recdistill.sweep.orphans import ReleaseOrphans, release_orphans
     from recdistill.train.keys import raw_student_key
     from recdistill.signals.store import SignalStore
     from recdistill.report.sweep import write_sweep_report
@@ -365,12 +366,17 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
         if not indices:
             return
         log(f"[sweep] Tune: {len(indices)} run(s) ({stage})")
+        orphans = ReleaseOrphans()
         tuner = tune.Tuner(
             trainable, param_space={"unit": tune.grid_search(indices)},
             tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, scheduler=_scheduler(base_cfg, pack)),
             run_config=tune.RunConfig(name=f"{name}-{space.name}-{stage}", verbose=0,
-                                      storage_path=str((out / "tune").resolve())))
-        for res in tuner.fit():
+                                      storage_path=str((out / "tune").resolve()), callbacks=[orphans]))
+        grid = tuner.fit()
+        orphans.released += release_orphans()  # the last stopped trial's controller may have died since
+        if orphans.released:
+            log(f"[sweep] released {orphans.released} placement group(s) of stopped runs")
+        for res in grid:
             if res.error is not None:
                 raise RuntimeError(f"sweep run {res.config.get('unit')} failed: {res.error}")
             u = int(res.config["unit"])
