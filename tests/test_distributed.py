@@ -188,10 +188,13 @@ def test_killed_teacher_and_student_workers_resume_from_their_checkpoints(shared
     teacher_marker, students_marker = tmp_path / "teacher_killed", tmp_path / "students_killed"
     # the group's stream batches (of the smallest student batch size) over both epochs: the
     # kill lands halfway through epoch 2, after the group's checkpoint of epoch 1
+    # small stream batches here (the reference read 32k-row ones: the same numbers), so that
+    # an epoch has several and the kill lands mid-epoch
     per_epoch = math.ceil(reference["platform"]["stream_rows"] / 512)
     os.environ[FAIL_ENV] = f"teacher:7:{teacher_marker};students:{per_epoch + per_epoch // 2}:{students_marker}"
     try:
-        crashed = run_experiment(_cfg(shared, "crashed", *GAP_EXTRA, "platform.signal_store=" + str(tmp_path / "s2")),
+        crashed = run_experiment(_cfg(shared, "crashed", *GAP_EXTRA, "platform.signal_store=" + str(tmp_path / "s2"),
+                                      "platform.stream_batch_rows=512"),
                                  log=lambda _: None)
     finally:
         del os.environ[FAIL_ENV]

@@ -114,7 +114,9 @@ def students_stage(sides: list[Side], stream: Any, log: Callable[[str], None],
     size = cfg.platform.students_per_group or n
     groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
     t0 = time.perf_counter()
-    stream_batch = min(s.batch_size for s in cfg.students)
+    # members re-batch their own rows, so the stream's batch changes no result, only how
+    # many steps a member takes in a row before the next member's weights evict its own
+    stream_batch = max(min(s.batch_size for s in cfg.students), cfg.platform.stream_batch_rows)
     cold = cold_users(cfg, run, stream, lead.info, log)
     mark = cold.pop("mark", None)
     datasets = {"train": stream}
