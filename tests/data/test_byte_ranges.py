@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recdistill.data import formats
-from recdistill.data.byte_ranges import Bounded, Piece, count_breaks, line_start, plan_file
+from recdistill.data.byte_ranges import Piece, count_breaks, iter_piece, line_start, plan_file
 from recdistill.data.rejects import DataError, RejectTally
 
 FUZZ = settings(max_examples=150, deadline=None, derandomize=True, database=None,
@@ -67,13 +67,7 @@ def read_pieces(pieces: list[Piece], fmt: str, header: str = "auto") -> tuple[pa
     tables, total = [], RejectTally()
     for piece in pieces:
         tally = RejectTally()
-        if piece.whole:
-            tables += formats.iter_file(piece.path, fmt, 3, tally, header)
-        else:
-            with open(piece.path, "rb") as f:
-                f.seek(piece.start)
-                tables += formats.iter_file(piece.path, fmt, 3, tally, header, Bounded(f, piece.end - piece.start),
-                                            line_offset=piece.line_offset, partial=True)
+        tables += iter_piece(piece, fmt, 3, tally, header)
         total.merge(tally)
     return _concat(tables), total
 

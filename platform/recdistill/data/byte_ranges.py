@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from recdistill.data.formats.text import COMPRESSED_SUFFIXES
 
@@ -125,6 +125,21 @@ def plan_file(path: str, fmt: str, split_bytes: int,
     if len(ranges) <= 1:
         return [Piece(path)]
     return [Piece(path, s, e, lines, i, len(ranges)) for i, (s, e, lines) in enumerate(ranges)]
+
+
+def iter_piece(piece: Piece, fmt: str, file_index: int, tally: Any, header: str = "auto",
+               num_fields: int | None = None) -> Iterator[Any]:
+    """``formats.iter_file`` over one piece: a whole file as usual, a range through a bounded
+    stream with its line offset (rows and rejects keep the file's line numbers)."""
+    from recdistill.data import formats
+
+    if piece.whole:
+        yield from formats.iter_file(piece.path, fmt, file_index, tally, header, num_fields=num_fields)
+        return
+    with open(piece.path, "rb") as f:
+        f.seek(piece.start)
+        yield from formats.iter_file(piece.path, fmt, file_index, tally, header, Bounded(f, piece.end - piece.start),
+                                     num_fields=num_fields, line_offset=piece.line_offset, partial=True)
 
 
 class Bounded:

@@ -32,7 +32,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, FileBasedDatasource, ReadTask
 
 from recdistill.data import formats
-from recdistill.data.byte_ranges import Bounded, Piece, plan_file, splittable, survey_range
+from recdistill.data.byte_ranges import Piece, iter_piece, plan_file, splittable, survey_range
 from recdistill.data.rejects import DataError, RejectTally, empty_file_error
 from recdistill.data.schema import ROW_ID, LogSchema
 
@@ -42,6 +42,12 @@ if TYPE_CHECKING:
 # A file larger than this is read by several tasks (platform.read_split_mb): parsing 64 MiB
 # of TSV takes a core a few seconds, and a cluster's cores would otherwise wait on one task.
 DEFAULT_SPLIT_BYTES = 64 << 20
+
+
+def file_numbers(paths: list[str], offset: int) -> dict[str, int]:
+    """Each file's number in ``row_id = file << 40 | line``: its place in sorted path order,
+    after ``offset`` (a second read's files come after the first's)."""
+    return {p: offset + i for i, p in enumerate(sorted(paths))}
 
 
 @ray.remote(num_cpus=0)
@@ -122,7 +128,7 @@ class ClickLogDatasource(FileBasedDatasource):
         self._log_schema = schema
         # Row ids encode the file's position in the sorted list, whichever task reads it;
         # ``file_offset`` numbers a second read's files (a valid or test path) after the first's.
-        self._file_index = {p: file_offset + i for i, p in enumerate(sorted(self._paths()))}
+        self._file_index = file_numbers(self._paths(), file_offset)
 
     def _index_of(self, path: str) -> int:
         index = self._file_index.get(path)
@@ -197,16 +203,7 @@ class TextRangeDatasource(Datasource):
 
     def _read(self, piece: Piece) -> Iterator["pyarrow.Table"]:
         tally = RejectTally()
-        index = self._file_index[piece.path]
-        if piece.whole:
-            yield from formats.iter_file(piece.path, self._fmt, index, tally, self._header,
-                                         num_fields=self._num_fields)
-        else:
-            with open(piece.path, "rb") as f:
-                f.seek(piece.start)
-                yield from formats.iter_file(piece.path, self._fmt, index, tally, self._header,
-                                             Bounded(f, piece.end - piece.start), num_fields=self._num_fields,
-                                             line_offset=piece.line_offset, partial=True)
+        yield from iter_piece(piece, self._fmt, self._file_index[piece.path], tally, self._header, self._num_fields)
         if piece.whole:
             _report(self._ledger, tally)
             tally.check_budget(self._error_budget, piece.path)
@@ -277,8 +274,7 @@ def read_log(path: str | list[str], fmt: str, *, header: str = "auto", error_bud
         pieces = plan_pieces(paths, fmt, split_bytes)
         if ledger is None:
             ledger = new_ledger()  # a file's ranges meet there for its error budget
-        index = {p: file_offset + i for i, p in enumerate(sorted(paths))}
-        ranges = TextRangeDatasource(pieces, fmt, file_index=index, header=header, error_budget=error_budget,
+        ranges = TextRangeDatasource(pieces, fmt, file_index=file_numbers(paths, file_offset), header=header, error_budget=error_budget,
                                      ledger=ledger, num_fields=num_fields)
         return ray.data.read_datasource(ranges, override_num_blocks=override_num_blocks or len(pieces)), log_schema
     source = ClickLogDatasource(paths, fmt, header=header, error_budget=error_budget, ledger=ledger,
