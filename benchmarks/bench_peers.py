@@ -2,7 +2,7 @@
 PyTorch loops, on the same Criteo-format rows, with the same model size, batch and epochs.
 
     .venv/bin/python benchmarks/bench_peers.py [--rows 1000000] [--test-rows 200000] [--runs 2]
-        [--systems inline,inline-ours,deepctr,local,ray] [--out .tmp/bench_peers]
+        [--systems inline,inline-ours,deepctr,local,ray[,ray-followed]] [--out .tmp/bench_peers]
 
 DeepCTR-Torch is a bench-only extra, never a runtime dependency: ``pip install -e '.[bench]'``
 (the system is skipped, and says so, without it).
@@ -28,6 +28,9 @@ with another's), ``--runs`` times, in turn:
   ``run.engine``), teacher = the same DeepFM shape, its samples/s from results.json.
 - ``ray-streamed``: ``ray`` with ``platform.hold_log=no``: every pass parses the files again
   (what ``ray`` did before the log was held), the baseline of the hold's effect.
+- ``ray-followed``: ``ray`` with its students following the teacher
+  (``platform.students_follow=yes``; half a CPU per Train worker, so both runs fit on 2
+  CPUs with one left for Ray Data); ``ray`` is its baseline.
 
 Figures: training samples/s (the loop alone), its ratio to ``inline`` measured in the same
 bench run, test AUC, and the process wall (preprocessing included). The inline loops use the
@@ -51,7 +54,7 @@ import numpy as np
 DENSE, CATS = 13, 26
 CARDS = [int(x) for x in np.geomspace(8, 400_000, CATS).round()]
 EMBED, HIDDEN, DEPTH, BATCH = 16, 400, 3, 4096
-SYSTEMS = ("inline", "inline-ours", "deepctr", "local", "ray", "ray-streamed")
+SYSTEMS = ("inline", "inline-ours", "deepctr", "local", "ray", "ray-streamed", "ray-followed")
 
 
 def _columns() -> list[str]:
@@ -271,6 +274,8 @@ def child(system: str, data: Path, out: Path) -> dict[str, Any]:
         return deepctr(data)
     if system == "ray-streamed":
         return platform(data, "ray", out, ("platform.hold_log=no",), name=system)
+    if system == "ray-followed":
+        return platform(data, "ray", out, ("platform.students_follow=yes", "platform.cpus_per_worker=0.5"), name=system)
     return platform(data, system, out)
 
 
@@ -279,8 +284,8 @@ def main() -> None:
     p.add_argument("--rows", type=int, default=1_000_000, help="train rows")
     p.add_argument("--test-rows", type=int, default=200_000)
     p.add_argument("--runs", type=int, default=2, help="runs of each system, in turn")
-    p.add_argument("--systems", default=",".join(s for s in SYSTEMS if s != "ray-streamed"),
-                   help=f"comma-separated, of {', '.join(SYSTEMS)} (default: all but ray-streamed)")
+    p.add_argument("--systems", default=",".join(s for s in SYSTEMS if s not in ("ray-streamed", "ray-followed")),
+                   help=f"comma-separated, of {', '.join(SYSTEMS)} (default: all but ray-streamed and ray-followed)")
     p.add_argument("--out", type=Path, default=Path(".tmp/bench_peers"))
     p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args()

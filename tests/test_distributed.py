@@ -212,6 +212,31 @@ def test_killed_teacher_and_student_workers_resume_from_their_checkpoints(shared
         assert sa["auc_raw"] == pytest.approx(sb["auc_raw"], abs=1e-6), sa["name"]
 
 
+def test_students_that_follow_the_teacher_end_where_students_started_after_it_do(shared: Path, reference: dict,
+                                                                                   tmp_path: Path) -> None:
+    """platform.students_follow: the group starts beside the teacher (half a CPU each, so both
+    fit with one left for Ray Data) and joins the window's logits block by block as the
+    teacher publishes them (1,024-row blocks here). Its joined batches are the sequential
+    run's, so every model ends where the reference's did. Torch threads are pinned to the
+    reference's count (the node's CPUs): following, each run would otherwise take half."""
+    logs: list[str] = []
+    followed = run_experiment(_cfg(shared, "followed", *GAP_EXTRA, "platform.signal_store=" + str(tmp_path / "s3"),
+                                   "platform.students_follow=yes", "platform.cpus_per_worker=0.5",
+                                   f"platform.torch_threads={len(os.sched_getaffinity(0))}"), log=logs.append)
+    p, ref = followed["platform"], reference["platform"]
+    assert p["students_followed_teacher"] and not p["teacher_reused"] and p["stream_rows_late"] == 0
+    assert (p["stream_rows"], p["stream_rows_with_signal"]) == (ref["stream_rows"], ref["stream_rows_with_signal"])
+    assert any("following the teacher" in line for line in logs)
+    assert "stream_s" not in p and p["students_after_teacher_s"] >= 0
+    assert followed["teacher"]["auc"] == pytest.approx(reference["teacher"]["auc"], abs=1e-6)
+    for sa, sb in zip(followed["students"], reference["students"]):
+        for k in ("auc_raw", "auc_distill", "logloss_raw", "logloss_distill"):
+            assert sa[k] == pytest.approx(sb[k], abs=1e-6), (sa["name"], k)
+    for name in ("student", "single"):
+        for kind in ("_raw", "_distill"):
+            assert _curve(followed, name, kind) == pytest.approx(_curve(reference, name, kind), abs=1e-6)
+
+
 MODELS = ["teacher", "student/raw", "student/distill", "single/raw", "single/distill"]
 
 

@@ -178,6 +178,7 @@ def test_seeds_run_each_seed_and_report_intervals(tmp_path: Path, ray_local) -> 
     (["committee.experts=2", "students.0.distill_from=committee"], "committee"),
     (["teacher.representations=true", "students.0.representations.use=[user]"], "representations"),
     (["run.cold_users=2"], "run.cold_users"),
+    (["platform.students_follow=yes"], "follow its own teacher"),
 ])
 def test_seeds_pack_into_one_students_pass_where_they_can(extra: list[str], reason: str | None) -> None:
     from recdistill.engine.packed_seeds import pack_refusal

@@ -651,6 +651,17 @@ class PlatformConfig:
                            "batch); each member re-batches its own rows, so results do not depend on it. Larger "
                            "batches let a member take several steps in a row while its weights are in cache: with "
                            "32 members a member's steps took 22% less time at 32,768 than at 4,096 (benchmarks/README.md)")
+    students_follow: Literal["auto", "yes", "no"] = opt(
+        "auto", help="batch runs: start the student groups with the teacher, each joining the teacher's logits block "
+                     "by block as it publishes them in its recording pass, so the students' Train start, reads and "
+                     "first epoch overlap the teacher's training (every model's numbers are the ones students started "
+                     "after the teacher get). yes: always (refused where the students cannot follow: teacher.signals "
+                     "posthoc or crossfit, a committee, teacher representations, run.cold_users, packed seeds); auto: "
+                     "when they can and the cluster runs the teacher's workers and every group at once with a CPU "
+                     "left for Ray Data (and a GPU each, on GPUs); no: students start after the teacher")
+    follow_timeout_s: float = opt(
+        600.0, gt=0.0, help="students following a teacher: a batch whose rows still lack their signals goes on "
+                            "without them (masked, counted late) once the teacher has published nothing for this long")
     max_failures: int = opt(2, ge=0, help="restarts of a failed Train run from its last checkpoint")
     checkpoint_every_blocks: int = opt(
         32, ge=1, help="teacher checkpoint every this many signal blocks (a checkpoint holds the model and its "

@@ -12,7 +12,10 @@ student groups (Ray Train) → the same results as the single-process engine.
 4. Here: student groups (``platform.students_per_group``) run as concurrent one-worker Ray
    Train runs (``train.students_loop``); each trains its students raw and distilled in one
    pass per epoch (``students_stage``; with packed seeds, every seed's students: see
-   ``engine.packed_seeds``), then each run (``Side``) writes its results.
+   ``engine.packed_seeds``), then each run (``Side``) writes its results. Where the
+   students can follow the teacher (``engine.follow``), the groups start just before the
+   teacher's Train run and join the window with its logits themselves as it publishes
+   them (``signals.follow``), in place of step 3.
 
 Every model is validated on the valid split (materialised once, sharded to the workers,
 merged across them) and stops as ``train.evaluate.EarlyStop`` says, as on the local engine.
@@ -45,11 +48,22 @@ from recdistill.train.plan import (PACKED_SEEDS, early_fields, feature_spec, rea
                                    representation_baseline, seed_prefix, sequence_length)
 from recdistill.train.committee import PASSES, committee_reads_representations
 from recdistill.train.students_loop import COLD_TEACHER, EXPERT_WEIGHTS, TEACHER, students_loop
+from recdistill.signals.follow import FOLLOW
 
 
 def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from recdistill.engine.follow import Follow, follows  # (it builds on this module's groups)
+
     run = start_run(cfg, log)
-    side = teacher_side(run, log)
+    follow = Follow(run, log) if follows(run.cfg, log) else None
+    try:
+        side = teacher_side(run, log, follow.start if follow is not None else None)
+    except BaseException:
+        if follow is not None:
+            follow.cancel()
+        raise
+    if follow is not None and follow.started:
+        return follow.finish(side)
     rep = student_representations(run.cfg, run, log)
     stream, side.cov = distill_stream(run, log, side.timings, rep)
     return students_stage([side], stream, log, rep)[0]
@@ -89,13 +103,17 @@ class Side:
         self.skip_raw = sorted(i for i in range(n) if self.cached.get(i) or self.first_with[self.raw_keys[i]] != i)
 
 
-def teacher_side(run: RayRun, log: Callable[[str], None]) -> Side:
-    """A seed's teacher (trained or reused) and its committee's experts."""
+def teacher_side(run: RayRun, log: Callable[[str], None],
+                 on_train: Callable[["Side"], dict[str, Any] | None] | None = None) -> Side:
+    """A seed's teacher (trained or reused) and its committee's experts. ``on_train`` is
+    called with the side just before a teacher trains (its signal id set, its raw students
+    planned): students that follow the teacher start there."""
     # from the run's start to here: Ray joined, the log prepared, the held-out splits materialised
-    timings: dict[str, float] = {"prepare_s": time.perf_counter() - run.t_start}
-    info, steps, reused = teacher_stage(run.cfg, run, log, timings)
-    side = Side(run, info, steps, reused, timings, experts_stage(run.cfg, run, info, log, timings))
+    side = Side(run, {}, 0, False, {"prepare_s": time.perf_counter() - run.t_start}, None)
     side.plan_raw()
+    side.info, side.teacher_steps, side.reused = teacher_stage(
+        run.cfg, run, log, side.timings, (lambda: on_train(side)) if on_train is not None else None)
+    side.committee = experts_stage(run.cfg, run, side.info, log, side.timings)
     return side
 
 
@@ -105,65 +123,103 @@ def students_stage(sides: list[Side], stream: Any, log: Callable[[str], None],
     sides are packed seeds (``engine.packed_seeds``): each group trains every seed's
     students, each reading its own seed's teacher channel, and each seed gets the results its
     own run would have."""
-    import ray
+    groups = GroupRuns(sides, stream, log, rep)
+    return groups.written(groups.fit())
 
-    lead = sides[0]
-    cfg, run = lead.cfg, lead.run
-    packed = len(sides) > 1
-    n = len(cfg.students)
-    size = cfg.platform.students_per_group or n
-    groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
-    t0 = time.perf_counter()
-    # members re-batch their own rows, so the stream's batch changes no result, only how
-    # many steps a member takes in a row before the next member's weights evict its own
-    stream_batch = max(min(s.batch_size for s in cfg.students), cfg.platform.stream_batch_rows)
-    cold = cold_users(cfg, run, stream, lead.info, log)
-    mark = cold.pop("mark", None)
-    datasets = {"train": stream}
-    held_out_rep = rep if reads_representations(cfg) else None  # a committee's teacher states serve training only
-    for name, ds in eval_datasets(run).items():  # joined and marked in one pass, materialised once
-        if held_out_rep:
-            ds = with_representations(ds, run, held_out_rep)
-        if mark and name == "test":
-            ds = ds.map_batches(mark_cold, batch_format="pyarrow", fn_kwargs=mark)
-        datasets[name] = ds.materialize() if held_out_rep or (mark and name == "test") else ds
-    committee = lead.committee
-    expert_weights = {EXPERT_WEIGHTS: committee[EXPERT_WEIGHTS]} if committee else {}
-    seeds = {PACKED_SEEDS: [{"seed": s.cfg.run.seed, "skip_raw": s.skip_raw} for s in sides]} if packed else {}
-    configs = [{**run.base, "students": g, "stream_batch": stream_batch, "skip_raw": lead.skip_raw, **cold, **seeds,
-                **(expert_weights if any(cfg.students[i].distill_from != "teacher" for i in g) else {})}
-               for g in groups]
-    names = [f"students-{j}-{run.experiment}" for j in range(len(groups))]
-    log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
-        + (f", each with the students of {len(sides)} seeds ({', '.join(str(s.cfg.run.seed) for s in sides)})"
-           if packed else "")
-        + "".join(f"; raw result of student(s) {s.skip_raw} reused from the store"
-                  + (f" (seed {s.cfg.run.seed})" if packed else "") for s in sides if s.skip_raw))
-    live = SeedsLive({seed_prefix(s.cfg.run.seed): s.run.opened.trackers for s in sides}) if packed else None
-    callbacks = [live.callback("student")] if live is not None else run.callbacks("student")
-    try:
-        if len(groups) == 1:
-            outs = [fit_metrics(students_loop, names[0], cfg, configs[0], datasets, run.storage, callbacks)]
-        else:
-            remote = ray.remote(num_cpus=0)(fit_metrics)
-            outs = ray.get([remote.remote(students_loop, nm, cfg, c, datasets, run.storage, callbacks)
-                            for nm, c in zip(names, configs)])
-    finally:
-        if live is not None:
-            live.close()
-    students_s = time.perf_counter() - t0
-    written = []
-    for s in sides:
-        s.timings["students_s"] = students_s
-        written.append(_side_results(s, outs, len(groups), dict(cold), log,
-                                     [x.cfg.run.seed for x in sides] if packed else None))
-    # a finished run's student checkpoints served only to resume it, and its models are
-    # artifacts now: each group's checkpoints hold every model with its optimizer state (a
-    # 3-seed sweep of 12 packed students left 6 GB per seed). The teacher's stay: the
-    # transfer stage reads its checkpoint.
-    for nm in names:
-        shutil.rmtree(run.storage / nm, ignore_errors=True)
-    return written
+
+class GroupRuns:
+    """A run's student groups (``platform.students_per_group``), each a one-worker Train run
+    of ``train.students_loop`` over ``stream``, and each side's results once they end.
+    ``follow`` (``signals.follow``): ``stream`` is the students' window unjoined, and each
+    group joins it behind the teacher still training."""
+
+    def __init__(self, sides: list[Side], stream: Any, log: Callable[[str], None],
+                 rep: dict[str, Any] | None = None, follow: dict[str, Any] | None = None,
+                 loop_extra: dict[str, Any] | None = None) -> None:
+        self.sides, self.log = sides, log
+        lead = sides[0]
+        cfg, run = lead.cfg, lead.run
+        packed = len(sides) > 1
+        n = len(cfg.students)
+        size = cfg.platform.students_per_group or n
+        groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+        self.t0 = time.perf_counter()
+        # members re-batch their own rows, so the stream's batch changes no result, only how
+        # many steps a member takes in a row before the next member's weights evict its own
+        stream_batch = max(min(s.batch_size for s in cfg.students), cfg.platform.stream_batch_rows)
+        cold = cold_users(cfg, run, stream, lead.info, log)
+        mark = cold.pop("mark", None)
+        self.cold = cold
+        self.datasets = datasets = {"train": stream}
+        held_out_rep = rep if reads_representations(cfg) else None  # a committee's teacher states serve training only
+        for name, ds in eval_datasets(run).items():  # joined and marked in one pass, materialised once
+            if held_out_rep:
+                ds = with_representations(ds, run, held_out_rep)
+            if mark and name == "test":
+                ds = ds.map_batches(mark_cold, batch_format="pyarrow", fn_kwargs=mark)
+            datasets[name] = ds.materialize() if held_out_rep or (mark and name == "test") else ds
+        committee = lead.committee
+        expert_weights = {EXPERT_WEIGHTS: committee[EXPERT_WEIGHTS]} if committee else {}
+        seeds = ({PACKED_SEEDS: [{"seed": s.cfg.run.seed, "skip_raw": s.skip_raw} for s in sides]}
+                 if packed else {})
+        self.configs = [{**run.base, "students": g, "stream_batch": stream_batch, "skip_raw": lead.skip_raw, **cold,
+                         **seeds, **({FOLLOW: follow} if follow else {}), **(loop_extra or {}),
+                         **(expert_weights if any(cfg.students[i].distill_from != "teacher" for i in g) else {})}
+                        for g in groups]
+        self.names = [f"students-{j}-{run.experiment}" for j in range(len(groups))]
+        log(f"[students] {n} student(s) × (raw, distilled) in {len(groups)} group(s)"
+            + (", following the teacher as it publishes its signals" if follow else "")
+            + (f", each with the students of {len(sides)} seeds ({', '.join(str(s.cfg.run.seed) for s in sides)})"
+               if packed else "")
+            + "".join(f"; raw result of student(s) {s.skip_raw} reused from the store"
+                      + (f" (seed {s.cfg.run.seed})" if packed else "") for s in sides if s.skip_raw))
+        self.live = SeedsLive({seed_prefix(s.cfg.run.seed): s.run.opened.trackers for s in sides}) if packed else None
+        self.callbacks = [self.live.callback("student")] if self.live is not None else run.callbacks("student")
+
+    def _args(self, j: int) -> tuple[Any, ...]:
+        lead = self.sides[0]
+        return (students_loop, self.names[j], lead.cfg, self.configs[j], self.datasets, lead.run.storage,
+                self.callbacks)
+
+    def fit(self) -> list[dict[str, Any]]:
+        """Every group to its end: one in this process, several as concurrent Ray tasks."""
+        import ray
+
+        try:
+            if len(self.names) == 1:
+                return [fit_metrics(*self._args(0))]
+            return ray.get(self.launch())
+        finally:
+            self.close()
+
+    def launch(self) -> list[Any]:
+        """Every group started as a Ray task (its Train run's driver); their object refs."""
+        import ray
+
+        remote = ray.remote(num_cpus=0)(fit_metrics)
+        return [remote.remote(*self._args(j)) for j in range(len(self.names))]
+
+    def close(self) -> None:
+        if self.live is not None:
+            self.live.close()
+
+    def written(self, outs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Each side's results from the groups' final reports."""
+        sides = self.sides
+        packed = len(sides) > 1
+        students_s = time.perf_counter() - self.t0
+        written = []
+        for s in sides:
+            s.timings["students_s"] = students_s
+            written.append(_side_results(s, outs, len(self.names), dict(self.cold), self.log,
+                                         [x.cfg.run.seed for x in sides] if packed else None))
+        # a finished run's student checkpoints served only to resume it, and its models are
+        # artifacts now: each group's checkpoints hold every model with its optimizer state (a
+        # 3-seed sweep of 12 packed students left 6 GB per seed). The teacher's stay: the
+        # transfer stage reads its checkpoint.
+        for nm in self.names:
+            shutil.rmtree(sides[0].run.storage / nm, ignore_errors=True)
+        return written
 
 
 def _side_results(side: Side, outs: list[dict[str, Any]], n_groups: int, cold: dict[str, Any],
@@ -215,6 +271,7 @@ def _side_results(side: Side, outs: list[dict[str, Any]], n_groups: int, cold: d
         "platform": {"teacher_key": key, "signal_id": run.signal_id, "teacher_reused": side.reused,
                      "teacher_steps": side.teacher_steps, "signal_store": store.uri, "stream_rows": cov["rows"],
                      "stream_rows_with_signal": cov["with_signal"],
+                     **({"stream_rows_late": cov["late"], "students_followed_teacher": True} if "late" in cov else {}),
                      **({"representations": cov["representations"]} if "representations" in cov else {}),
                      # packed: the seeds whose students shared the pass (its timings below are the pass's)
                      "student_groups": n_groups, **({"packed_seeds": packed_seeds} if packed_seeds else {}),

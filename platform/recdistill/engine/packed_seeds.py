@@ -35,12 +35,24 @@ def pack_refusal(cfg: ExperimentConfig) -> str | None:
         return "run.pack_seeds=false"
     if cfg.run.engine != "ray":
         return "the local engine trains each model on its own"
+    why = finished_teacher_needed(cfg)
+    if why:
+        return why
+    if cfg.platform.students_follow == "yes":
+        return "platform.students_follow=yes: each seed's students follow its own teacher"
+    return None
+
+
+def finished_teacher_needed(cfg: ExperimentConfig) -> str | None:
+    """What of ``cfg``'s students needs their own seed's teacher finished before they start
+    (so they neither share a pass with other seeds' students nor follow their teacher), or
+    None."""
     if cfg.committee.experts or any(s.distill_from != "teacher" for s in cfg.students):
-        return "a committee's experts are trained per seed"
+        return "a committee: its experts train after the seed's teacher"
     if reads_representations(cfg) or committee_reads_representations(cfg):
-        return "the teacher representations are joined per seed's teacher"
+        return "teacher representations: they are joined once the seed's teacher has finished"
     if cfg.run.cold_users:
-        return "run.cold_users scores each seed's teacher on the cold users' rows"
+        return "run.cold_users: the seed's finished teacher is scored on the cold users' rows beside its students"
     return None
 
 

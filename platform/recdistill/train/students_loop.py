@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from recdistill.data.tensors import from_table
+from recdistill.signals.follow import FOLLOW, SignalFollower
 from recdistill.signals.kinds import LOGIT
 from recdistill.train.committee import Committee, expert_members
 from recdistill.train.group import StudentGroup
@@ -46,6 +47,8 @@ def students_loop(config: dict[str, Any]) -> None:
         group.load(saved["group"])
         start, resumed, batches = saved["epoch"], saved["resumed"] + 1, saved["batches"]
     shard = ray.train.get_dataset_shard("train")
+    # following a teacher still training: the shard is the window unjoined, joined here
+    follower = SignalFollower.from_config(config[FOLLOW]) if config.get(FOLLOW) else None
     timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
     last: dict[str, Any] = {"epoch": start}
     # the worker group's placement group: a sweep removes it when its scheduler stopped this
@@ -57,7 +60,10 @@ def students_loop(config: dict[str, Any]) -> None:
         if not group.active:  # every member stopped early
             break
         t_data = time.perf_counter()
-        for table in shard.iter_batches(batch_size=config["stream_batch"], batch_format="pyarrow"):
+        tables = (follower.batches(shard, config["stream_batch"], keep=epoch + 1 < group.epochs)
+                  if follower is not None else
+                  shard.iter_batches(batch_size=config["stream_batch"], batch_format="pyarrow"))
+        for table in tables:
             b = from_table(table, schema, seq_len)
             # the experts' own run reads no signal
             zt = {c: torch.from_numpy(table.column(c).to_numpy(zero_copy_only=False).astype(np.float32))
@@ -110,6 +116,7 @@ def students_loop(config: dict[str, Any]) -> None:
              if teacher is not None else {})
     finish({"members": members, "threads": ctx.threads, "resumed": resumed, "batches": batches, "device": device.type,
             "node": ray.get_runtime_context().get_node_id(),
+            **({FOLLOW: follower.counts} if follower is not None else {}),
             **extra, **timing, **{k: v for k, v in last.items() if k not in (LIVE, TRAINS_ON)}}, rank,
            {m.name: m.model for m in group.members})
 

@@ -71,7 +71,7 @@ def worker_prologue(config: dict[str, Any]) -> WorkerContext:
     cfg = config_from_dict(config["cfg"])
     schema, buckets = config["schema"], config["buckets"]
     ctx = ray.train.get_context()
-    n = set_threads(cfg)
+    n = set_threads(cfg, int(config.get(NODE_SHARE, 1)))
     device = ray.train.torch.get_device()
     if device.type == "cuda":
         # a one-worker run is a plain DataParallelTrainer (``engine.trainer.trainer_class``),
@@ -178,15 +178,19 @@ def quiet_logs() -> None:
     quiet_train_worker()
 
 
-def set_threads(cfg: ExperimentConfig) -> int:
+NODE_SHARE = "node_share"  # loop-config: Train runs sharing this node's cores at once (students following a teacher)
+
+
+def set_threads(cfg: ExperimentConfig, runs: int = 1) -> int:
     """Set torch's intra-op threads for this worker: ``platform.torch_threads``, or else the
-    node's CPUs shared among its Train workers. Returns the count."""
+    node's CPUs shared among its Train workers (and among ``runs`` Train runs training on it
+    at once). Returns the count."""
     import ray.train
 
     if cfg.platform.torch_threads:
         n = cfg.platform.torch_threads
     else:
-        local = max(1, ray.train.get_context().get_local_world_size())
+        local = max(1, ray.train.get_context().get_local_world_size()) * max(1, runs)
         n = max(1, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
                 // local)
     torch.set_num_threads(n)

@@ -1,0 +1,144 @@
+"""Student groups that start with the teacher (``platform.students_follow``).
+
+A batch run's students otherwise start once the teacher has finished: its Train run, its
+evaluation and checkpoint, then the stream's join, then the groups' Train start. Here the
+groups start just before the teacher's Train run, read the students' window unjoined,
+and join each batch with the logits the teacher has published so far
+(``signals.follow``), so their start-up, their reads and their first epoch overlap the
+teacher's training. The joined batches are the sequential run's, so every number is too.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable
+
+from recdistill.config import ConfigError, ExperimentConfig, signal_mode
+from recdistill.engine.on_ray import GroupRuns, Side
+from recdistill.engine.packed_seeds import finished_teacher_needed
+from recdistill.engine.ray_run import RayRun
+from recdistill.engine.stream import students_window
+from recdistill.engine.trainer import use_gpu, worker_gpus
+from recdistill.signals.follow import FOLLOW, SignalFollower
+from recdistill.train.plan import teacher_sample_seed
+from recdistill.train.worker import NODE_SHARE
+
+
+def follow_refusal(cfg: ExperimentConfig) -> str | None:
+    """Why the students of ``cfg`` cannot follow its teacher, or None when they can."""
+    if signal_mode(cfg.teacher.signals)[0] != "forward":
+        return f"teacher.signals={cfg.teacher.signals} publishes the signals only after the teacher has trained"
+    return finished_teacher_needed(cfg)
+
+
+def groups_of(cfg: ExperimentConfig) -> int:
+    size = cfg.platform.students_per_group or len(cfg.students)
+    return -(-len(cfg.students) // size)
+
+
+def room_refusal(cfg: ExperimentConfig, cpus: float, gpus: float, has: str = "the cluster has") -> str | None:
+    """Why ``cpus`` CPUs and ``gpus`` GPUs (0: CPU workers) cannot run the teacher's
+    workers and every student group at once, leaving Ray Data a CPU; None when they can.
+    (A group that waited for resources would start only after the teacher.)"""
+    p = cfg.platform
+    workers = p.teacher_workers + groups_of(cfg)
+    if workers * p.cpus_per_worker > cpus - 1 + 1e-9:
+        return (f"{p.teacher_workers} teacher worker(s) and {groups_of(cfg)} student group(s) at "
+                f"platform.cpus_per_worker={p.cpus_per_worker:g} need {workers * p.cpus_per_worker:g} CPUs with one "
+                f"left for Ray Data, and {has} {cpus:g}")
+    share = worker_gpus(cfg, cluster_gpus=gpus) if gpus else 0.0
+    if gpus and workers * share > gpus + 1e-9:
+        return (f"{workers} GPU workers at {share:g} GPU each need {workers * share:g} GPUs, and {has} {gpus:g} "
+                f"(platform.gpus_per_worker shares a GPU)")
+    return None
+
+
+def follows(cfg: ExperimentConfig, log: Callable[[str], None]) -> bool:
+    """Whether this run's students may follow its teacher (``platform.students_follow``);
+    under auto, ``Follow.start`` still looks at what the cluster has free then."""
+    import ray
+    from ray.tune.trainable.trainable_fn_utils import _in_tune_session
+
+    mode = cfg.platform.students_follow
+    if mode == "no":
+        return False
+    why = follow_refusal(cfg)
+    if mode == "yes":
+        res = ray.cluster_resources()
+        why = why or room_refusal(cfg, res.get("CPU", 1.0), res.get("GPU", 0.0) if use_gpu(cfg) else 0.0)
+        if why:
+            raise ConfigError(f"platform.students_follow=yes: the students cannot follow the teacher here: {why}")
+        return True
+    # a sweep's trials start together and each would count the same free CPUs
+    return why is None and not _in_tune_session()
+
+
+class Follow:
+    """A run's student groups started beside its teacher; ``start`` is the teacher stage's
+    ``on_train`` hook (not called when the teacher is reused: its signals are all there)."""
+
+    def __init__(self, run: RayRun, log: Callable[[str], None]) -> None:
+        self.run, self.log = run, log
+        self.groups: GroupRuns | None = None
+        self.refs: list[Any] = []
+        self.t_launch = 0.0
+
+    @property
+    def started(self) -> bool:
+        return self.groups is not None
+
+    def start(self, side: Side) -> dict[str, Any]:
+        """Launch the groups; the teacher's loop-config additions (the threads it shares its
+        node's cores with, on one node)."""
+        import ray
+
+        cfg, run = side.cfg, side.run
+        if cfg.platform.students_follow == "auto":
+            # what is free now: another run on the cluster may hold what its total shows
+            free = ray.available_resources()
+            why = room_refusal(cfg, free.get("CPU", 0.0), free.get("GPU", 0.0) if use_gpu(cfg) else 0.0,
+                               "the cluster has free")
+            if why:
+                self.log(f"[students] they start after the teacher: {why} (platform.students_follow=auto)")
+                return {}
+        t = cfg.teacher
+        follow = SignalFollower.config(run.base["hub"], run.store.uri, run.signal_id, t.sampling_ratio,
+                                       t.negative_keep_rate, teacher_sample_seed(cfg), cfg.platform.follow_timeout_s)
+        one_node = sum(1 for n in ray.nodes() if n.get("Alive")) == 1
+        share = {NODE_SHARE: 1 + groups_of(cfg)} if one_node and not use_gpu(cfg) else {}
+        self.groups = GroupRuns([side], students_window(run), self.log, follow=follow, loop_extra=share)
+        self.t_launch = time.perf_counter()
+        self.refs = self.groups.launch()
+        return share
+
+    def cancel(self) -> None:
+        """After the teacher failed: its followers stopped (they would wait for signals)."""
+        import ray
+
+        for ref in self.refs:
+            ray.cancel(ref, force=True)
+        if self.groups is not None:
+            self.groups.close()
+
+    def finish(self, side: Side) -> dict[str, Any]:
+        """The groups' ends awaited; the run's results, as ``GroupRuns.written`` writes them."""
+        import ray
+
+        assert self.groups is not None
+        t_teacher = time.perf_counter()
+        try:
+            outs = ray.get(self.refs)
+        finally:
+            self.groups.close()
+        counts = outs[0][FOLLOW]  # every group read the whole stream
+        side.cov = {"rows": int(counts["rows"]), "with_signal": int(counts["with_signal"])}
+        side.timings["students_after_teacher_s"] = time.perf_counter() - t_teacher
+        side.timings["students_wait_s"] = max(float(o[FOLLOW]["wait_s"]) for o in outs)
+        late = side.cov["late"] = max(int(o[FOLLOW]["late"]) for o in outs)
+        c = side.cov
+        self.log(f"[stream] window rows joined behind the teacher: {c['rows']:,} rows, {c['with_signal']:,} with a "
+                 f"signal ({c['rows'] - c['with_signal']:,} without: the aux loss is masked there"
+                 + (f"; {late:,} of them because their signal came after platform.follow_timeout_s" if late else "")
+                 + f"); the groups waited {side.timings['students_wait_s']:.1f} s on the teacher and ended "
+                 f"{side.timings['students_after_teacher_s']:.1f} s after it")
+        return self.groups.written(outs)[0]
