@@ -218,7 +218,7 @@ def test_students_that_follow_the_teacher_end_where_students_started_after_it_do
     fit with one left for Ray Data) and joins the window's logits block by block as the
     teacher publishes them (1,024-row blocks here). Its joined batches are the sequential
     run's, so every model ends where the reference's did. Torch threads are pinned to the
-    reference's count (the node's CPUs): following, each run would otherwise take half."""
+    reference's count (the node's CPUs): following on one node, the group would take half."""
     logs: list[str] = []
     followed = run_experiment(_cfg(shared, "followed", *GAP_EXTRA, "platform.signal_store=" + str(tmp_path / "s3"),
                                    "platform.students_follow=yes", "platform.cpus_per_worker=0.5",

@@ -4,7 +4,7 @@ A batch run's students otherwise start once the teacher has finished: its Train 
 evaluation and checkpoint, then the stream's join, then the groups' Train start. Here the
 groups start just before the teacher's Train run, read the students' window unjoined,
 and join each batch with the logits the teacher has published so far
-(``signals.follow``), so their start-up, their reads and their first epoch overlap the
+(``train.follow``), so their start-up, their reads and their first epoch overlap the
 teacher's training. The joined batches are the sequential run's, so every number is too.
 """
 
@@ -14,14 +14,27 @@ import time
 from typing import Any, Callable
 
 from recdistill.config import ConfigError, ExperimentConfig, signal_mode
-from recdistill.engine.on_ray import GroupRuns, Side
-from recdistill.engine.packed_seeds import finished_teacher_needed
+from recdistill.engine.groups import GroupRuns, Side
 from recdistill.engine.ray_run import RayRun
 from recdistill.engine.stream import students_window
 from recdistill.engine.trainer import use_gpu, worker_gpus
-from recdistill.signals.follow import FOLLOW, SignalFollower
-from recdistill.train.plan import teacher_sample_seed
+from recdistill.train.follow import FOLLOW, SignalFollower
+from recdistill.train.committee import committee_reads_representations
+from recdistill.train.plan import reads_representations, teacher_sample_seed
 from recdistill.train.worker import NODE_SHARE
+
+
+def finished_teacher_needed(cfg: ExperimentConfig) -> str | None:
+    """What of ``cfg``'s students needs their own seed's teacher finished before they start
+    (so they neither share a pass with other seeds' students nor follow their teacher), or
+    None."""
+    if cfg.committee.experts or any(s.distill_from != "teacher" for s in cfg.students):
+        return "a committee: its experts train after the seed's teacher"
+    if reads_representations(cfg) or committee_reads_representations(cfg):
+        return "teacher representations: they are joined once the seed's teacher has finished"
+    if cfg.run.cold_users:
+        return "run.cold_users: the seed's finished teacher is scored on the cold users' rows beside its students"
+    return None
 
 
 def follow_refusal(cfg: ExperimentConfig) -> str | None:
@@ -87,9 +100,8 @@ class Follow:
     def started(self) -> bool:
         return self.groups is not None
 
-    def start(self, side: Side) -> dict[str, Any]:
-        """Launch the groups; the teacher's loop-config additions (the threads it shares its
-        node's cores with, on one node)."""
+    def start(self, side: Side) -> None:
+        """Launch the groups (under auto, when the cluster has room free for them now)."""
         import ray
 
         cfg, run = side.cfg, side.run
@@ -100,16 +112,18 @@ class Follow:
                                "the cluster has free")
             if why:
                 self.log(f"[students] they start after the teacher: {why} (platform.students_follow=auto)")
-                return {}
+                return
         t = cfg.teacher
         follow = SignalFollower.config(run.base["hub"], run.store.uri, run.signal_id, t.sampling_ratio,
                                        t.negative_keep_rate, teacher_sample_seed(cfg), cfg.platform.follow_timeout_s)
         one_node = sum(1 for n in ray.nodes() if n.get("Alive")) == 1
+        # on one node the groups take a share of its cores' torch threads and the teacher, whose
+        # pass is the run's critical path (the groups mostly wait on it), keeps all of them:
+        # at 1M rows on 2 CPUs 123/131 s, against 135/140 s with the teacher's threads split too
         share = {NODE_SHARE: 1 + groups_of(cfg)} if one_node and not use_gpu(cfg) else {}
         self.groups = GroupRuns([side], students_window(run), self.log, follow=follow, loop_extra=share)
         self.t_launch = time.perf_counter()
         self.refs = self.groups.launch()
-        return share
 
     def cancel(self) -> None:
         """After the teacher failed: its followers stopped (they would wait for signals)."""

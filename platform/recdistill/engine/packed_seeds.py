@@ -19,14 +19,14 @@ from typing import Callable
 
 from recdistill.config import ExperimentConfig, to_dict
 from recdistill.engine.live import LiveMetrics
+from recdistill.engine.follow import finished_teacher_needed
 from recdistill.engine.on_ray import students_stage, teacher_side
 from recdistill.engine.prologue import driver_name, open_run
 from recdistill.engine.ray_run import RayRun, start_run
 from recdistill.engine.stream import distill_stream
 from recdistill.run_dir import write_resolved_config
-from recdistill.train.committee import committee_reads_representations
 from recdistill.train.keys import teacher_key
-from recdistill.train.plan import reads_representations, seed_channel
+from recdistill.train.plan import seed_channel
 
 
 def pack_refusal(cfg: ExperimentConfig) -> str | None:
@@ -40,19 +40,6 @@ def pack_refusal(cfg: ExperimentConfig) -> str | None:
         return why
     if cfg.platform.students_follow == "yes":
         return "platform.students_follow=yes: each seed's students follow its own teacher"
-    return None
-
-
-def finished_teacher_needed(cfg: ExperimentConfig) -> str | None:
-    """What of ``cfg``'s students needs their own seed's teacher finished before they start
-    (so they neither share a pass with other seeds' students nor follow their teacher), or
-    None."""
-    if cfg.committee.experts or any(s.distill_from != "teacher" for s in cfg.students):
-        return "a committee: its experts train after the seed's teacher"
-    if reads_representations(cfg) or committee_reads_representations(cfg):
-        return "teacher representations: they are joined once the seed's teacher has finished"
-    if cfg.run.cold_users:
-        return "run.cold_users: the seed's finished teacher is scored on the cold users' rows beside its students"
     return None
 
 

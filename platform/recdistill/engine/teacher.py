@@ -30,13 +30,12 @@ from recdistill.train.plan import teacher_sample_seed
 
 
 def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None], timings: dict[str, float],
-                  on_train: Callable[[], dict[str, Any] | None] | None = None) -> tuple[dict[str, Any], int, bool]:
+                  on_train: Callable[[], None] | None = None) -> tuple[dict[str, Any], int, bool]:
     """The teacher's stored info, steps run here and whether it was reused: its signals are
     looked up in the store and it is trained only when they are missing. A run that finds
     another run training the same key waits for that run's signals instead of training
     it a second time (a lease in the store). ``on_train`` is called just before a forward
-    teacher's Train run starts (``run.signal_id`` set): students that follow it start there;
-    what it returns goes into the teacher's loop config."""
+    teacher's Train run starts (``run.signal_id`` set): students that follow it start there."""
     key, store, hub = run.key, run.store, run.hub
     windows = [(0, HISTORY), (0, STUDENT_WINDOW)]
     done: list[dict[str, Any]] = []
@@ -70,7 +69,7 @@ def teacher_stage(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None]
 
 
 def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None], timings: dict[str, float],
-                   on_train: Callable[[], dict[str, Any] | None] | None = None) -> tuple[dict[str, Any], int]:
+                   on_train: Callable[[], None] | None = None) -> tuple[dict[str, Any], int]:
     """Train the teacher into a fresh generation of its key and commit it (under the lease):
     one Train run (forward, posthoc) or one per fold (crossfit)."""
     from recdistill.data.sampling import model_sample
@@ -85,10 +84,8 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
     log(f"[teacher] training {t.arch} (key {key}, generation {generation}, signals {mode}"
         + (f", {folds} fold teachers" if mode == "crossfit" else "") + f") on {cfg.platform.teacher_workers} "
         f"Ray Train worker(s)")
-    following: dict[str, Any] = {}
-
     def fit_args(name: str, train_ds: Any, score_ds: Any | None, publish_rank: int = 0) -> tuple[Any, ...]:
-        extra = {"score_signals": True, "publish_rank": publish_rank} if score_ds is not None else following
+        extra = {"score_signals": True, "publish_rank": publish_rank} if score_ds is not None else {}
         datasets = {"train": train_ds, **({"score": score_ds} if score_ds is not None else {}), **eval_datasets(run)}
         return (cfg, name, {**run.base, "key": run.signal_id, **extra}, datasets, run.storage,
                 run.callbacks("teacher"))
@@ -108,7 +105,7 @@ def _train_teacher(cfg: ExperimentConfig, run: RayRun, log: Callable[[str], None
                 k * cfg.platform.teacher_workers)) for k in range(start, min(folds, start + at_once))])
     else:
         if mode == "forward" and on_train is not None:
-            following.update(on_train() or {})
+            on_train()
         runs = [_fit(*fit_args(f"teacher-{key}-{run.experiment}", teacher_ds,
                                run.train_ds if mode == "posthoc" else None))]
     for w in (0, STUDENT_WINDOW):

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from recdistill.data.tensors import from_table
-from recdistill.signals.follow import FOLLOW, SignalFollower
+from recdistill.train.follow import FOLLOW, SignalFollower
 from recdistill.signals.kinds import LOGIT
 from recdistill.train.committee import Committee, expert_members
 from recdistill.train.group import StudentGroup

@@ -1,4 +1,4 @@
-"""Students following a teacher still training (``signals.follow``, ``engine.follow``): the
+"""Students following a teacher still training (``train.follow``, ``engine.follow``): the
 worker-side join waits for exactly the rows the teacher trains on, and no longer than the
 teacher keeps publishing; which runs can follow. A real hub actor and a real Parquet store;
 the teacher's publishing runs in a thread."""
@@ -19,7 +19,7 @@ from recdistill.data.sampling import model_sample_mask
 from recdistill.data.schema import LABEL, ROW_ID
 from recdistill.data.windows import STUDENT_WINDOW
 from recdistill.engine.follow import follow_refusal, room_refusal
-from recdistill.signals.follow import SignalFollower
+from recdistill.train.follow import SignalFollower
 from recdistill.signals.hub import get_hub, hub_name
 from recdistill.signals.kinds import LOGIT
 from recdistill.signals.publish import Publisher
