@@ -156,5 +156,5 @@ def test_students_follow_yes_where_they_cannot_is_refused_by_name(ray_local) -> 
     from recdistill.engine.follow import follows
 
     with pytest.raises(ConfigError, match="platform.students_follow=yes.*posthoc"):
-        follows(load_config(None, ["platform.students_follow=yes", "teacher.signals=posthoc"]), print)
-    assert not follows(load_config(None, ["teacher.signals=posthoc"]), print)  # auto: quietly after the teacher
+        follows(load_config(None, ["platform.students_follow=yes", "teacher.signals=posthoc"]))
+    assert not follows(load_config(None, ["teacher.signals=posthoc"]))  # auto: quietly after the teacher

@@ -66,7 +66,7 @@ def room_refusal(cfg: ExperimentConfig, cpus: float, gpus: float, has: str = "th
     return None
 
 
-def follows(cfg: ExperimentConfig, log: Callable[[str], None]) -> bool:
+def follows(cfg: ExperimentConfig) -> bool:
     """Whether this run's students may follow its teacher (``platform.students_follow``);
     under auto, ``Follow.start`` still looks at what the cluster has free then."""
     import ray
@@ -94,7 +94,6 @@ class Follow:
         self.run, self.log = run, log
         self.groups: GroupRuns | None = None
         self.refs: list[Any] = []
-        self.t_launch = 0.0
 
     @property
     def started(self) -> bool:
@@ -122,7 +121,6 @@ class Follow:
         # at 1M rows on 2 CPUs 123/131 s, against 135/140 s with the teacher's threads split too
         share = {NODE_SHARE: 1 + groups_of(cfg)} if one_node and not use_gpu(cfg) else {}
         self.groups = GroupRuns([side], students_window(run), self.log, follow=follow, loop_extra=share)
-        self.t_launch = time.perf_counter()
         self.refs = self.groups.launch()
 
     def cancel(self) -> None:

@@ -42,7 +42,7 @@ from recdistill.train.plan import feature_spec, reads_representations, sequence_
 
 def run_on_ray(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
     run = start_run(cfg, log)
-    follow = Follow(run, log) if follows(run.cfg, log) else None
+    follow = Follow(run, log) if follows(run.cfg) else None
     try:
         side = teacher_side(run, log, follow.start if follow is not None else None)
     except BaseException:
