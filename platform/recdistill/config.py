@@ -657,8 +657,10 @@ class PlatformConfig:
                      "first epoch overlap the teacher's training (every model's numbers are the ones students started "
                      "after the teacher get). yes: always (refused where the students cannot follow: teacher.signals "
                      "posthoc or crossfit, a committee, teacher representations, run.cold_users, packed seeds); auto: "
-                     "when they can and the cluster runs the teacher's workers and every group at once with a CPU "
-                     "left for Ray Data (and a GPU each, on GPUs); no: students start after the teacher")
+                     "when they can, on GPU workers or a cluster of several nodes (on one CPU node the groups take the "
+                     "teacher's cores: 1.08-1.11x the wall at 1M rows on 2 CPUs), not in a sweep's trial, and when "
+                     "the cluster has free the teacher's workers and every group with a CPU left for Ray Data (and "
+                     "their GPU shares); no: students start after the teacher")
     follow_timeout_s: float = opt(
         600.0, gt=0.0, help="students following a teacher: a batch whose rows still lack their signals goes on "
                             "without them (masked, counted late) once the teacher has published nothing for this long")

@@ -158,3 +158,6 @@ def test_students_follow_yes_where_they_cannot_is_refused_by_name(ray_local) -> 
     with pytest.raises(ConfigError, match="platform.students_follow=yes.*posthoc"):
         follows(load_config(None, ["platform.students_follow=yes", "teacher.signals=posthoc"]))
     assert not follows(load_config(None, ["teacher.signals=posthoc"]))  # auto: quietly after the teacher
+    # auto on one CPU node: the groups would take the teacher's cores (slower, measured)
+    assert not follows(load_config(None, ["platform.cpus_per_worker=0.5"]))
+    assert follows(load_config(None, ["platform.cpus_per_worker=0.5", "platform.students_follow=yes"]))
