@@ -132,6 +132,13 @@ def quiet_train_worker() -> None:
     logging.getLogger(train_context_logger_name()).setLevel(logging.WARNING)
 
 
+def alive_nodes() -> int:
+    """The cluster's live nodes (1 before Ray is joined)."""
+    import ray
+
+    return sum(1 for n in ray.nodes() if n.get("Alive")) if ray.is_initialized() else 1
+
+
 def actor_restarted() -> bool:
     """Whether the calling actor has been restarted. Ray's own
     ``was_current_actor_reconstructed`` reads its deprecated ``actor_id`` property and so

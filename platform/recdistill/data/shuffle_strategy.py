@@ -11,6 +11,8 @@ store, so ``auto`` takes it there; across nodes it keeps Ray's default (set by R
 
 from __future__ import annotations
 
+from recdistill.ray_env import alive_nodes
+
 AUTO = "auto"
 RAY_DEFAULT = "ray"
 ONE_NODE = "sort_shuffle_pull_based"
@@ -27,11 +29,9 @@ def choose(setting: str, nodes: int, ray_default: str) -> str:
 def use_shuffle_strategy(setting: str) -> str:
     """Set this process's Ray Data shuffle strategy for the datasets it creates from now
     on (a dataset keeps the context it was created with); the strategy set."""
-    import ray
     from ray.data import DataContext
     from ray.data.context import DEFAULT_SHUFFLE_STRATEGY, ShuffleStrategy
 
-    nodes = sum(1 for n in ray.nodes() if n.get("Alive")) if ray.is_initialized() else 1
-    chosen = ShuffleStrategy(choose(setting, nodes, DEFAULT_SHUFFLE_STRATEGY))
+    chosen = ShuffleStrategy(choose(setting, alive_nodes(), DEFAULT_SHUFFLE_STRATEGY))
     DataContext.get_current().shuffle_strategy = chosen
     return chosen.value

@@ -14,10 +14,11 @@ import time
 from typing import Any, Callable
 
 from recdistill.config import ConfigError, ExperimentConfig, signal_mode
-from recdistill.engine.groups import GroupRuns, Side
+from recdistill.engine.groups import GroupRuns, Side, student_groups
 from recdistill.engine.ray_run import RayRun
 from recdistill.engine.stream import students_window
 from recdistill.engine.trainer import use_gpu, worker_gpus
+from recdistill.ray_env import alive_nodes
 from recdistill.train.follow import FOLLOW, SignalFollower
 from recdistill.train.committee import committee_reads_representations
 from recdistill.train.plan import reads_representations, teacher_sample_seed
@@ -44,19 +45,14 @@ def follow_refusal(cfg: ExperimentConfig) -> str | None:
     return finished_teacher_needed(cfg)
 
 
-def groups_of(cfg: ExperimentConfig) -> int:
-    size = cfg.platform.students_per_group or len(cfg.students)
-    return -(-len(cfg.students) // size)
-
-
 def room_refusal(cfg: ExperimentConfig, cpus: float, gpus: float, has: str = "the cluster has") -> str | None:
     """Why ``cpus`` CPUs and ``gpus`` GPUs (0: CPU workers) cannot run the teacher's
     workers and every student group at once, leaving Ray Data a CPU; None when they can.
     (A group that waited for resources would start only after the teacher.)"""
     p = cfg.platform
-    workers = p.teacher_workers + groups_of(cfg)
+    workers = p.teacher_workers + len(student_groups(cfg))
     if workers * p.cpus_per_worker > cpus - 1 + 1e-9:
-        return (f"{p.teacher_workers} teacher worker(s) and {groups_of(cfg)} student group(s) at "
+        return (f"{p.teacher_workers} teacher worker(s) and {len(student_groups(cfg))} student group(s) at "
                 f"platform.cpus_per_worker={p.cpus_per_worker:g} need {workers * p.cpus_per_worker:g} CPUs with one "
                 f"left for Ray Data, and {has} {cpus:g}")
     share = worker_gpus(cfg, cluster_gpus=gpus) if gpus else 0.0
@@ -87,7 +83,7 @@ def follows(cfg: ExperimentConfig) -> bool:
         return False
     # on one CPU node the groups' start and first epoch take the cores the teacher trains on:
     # at 1M rows on 2 CPUs a followed run took 1.08-1.11x the wall of students after the teacher
-    return use_gpu(cfg) or sum(1 for n in ray.nodes() if n.get("Alive")) > 1
+    return use_gpu(cfg) or alive_nodes() > 1
 
 
 class Follow:
@@ -119,11 +115,10 @@ class Follow:
         t = cfg.teacher
         follow = SignalFollower.config(run.base["hub"], run.store.uri, run.signal_id, t.sampling_ratio,
                                        t.negative_keep_rate, teacher_sample_seed(cfg), cfg.platform.follow_timeout_s)
-        one_node = sum(1 for n in ray.nodes() if n.get("Alive")) == 1
         # on one node the groups take a share of its cores' torch threads and the teacher, whose
         # pass is the run's critical path (the groups mostly wait on it), keeps all of them:
         # at 1M rows on 2 CPUs 123/131 s, against 135/140 s with the teacher's threads split too
-        share = {NODE_SHARE: 1 + groups_of(cfg)} if one_node and not use_gpu(cfg) else {}
+        share = {NODE_SHARE: 1 + len(student_groups(cfg))} if alive_nodes() == 1 and not use_gpu(cfg) else {}
         self.groups = GroupRuns([side], students_window(run), self.log, follow=follow, loop_extra=share)
         self.refs = self.groups.launch()
 

@@ -64,6 +64,13 @@ class Side:
         self.skip_raw = sorted(i for i in range(n) if self.cached.get(i) or self.first_with[self.raw_keys[i]] != i)
 
 
+def student_groups(cfg: ExperimentConfig) -> list[list[int]]:
+    """The students' indices, ``platform.students_per_group`` per group (0: one group)."""
+    n = len(cfg.students)
+    size = cfg.platform.students_per_group or n
+    return [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+
+
 class GroupRuns:
     """A run's student groups (``platform.students_per_group``), each a one-worker Train run
     of ``train.students_loop`` over ``stream``, and each side's results once they end.
@@ -78,8 +85,7 @@ class GroupRuns:
         cfg, run = lead.cfg, lead.run
         packed = len(sides) > 1
         n = len(cfg.students)
-        size = cfg.platform.students_per_group or n
-        groups = [list(range(i, min(i + size, n))) for i in range(0, n, size)]
+        groups = student_groups(cfg)
         self.t0 = time.perf_counter()
         # members re-batch their own rows, so the stream's batch changes no result, only how
         # many steps a member takes in a row before the next member's weights evict its own

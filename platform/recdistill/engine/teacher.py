@@ -17,6 +17,7 @@ from recdistill.config import ExperimentConfig, signal_mode, to_dict
 from recdistill.data.folds import fold_score_rows, fold_train_rows
 from recdistill.data.windows import HISTORY, STUDENT_WINDOW
 from recdistill.engine.ray_run import RayRun, eval_datasets
+from recdistill.ray_env import alive_nodes
 from recdistill.engine.trainer import (CHECKPOINT, final_checkpoint, final_weights, model_checkpoint, ray_trainer,
                                        use_gpu, worker_gpus)
 from recdistill.signals.hub import completed
@@ -202,8 +203,7 @@ def _cluster_fold_concurrency(cfg: ExperimentConfig) -> int:
     import ray
 
     res = ray.cluster_resources()
-    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    return fold_concurrency(cfg, res.get("CPU", 1), res.get("GPU", 0) if use_gpu(cfg) else 0, max(1, nodes))
+    return fold_concurrency(cfg, res.get("CPU", 1), res.get("GPU", 0) if use_gpu(cfg) else 0, max(1, alive_nodes()))
 
 
 def _teacher_info(metrics: list[dict[str, Any]]) -> dict[str, Any]:
