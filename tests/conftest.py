@@ -10,6 +10,17 @@ import pytest
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("WANDB_MODE", "offline")
 
+RAY_FIXTURES = {"ray_local", "no_local_ray"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules that run Ray first, each module's tests in their own order. scripts/test.sh
+    hands whole modules to two xdist workers in this order (``--no-loadscope-reorder``): the
+    Ray modules hold most of the suite's time, and one that starts last keeps one worker busy
+    while the other idles (xdist's own order, most tests first, put the sweeps last)."""
+    ray_files = {item.path for item in items if RAY_FIXTURES & set(getattr(item, "fixturenames", ()))}
+    items.sort(key=lambda item: item.path not in ray_files)
+
 
 @pytest.fixture(scope="session")
 def _ray_session() -> Iterator[None]:
