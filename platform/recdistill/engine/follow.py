@@ -50,9 +50,10 @@ def room_refusal(cfg: ExperimentConfig, cpus: float, gpus: float, has: str = "th
     workers and every student group at once, leaving Ray Data a CPU; None when they can.
     (A group that waited for resources would start only after the teacher.)"""
     p = cfg.platform
-    workers = p.teacher_workers + len(student_groups(cfg))
+    groups = len(student_groups(cfg))
+    workers = p.teacher_workers + groups
     if workers * p.cpus_per_worker > cpus - 1 + 1e-9:
-        return (f"{p.teacher_workers} teacher worker(s) and {len(student_groups(cfg))} student group(s) at "
+        return (f"{p.teacher_workers} teacher worker(s) and {groups} student group(s) at "
                 f"platform.cpus_per_worker={p.cpus_per_worker:g} need {workers * p.cpus_per_worker:g} CPUs with one "
                 f"left for Ray Data, and {has} {cpus:g}")
     share = worker_gpus(cfg, cluster_gpus=gpus) if gpus else 0.0

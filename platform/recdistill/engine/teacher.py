@@ -17,9 +17,9 @@ from recdistill.config import ExperimentConfig, signal_mode, to_dict
 from recdistill.data.folds import fold_score_rows, fold_train_rows
 from recdistill.data.windows import HISTORY, STUDENT_WINDOW
 from recdistill.engine.ray_run import RayRun, eval_datasets
-from recdistill.ray_env import alive_nodes
 from recdistill.engine.trainer import (CHECKPOINT, final_checkpoint, final_weights, model_checkpoint, ray_trainer,
                                        use_gpu, worker_gpus)
+from recdistill.ray_env import alive_nodes
 from recdistill.signals.hub import completed
 from recdistill.signals.kinds import LOGIT_KIND
 from recdistill.signals.representations import KIND as REPRESENTATION
