@@ -26,8 +26,9 @@ TINY = ["data.rows=20000", "data.days=2", "data.synthetic.num_users=2000", "data
         # pinned, not sized by the data (sizing.py): one pass each unless a test asks for more
         "teacher.patience=0", "students.0.epochs=1", "students.1.epochs=1", "students.0.eval_every=0",
         "students.1.eval_every=0", "teacher.eval_every=0",
-        # the serving cost is measured in the reference run only (an export and a timing per student)
-        "run.serving=off"]
+        # the serving cost is measured in the reference run only (an export and a timing per student),
+        # and so is its W&B run (_check_tracking): ~2 CPU-s per run saved on a CPU-bound suite
+        "run.serving=off", "tracking.wandb=disabled"]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +71,8 @@ def _curve(r: dict, *path: str) -> list[float]:
 
 @pytest.fixture(scope="module")
 def reference(shared: Path, ray_local) -> dict:
-    return run_experiment(_cfg(shared, "ray1", *GAP_EXTRA, "run.serving=exported-program"), log=lambda _: None)
+    return run_experiment(_cfg(shared, "ray1", *GAP_EXTRA, "run.serving=exported-program", "tracking.wandb=offline"),
+                          log=lambda _: None)
 
 
 def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, reference: dict, read_wandb_run) -> None:

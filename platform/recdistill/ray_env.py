@@ -105,11 +105,11 @@ def _free_port() -> int:
 
 def quiet_data() -> None:
     """Ray Data's progress bars interleave with our own output; keep its logs concise; pace
-    its executor while a consumer is fed (``data.executor_pace``). Per process: every
+    its executor while a consumer is fed (``executor_pace``). Per process: every
     driver, Tune trial and Train worker that runs a Dataset."""
     from ray.data import DataContext
 
-    from recdistill.data.executor_pace import pace_executor
+    from recdistill.executor_pace import pace_executor
 
     ctx = DataContext.get_current()
     pace_executor(ctx)

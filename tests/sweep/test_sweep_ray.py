@@ -127,7 +127,7 @@ LR_SPACE = SearchSpace("lr2", "Early stopping: one learning rate too small to le
 def test_asha_stops_a_trial_early_and_resume_keeps_what_finished(first: dict, tmp: Path) -> None:
     common = [*TINY, f"data.path={tmp / 'sweep' / 'data'}", f"platform.signal_store={tmp / 'store'}", "run.name=a",
               "students.0.epochs=3", "students.0.patience=0", "students.0.eval_every=0", "tune.scheduler=asha",
-              "tune.grace_period=1", "tune.reduction_factor=2"]
+              "tune.grace_period=1", "tune.reduction_factor=2", "tracking.wandb=disabled"]
     out = tmp / "asha"
     # the dry run looks the teacher up under the key its runs will use (auto keys resolved
     # from the log's stored statistics, no pass): the module's teacher, stored

@@ -1,5 +1,5 @@
 """ExecutorPace: Ray Data's executor sleeps between turns only while its consumer is fed and
-an operator is held back (data/executor_pace.py)."""
+an operator is held back (executor_pace.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from recdistill.data.executor_pace import PAUSE_S, ExecutorPace
+from recdistill.executor_pace import PAUSE_S, ExecutorPace
 
 
 def _executor(queued: int, held_back: bool) -> SimpleNamespace:

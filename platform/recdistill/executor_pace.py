@@ -16,7 +16,7 @@ pacing and the same wall (``benchmarks/README.md``).
 an operator is held back: nothing can change until the consumer takes a block, and one block
 of a training stream lasts far longer than the pause. When either is false the loop runs at
 Ray's own pace. It reads two of the executor's private attributes; when a Ray release
-renames them it does nothing (``tests/data/test_executor_pace.py`` fails, not the runs).
+renames them it does nothing (``tests/test_executor_pace.py`` fails, not the runs).
 """
 
 from __future__ import annotations
