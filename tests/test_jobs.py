@@ -164,7 +164,7 @@ def test_ray_job_submit_smoke_test(tmp_path: Path, no_local_ray: None) -> None:
              # both jobs' students at once leave a whole CPU of the 2 for Ray Data
              "platform.cpus_per_worker=0.5", "platform.lease_poll_s=0.5",
              # the serving cost is checked in tests/test_distributed.py; here the job path is
-             "run.serving=off"],
+             "run.serving=off", "tracking.wandb=disabled"],
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for out in outs]
         logs = [j.communicate(timeout=300)[0] for j in jobs]
         for j, text in zip(jobs, logs):

@@ -46,7 +46,7 @@ def test_ddp_teacher_across_two_nodes(two_nodes, tmp_path: Path) -> None:
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
     cfg = load_config(None, [
-        "run.serving=off", "data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data.synthetic.max_cardinality=5000",
+        "run.serving=off", "tracking.wandb=disabled", "data.rows=12000", "data.days=2", "data.synthetic.num_users=1000", "data.synthetic.max_cardinality=5000",
         "teacher.arch=dnn", "teacher.depth=1", "teacher.width=16", "teacher.embed_dim=4", "teacher.batch_size=512",
         "teacher.epochs=1", "students.0.epochs=1",
         # about ten DDP steps a worker: the rates this check was written with, not the defaults sized for real logs

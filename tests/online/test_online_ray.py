@@ -22,6 +22,9 @@ CONFIG = Path(__file__).parents[2] / "jobs" / "configs" / "online_demo.yaml"
 def _cfg(tmp: Path, store: str, name: str, *extra: str):
     return smoke_test(load_config(CONFIG, [f"data.path={tmp / 'data'}", f"platform.signal_store={tmp / store}",
                                            f"run.dir={tmp / name}", f"stream.signal_timeout_s={TIMEOUT_S}",
+                                           # no run here checks W&B (tests/test_distributed.py does):
+                                           # ~2 CPU-s a run on a CPU-bound suite
+                                           "tracking.wandb=disabled",
                                            # the distilled student also learns from soft labels on half the
                                            # rows outside its sample (issue 18), through the crash and resume
                                            "students.0.unlabelled.share=0.5",

@@ -31,6 +31,8 @@ def _config(tmp: Path, name: str, *extra: str):
 
     cfg = smoke_test(load_config(CONFIG, [f"data.path={tmp / 'data'}", f"platform.signal_store={tmp / 'store'}",
                                           f"run.dir={tmp / name}", "transfer.eval_every=5",
+                                          # no run here checks W&B (tests/test_distributed.py does)
+                                          "tracking.wandb=disabled",
                                           # pinned (not sized by the data): the kill step below counts on it
                                           "students.0.batch_size=2048", *extra]))
     return dataclasses.replace(cfg, students=[dataclasses.replace(cfg.students[0], embed_dim=16)])
