@@ -115,7 +115,14 @@ def quiet_data() -> None:
     pace_executor(ctx)
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False  # travels with each dataset to where it executes
+    quiet_data_logs()
+
+
+def quiet_data_logs() -> None:
     logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # with the bars off (the datasets' context says so), Ray Data warns once per process
+    # that they are off: a line from the driver and one from each Train worker
+    logging.getLogger("ray.data._internal.progress").setLevel(logging.ERROR)
 
 
 # Train V2 logs every ray.train.report (metrics included) at INFO from a logger named after
@@ -132,8 +139,9 @@ def train_context_logger_name() -> str:
 
 def quiet_train_worker() -> None:
     """In a Train worker: drop Train's per-report INFO lines (long runs drowned our progress
-    lines in them); its warnings and errors still show."""
+    lines in them); its warnings and errors still show. Ray Data's too, as on the driver."""
     logging.getLogger(train_context_logger_name()).setLevel(logging.WARNING)
+    quiet_data_logs()
 
 
 def alive_nodes() -> int:
