@@ -73,11 +73,10 @@ def test_ensure_ray_refuses_train_v1(monkeypatch: pytest.MonkeyPatch, value: str
 def test_quiet_train_worker_quiets_trains_report_logger_and_ray_datas_progress_notice() -> None:
     import logging
 
+    from ray.data._internal import progress  # warns once per process that the bars are off
     from ray.train.v2._internal.execution import context  # the module whose logger it is
 
     from recdistill.ray_env import quiet_train_worker
-
-    from ray.data._internal import progress  # warns once per process that the bars are off
 
     context.logger.setLevel(logging.NOTSET)
     progress.logger.setLevel(logging.NOTSET)

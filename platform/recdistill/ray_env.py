@@ -105,8 +105,9 @@ def _free_port() -> int:
 
 def quiet_data() -> None:
     """Ray Data's progress bars interleave with our own output; keep its logs concise; pace
-    its executor while a consumer is fed (``executor_pace``). Per process: every
-    driver, Tune trial and Train worker that runs a Dataset."""
+    its executor while a consumer is fed (``executor_pace``). Per process: every driver
+    and Tune trial; a Train worker gets the context with its datasets and quiets the logs
+    itself (``quiet_train_worker``)."""
     from ray.data import DataContext
 
     from recdistill.executor_pace import pace_executor
