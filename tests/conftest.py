@@ -13,13 +13,28 @@ os.environ.setdefault("WANDB_MODE", "offline")
 RAY_FIXTURES = {"ray_local", "no_local_ray"}
 
 
+# Seconds each of the longest modules took on one of two xdist workers (2 CPUs, the suite
+# of 2026-12-05, ``--durations``). scripts/test.sh hands whole modules to the workers in
+# collection order (``--dist loadfile --no-loadscope-reorder``); longest first keeps the
+# last module a short one, so neither worker idles long while the other finishes. A stale
+# figure costs only that balance.
+MODULE_SECONDS = {
+    "sweep/test_sweep_ray.py": 500, "test_distributed.py": 390, "test_jobs.py": 185,
+    "online/test_online_ray.py": 164, "transfer/test_transfer_ray.py": 164, "test_committee_run.py": 109,
+    "test_multinode.py": 94, "test_signal_modes.py": 63, "signals/test_representations.py": 63,
+}
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules that run Ray first, each module's tests in their own order. scripts/test.sh
-    hands whole modules to two xdist workers in this order (``--no-loadscope-reorder``): the
-    Ray modules hold most of the suite's time, and one that starts last keeps one worker busy
-    while the other idles (xdist's own order, most tests first, put the sweeps last)."""
+    """Modules that run Ray first, the longest of them first (``MODULE_SECONDS``), each
+    module's tests in their own order."""
     ray_files = {item.path for item in items if RAY_FIXTURES & set(getattr(item, "fixturenames", ()))}
-    items.sort(key=lambda item: item.path not in ray_files)
+    here = os.path.dirname(__file__)
+
+    def weight(item: pytest.Item) -> tuple[bool, int]:
+        return item.path not in ray_files, -MODULE_SECONDS.get(os.path.relpath(item.path, here), 0)
+
+    items.sort(key=weight)
 
 
 @pytest.fixture(scope="session")

@@ -21,6 +21,7 @@ import pyarrow as pa
 import torch
 
 from recdistill.artifacts.model_dir import Artifact, ArtifactError, load_artifact, unpacked
+from recdistill.data.in_order import materialize_in_order
 from recdistill.data.reduce import add_sparse, reduce_blocks
 from recdistill.data.schema import LABEL, ROW_ID, LogSchema
 from recdistill.metrics import auc_bins, log_loss_sum
@@ -188,7 +189,7 @@ def _read(artifact: Artifact, log_path: str, fmt: str, split: str, header: str, 
                          f"data.test_path): score that file with --split all")
     cfg = config_from_dict({"data": {**data, "source": fmt if fmt != "parquet" or data["source"] != "synthetic"
                                      else "parquet", "path": log_path, "header": header}})
-    raw, schema, _ = raw_splits(cfg, ledger)
+    raw, schema, _, _ = raw_splits(cfg, ledger)
     return raw[split], schema, cfg.data.negative_keep_rate < 1.0
 
 
@@ -211,18 +212,18 @@ def score(model_dir: str | Path, log_path: str, fmt: str, *, out: str | None = N
     pre = artifact.preprocessor
     log(f"[score] {artifact.manifest['name']} ({artifact.config['arch']}, {artifact.model.num_params():,} params) "
         f"on {log_path} ({fmt}, rows: {split})")
-    encoded = raw.map_batches(pre, batch_format="pyarrow").materialize()
+    encoded = materialize_in_order(raw.map_batches(pre, batch_format="pyarrow"))
     unseen = oov_counts(encoded, pre)
     # metrics are on the rows as they are: a re-cut split kept the run's own down-sampling
     shift = artifact.sampling["population_logit_shift"] - (
         math.log(artifact.sampling["data_negative_keep"]) if downsampled else 0.0)
     gpus = ray.cluster_resources().get("GPU", 0)
     workers = max(1, int(gpus) if gpus else min(4, int(ray.cluster_resources().get("CPU", 1)) // 2 or 1))
-    scored = encoded.map_batches(
+    scored = materialize_in_order(encoded.map_batches(
         Scorer, batch_format="pyarrow", batch_size=batch_size,
         fn_constructor_kwargs={"files": artifact_files(artifact.directory), "metrics_shift": shift},
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=workers),
-        **({"num_gpus": 1} if gpus else {"num_cpus": 1})).materialize()
+        **({"num_gpus": 1} if gpus else {"num_cpus": 1})))
     rows = scored.count()
     metrics = labelled_metrics(scored) if LABEL in scored.schema().names and rows else None
     if out:

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from recdistill.data.in_order import materialize_in_order
+
 # In-memory Arrow bytes per byte on disk, by how the file is stored. Text: every categorical
 # value becomes its characters plus a 4-byte offset, numbers become 8-byte values (Criteo's
 # and Avazu's TSV/CSV measure 1.3-1.7x); compressed text opens about 5x before that. Parquet
@@ -85,14 +87,7 @@ class LogHold:
         t0 = time.perf_counter()
         out = {}
         for name, ds in reads.items():
-            options = ds.context.execution_options
-            before, options.preserve_order = options.preserve_order, True
-            try:
-                out[name] = ds.materialize()
-            finally:
-                options.preserve_order = before
-            # later passes run as they would on the streamed log (the held copy took the flag along)
-            out[name].context.execution_options.preserve_order = before
+            out[name] = materialize_in_order(ds)
         self.read_s = time.perf_counter() - t0
         if log is not None:
             log(f"[data] log read once and held in the object store: about {_mb(self.estimated_bytes)} "

@@ -134,13 +134,15 @@ def log_files(cfg: ExperimentConfig) -> tuple[list[str], str]:
 
 
 def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None, memo: Any = None, hold: Any = None
-               ) -> tuple[dict[str, Any], LogSchema, dict[str, str]]:
-    """The raw (not yet encoded) train/valid/test splits, lazy, with the schema and where
+               ) -> tuple[dict[str, Any], LogSchema, dict[str, str], Any]:
+    """The raw (not yet encoded) train/valid/test splits, lazy, with the schema, where
     each split's rows come from: data.valid_path / data.test_path where given, the rest cut
-    from data.path in time order (``_path_cut``). A ``hold`` (``data.hold.LogHold``) decides
-    whether the files are read once into the object store before any cut."""
+    from data.path in time order (``_path_cut``), and where the train split lies in
+    data.path's rows (``windows.Below``; None when it is all of them). A ``hold``
+    (``data.hold.LogHold``) decides whether the files are read once into the object store
+    before any cut."""
     from recdistill.data.sampling import negative_downsample
-    from recdistill.data.windows import time_splits, two_way_split
+    from recdistill.data.windows import time_splits_below, two_way_split
 
     data = cfg.data
     if data.source == "synthetic" or not (data.valid_path or data.test_path):
@@ -148,7 +150,8 @@ def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None, memo: A
         if hold is not None:
             ds = hold.apply({"path": ds}, *log_files(cfg))["path"]
         sources = {"train": "data.path", "valid": "data.path", "test": "data.path"}
-        return time_splits(ds, schema.order_column, data.splits, memo), schema, sources
+        splits, below = time_splits_below(ds, schema.order_column, data.splits, memo)
+        return splits, schema, sources, below
     reads, schema = _read_split_files(cfg, ledger)
     if data.negative_keep_rate < 1.0:
         reads = {k: v.map_batches(negative_downsample, batch_format="pyarrow",
@@ -158,7 +161,11 @@ def raw_splits(cfg: ExperimentConfig, ledger: Any, progress: Any = None, memo: A
         reads = hold.apply(reads, *log_files(cfg))
     share, (first, rest), sources = _path_cut(data)
     # all of data.path is train when both other splits have files: no cut to compute
-    raw = {first: reads["path"]} if not rest else \
-        dict(zip((first, rest), two_way_split(reads["path"], schema.order_column, share, memo)))
+    below = None
+    if rest:
+        parts, below = two_way_split(reads["path"], schema.order_column, share, memo)
+        raw = dict(zip((first, rest), parts))
+    else:
+        raw = {first: reads["path"]}
     raw.update({name: reads[name] for name in ("valid", "test") if name in reads})
-    return raw, schema, sources
+    return raw, schema, sources, below

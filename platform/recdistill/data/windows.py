@@ -12,6 +12,7 @@ because time has few distinct values.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -63,32 +64,115 @@ def boundaries(ds: Any, column: str, quantiles: Sequence[float], memo: CutMemo |
     (``row_id`` = file index << 40 | line): the last line of each file, from one pass,
     places each cut on an exact line.
     """
+    return _boundaries(ds, column, quantiles, memo, rows)[0]
+
+
+@dataclass
+class _Measured:
+    """What a time cut's passes measured: the span its edges divide, the rows' coarse
+    histogram over those edges and the fine histograms of the coarse bins it refined."""
+
+    lo: float
+    hi: float
+    coarse: np.ndarray
+    fine: dict[int, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class Below:
+    """A split that is the rows of ``parent`` ordered before ``cut`` (the first part of
+    ``time_splits`` and ``two_way_split``), with what that cut's passes measured (None when
+    the cut came from the memo). ``tag_history`` cuts the split on its parent's edges, so
+    the measured histograms leave one pass of three to do."""
+
+    parent: Any
+    cut: float
+    measured: _Measured | None = None
+
+
+def _boundaries(ds: Any, column: str, quantiles: Sequence[float], memo: CutMemo | None,
+                rows: str) -> tuple[list[float], _Measured | None]:
+    """``boundaries`` and what its passes measured (None: row order, the memo, or no cut)."""
     if not quantiles:
-        return []
+        return [], None
     if memo is not None:
-        return memo({"rows": rows, "column": column, "quantiles": [float(q) for q in quantiles]},
-                    lambda: boundaries(ds, column, quantiles))
+        measured: list[_Measured | None] = [None]
+
+        def compute() -> list[float]:
+            cuts, measured[0] = _boundaries(ds, column, quantiles, None, rows)
+            return cuts
+
+        cuts = memo({"rows": rows, "column": column, "quantiles": [float(q) for q in quantiles]}, compute)
+        return cuts, measured[0]
     if column == ROW_ID:
-        return _row_order_cuts(ds, quantiles)
+        return _row_order_cuts(ds, quantiles), None
     stats = reduce_blocks(ds, _min_max_count, _combine_min_max_count, {"column": column})
     if stats is None or stats[2] == 0:
         raise ValueError(f"cannot cut an empty log into windows (column {column!r})")
-    lo, hi, n = stats
+    lo, hi, _ = stats
     if hi <= lo:
-        return [hi] * len(quantiles)
-    edges = np.linspace(lo, np.nextafter(hi, np.inf), _BINS + 1)
-    coarse = _histograms(ds, column, [edges])[0]
-    cum = np.cumsum(coarse)
-    targets = [q * n for q in quantiles]
+        return [hi] * len(quantiles), None
+    m = _Measured(lo, hi, _histograms(ds, column, [_edges(lo, hi)])[0])
+    return _refined_cuts(ds, column, quantiles, m), m
+
+
+def _edges(lo: float, hi: float) -> np.ndarray:
+    return np.linspace(lo, np.nextafter(hi, np.inf), _BINS + 1)
+
+
+def _fine_edges(m: _Measured, b: int) -> np.ndarray:
+    edges = _edges(m.lo, m.hi)
+    return np.linspace(edges[b], edges[b + 1], _BINS + 1)
+
+
+def _refined_cuts(ds: Any, column: str, quantiles: Sequence[float], m: _Measured) -> list[float]:
+    """The cuts at ``quantiles`` of the rows ``m.coarse`` counts: the bins that hold them
+    refined (one pass over ``ds`` for those ``m.fine`` lacks; it gains them)."""
+    cum = np.cumsum(m.coarse)
+    targets = [q * cum[-1] for q in quantiles]
     bins = [int(np.searchsorted(cum, t, side="left")) for t in targets]
-    fine_edges = [np.linspace(edges[b], edges[b + 1], _BINS + 1) for b in bins]
-    fine = _histograms(ds, column, fine_edges)
+    missing = sorted({b for b in bins} - m.fine.keys())
+    if missing:
+        m.fine.update(zip(missing, _histograms(ds, column, [_fine_edges(m, b) for b in missing])))
     cuts = []
-    for t, b, fe, h in zip(targets, bins, fine_edges, fine):
+    for t, b in zip(targets, bins):
         before = cum[b - 1] if b > 0 else 0
-        j = int(np.searchsorted(before + np.cumsum(h), t, side="left"))
-        cuts.append(float(fe[min(j + 1, _BINS)]))
+        j = int(np.searchsorted(before + np.cumsum(m.fine[b]), t, side="left"))
+        cuts.append(float(_fine_edges(m, b)[min(j + 1, _BINS)]))
     return cuts
+
+
+def _below_cuts(rows: Any, column: str, quantiles: Sequence[float], below: Below) -> list[float]:
+    """Quantiles of ``rows`` (``below.parent``'s rows before ``below.cut``) on the parent's
+    edges. With the cut's histograms the rows' coarse histogram is theirs up to the cut's
+    bin (and its fine one up to the cut), so only the bins of the new cuts need a pass;
+    without them (a memo hit) a min/max pass over the parent and a coarse pass come first.
+    Either way the same histograms, hence the same cuts."""
+    m = below.measured
+    if m is None:
+        stats = reduce_blocks(below.parent, _min_max_count, _combine_min_max_count, {"column": column})
+        if stats is None or stats[2] == 0:
+            raise ValueError(f"cannot cut an empty log into windows (column {column!r})")
+        lo, hi, _ = stats
+        if hi <= lo:
+            return [hi] * len(quantiles)
+        coarse = _histograms(rows, column, [_edges(lo, hi)])[0]
+        own = _Measured(lo, hi, coarse)
+    else:
+        b = int(np.searchsorted(_edges(m.lo, m.hi), below.cut, side="right")) - 1
+        coarse = m.coarse.copy()
+        if b in m.fine:
+            k = int(np.searchsorted(_fine_edges(m, b), below.cut, side="left"))
+            fine = m.fine[b].copy()
+            fine[k:] = 0  # fine bin k starts at the cut: its rows are past it
+            coarse[b], coarse[b + 1:] = fine.sum(), 0
+            own = _Measured(m.lo, m.hi, coarse, {b: fine})
+        else:  # the cut is the right edge of the bin it refined: all of that bin is before it
+            coarse[b:] = 0
+            own = _Measured(m.lo, m.hi, coarse)
+    if own.coarse.sum() == 0:
+        raise ValueError(f"cannot cut an empty log into windows (column {column!r})")
+    return _refined_cuts(rows, column, quantiles, own)
 
 
 def _min_max_count(batch: pa.Table, column: str) -> tuple[float, float, int]:
@@ -104,7 +188,15 @@ def _combine_min_max_count(a: tuple[float, float, int], b: tuple[float, float, i
 
 def _histogram_batch(batch: pa.Table, column: str, edges: list[np.ndarray]) -> np.ndarray:
     x = order_values(batch, column)
-    return np.concatenate([np.histogram(x, bins=e)[0].astype(np.int64) for e in edges])
+    return np.concatenate([_half_open_histogram(x, e) for e in edges])
+
+
+def _half_open_histogram(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of ``x`` in [e0, e1), [e1, e2), ...: unlike ``np.histogram`` the last bin is
+    open too, so a fine histogram of a coarse bin never counts the next bin's first value."""
+    i = np.searchsorted(edges, x, side="right") - 1
+    i = i[(i >= 0) & (i < len(edges) - 1)]
+    return np.bincount(i, minlength=len(edges) - 1).astype(np.int64)
 
 
 def _histograms(ds: Any, column: str, edges: list[np.ndarray]) -> list[np.ndarray]:
@@ -157,17 +249,26 @@ def _tag(batch: pa.Table, column: str, bounds: list[float]) -> pa.Table:
 
 def time_splits(ds: Any, column: str, fractions: Sequence[float], memo: CutMemo | None = None) -> dict[str, Any]:
     """Train/valid/test Ray Datasets, time-ordered by ``column`` (lazy; nothing materialised)."""
-    bounds = boundaries(ds, column, cut_points(fractions), memo)
+    return time_splits_below(ds, column, fractions, memo)[0]
+
+
+def time_splits_below(ds: Any, column: str, fractions: Sequence[float], memo: CutMemo | None = None
+                      ) -> tuple[dict[str, Any], Below]:
+    """``time_splits`` and where its train split lies in ``ds`` (for ``tag_history``)."""
+    bounds, measured = _boundaries(ds, column, cut_points(fractions), memo, "log")
     return {name: ds.map_batches(_select, batch_format="pyarrow",
                                  fn_kwargs={"column": column, "bounds": bounds, "index": i})
-            for i, name in enumerate(SPLIT_NAMES)}
+            for i, name in enumerate(SPLIT_NAMES)}, Below(ds, bounds[0], measured)
 
 
-def two_way_split(ds: Any, column: str, first_fraction: float, memo: CutMemo | None = None) -> tuple[Any, Any]:
-    """The earliest ``first_fraction`` of rows and the rest (lazy), cut as ``time_splits`` cuts."""
-    bounds = boundaries(ds, column, [first_fraction], memo, rows="data.path")
-    return tuple(ds.map_batches(_select, batch_format="pyarrow",  # type: ignore[return-value]
-                                fn_kwargs={"column": column, "bounds": bounds, "index": i}) for i in (0, 1))
+def two_way_split(ds: Any, column: str, first_fraction: float, memo: CutMemo | None = None
+                  ) -> tuple[tuple[Any, Any], Below]:
+    """The earliest ``first_fraction`` of rows and the rest (lazy), cut as ``time_splits``
+    cuts, and where the first part lies in ``ds`` (for ``tag_history``)."""
+    bounds, measured = _boundaries(ds, column, [first_fraction], memo, "data.path")
+    parts = tuple(ds.map_batches(_select, batch_format="pyarrow",
+                                 fn_kwargs={"column": column, "bounds": bounds, "index": i}) for i in (0, 1))
+    return parts, Below(ds, bounds[0], measured)  # type: ignore[return-value]
 
 
 def with_windows(ds: Any, column: str, num_windows: int) -> tuple[Any, list[float]]:
@@ -189,7 +290,7 @@ def _tag_train(batch: pa.Table, column: str, history: list[float], recent: list[
 
 def tag_history(train: Any, column: str, history_fraction: float,
                 recent_cuts: Sequence[float] = (), memo: CutMemo | None = None,
-                cut_on: Any = None) -> tuple[Any, float | None]:
+                cut_on: Any = None, below: Below | None = None) -> tuple[Any, float | None]:
     """Tag the train split's rows: ``window`` 0 = the teacher-only history (the earliest
     ``history_fraction`` of rows in time), 1 = the students' window; ``recency`` k = the row
     lies past the k-th of ``recent_cuts`` (shares of the train split in ascending order, see
@@ -197,13 +298,30 @@ def tag_history(train: Any, column: str, history_fraction: float,
     One deterministic pass for all cuts, shared by every engine, so they train on the same rows.
     ``cut_on``: the same rows before encoding, where the pass reads two columns without
     encoding every row first (the cuts are the same: encoding keeps ``column`` and row ids).
-"""
+    ``below``: the train split is its log's rows before a cut (``time_splits_below``); its
+    time cuts are then taken on the log's edges, from the split cut's histograms.
+    """
     head = [history_fraction] if history_fraction > 0 else []
-    cuts = boundaries(train if cut_on is None else cut_on, column, head + list(recent_cuts), memo, rows="train split")
+    cuts = _history_cuts(train if cut_on is None else cut_on, column, head + list(recent_cuts), memo, below)
     history, recent = cuts[:len(head)], cuts[len(head):]
     tagged = train.map_batches(_tag_train, batch_format="pyarrow",
                                fn_kwargs={"column": column, "history": history, "recent": recent})
     return tagged, (history[0] if history else None)
+
+
+def _history_cuts(rows: Any, column: str, quantiles: list[float], memo: CutMemo | None,
+                  below: Below | None) -> list[float]:
+    if not quantiles:
+        return []
+    if below is None or column == ROW_ID:
+        return boundaries(rows, column, quantiles, memo, rows="train split")
+    what = {"rows": "train split", "column": column, "quantiles": [float(q) for q in quantiles],
+            "edges": "log"}  # the log's edges: not the cuts memos kept on the split's own
+
+    def compute() -> list[float]:
+        return _below_cuts(rows, column, quantiles, below)
+
+    return memo(what, compute) if memo is not None else compute()
 
 
 # ------------------------------------------------------------------ data.shuffle
@@ -251,7 +369,8 @@ def _permute_batch(batch: pa.Table, mode: str, seed: int) -> pa.Table:
 
 
 def shuffled_train(train: Any, column: str, history_fraction: float, mode: str, seed: int,
-                   recent_cuts: Sequence[float] = (), memo: CutMemo | None = None, cut_on: Any = None) -> Any:
+                   recent_cuts: Sequence[float] = (), memo: CutMemo | None = None, cut_on: Any = None,
+                   below: Below | None = None) -> Any:
     """The train split tagged with its windows (cut in log order, as ``tag_history`` does),
     then in ``mode``'s seeded order: row ids permuted and sorted, materialised.
 
@@ -259,7 +378,7 @@ def shuffled_train(train: Any, column: str, history_fraction: float, mode: str, 
     (the local engine's ``collect``, Ray Train's ordered shards, the signal join's ranges)
     sees the same order; the history/window cut is taken before the ids change.
     """
-    tagged, _ = tag_history(train, column, history_fraction, recent_cuts, memo, cut_on)
+    tagged, _ = tag_history(train, column, history_fraction, recent_cuts, memo, cut_on, below)
     permuted = tagged.map_batches(_permute_batch, batch_format="pyarrow", fn_kwargs={"mode": mode, "seed": seed})
     return permuted.sort(ROW_ID).materialize()
 

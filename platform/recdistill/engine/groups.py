@@ -14,6 +14,7 @@ from typing import Any, Callable
 from recdistill.artifacts.serving_cost import measure_run_students
 from recdistill.artifacts.run_models import PREDATES, RunModels, model_name
 from recdistill.config import ExperimentConfig
+from recdistill.data.in_order import materialize_in_order
 from recdistill.engine.live import SeedsLive
 from recdistill.engine.ray_run import RayRun, eval_datasets
 from recdistill.engine.cold import COLD, count_window_users, mark_cold
@@ -100,7 +101,7 @@ class GroupRuns:
                 ds = with_representations(ds, run, held_out_rep)
             if mark and name == "test":
                 ds = ds.map_batches(mark_cold, batch_format="pyarrow", fn_kwargs=mark)
-            datasets[name] = ds.materialize() if held_out_rep or (mark and name == "test") else ds
+            datasets[name] = materialize_in_order(ds) if held_out_rep or (mark and name == "test") else ds
         committee = lead.committee
         expert_weights = {EXPERT_WEIGHTS: committee[EXPERT_WEIGHTS]} if committee else {}
         seeds = ({PACKED_SEEDS: [{"seed": s.cfg.run.seed, "skip_raw": s.skip_raw} for s in sides]}

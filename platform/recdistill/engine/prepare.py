@@ -65,7 +65,7 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None, log: Callable[[s
     # resolving the config fills in, so the resolved config's cuts are this log's
     memo = cut_memo(cfg, log)
     hold = LogHold(cfg.platform.hold_log, log)
-    raw, schema, sources = raw_splits(cfg, ledger, progress, memo, hold)
+    raw, schema, sources, below = raw_splits(cfg, ledger, progress, memo, hold)
     cfg, derived = _resolve_auto(cfg, schema, raw, log)
     data = cfg.data
     vocab = fit_vocab(raw["train"], schema, data.min_count) if data.encoding == "vocab" else None
@@ -78,10 +78,10 @@ def prepare_log(cfg: ExperimentConfig, *, progress: Any = None, log: Callable[[s
     cuts = recent_cuts(cfg)
     if shuffle != "none":
         encoded["train"] = shuffled_train(encoded["train"], schema.order_column, cfg.teacher.history_fraction,
-                                          shuffle, data.seed, cuts, memo, cut_on=raw["train"])
+                                          shuffle, data.seed, cuts, memo, cut_on=raw["train"], below=below)
     else:
         encoded["train"], _ = tag_history(encoded["train"], schema.order_column, cfg.teacher.history_fraction, cuts,
-                                          memo, cut_on=raw["train"])
+                                          memo, cut_on=raw["train"], below=below)
     return PreparedLog(schema, pre, encoded, ledger, cfg, shuffle, sources, derived, raw, hold.describe())
 
 
@@ -128,7 +128,7 @@ def resolved_like_a_run(cfg: ExperimentConfig, *, read: bool) -> ExperimentConfi
         return known
     from recdistill.engine.cut_memo import cut_memo
 
-    raw, schema, _ = raw_splits(cfg, new_ledger(), memo=cut_memo(cfg))
+    raw, schema, _, _ = raw_splits(cfg, new_ledger(), memo=cut_memo(cfg))
     return _resolve_auto(cfg, schema, raw, lambda _: None)[0]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig, to_dict
+from recdistill.data.in_order import materialize_in_order
 from recdistill.engine.live import LiveMetrics
 from recdistill.engine.prologue import Opened, driver_name, open_run, prepare
 from recdistill.signals.hub import get_hub, hub_name
@@ -77,8 +78,9 @@ def start_run(cfg: ExperimentConfig, log: Callable[[str], None],
     # Held out once into the object store (sharded across nodes, not on the driver): the
     # teacher and every student group score it, and training workers that hold every CPU
     # of a small node cannot starve a lazy read of it.
-    test_ds = prepared.splits["test"].materialize()
-    valid_ds = prepared.splits["valid"].materialize()
+    # in the split's order: the first rows of test are the transfer stage's curve rows
+    test_ds = materialize_in_order(prepared.splits["test"])
+    valid_ds = materialize_in_order(prepared.splits["valid"])
     valid_rows = valid_ds.count()
     check_validation(cfg, valid_rows)
     key = teacher_key(cfg)

@@ -9,6 +9,7 @@ from typing import Any, Callable
 
 import pyarrow as pa
 
+from recdistill.data.in_order import materialize_in_order
 from recdistill.data.reduce import reduce_blocks
 from recdistill.data.windows import HISTORY, STUDENT_WINDOW, WINDOW
 from recdistill.engine.ray_run import RayRun
@@ -51,7 +52,7 @@ def materialised_with_coverage(ds: Any, channels: tuple[str, ...] = (LOGIT,)) ->
     rows with a signal; and the representations' staleness where it carries them). With
     several teachers' ``channels`` (packed seeds), ``with_signal`` is the first one's and
     ``by_channel`` has each one's."""
-    stream = ds.materialize()
+    stream = materialize_in_order(ds)
     counts = reduce_blocks(stream, stream_counts, sum_counts, {"channels": channels}) or {}
     by_channel = {c: int(counts.get(_WITH + c, 0)) for c in channels}
     cov: dict[str, Any] = {"rows": int(counts.get("rows", 0)), "with_signal": by_channel[channels[0]]}

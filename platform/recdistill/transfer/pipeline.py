@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from recdistill.config import ConfigError, ExperimentConfig, to_dict
+from recdistill.data.in_order import materialize_in_order
 from recdistill.data.schema import LABEL
 from recdistill.data.windows import resolve_shuffle
 from recdistill.transfer.augment import AUGMENTED, TeacherScorer, augment_batch, default_item_columns
@@ -160,7 +161,7 @@ def offline_stream(cfg: ExperimentConfig, run: Any, stream: Any, log: Callable[[
         info["augment"] = {"ratio": a.ratio, "generator": a.generator, "item_columns": item_columns}
     else:
         stream = stream.map_batches(_flag_real, batch_format="pyarrow")
-    stream = stream.materialize()
+    stream = materialize_in_order(stream)
     after = reduce_blocks(stream, _counts, _merge_counts, {"order_column": order}) or before
     info.update({"train_rows": after["rows"], "train_positive_rate": after["positives"] / max(1, after["rows"]),
                  "augmented_rows": after["augmented"]})
@@ -263,13 +264,13 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
         teacher_state_path(checkpoint)  # fail here, not in every worker, when it is gone
         stream, cov = distill_stream(run, log, timings)
     train, data_info = offline_stream(cfg, run, stream, log, timings, checkpoint, info["config"])
-    curve_ds = run.test_ds.limit(cfg.transfer.eval_rows).materialize()
+    curve_ds = materialize_in_order(run.test_ds.limit(cfg.transfer.eval_rows))
     s = cfg.students[0]
     log(f"[transfer] teacher {info['arch']} (embed {info['config']['embed_dim']}) → student {s.arch} "
         f"(embed {s.embed_dim}); variants {', '.join(cfg.transfer.variants)}")
     # the same labelled rows without the augmented ones, materialised too: every variant's
     # training time is then its own, not a filter's
-    real_only = (train.map_batches(_real_rows, batch_format="pyarrow").materialize()
+    real_only = (materialize_in_order(train.map_batches(_real_rows, batch_format="pyarrow"))
                  if "progressive_noaug" in cfg.transfer.variants else None)
     plans = [{"variant": name, "dataset": "train_real" if name == "progressive_noaug" else "train",
               **variant_plan(cfg, name)} for name in cfg.transfer.variants]
