@@ -1,7 +1,8 @@
 """The log's cuts (split and window boundaries), kept in the signal store beside its
 statistics (``sizing.cached_stats``): every run of a sweep, and every rerun, prepares the
-same log, and its cuts cost six Ray Data passes (a min/max and two histogram passes for the
-splits, again for the history cut), about 4 s of fixed cost each time on a small machine.
+same log, and its cuts cost four Ray Data passes (a min/max and two histogram passes for the
+splits, one more for the history cut, which refines the split cut's histograms:
+``windows.tag_history``), seconds of fixed cost each time on a small machine.
 
 A cut is exact and deterministic (``data.windows.boundaries``), so a kept one equals a
 recomputed one. The key is the log's identity (its data config and, for files, their
