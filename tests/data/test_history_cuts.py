@@ -94,6 +94,29 @@ def test_a_cut_on_its_bins_right_edge_keeps_that_whole_bin(ray_local: None) -> N
         _exact(order_values(table, "ts"), float(cut), from_split, [0.3, 0.7], m)
 
 
+def test_row_order_history_cut_counts_line_positions_from_the_split_pass(
+        ray_local: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A log without time (Criteo) is cut by line: the history cut comes from the split cut's
+    per-file last lines without a pass, equals the cut after a memo hit (one pass over the
+    log), and rows missing just before the split cut (rejected, down-sampled) move neither."""
+    lines = {0: np.arange(1, 2001), 1: np.arange(1, 3001)}
+    ids = np.concatenate([(f << 40) | n for f, n in lines.items()]).astype(np.int64)
+    cut = (1 << 40) | 2001  # the 0.8 cut of 5,000 positions: line 2,001 of file 1
+    gone = (ids >= cut - 50) & (ids < cut)  # the 50 rows before it are missing
+    table = pa.table({"row_id": ids[~gone]})
+    log = _dataset(table)
+    passes = _Passes(monkeypatch)
+    splits, below = windows.time_splits_below(log, "row_id", [0.8, 0.1, 0.1])
+    assert passes.n == 1 and below.cut == float(cut)
+    quantiles = [0.5, 0.25]
+    from_split = windows._history_cuts(splits["train"], "row_id", quantiles, None, below)
+    assert passes.n == 1
+    fresh = windows._history_cuts(splits["train"], "row_id", quantiles, None, Below(log, below.cut, None))
+    assert passes.n == 2 and fresh == from_split
+    # 4,000 positions before the cut (file 0's 2,000, then file 1's): 2,000 and 1,000 of them
+    assert from_split == [float((1 << 40) | 1), float(1001)]
+
+
 def test_half_open_histogram_leaves_a_bins_right_edge_to_the_next_bin() -> None:
     edges = np.array([0.0, 1.0, 2.0])
     x = np.array([-1.0, 0.0, 0.5, 1.0, 2.0, 2.5])

@@ -87,16 +87,17 @@ class Below:
 
     parent: Any
     cut: float
-    measured: _Measured | None = None
+    measured: _Measured | dict[int, int] | None = None  # time: histograms; row order: each file's last line
 
 
 def _boundaries(ds: Any, column: str, quantiles: Sequence[float], memo: CutMemo | None,
-                rows: str) -> tuple[list[float], _Measured | None]:
-    """``boundaries`` and what its passes measured (None: row order, the memo, or no cut)."""
+                rows: str) -> tuple[list[float], _Measured | dict[int, int] | None]:
+    """``boundaries`` and what its passes measured (time: histograms; row order: each file's
+    last line; None: the memo or no cut)."""
     if not quantiles:
         return [], None
     if memo is not None:
-        measured: list[_Measured | None] = [None]
+        measured: list[_Measured | dict[int, int] | None] = [None]
 
         def compute() -> list[float]:
             cuts, measured[0] = _boundaries(ds, column, quantiles, None, rows)
@@ -105,7 +106,8 @@ def _boundaries(ds: Any, column: str, quantiles: Sequence[float], memo: CutMemo 
         cuts = memo({"rows": rows, "column": column, "quantiles": [float(q) for q in quantiles]}, compute)
         return cuts, measured[0]
     if column == ROW_ID:
-        return _row_order_cuts(ds, quantiles), None
+        last = _last_lines(ds)
+        return _row_order_cuts(last, quantiles), last
     stats = reduce_blocks(ds, _min_max_count, _combine_min_max_count, {"column": column})
     if stats is None or stats[2] == 0:
         raise ValueError(f"cannot cut an empty log into windows (column {column!r})")
@@ -149,6 +151,8 @@ def _below_cuts(rows: Any, column: str, quantiles: Sequence[float], below: Below
     without them (a memo hit) a min/max pass over the parent and a coarse pass come first.
     Either way the same histograms, hence the same cuts."""
     m = below.measured
+    if isinstance(m, dict):
+        raise TypeError("a row-order cut is refined by _below_line_cuts")
     if m is None:
         stats = reduce_blocks(below.parent, _min_max_count, _combine_min_max_count, {"column": column})
         if stats is None or stats[2] == 0:
@@ -173,6 +177,20 @@ def _below_cuts(rows: Any, column: str, quantiles: Sequence[float], below: Below
     if own.coarse.sum() == 0:
         raise ValueError(f"cannot cut an empty log into windows (column {column!r})")
     return _refined_cuts(rows, column, quantiles, own)
+
+
+def _below_line_cuts(quantiles: Sequence[float], below: Below) -> list[float]:
+    """Row order: quantiles of the line positions before ``below.cut`` (every file before the
+    cut's file, and its lines before the cut), from the parent's last lines: the split cut's
+    own pass, or one pass over the parent after a memo hit. Positions, as the split cut counts
+    them, so a row missing just before the cut (rejected, down-sampled) moves no cut."""
+    last = below.measured if isinstance(below.measured, dict) else _last_lines(below.parent)
+    cut = int(below.cut)
+    file, line = cut >> 40, cut & ((1 << 40) - 1)
+    before = {f: n for f, n in last.items() if f < file}
+    if line > 1:
+        before[file] = line - 1
+    return _row_order_cuts(before, quantiles)
 
 
 def _min_max_count(batch: pa.Table, column: str) -> tuple[float, float, int]:
@@ -215,8 +233,13 @@ def _merge_max(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
     return {k: max(a.get(k, 0), b.get(k, 0)) for k in a.keys() | b.keys()}
 
 
-def _row_order_cuts(ds: Any, quantiles: Sequence[float]) -> list[float]:
-    last = reduce_blocks(ds, _last_line_per_file, _merge_max)
+def _last_lines(ds: Any) -> dict[int, int]:
+    """Each file's last line (row order's one pass)."""
+    return reduce_blocks(ds, _last_line_per_file, _merge_max) or {}
+
+
+def _row_order_cuts(last: dict[int, int], quantiles: Sequence[float]) -> list[float]:
+    """Cuts at ``quantiles`` of the line positions of files whose last lines are ``last``."""
     if not last:
         raise ValueError("cannot cut an empty log into windows")
     files = np.array(sorted(last), dtype=np.int64)
@@ -313,12 +336,14 @@ def _history_cuts(rows: Any, column: str, quantiles: list[float], memo: CutMemo 
                   below: Below | None) -> list[float]:
     if not quantiles:
         return []
-    if below is None or column == ROW_ID:
+    if below is None:
         return boundaries(rows, column, quantiles, memo, rows="train split")
     what = {"rows": "train split", "column": column, "quantiles": [float(q) for q in quantiles],
             "edges": "log"}  # the log's edges: not the cuts memos kept on the split's own
 
     def compute() -> list[float]:
+        if column == ROW_ID:
+            return _below_line_cuts(quantiles, below)
         return _below_cuts(rows, column, quantiles, below)
 
     return memo(what, compute) if memo is not None else compute()
