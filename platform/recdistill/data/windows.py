@@ -103,19 +103,28 @@ def _boundaries(ds: Any, column: str, quantiles: Sequence[float], memo: CutMemo 
             cuts, measured[0] = _boundaries(ds, column, quantiles, None, rows)
             return cuts
 
-        cuts = memo({"rows": rows, "column": column, "quantiles": [float(q) for q in quantiles]}, compute)
+        cuts = memo(_memo_key(rows, column, quantiles), compute)
         return cuts, measured[0]
     if column == ROW_ID:
         last = _last_lines(ds)
         return _row_order_cuts(last, quantiles), last
-    stats = reduce_blocks(ds, _min_max_count, _combine_min_max_count, {"column": column})
-    if stats is None or stats[2] == 0:
-        raise ValueError(f"cannot cut an empty log into windows (column {column!r})")
-    lo, hi, _ = stats
+    lo, hi = _span(ds, column)
     if hi <= lo:
         return [hi] * len(quantiles), None
     m = _Measured(lo, hi, _histograms(ds, column, [_edges(lo, hi)])[0])
     return _refined_cuts(ds, column, quantiles, m), m
+
+
+def _memo_key(rows: str, column: str, quantiles: Sequence[float]) -> dict[str, Any]:
+    return {"rows": rows, "column": column, "quantiles": [float(q) for q in quantiles]}
+
+
+def _span(ds: Any, column: str) -> tuple[float, float]:
+    """The lowest and highest order value of ``column`` (one pass); an empty log fails."""
+    stats = reduce_blocks(ds, _min_max_count, _combine_min_max_count, {"column": column})
+    if stats is None or stats[2] == 0:
+        raise ValueError(f"cannot cut an empty log into windows (column {column!r})")
+    return stats[0], stats[1]
 
 
 def _edges(lo: float, hi: float) -> np.ndarray:
@@ -133,7 +142,7 @@ def _refined_cuts(ds: Any, column: str, quantiles: Sequence[float], m: _Measured
     cum = np.cumsum(m.coarse)
     targets = [q * cum[-1] for q in quantiles]
     bins = [int(np.searchsorted(cum, t, side="left")) for t in targets]
-    missing = sorted({b for b in bins} - m.fine.keys())
+    missing = sorted(set(bins) - m.fine.keys())
     if missing:
         m.fine.update(zip(missing, _histograms(ds, column, [_fine_edges(m, b) for b in missing])))
     cuts = []
@@ -154,10 +163,7 @@ def _below_cuts(rows: Any, column: str, quantiles: Sequence[float], below: Below
     if isinstance(m, dict):
         raise TypeError("a row-order cut is refined by _below_line_cuts")
     if m is None:
-        stats = reduce_blocks(below.parent, _min_max_count, _combine_min_max_count, {"column": column})
-        if stats is None or stats[2] == 0:
-            raise ValueError(f"cannot cut an empty log into windows (column {column!r})")
-        lo, hi, _ = stats
+        lo, hi = _span(below.parent, column)
         if hi <= lo:
             return [hi] * len(quantiles)
         coarse = _histograms(rows, column, [_edges(lo, hi)])[0]
@@ -278,20 +284,26 @@ def time_splits(ds: Any, column: str, fractions: Sequence[float], memo: CutMemo 
 def time_splits_below(ds: Any, column: str, fractions: Sequence[float], memo: CutMemo | None = None
                       ) -> tuple[dict[str, Any], Below]:
     """``time_splits`` and where its train split lies in ``ds`` (for ``tag_history``)."""
-    bounds, measured = _boundaries(ds, column, cut_points(fractions), memo, "log")
-    return {name: ds.map_batches(_select, batch_format="pyarrow",
-                                 fn_kwargs={"column": column, "bounds": bounds, "index": i})
-            for i, name in enumerate(SPLIT_NAMES)}, Below(ds, bounds[0], measured)
+    parts, below = _cut_parts(ds, column, cut_points(fractions), memo, "log")
+    return dict(zip(SPLIT_NAMES, parts)), below
 
 
 def two_way_split(ds: Any, column: str, first_fraction: float, memo: CutMemo | None = None
                   ) -> tuple[tuple[Any, Any], Below]:
     """The earliest ``first_fraction`` of rows and the rest (lazy), cut as ``time_splits``
     cuts, and where the first part lies in ``ds`` (for ``tag_history``)."""
-    bounds, measured = _boundaries(ds, column, [first_fraction], memo, "data.path")
-    parts = tuple(ds.map_batches(_select, batch_format="pyarrow",
-                                 fn_kwargs={"column": column, "bounds": bounds, "index": i}) for i in (0, 1))
-    return parts, Below(ds, bounds[0], measured)  # type: ignore[return-value]
+    parts, below = _cut_parts(ds, column, [first_fraction], memo, "data.path")
+    return (parts[0], parts[1]), below
+
+
+def _cut_parts(ds: Any, column: str, quantiles: Sequence[float], memo: CutMemo | None, rows: str
+               ) -> tuple[list[Any], Below]:
+    """``ds`` cut at ``quantiles`` of ``column`` into its parts in order (lazy), and where the
+    first lies in ``ds``."""
+    bounds, measured = _boundaries(ds, column, quantiles, memo, rows)
+    parts = [ds.map_batches(_select, batch_format="pyarrow", fn_kwargs={"column": column, "bounds": bounds, "index": i})
+             for i in range(len(bounds) + 1)]
+    return parts, Below(ds, bounds[0], measured)
 
 
 def with_windows(ds: Any, column: str, num_windows: int) -> tuple[Any, list[float]]:
@@ -338,8 +350,8 @@ def _history_cuts(rows: Any, column: str, quantiles: list[float], memo: CutMemo 
         return []
     if below is None:
         return boundaries(rows, column, quantiles, memo, rows="train split")
-    what = {"rows": "train split", "column": column, "quantiles": [float(q) for q in quantiles],
-            "edges": "log"}  # the log's edges: not the cuts memos kept on the split's own
+    # the log's edges: not the cuts memos kept on the split's own
+    what = {**_memo_key("train split", column, quantiles), "edges": "log"}
 
     def compute() -> list[float]:
         if column == ROW_ID:
