@@ -37,8 +37,9 @@ def test_an_executor_without_the_attributes_it_reads_runs_unpaced() -> None:
 
 def test_a_held_back_stream_read_by_a_slow_consumer_is_paced_and_loses_nothing(ray_local: None) -> None:
     """A real executor: the stream's budget (8 MiB) holds back a read of ~40 MB while the
-    consumer sleeps per block, as a training loop does. Ray's private names that
-    ExecutorPace reads are checked here: renamed, this test fails instead of runs spinning."""
+    consumer holds on to its first block, as a training loop busy with a batch does. Ray's
+    private names that ExecutorPace reads are checked here: renamed, this test fails instead
+    of runs spinning."""
     import ray
     from ray.data._internal.execution.interfaces import ExecutionResources
 
@@ -50,9 +51,16 @@ def test_a_held_back_stream_read_by_a_slow_consumer_is_paced_and_loses_nothing(r
     ds.context.execution_options.resource_limits = ExecutionResources(object_store_memory=8 * 2**20)
     ds.context.execution_options.preserve_order = True
     before = ExecutorPace.pauses
-    ids = []
+    ids: list[int] = []
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):
-        time.sleep(0.03)
+        if not ids:
+            # The consumer stalls on its first block until the executor has paused (or a
+            # minute has passed). A fixed sleep per block made "the consumer is the slow
+            # side" a race: on a loaded machine the read tasks were slower still, the budget
+            # never filled, nothing was held back and no pause came (CI, 2026-12-05).
+            deadline = time.monotonic() + 60
+            while ExecutorPace.pauses == before and time.monotonic() < deadline:
+                time.sleep(0.05)
         ids.extend(batch["id"].tolist())
     assert ids == list(range(40_000))
-    assert ExecutorPace.pauses > before
+    assert ExecutorPace.pauses > before, "a stalled consumer of a held-back read: the executor never paused"
