@@ -104,6 +104,8 @@ def test_second_run_reuses_the_online_teacher(first: dict, tmp: Path, monkeypatc
     monkeypatch.setenv(FAIL_ENV, f"online-students:3:{tmp / 'students_killed'}")
     again = run_online(_cfg(tmp, "store", "again"), log=lambda _: None)
     assert (tmp / "students_killed").exists() and again["stream"]["student_resumed"] == 1
+    (failure,) = again["stream"]["failures"]  # the driver was told why the students resumed
+    assert failure["run"].startswith("online-students-") and "died" in failure["errors"][0], failure
     assert again["teacher"]["reused"] and again["teacher"]["key"] == first["teacher"]["key"]
     # the reused teacher's artifact: its weights kept in the store beside its signals
     sha = [json.loads((tmp / r / "models" / "teacher" / "manifest.json").read_text())["files"]["weights.safetensors"]
@@ -135,7 +137,9 @@ def test_missing_signals_a_killed_teacher_and_a_killed_hub(first: dict, tmp: Pat
     res = run_online(_cfg(tmp, "store2", "faults"), log=lambda _: None)
     assert (tmp / "killed").exists() and res["stream"]["teacher_resumed"] >= 1
     assert (tmp / "hub_killed").exists(), "the hub-kill hook did not fire"
-    assert res["stream"]["student_resumed"] == 0  # the hub's death did not crash the students
+    # the hub's death did not crash the students (a failure says why a run restarted)
+    assert res["stream"]["student_resumed"] == 0, res["stream"]["failures"]
+    assert {f["run"].split("-")[1] for f in res["stream"]["failures"]} == {"teacher"}, res["stream"]["failures"]
     by_w = {w["window"]: w for w in res["windows"]}
     assert not by_w[3]["signals"] and by_w[3]["lag"] is None and by_w[3]["signal_rows"] == 0
     assert by_w[2]["signals"] and by_w[4]["signals"]  # distillation resumes after the gap

@@ -20,6 +20,8 @@ import ray.train
 from recdistill.tracking import flatten
 from recdistill.train.worker import LIVE
 
+FAILURE = "failure"  # a relayed item that is a worker failure, not a report
+
 
 class Relay(ray.train.UserCallback):
     """On the Train controller: rank 0's ``live`` metrics of every report, onto the queue."""
@@ -35,6 +37,23 @@ class Relay(ray.train.UserCallback):
         except Exception as e:  # tracking must never fail the training run it watches
             print(f"[tracking] a {self.role} report was not relayed: {type(e).__name__}: {e}", flush=True)
 
+    def after_exception(self, run_context: Any, worker_exceptions: dict[int, Exception]) -> None:
+        """A worker raised or died: Train restarts the run from its last checkpoint (up to
+        ``platform.max_failures`` times). The driver is told why, so a resumed run's record says."""
+        run = getattr(getattr(run_context, "run_config", None), "name", None) or self.role
+        errors = [f"rank {rank}: {_one_line(e)}" for rank, e in sorted(worker_exceptions.items())]
+        try:
+            self.queue.put({"role": self.role, FAILURE: {"run": run, "errors": errors}})
+        except Exception as e:
+            print(f"[tracking] a {self.role} worker failure was not relayed: {type(e).__name__}: {e}", flush=True)
+
+
+def _one_line(e: BaseException) -> str:
+    """An exception as one short line: its type and the last line of its message (Ray's
+    errors carry the whole remote traceback, whose last line is the cause)."""
+    lines = [x.strip() for x in str(e).strip().splitlines() if x.strip()]
+    return f"{type(e).__name__}: {lines[-1][:200] if lines else ''}"
+
 
 class LiveMetrics:
     """The driver's end: a queue the relays fill and a thread that logs what arrives. Use as
@@ -46,6 +65,7 @@ class LiveMetrics:
         self.trackers = trackers
         self.queue = Queue(actor_options={"num_cpus": 0})
         self.received = 0
+        self.failures: list[dict[str, Any]] = []  # {"role", "run", "errors"}: each restart's cause
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._drain, name="recdistill-live-metrics", daemon=True)
         self._thread.start()
@@ -67,7 +87,16 @@ class LiveMetrics:
                 print(f"[tracking] live metrics stopped after {self.received} rows: {type(e).__name__}: {e}",
                       flush=True)
                 return
-            self.forward(item)
+            if FAILURE in item:
+                self._failed(item)
+            else:
+                self.forward(item)
+
+    def _failed(self, item: dict[str, Any]) -> None:
+        record = {"role": item["role"], **item[FAILURE]}
+        self.failures.append(record)
+        print(f"[{record['role']}] Train run {record['run']}: a worker failed ({'; '.join(record['errors'])}); "
+              f"it restarts from its last checkpoint", flush=True)
 
     def forward(self, item: dict[str, Any]) -> None:
         role = item.pop("role")

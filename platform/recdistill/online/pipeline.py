@@ -105,12 +105,13 @@ def run_online(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> dic
     finally:
         if lease is not None:
             lease.release()
+    live.close()  # every report and failure is in: both runs have ended
     results = assemble(cfg, teacher, metrics["students"], reused)
+    results["stream"]["failures"] = live.failures  # why a run resumed, when one did
     results["models"] = _write_models(cfg, spool, store, key, generation, metrics, results, log, experiment, reused)
     results["seconds"] = time.perf_counter() - opened.t_start
     results["tracking"] = opened.tracking_info()
     written = write_online_results(cfg, results, log)
-    live.close()
     opened.finish(results, written)
     ray.kill(hub)
     return results
