@@ -84,6 +84,40 @@ def test_records_are_written_whole_or_not_at_all(tmp_path: Path, monkeypatch: py
     assert store.raw_result("r") is None
 
 
+def test_a_block_replaced_while_it_is_read_reads_as_one_version(tmp_path: Path) -> None:
+    """A resumed teacher rewrites its blocks under their own names while students read them.
+    Every read, of the footer (scan) and of the values, sees one whole version: in one thread
+    a writer replaces the block again and again (other sizes, other values); in this one a
+    reader scans and reads it. (Through ``pq.read_table(path)`` about one read in ten failed
+    or mixed two files: footer and pages come from two opens.)"""
+    import threading
+
+    store = SignalStore(str(tmp_path / "s"))
+    sizes = np.random.default_rng(0).integers(200, 3000, 64)
+    store.write_block("k", 0, 1, 0, 0, np.arange(sizes[0]), np.zeros(sizes[0], np.float32))
+    stop, rewrites = threading.Event(), [0]
+
+    def rewrite() -> None:
+        while not stop.is_set():
+            i = rewrites[0] = rewrites[0] + 1
+            n = int(sizes[i % len(sizes)])
+            store.write_block("k", 0, 1, 0, 0, np.arange(n), np.random.default_rng(i).normal(size=n).astype(np.float32))
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    try:
+        reads = 0
+        while reads < 300 or rewrites[0] < 100:
+            blocks, _ = store.scan("k")
+            t = store.read_range(blocks, 0, 10**6)
+            rows = t.column("row_id").to_numpy()
+            assert (rows == np.arange(len(rows))).all()  # one version's rows, whole
+            reads += 1
+    finally:
+        stop.set()
+        writer.join()
+
+
 class _Wrap:
     """The store's filesystem with one method replaced (to stop a writer at a chosen point)."""
 

@@ -19,6 +19,7 @@ import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from recdistill.data.tensors import COLD
+from recdistill.signals.blocks import read_block
 from recdistill.signals.store import SignalStore, cached_store
 
 _USER, _ROWS = "user", "rows"
@@ -45,7 +46,7 @@ def user_rows(users: np.ndarray, store_uri: str, directory: str) -> np.ndarray:
     if not files or not len(users):
         return out
     wanted = np.unique(users)
-    t = pa.concat_tables([pq.read_table(p, filesystem=store.fs, filters=[(_USER, "in", wanted)]) for p in files])
+    t = pa.concat_tables([read_block(store.fs, p, filters=[(_USER, "in", wanted)]) for p in files])
     if not t.num_rows:
         return out
     uniq, inverse = np.unique(t.column(_USER).to_numpy(), return_inverse=True)

