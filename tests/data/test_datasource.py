@@ -78,6 +78,25 @@ def test_read_log_two_formats_with_ledger(tmp_path):
     assert read_rejects(ledger).total == 5
 
 
+def test_ledgers_of_one_process_share_one_actor_keep_apart_and_go_when_dropped(tmp_path):
+    """A ledger per read, one actor per process: two reads' tallies stay apart in it, and a
+    ledger whose handle is gone leaves it."""
+    import gc
+
+    a, b = new_ledger(), new_ledger()
+    assert a.actor is b.actor and a.id != b.id
+    ds, _ = read_log(str(write(tmp_path / "a.txt", [criteo("1"), criteo("9"), criteo("0")])), "criteo",
+                     error_budget=0.5, ledger=a)
+    ds.materialize()
+    assert read_rejects(a).total == 3 and read_rejects(a).rejected == 1 and read_rejects(b).total == 0
+    actor, gone = a.actor, a.id
+    assert gone in ray.get(actor.ledgers.remote())
+    del a, ds
+    gc.collect()
+    assert gone not in ray.get(actor.ledgers.remote())
+    assert read_rejects(b).total == 0
+
+
 def test_file_over_budget_fails_the_read(tmp_path):
     p = write(tmp_path / "bad.txt", [criteo("1"), criteo("9"), criteo("0")])
     ledger = new_ledger()

@@ -1,10 +1,10 @@
 """Ray Data reading of real click logs: ``read_log`` and the datasource behind it.
 
 Each read task streams its files through ``formats.iter_file`` (one ``RejectTally`` per
-file). When a file is done its tally goes to a ``RejectLedger`` actor, and the task fails
-at once if that file alone is over the error budget. The driver checks the budget over all
-files with ``read_rejects(ledger)`` once the dataset has been consumed, since Ray Data
-reads lazily and in parallel.
+file). When a file is done its tally goes to the read's ``RejectLedger`` (one actor per
+process holds every ledger it made), and the task fails at once if that file alone is over
+the error budget. The driver checks the budget over all files with ``read_rejects(ledger)``
+once the dataset has been consumed, since Ray Data reads lazily and in parallel.
 
 Parquet ``row_id``s (the join key) must be unique over all files. A read task checks its
 own file (``formats``); across files the ledger compares each file's id range with those
@@ -22,6 +22,9 @@ from __future__ import annotations
 
 import functools
 import os
+import uuid
+import weakref
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
@@ -50,13 +53,11 @@ def file_numbers(paths: list[str], offset: int) -> dict[str, int]:
     return {p: offset + i for i, p in enumerate(sorted(paths))}
 
 
-@ray.remote(num_cpus=0)
-class RejectLedger:
-    """Per-file reject tallies reported by read tasks, kept by file path.
+class _Tallies:
+    """One ledger's per-file reject tallies, kept by file path.
 
     Keyed by path so that a retried task, or a dataset executed twice, replaces its file's
-    tally instead of counting the file again. Zero CPUs: it must not take a slot from the
-    read tasks on a small machine.
+    tally instead of counting the file again.
     """
 
     def __init__(self) -> None:
@@ -100,14 +101,84 @@ class RejectLedger:
         return total.to_dict()
 
 
-def new_ledger() -> Any:
-    """A fresh ``RejectLedger`` actor handle."""
-    return RejectLedger.remote()
+@ray.remote(num_cpus=0)
+class RejectLedgers:
+    """Every ledger of one process's reads, by ledger id. One actor per process that makes
+    ledgers, not one per read: each actor is a Python process of its own (~1.3 CPU-s to
+    start, ~130 MB), and a run made two or three ledgers (the suite started 62). Zero CPUs:
+    it must not take a slot from the read tasks on a small machine."""
+
+    def __init__(self) -> None:
+        self._ledgers: dict[str, _Tallies] = {}
+
+    def add(self, ledger: str, tally_dict: dict, part: str = "") -> list[str]:
+        return self._ledgers.setdefault(ledger, _Tallies()).add(tally_dict, part)
+
+    def add_part(self, ledger: str, tally_dict: dict, part: str, parts: int) -> dict | None:
+        return self._ledgers.setdefault(ledger, _Tallies()).add_part(tally_dict, part, parts)
+
+    def tally(self, ledger: str) -> dict:
+        return self._ledgers.get(ledger, _Tallies()).tally()
+
+    def drop(self, ledger: str) -> None:
+        self._ledgers.pop(ledger, None)
+
+    def ledgers(self) -> list[str]:
+        return sorted(self._ledgers)
 
 
-def read_rejects(ledger: Any) -> RejectTally:
+@dataclass(frozen=True)
+class RejectLedger:
+    """One read's ledger: its id in this process's ``RejectLedgers`` actor. Read tasks get a
+    pickled copy; the ledger is dropped from the actor when the handle ``new_ledger`` made is
+    garbage-collected in the process that made it."""
+
+    actor: Any
+    id: str
+
+    def add(self, tally_dict: dict, part: str = "") -> Any:
+        return self.actor.add.remote(self.id, tally_dict, part)
+
+    def add_part(self, tally_dict: dict, part: str, parts: int) -> Any:
+        return self.actor.add_part.remote(self.id, tally_dict, part, parts)
+
+    def tally(self) -> Any:
+        return self.actor.tally.remote(self.id)
+
+
+_LEDGERS: dict[tuple[str, str], Any] = {}  # (GCS address, job id) -> this process's RejectLedgers
+
+
+def _ledgers_actor() -> Any:
+    """This process's ``RejectLedgers``, made on first use in each Ray session it joins (a
+    process that restarts Ray, as the tests do, gets a new one)."""
+    ctx = ray.get_runtime_context()
+    session = (str(ctx.gcs_address), str(ctx.get_job_id()))
+    if session not in _LEDGERS:
+        _LEDGERS.clear()
+        _LEDGERS[session] = RejectLedgers.remote()
+    return _LEDGERS[session]
+
+
+def _drop(actor: Any, ledger: str) -> None:
+    if not any(a is actor for a in _LEDGERS.values()):
+        return  # its Ray session ended, and the actor with it
+    try:
+        actor.drop.remote(ledger)
+    except Exception:  # Ray is shutting down with the process: nothing left to drop
+        pass
+
+
+def new_ledger() -> RejectLedger:
+    """A fresh ledger, in this process's ``RejectLedgers`` actor."""
+    ledger = RejectLedger(_ledgers_actor(), uuid.uuid4().hex)
+    weakref.finalize(ledger, _drop, ledger.actor, ledger.id)
+    return ledger
+
+
+def read_rejects(ledger: RejectLedger) -> RejectTally:
     """All tallies the ledger has received so far, merged (call after consuming the dataset)."""
-    return RejectTally.from_dict(ray.get(ledger.tally.remote()))
+    return RejectTally.from_dict(ray.get(ledger.tally()))
 
 
 class ClickLogDatasource(FileBasedDatasource):
@@ -174,7 +245,7 @@ def _report(ledger: Any, tally: RejectTally, part: str = "") -> list[str]:
     if ledger is None:
         return []
     # Wait for the ledger, so that everything is recorded once the dataset is consumed.
-    return ray.get(ledger.add.remote(tally.to_dict(), part))
+    return ray.get(ledger.add(tally.to_dict(), part))
 
 
 class TextRangeDatasource(Datasource):
@@ -209,7 +280,7 @@ class TextRangeDatasource(Datasource):
             tally.check_budget(self._error_budget, piece.path)
             return
         # The last range of a file to finish checks the file's budget over all its ranges.
-        whole = ray.get(self._ledger.add_part.remote(tally.to_dict(), f"bytes={piece.start}-{piece.end}", piece.parts))
+        whole = ray.get(self._ledger.add_part(tally.to_dict(), f"bytes={piece.start}-{piece.end}", piece.parts))
         if whole is not None:
             RejectTally.from_dict(whole).check_budget(self._error_budget, piece.path)
 
