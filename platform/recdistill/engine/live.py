@@ -96,7 +96,7 @@ class LiveMetrics:
         record = {"role": item["role"], **item[FAILURE]}
         self.failures.append(record)
         print(f"[{record['role']}] Train run {record['run']}: a worker failed ({'; '.join(record['errors'])}); "
-              f"it restarts from its last checkpoint", flush=True)
+              f"Train restarts it from its last checkpoint while platform.max_failures allows", flush=True)
 
     def forward(self, item: dict[str, Any]) -> None:
         role = item.pop("role")
