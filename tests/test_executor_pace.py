@@ -57,7 +57,7 @@ def test_a_held_back_stream_read_by_a_slow_consumer_is_paced_and_loses_nothing(r
             # The consumer stalls on its first block until the executor has paused (or a
             # minute has passed). A fixed sleep per block made "the consumer is the slow
             # side" a race: on a loaded machine the read tasks were slower still, the budget
-            # never filled, nothing was held back and no pause came (CI, 2026-12-05).
+            # never filled, nothing was held back and no pause came (a full suite run, 2026-12-05).
             deadline = time.monotonic() + 60
             while ExecutorPace.pauses == before and time.monotonic() < deadline:
                 time.sleep(0.05)

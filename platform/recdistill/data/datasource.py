@@ -146,22 +146,22 @@ class RejectLedger:
         return self.actor.tally.remote(self.id)
 
 
-_LEDGERS: dict[tuple[str, str], Any] = {}  # (GCS address, job id) -> this process's RejectLedgers
+_LEDGERS: tuple[tuple[str, str], Any] | None = None  # ((GCS address, job id), this process's RejectLedgers)
 
 
 def _ledgers_actor() -> Any:
     """This process's ``RejectLedgers``, made on first use in each Ray session it joins (a
     process that restarts Ray, as the tests do, gets a new one)."""
+    global _LEDGERS
     ctx = ray.get_runtime_context()
     session = (str(ctx.gcs_address), str(ctx.get_job_id()))
-    if session not in _LEDGERS:
-        _LEDGERS.clear()
-        _LEDGERS[session] = RejectLedgers.remote()
-    return _LEDGERS[session]
+    if _LEDGERS is None or _LEDGERS[0] != session:
+        _LEDGERS = (session, RejectLedgers.remote())
+    return _LEDGERS[1]
 
 
 def _drop(actor: Any, ledger: str) -> None:
-    if not any(a is actor for a in _LEDGERS.values()):
+    if _LEDGERS is None or _LEDGERS[1] is not actor:
         return  # its Ray session ended, and the actor with it
     try:
         actor.drop.remote(ledger)
