@@ -97,6 +97,32 @@ def test_ledgers_of_one_process_share_one_actor_keep_apart_and_go_when_dropped(t
     assert read_rejects(b).total == 0
 
 
+# A driver that joins a cluster (a submitted job does) and exits holding a ledger; a weak
+# finalizer made before Ray's import, as libraries do, puts weakref's exit hook after Ray's.
+JOINED_EXIT = """
+import weakref
+weakref.finalize(type("X", (), {})(), lambda: None)
+from recdistill.ray_env import ensure_ray
+from recdistill.data.datasource import new_ledger
+ensure_ray()
+kept = new_ledger()
+print("done", flush=True)
+"""
+
+
+def test_a_driver_that_exits_holding_a_ledger_does_not_join_ray_again():
+    """Dropping a ledger at exit, after Ray's own exit hook had shut it down, started Ray
+    again (any actor call does): a job's driver rejoined its cluster, and once died of a
+    segmentation fault after its run had finished."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
+    out = subprocess.run([sys.executable, "-c", JOINED_EXIT], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip() == "done", out.stdout[-2000:] + out.stderr[-2000:]
+    assert "Connecting to existing Ray cluster" not in out.stderr, out.stderr[-2000:]
+
+
 def test_file_over_budget_fails_the_read(tmp_path):
     p = write(tmp_path / "bad.txt", [criteo("1"), criteo("9"), criteo("0")])
     ledger = new_ledger()

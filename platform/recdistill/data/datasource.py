@@ -161,7 +161,10 @@ def _ledgers_actor() -> Any:
 
 
 def _drop(actor: Any, ledger: str) -> None:
-    if _LEDGERS is None or _LEDGERS[1] is not actor:
+    # Any call on an actor handle after ray.shutdown() starts Ray again (auto-init): a
+    # submitted job's driver rejoined its cluster at exit that way and then died of a
+    # segmentation fault, failing a job whose run had finished.
+    if _LEDGERS is None or _LEDGERS[1] is not actor or not ray.is_initialized():
         return  # its Ray session ended, and the actor with it
     try:
         actor.drop.remote(ledger)
@@ -172,7 +175,8 @@ def _drop(actor: Any, ledger: str) -> None:
 def new_ledger() -> RejectLedger:
     """A fresh ledger, in this process's ``RejectLedgers`` actor."""
     ledger = RejectLedger(_ledgers_actor(), uuid.uuid4().hex)
-    weakref.finalize(ledger, _drop, ledger.actor, ledger.id)
+    # not at exit: the actor ends with this process's job, and Ray may be shut down by then
+    weakref.finalize(ledger, _drop, ledger.actor, ledger.id).atexit = False
     return ledger
 
 
