@@ -118,6 +118,7 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     # from the run's start to the teacher's first step (start-up, preparation, Train's start)
     assert 0 < p["first_teacher_step_s"] < first["seconds"]
     assert p["stream_rows"] == p["stream_rows_with_signal"] > 0
+    assert p["failures"] == []  # no Train run restarted
     # the finished run dropped its student groups' checkpoints (models/ has them); the teacher's stay
     train_dirs = [d.name for d in (shared / "ray1" / "ray_train").iterdir()]
     assert any(n.startswith("teacher-") for n in train_dirs) and not any(n.startswith("students-") for n in train_dirs)
@@ -202,6 +203,10 @@ def test_killed_teacher_and_student_workers_resume_from_their_checkpoints(shared
         del os.environ[FAIL_ENV]
     assert teacher_marker.exists() and students_marker.exists(), "a failure hook did not fire"
     assert crashed["teacher"]["resumed"] == 1 and crashed["platform"]["student_resumed"] == 1
+    # the driver was told why each resumed: one failure of each run, its worker dead
+    failures = crashed["platform"]["failures"]
+    assert sorted(f["role"] for f in failures) == ["student", "teacher"], failures
+    assert all(len(f["errors"]) == 1 and "died" in f["errors"][0] for f in failures), failures
     assert crashed["teacher"]["steps"] == reference["teacher"]["steps"]
     _close(reference, crashed, tol=2e-3)
     # the signals' AUC accumulated before the crash came back with the checkpoint

@@ -57,6 +57,8 @@ def test_a_killed_worker_resumes_the_variant_at_its_last_epoch(first: dict, tmp:
     # the variants finished before the crash come from the checkpoint, not trained again
     assert [n for n in v if v[n].get("restored")] == ["scratch", "progressive"]
     assert [n for n in v if v[n]["resumed"]] == ["end_to_end"] and v["end_to_end"]["resumed"] == 1
+    (failure,) = first["platform"]["failures"]  # the driver was told why it resumed
+    assert failure["role"] == "transfer" and "died" in failure["errors"][0], failure
     e2e, scratch = v["end_to_end"], v["scratch"]
     check = e2e["resume_check"]
     assert 0 < check["step"] < KILL_STEP  # an epoch boundary before the kill

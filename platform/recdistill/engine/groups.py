@@ -156,7 +156,8 @@ class GroupRuns:
         for s in sides:
             s.timings["students_s"] = students_s
             written.append(_side_results(s, outs, len(self.names), dict(self.cold), self.log,
-                                         [x.cfg.run.seed for x in sides] if packed else None))
+                                         [x.cfg.run.seed for x in sides] if packed else None,
+                                         self.live.failures if self.live is not None else []))
         # a finished run's student checkpoints served only to resume it, and its models are
         # artifacts now: each group's checkpoints hold every model with its optimizer state (a
         # 3-seed sweep of 12 packed students left 6 GB per seed). The teacher's stay: the
@@ -167,7 +168,8 @@ class GroupRuns:
 
 
 def _side_results(side: Side, outs: list[dict[str, Any]], n_groups: int, cold: dict[str, Any],
-                  log: Callable[[str], None], packed_seeds: list[int] | None = None) -> dict[str, Any]:
+                  log: Callable[[str], None], packed_seeds: list[int] | None = None,
+                  group_failures: list[dict[str, Any]] = ()) -> dict[str, Any]:
     """One side's results from the student groups' reports (``packed_seeds``: the seeds whose
     students shared them, each member then named ``seed-<s>/<student>/<kind>``): its models
     as artifacts, its raw students stored for reuse, its results.json and report, its
@@ -222,6 +224,9 @@ def _side_results(side: Side, outs: list[dict[str, Any]], n_groups: int, cold: d
                      # the Ray nodes the groups' workers ran on (a cluster spreads them)
                      "student_nodes": len({o.get("node") for o in outs}),
                      "student_resumed": sum(o["resumed"] for o in outs), "raw_reused": len(skip_raw),
+                     # why a Train run resumed, where one did: its own runs' and (packed seeds) the
+                     # shared student groups'
+                     "failures": [*run.settle(), *group_failures],
                      "student_worker_s": {k: sum(o[k] for o in outs) for k in ("data_s", "feed_s", "checkpoint_s",
                                                                                 "eval_s")}, **timings},
     }

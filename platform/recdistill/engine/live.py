@@ -67,6 +67,7 @@ class LiveMetrics:
         self.received = 0
         self.failures: list[dict[str, Any]] = []  # {"role", "run", "errors"}: each restart's cause
         self._stop = threading.Event()
+        self._closed = False
         self._thread = threading.Thread(target=self._drain, name="recdistill-live-metrics", daemon=True)
         self._thread.start()
 
@@ -104,9 +105,13 @@ class LiveMetrics:
         self.trackers.log(flatten(role, item))
 
     def close(self) -> None:
-        """Drain what is left, then stop the thread and the queue actor."""
+        """Drain what is left, then stop the thread and the queue actor (once: a run settles
+        its relay before writing its results, and closes it again on its way out)."""
         import ray
 
+        if self._closed:
+            return
+        self._closed = True
         self._stop.set()
         self._thread.join(timeout=30)
         try:

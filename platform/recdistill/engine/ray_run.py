@@ -45,6 +45,15 @@ class RayRun:
         """The Train callbacks of a run of ``role`` (teacher, student, transfer): its reports, live."""
         return [self.live.callback(role)] if self.live is not None else []
 
+    def settle(self) -> list[dict[str, Any]]:
+        """Every report its Train runs relayed, drained into the trackers and the relay
+        closed (call when none of its Train runs is left): the workers that failed and why,
+        one record per restart (``{"role", "run", "errors"}``)."""
+        if self.live is None:
+            return []
+        self.live.close()
+        return list(self.live.failures)
+
     def finish(self, results: dict[str, Any], written: list[Path]) -> None:
         """The run's end: the live relay drained and closed, the trackers given the results
         and outputs, the signal hub stopped (where it owns it)."""

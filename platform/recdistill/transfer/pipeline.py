@@ -294,7 +294,8 @@ def run_transfer(cfg: ExperimentConfig, log: Callable[[str], None] = print) -> d
         "teacher_embed_dim": info["config"]["embed_dim"], "student": to_dict(s),
         "data": data_info, "variants": variants, "speedup": speedups(variants),
         "platform": {"teacher_key": run.key if old is None else None, "teacher_reused": reused,
-                     "teacher_steps": teacher_steps, "stream_rows": cov["rows"], **timings},
+                     "teacher_steps": teacher_steps, "stream_rows": cov["rows"],
+                     "failures": run.settle(), **timings},  # why a Train run resumed, where one did
     }
     if old is not None:
         results["old_model"] = info["old_model"]
