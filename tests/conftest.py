@@ -13,15 +13,16 @@ os.environ.setdefault("WANDB_MODE", "offline")
 RAY_FIXTURES = {"ray_local", "no_local_ray"}
 
 
-# Seconds each of the longest modules took on one of two xdist workers (2 CPUs, the suite
-# of 2026-12-05, ``--durations``). scripts/test.sh hands whole modules to the workers in
-# collection order (``--dist loadfile --no-loadscope-reorder``); longest first keeps the
-# last module a short one, so neither worker idles long while the other finishes. A stale
-# figure costs only that balance.
+# Seconds each of the longest modules took on one of two xdist workers (2 CPUs, a full suite
+# of 2026-12-05 timed per test; test_jobs.py since cut to one job, test_sweep_ray.py to a
+# two-trial fixture). scripts/test.sh hands whole modules to the workers in collection order
+# (``--dist loadfile --no-loadscope-reorder``); longest first keeps the last module a short
+# one, so neither worker idles long while the other finishes. A stale figure costs only that
+# balance.
 MODULE_SECONDS = {
-    "sweep/test_sweep_ray.py": 500, "test_distributed.py": 390, "test_jobs.py": 185,
-    "online/test_online_ray.py": 164, "transfer/test_transfer_ray.py": 164, "test_committee_run.py": 109,
-    "test_multinode.py": 94, "test_signal_modes.py": 63, "signals/test_representations.py": 63,
+    "sweep/test_sweep_ray.py": 445, "test_distributed.py": 325, "transfer/test_transfer_ray.py": 176,
+    "online/test_online_ray.py": 140, "test_committee_run.py": 128, "test_jobs.py": 100, "test_multinode.py": 95,
+    "test_signal_modes.py": 85, "signals/test_representations.py": 75,
 }
 
 
