@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -136,6 +138,11 @@ def test_ray_job_submit_smoke_test(tmp_path: Path, no_local_ray: None) -> None:
     token.chmod(0o600)
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_AUTH_TOKEN", "RAY_ADDRESS")}
     env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token))
+    # The head's own Ray temp dir: `RAY_ADDRESS=auto` joins the cluster the temp dir's
+    # ray_current_cluster names, which any `ray start` on this host writes, the other xdist
+    # worker's two-node test's included (CI joined that one). Under /tmp: Ray's socket paths
+    # under a deep checkout's .tmp would pass Unix's 107-byte limit.
+    env["RAY_TMPDIR"] = ray_tmp = tempfile.mkdtemp(prefix="rj", dir="/tmp")
     gcs, dash = _free_port(), _free_port()
     head = subprocess.Popen(
         [RAY, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}", "--num-cpus=2",
@@ -198,8 +205,4 @@ def test_ray_job_submit_smoke_test(tmp_path: Path, no_local_ray: None) -> None:
             head.wait(timeout=5)
         except subprocess.TimeoutExpired:
             os.killpg(head.pid, signal.SIGKILL)
-        # `ray start` leaves the head's address in Ray's temp dir, where later ray.init()
-        # calls and Ray's State API would look for it; the head is gone, so remove it.
-        current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
-        if current.is_file() and f":{gcs}" in current.read_text():
-            current.unlink()
+        shutil.rmtree(ray_tmp, ignore_errors=True)  # the head's session: its logs, its address
