@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from recdistill.artifacts.serving_cost import measure_run_students
 from recdistill.artifacts.run_models import PREDATES, RunModels, model_name
@@ -169,7 +169,7 @@ class GroupRuns:
 
 def _side_results(side: Side, outs: list[dict[str, Any]], n_groups: int, cold: dict[str, Any],
                   log: Callable[[str], None], packed_seeds: list[int] | None = None,
-                  group_failures: list[dict[str, Any]] = ()) -> dict[str, Any]:
+                  group_failures: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """One side's results from the student groups' reports (``packed_seeds``: the seeds whose
     students shared them, each member then named ``seed-<s>/<student>/<kind>``): its models
     as artifacts, its raw students stored for reuse, its results.json and report, its
