@@ -119,6 +119,12 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     assert 0 < p["first_teacher_step_s"] < first["seconds"]
     assert p["stream_rows"] == p["stream_rows_with_signal"] > 0
     assert p["failures"] == []  # no Train run restarted
+    # the teacher's final checkpoint: its model (the transfer stage reads it), no optimizer state
+    from recdistill.transfer.augment import teacher_state_path
+    from recdistill.train.checkpoint import load_state
+
+    final_state = load_state(teacher_state_path(first["teacher"]["checkpoint"]))
+    assert final_state["opts"] == [] and final_state["model"], sorted(final_state)
     # the finished run dropped its student groups' checkpoints (models/ has them); the teacher's stay
     train_dirs = [d.name for d in (shared / "ray1" / "ray_train").iterdir()]
     assert any(n.startswith("teacher-") for n in train_dirs) and not any(n.startswith("students-") for n in train_dirs)
