@@ -213,6 +213,8 @@ def test_killed_teacher_and_student_workers_resume_from_their_checkpoints(shared
     failures = crashed["platform"]["failures"]
     assert sorted(f["role"] for f in failures) == ["student", "teacher"], failures
     assert all(len(f["errors"]) == 1 and "died" in f["errors"][0] for f in failures), failures
+    assert "## Restarts" in (shared / "crashed" / "report.md").read_text()
+    assert "## Restarts" not in (shared / "ray1" / "report.md").read_text()
     assert crashed["teacher"]["steps"] == reference["teacher"]["steps"]
     _close(reference, crashed, tol=2e-3)
     # the signals' AUC accumulated before the crash came back with the checkpoint

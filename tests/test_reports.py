@@ -179,3 +179,18 @@ def test_run_summary_flattens_results_for_a_tracker() -> None:
     assert got["platform/teacher_reused"] is True and got["engine"] == "ray" and got["seconds"] == 3.5
     assert flatten("student", {"epoch": 2, "a": {"raw": {"valid_auc": 0.7}}}) == {
         "student/epoch": 2, "student/a/raw/valid_auc": 0.7}
+
+
+def test_restarts_section_lists_each_restart_only_when_there_were_some(tmp_path: Path) -> None:
+    from recdistill.report.render import restart_lines
+
+    assert restart_lines([]) == [] and restart_lines(None) == []
+    failures = [{"role": "teacher", "run": "teacher-abc-demo", "errors": ["rank 0: WorkerHealthCheckFailedError: died"]},
+                {"role": "student", "run": "students-0-demo", "errors": ["rank 0: RuntimeError: a|b", "rank 1: E: x"]}]
+    lines = restart_lines(failures)
+    assert "## Restarts" in lines and "2 time(s)" in "\n".join(lines)
+    rows = [x for x in lines if x.startswith("| teacher") or x.startswith("| student")]
+    assert rows == ["| teacher | `teacher-abc-demo` | rank 0: WorkerHealthCheckFailedError: died |",
+                    "| student | `students-0-demo` | rank 0: RuntimeError: a/b; rank 1: E: x |"]
+    html = markdown_to_html("\n".join(lines), tmp_path, "t")  # one table row per restart, the cell intact
+    assert html.count("<tr>") == 3 and "RuntimeError: a/b; rank 1: E: x" in html

@@ -106,6 +106,7 @@ def test_second_run_reuses_the_online_teacher(first: dict, tmp: Path, monkeypatc
     assert (tmp / "students_killed").exists() and again["stream"]["student_resumed"] == 1
     (failure,) = again["stream"]["failures"]  # the driver was told why the students resumed
     assert failure["run"].startswith("online-students-") and "died" in failure["errors"][0], failure
+    assert "## Restarts" in (tmp / "again" / "report.md").read_text()
     assert again["teacher"]["reused"] and again["teacher"]["key"] == first["teacher"]["key"]
     # the reused teacher's artifact: its weights kept in the store beside its signals
     sha = [json.loads((tmp / r / "models" / "teacher" / "manifest.json").read_text())["files"]["weights.safetensors"]

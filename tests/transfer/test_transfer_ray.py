@@ -59,6 +59,7 @@ def test_a_killed_worker_resumes_the_variant_at_its_last_epoch(first: dict, tmp:
     assert [n for n in v if v[n]["resumed"]] == ["end_to_end"] and v["end_to_end"]["resumed"] == 1
     (failure,) = first["platform"]["failures"]  # the driver was told why it resumed
     assert failure["role"] == "transfer" and "died" in failure["errors"][0], failure
+    assert "## Restarts" in (tmp / "first" / "report.md").read_text()
     e2e, scratch = v["end_to_end"], v["scratch"]
     check = e2e["resume_check"]
     assert 0 < check["step"] < KILL_STEP  # an epoch boundary before the kill

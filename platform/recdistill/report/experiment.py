@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.report.render import interval_text, pyplot, save_figure, verdict_text, write_run_outputs
+from recdistill.report.render import interval_text, pyplot, restart_lines, save_figure, verdict_text, write_run_outputs
 from recdistill.report.committee import committee_lines
 from recdistill.results import KINDS, StudentResult
 
@@ -176,6 +176,7 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
                       f"LogLoss {f['logloss']:.4f}; not η's teacher."]
     lines += committee_lines(r)
     lines += interval_lines(r.get("summary"))
+    lines += restart_lines(r.get("platform", {}).get("failures"))
     lines += ["", f"![raw → distilled per student]({GAINS_PNG})"]
     if _curves(r):
         lines += ["", f"![validation AUC per model]({CURVES_PNG})"]

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.report.render import pyplot, save_figure, write_run_outputs
+from recdistill.report.render import pyplot, restart_lines, save_figure, write_run_outputs
 
 
 def plot_auc_over_windows(results: dict[str, Any], path: Path) -> None:
@@ -92,6 +92,7 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
     if ages:  # a window's own rows get the logit recorded in it; replayed rows carry older ones
         lines += ["", "Signal age of the replayed rows (windows since their logit was recorded), per window: "
                   + ", ".join(f"{w}: {a:.1f}" for w, a in ages) + "."]
+    lines += restart_lines(st.get("failures"))
     lines += ["", "## Per window", "", "```", *online_table(r), "```", ""]
     return "\n".join(lines)
 

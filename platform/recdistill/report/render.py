@@ -113,6 +113,18 @@ def verdict_text(x: dict[str, Any]) -> str:
     return "**finding**" if x["finding"] else "within noise"
 
 
+def restart_lines(failures: list[dict[str, Any]] | None) -> list[str]:
+    """A report's account of its Train runs' restarts (``platform.failures``, ``stream.failures``):
+    each run that resumed from its last checkpoint, and why. None restarted: no section."""
+    if not failures:
+        return []
+    out = ["", "## Restarts", "", f"Ray Train restarted a run from its last checkpoint {len(failures)} time(s) (up to "
+           "`platform.max_failures` per run); the figures above are those of the resumed runs.", "",
+           "| role | Train run | cause (each failed rank) |", "| --- | --- | --- |"]
+    return out + [f"| {f['role']} | `{f['run']}` | " + "; ".join(f["errors"]).replace("|", "/") + " |"
+                  for f in failures]
+
+
 def pyplot() -> Any:
     """matplotlib's pyplot on the file-only backend: reports are drawn on machines without a display."""
     import matplotlib

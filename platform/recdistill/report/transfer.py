@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig
-from recdistill.report.render import pyplot, save_figure, write_run_outputs
+from recdistill.report.render import pyplot, restart_lines, save_figure, write_run_outputs
 
 _ZOOM = 0.03  # AUC range shown below the scratch student's final AUC
 _COLOURS = {"scratch": "tab:gray", "progressive": "tab:blue", "end_to_end": "tab:red",
@@ -119,6 +119,7 @@ def report_markdown(cfg: ExperimentConfig, r: dict[str, Any]) -> str:
                          f"{fr['rel_recon_error']:.2e} | {fr['gram_distortion']:.2e} | {fr['energy_kept']:.3f} |")
     if "sampling" in d:
         lines += ["", "## Sampling", "", "```", json.dumps(d["sampling"], indent=2, default=str), "```"]
+    lines += restart_lines(r.get("platform", {}).get("failures"))
     return "\n".join(lines) + "\n"
 
 
