@@ -66,8 +66,7 @@ class LiveMetrics:
         self.queue = Queue(actor_options={"num_cpus": 0})
         self.received = 0
         self.failures: list[dict[str, Any]] = []  # {"role", "run", "errors"}: each restart's cause
-        self._stop = threading.Event()
-        self._closed = False
+        self._stop = threading.Event()  # set by close(), once
         self._thread = threading.Thread(target=self._drain, name="recdistill-live-metrics", daemon=True)
         self._thread.start()
 
@@ -109,9 +108,8 @@ class LiveMetrics:
         its relay before writing its results, and closes it again on its way out)."""
         import ray
 
-        if self._closed:
+        if self._stop.is_set():
             return
-        self._closed = True
         self._stop.set()
         self._thread.join(timeout=30)
         try:
