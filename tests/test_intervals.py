@@ -188,3 +188,14 @@ def test_over_seeds_keeps_the_run_shape_with_means_and_per_seed_values() -> None
     served = {"format": "onnx", "measured": [{"device": "cpu", "batch": {"1": {"p50_ms": 0.1}}}]}
     per[0]["students"][0]["serving"] = served
     assert over_seeds(per, [4, 5, 6], [])["students"][0]["serving"] == {**served, "seed": 4}
+
+
+def test_evaluator_keeps_only_the_user_ids_of_a_batch() -> None:
+    """GAUC's rows are kept until the end of scoring: the user ids alone, not the batch's
+    whole id matrix they are a column of (a view would hold every test batch's ids)."""
+    ids = torch.randint(0, 50, (1000, 28))
+    ev = Evaluator(["m"], {}, by_user=True)
+    ev.update("m", torch.randn(1000), (torch.rand(1000) < 0.3).float(), None, ids[:, 3])
+    kept = ev._rows["m"][0][0]
+    assert not np.shares_memory(kept, ids.numpy())
+    assert kept.nbytes == 1000 * 8 and np.array_equal(kept, ids[:, 3].numpy())

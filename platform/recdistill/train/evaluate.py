@@ -54,7 +54,9 @@ class Evaluator:
         if row_ids is not None:
             self.boot[name].update(y, p, row_ids.cpu().numpy())
         if self.by_user and users is not None:
-            self._rows[name].append((users.cpu().numpy(), y, p))
+            # a copy: ``users`` is usually a column of the batch's whole id matrix, whose view
+            # would keep every column of every test batch alive until the end (~230 B a row)
+            self._rows[name].append((users.cpu().numpy().copy(), y, p))
 
     def update_probs(self, name: str, probs: torch.Tensor, labels: torch.Tensor) -> None:
         p, y = probs.cpu().numpy().astype(np.float64), labels.cpu().numpy()
