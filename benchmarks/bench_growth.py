@@ -15,10 +15,15 @@ training time in the run (its raw and distilled models' train seconds; goal ≤ 
 Per size: the synthetic log is written first (``recdistill synth``, not timed: a user's log
 exists before the run), then ``recdistill run`` on it in a fresh process (the Ray engine,
 teacher trained, every student raw and distilled), its wall measured here and its peak
-memory sampled every 2 s as the summed PSS of its whole process tree (the driver, Ray's
-own processes and every worker; PSS counts pages the object store shares once, not once per
-process that maps them). Each sample walks every process's page tables (``smaps_rollup``):
-at 0.5 s the sampler took 17% of a core beside a 10M-row run on 2 cores, hence 2 s.
+memory sampled every 2 s as the processes' own memory plus the object store's: the summed
+anonymous and file-backed PSS of its whole process tree (the driver, Ray's own processes and
+every worker), and the growth of /dev/shm's used bytes since the start, where Ray keeps its
+object store (so run nothing else that writes there). A process's plain PSS would count the
+store's pages only while some live process maps them: pages written by a pooled worker that
+has since exited (a materialised split) count nowhere until a reader maps them again, so a
+run's total PSS rose and fell as the training worker read the test split. Each sample walks
+every process's page tables (``smaps_rollup``): at 0.5 s the sampler took 17% of a core
+beside a 10M-row run on 2 cores, hence 2 s.
 
 Inline baseline at each size, in this process: the run's teacher and its students (raw and
 distilled) built from its resolved config and trained for as many steps as the run trained
@@ -33,6 +38,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -43,8 +49,9 @@ from typing import Any
 import torch
 
 
-def _tree_pss(root: int) -> int:
-    """Summed PSS (bytes) of ``root`` and all its descendants, from /proc."""
+def _tree_memory(root: int) -> int:
+    """Summed anonymous and file-backed PSS (bytes) of ``root`` and all its descendants, from
+    /proc: their own memory, without the object store's shared-memory pages (``_store_bytes``)."""
     children: dict[int, list[int]] = {}
     for d in os.listdir("/proc"):
         if d.isdigit():
@@ -59,18 +66,25 @@ def _tree_pss(root: int) -> int:
         todo += children.get(pid, [])
         try:
             for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                if line.startswith("Pss:"):
+                if line.startswith(("Pss_Anon:", "Pss_File:")):
                     total += int(line.split()[1]) * 1024
-                    break
         except OSError:
             continue
     return total
 
 
-def run_measured(cmd: list[str], log: Path, whole_tree: bool = False) -> tuple[float, int, int]:
-    """Run ``cmd``; (wall s, peak tree PSS bytes, return code). The tree is ``cmd``'s, or with
-    ``whole_tree`` this process's (a Ray cluster started here is not ``cmd``'s child)."""
-    peak = [0]
+def _store_bytes() -> int:
+    """Bytes used in /dev/shm, where Ray's object store lives on Linux."""
+    return shutil.disk_usage("/dev/shm").used
+
+
+def run_measured(cmd: list[str], log: Path, whole_tree: bool = False) -> tuple[float, dict[str, int], int]:
+    """Run ``cmd``; (wall s, peak memory bytes, return code). Peaks: ``total`` (processes plus
+    object store, at the same sample), ``processes`` and ``object_store`` (each its own peak).
+    The tree is ``cmd``'s, or with ``whole_tree`` this process's (a Ray cluster started here is
+    not ``cmd``'s child)."""
+    peak = {"total": 0, "processes": 0, "object_store": 0}
+    base = _store_bytes()
     with log.open("w") as out:
         t = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
@@ -78,7 +92,10 @@ def run_measured(cmd: list[str], log: Path, whole_tree: bool = False) -> tuple[f
 
         def sample() -> None:
             while not done.is_set():
-                peak[0] = max(peak[0], _tree_pss(os.getpid() if whole_tree else proc.pid))
+                own = _tree_memory(os.getpid() if whole_tree else proc.pid)
+                store = max(0, _store_bytes() - base)
+                peak.update(total=max(peak["total"], own + store), processes=max(peak["processes"], own),
+                            object_store=max(peak["object_store"], store))
                 done.wait(2.0)
 
         th = threading.Thread(target=sample, daemon=True)
@@ -87,7 +104,7 @@ def run_measured(cmd: list[str], log: Path, whole_tree: bool = False) -> tuple[f
         wall = time.perf_counter() - t
         done.set()
         th.join()
-    return wall, peak[0], rc
+    return wall, peak, rc
 
 
 def inline_seconds(run_dir: Path, results: dict[str, Any]) -> float:
@@ -149,22 +166,27 @@ def synth(exe: str, args: argparse.Namespace, n: int, data: Path) -> None:
 
 
 def measured_run(exe: str, args: argparse.Namespace, config: str, n: int, data: Path, run_dir: Path,
-                 log: Path, overrides: bool = True, whole_tree: bool = False) -> tuple[float, int, dict[str, Any]]:
+                 log: Path, overrides: bool = True, whole_tree: bool = False) -> tuple[float, dict[str, int], dict[str, Any]]:
     """``recdistill run`` of ``config`` on the log at ``data``, teacher trained afresh: (wall
-    s, peak tree PSS bytes, its results). ``overrides``: add the command line's (False for a
+    s, peak memory bytes as ``run_measured`` gives them, its results). ``overrides``: add the command line's (False for a
     config written with them)."""
     cmd = [exe, "run", config, "--overwrite", f"data.rows={n}", f"data.path={data}", f"run.dir={run_dir}",
            f"platform.signal_store={run_dir / 'store'}", "platform.reuse_signals=false", "tracking.wandb=disabled",
            "run.serving=off", *(args.overrides if overrides else [])]
-    wall, pss, rc = run_measured(cmd, log, whole_tree)
+    wall, peak, rc = run_measured(cmd, log, whole_tree)
     if rc:
         raise SystemExit(f"recdistill run failed (rc {rc}); see {log}")
-    return wall, pss, json.loads((run_dir / "results.json").read_text())
+    return wall, peak, json.loads((run_dir / "results.json").read_text())
 
 
 def phases(results: dict[str, Any]) -> dict[str, float]:
     """A run's phase timings (``platform.*_s``) from its results."""
     return {k: v for k, v in results.get("platform", {}).items() if k.endswith("_s") and isinstance(v, float)}
+
+
+def memory_gib(peak: dict[str, int]) -> dict[str, float]:
+    """``run_measured``'s peaks in GiB, as the tables show them."""
+    return {f"peak_{'memory' if k == 'total' else k}_gib": v / 2 ** 30 for k, v in peak.items()}
 
 
 def students_growth(args: argparse.Namespace, exe: str, n: int, counts: list[int]) -> None:
@@ -186,23 +208,23 @@ def students_growth(args: argparse.Namespace, exe: str, n: int, counts: list[int
         config.parent.mkdir(parents=True, exist_ok=True)
         config.write_text(dump_config(cfg))
         print(f"[{n:,} rows, {k} students] recdistill run …", flush=True)
-        wall, pss, results = measured_run(exe, args, str(config), n, data, args.out / f"run-{n}-s{k}",
-                                          args.out / f"run-{n}-s{k}.log", overrides=False)
+        wall, peak, results = measured_run(exe, args, str(config), n, data, args.out / f"run-{n}-s{k}",
+                                           args.out / f"run-{n}-s{k}.log", overrides=False)
         own = [s["train_seconds_raw"] + s["train_seconds_distill"] for s in results["students"]]
-        rows.append({"students": k, "wall_s": wall, "peak_pss_gib": pss / 2 ** 30,
+        rows.append({"students": k, "wall_s": wall, **memory_gib(peak),
                      "own_s_mean": sum(own) / len(own), "phases_s": phases(results)})
-        print(f"[{k} students] wall {wall:.0f} s, peak PSS {pss / 2 ** 30:.2f} GiB, a student's own training "
+        print(f"[{k} students] wall {wall:.0f} s, peak memory {rows[-1]['peak_memory_gib']:.2f} GiB, a student's own training "
               f"{rows[-1]['own_s_mean']:.1f} s", flush=True)
     base = rows[0]
     print(f"\n| students | wall s | vs {base['students']} students | marginal student s | vs its own training | "
-          f"peak PSS GiB |")
+          f"peak memory GiB |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         extra = r["students"] - base["students"]
         marginal = (r["wall_s"] - base["wall_s"]) / extra if extra else float("nan")
         r["marginal_s"], r["marginal_over_own"] = marginal, marginal / r["own_s_mean"]
         print(f"| {r['students']} | {r['wall_s']:.0f} | {r['wall_s'] / base['wall_s']:.2f} | {marginal:.1f} | "
-              f"{r['marginal_over_own']:.2f} | {r['peak_pss_gib']:.2f} |")
+              f"{r['marginal_over_own']:.2f} | {r['peak_memory_gib']:.2f} |")
     (args.out / "students.json").write_text(json.dumps(rows, indent=1))
     print(f"\nfigures: {args.out / 'students.json'}")
 
@@ -227,23 +249,26 @@ def main() -> None:
         data, run_dir = args.out / f"data-{n}", args.out / f"run-{n}"
         synth(exe, args, n, data)
         print(f"[{n:,} rows] recdistill run …", flush=True)
-        wall, pss, results = measured_run(exe, args, args.config, n, data, run_dir, args.out / f"run-{n}.log")
-        row = {"rows": n, "wall_s": wall, "wall_per_1m_s": wall / n * 1e6, "peak_pss_gib": pss / 2 ** 30,
+        wall, peak, results = measured_run(exe, args, args.config, n, data, run_dir, args.out / f"run-{n}.log")
+        row = {"rows": n, "wall_s": wall, "wall_per_1m_s": wall / n * 1e6, **memory_gib(peak),
                "teacher_samples_per_s": results["teacher"].get("samples_per_s"),
                "phases_s": phases(results)}
         if not args.no_inline:
             row["inline_s"] = inline_seconds(run_dir, results)
             row["inline_over_platform"] = row["inline_s"] / wall
         out.append(row)
-        print(f"[{n:,} rows] wall {wall:.0f} s ({row['wall_per_1m_s']:.1f} s per 1M rows), peak PSS "
-              f"{row['peak_pss_gib']:.2f} GiB" + (f", inline {row['inline_s']:.0f} s → {row['inline_over_platform']:.2f}"
+        print(f"[{n:,} rows] wall {wall:.0f} s ({row['wall_per_1m_s']:.1f} s per 1M rows), peak memory "
+              f"{row['peak_memory_gib']:.2f} GiB (processes {row['peak_processes_gib']:.2f}, object store "
+              f"{row['peak_object_store_gib']:.2f})" + (f", inline {row['inline_s']:.0f} s → {row['inline_over_platform']:.2f}"
                                                   if "inline_s" in row else ""), flush=True)
     base = out[0]
-    print("\n| rows | wall s | s per 1M rows | vs linear from the first | peak PSS GiB | inline / platform |")
-    print("|---|---|---|---|---|---|")
+    print("\n| rows | wall s | s per 1M rows | vs linear from the first | peak memory GiB | processes GiB | "
+          "object store GiB | inline / platform |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in out:
         lin = r["wall_per_1m_s"] / base["wall_per_1m_s"]
-        print(f"| {r['rows']:,} | {r['wall_s']:.0f} | {r['wall_per_1m_s']:.1f} | {lin:.2f} | {r['peak_pss_gib']:.2f} | "
+        print(f"| {r['rows']:,} | {r['wall_s']:.0f} | {r['wall_per_1m_s']:.1f} | {lin:.2f} | {r['peak_memory_gib']:.2f} | "
+              f"{r['peak_processes_gib']:.2f} | {r['peak_object_store_gib']:.2f} | "
               f"{r.get('inline_over_platform', float('nan')):.2f} |")
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "growth.json").write_text(json.dumps(out, indent=1))
