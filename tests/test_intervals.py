@@ -192,10 +192,14 @@ def test_over_seeds_keeps_the_run_shape_with_means_and_per_seed_values() -> None
 
 def test_evaluator_keeps_only_the_user_ids_of_a_batch() -> None:
     """GAUC's rows are kept until the end of scoring: the user ids alone, not the batch's
-    whole id matrix they are a column of (a view would hold every test batch's ids)."""
-    ids = torch.randint(0, 50, (1000, 28))
+    whole id matrix they are a column of (a view would hold every test batch's ids), in
+    arrays that grow by doubling, not three new ones per batch."""
+    g = torch.Generator().manual_seed(1)
     ev = Evaluator(["m"], {}, by_user=True)
-    ev.update("m", torch.randn(1000), (torch.rand(1000) < 0.3).float(), None, ids[:, 3])
-    kept = ev._rows["m"][0][0]
-    assert not np.shares_memory(kept, ids.numpy())
-    assert kept.nbytes == 1000 * 8 and np.array_equal(kept, ids[:, 3].numpy())
+    batches = [torch.randint(0, 50, (1000, 28), generator=g) for _ in range(3)]
+    for ids in batches:
+        ev.update("m", torch.randn(1000, generator=g), (torch.rand(1000, generator=g) < 0.3).float(), None, ids[:, 3])
+    rows = ev._rows["m"]
+    assert rows.n == 3000 and not any(np.shares_memory(c, ids.numpy()) for c in rows.cols for ids in batches)
+    assert np.array_equal(rows.cols[0][:3000], torch.cat([ids[:, 3] for ids in batches]).numpy())
+    assert len(rows.cols[0]) == 1 << 16  # one allocation for all three batches

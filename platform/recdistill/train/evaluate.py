@@ -26,6 +26,38 @@ from recdistill.models import Ranker
 _BINS = 1 << 20
 
 
+class UserRows:
+    """Every scored row's user, label and probability (GAUC needs a user's rows together),
+    in three arrays that grow by doubling. Kept as three small arrays per batch, they sat
+    between each batch's large temporaries in the C heap and kept it from shrinking: a
+    teacher scoring 1M test rows grew ~430 MB for 20 bytes of data a row (``benchmarks/
+    README.md``, "Where the memory goes as the log grows")."""
+
+    def __init__(self) -> None:
+        self.n = 0
+        self.cols = (np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64))
+
+    def add(self, users: np.ndarray, labels: np.ndarray, probs: np.ndarray) -> None:
+        k = len(users)
+        if self.n + k > len(self.cols[0]):
+            size = max(1 << 16, 2 * len(self.cols[0]), self.n + k)
+            grown = tuple(np.empty(size, c.dtype) for c in self.cols)
+            for g, c in zip(grown, self.cols):
+                g[:self.n] = c[:self.n]
+            self.cols = grown
+        for c, x in zip(self.cols, (users, labels, probs)):
+            c[self.n:self.n + k] = x
+        self.n += k
+
+    def take(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """The rows gathered so far (None when none), and an empty store."""
+        if not self.n:
+            return None
+        out = tuple(c[:self.n] for c in self.cols)
+        self.__init__()
+        return out  # type: ignore[return-value]
+
+
 class Evaluator:
     """``update(name, logits, labels)`` per batch; ``merge``; ``metrics()``. With
     ``replicates`` (pass ``row_ids``) each model's AUC is also taken under that many
@@ -41,7 +73,7 @@ class Evaluator:
         self.boot = {n: BootstrapAUC(replicates) for n in self.names}
         self.by_user = by_user
         self.gauc = {n: np.zeros(2) for n in self.names}  # Σ n_u·AUC_u, Σ n_u
-        self._rows: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {n: [] for n in self.names}
+        self._rows = {n: UserRows() for n in self.names}
 
     def update(self, name: str, logits: torch.Tensor, labels: torch.Tensor, row_ids: torch.Tensor | None = None,
                users: torch.Tensor | None = None) -> None:
@@ -54,9 +86,7 @@ class Evaluator:
         if row_ids is not None:
             self.boot[name].update(y, p, row_ids.cpu().numpy())
         if self.by_user and users is not None:
-            # a copy: ``users`` is usually a column of the batch's whole id matrix, whose view
-            # would keep every column of every test batch alive until the end (~230 B a row)
-            self._rows[name].append((users.cpu().numpy().copy(), y, p))
+            self._rows[name].add(users.cpu().numpy(), y, p)
 
     def update_probs(self, name: str, probs: torch.Tensor, labels: torch.Tensor) -> None:
         p, y = probs.cpu().numpy().astype(np.float64), labels.cpu().numpy()
@@ -66,10 +96,10 @@ class Evaluator:
     def _settle_users(self) -> None:
         """GAUC's sums over the rows gathered so far (a user's rows must all be here)."""
         for n, rows in self._rows.items():
-            if rows:
-                u, y, p = (np.concatenate(x) for x in zip(*rows))
+            got = rows.take()
+            if got is not None:
+                u, y, p = got
                 self.gauc[n] += group_auc_sums(y, p, u)
-                rows.clear()
 
     def pack(self) -> torch.Tensor:
         self._settle_users()
