@@ -30,10 +30,13 @@ class UserRows:
     """Every scored row's user, label and probability (GAUC needs a user's rows together),
     in three arrays that grow by doubling. Kept as three small arrays per batch, they sat
     between each batch's large temporaries in the C heap and kept it from shrinking: a
-    teacher scoring 1M test rows grew ~430 MB for 20 bytes of data a row (``benchmarks/
+    teacher scoring 1M test rows grew ~600 MB for 20 bytes of data a row (``benchmarks/
     README.md``, "Where the memory goes as the log grows")."""
 
     def __init__(self) -> None:
+        self._clear()
+
+    def _clear(self) -> None:
         self.n = 0
         self.cols = (np.empty(0, np.int64), np.empty(0, np.float64), np.empty(0, np.float64))
 
@@ -53,9 +56,9 @@ class UserRows:
         """The rows gathered so far (None when none), and an empty store."""
         if not self.n:
             return None
-        out = tuple(c[:self.n] for c in self.cols)
-        self.__init__()
-        return out  # type: ignore[return-value]
+        u, y, p = (c[:self.n] for c in self.cols)
+        self._clear()
+        return u, y, p
 
 
 class Evaluator:
