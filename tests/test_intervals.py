@@ -203,3 +203,16 @@ def test_evaluator_keeps_only_the_user_ids_of_a_batch() -> None:
     assert rows.n == 3000 and not any(np.shares_memory(c, ids.numpy()) for c in rows.cols for ids in batches)
     assert np.array_equal(rows.cols[0][:3000], torch.cat([ids[:, 3] for ids in batches]).numpy())
     assert len(rows.cols[0]) == 1 << 16  # one allocation for all three batches
+
+
+def test_poisson_counts_are_the_inverse_cdf_search() -> None:
+    """The comparisons-first inversion gives exactly ``searchsorted`` on the CDF, at its
+    steps, just off them and in the far tail."""
+    from recdistill.metrics import _POISSON_CDF, poisson_counts
+
+    rng = np.random.default_rng(5)
+    u = np.concatenate([rng.random(200_000), _POISSON_CDF, np.nextafter(_POISSON_CDF, 0), np.nextafter(_POISSON_CDF, 1),
+                        [0.0, 1 - 2 ** -53]]).reshape(2, -1)
+    got = poisson_counts(u)
+    assert got.dtype == np.float32 and np.array_equal(got, np.searchsorted(_POISSON_CDF, u).astype(np.float32))
+    assert got.max() >= 8  # the tail went through the search
