@@ -216,3 +216,22 @@ def test_poisson_counts_are_the_inverse_cdf_search() -> None:
     got = poisson_counts(u)
     assert got.dtype == np.float32 and np.array_equal(got, np.searchsorted(_POISSON_CDF, u).astype(np.float32))
     assert got.max() >= 8  # the tail went through the search
+
+
+def test_models_scored_on_one_batch_share_its_bootstrap_weights() -> None:
+    """Every model scored on a batch is weighted by the same Poisson draws (a function of
+    row id): drawn once per batch of ids, with each model's histograms those of its own."""
+    g = torch.Generator().manual_seed(2)
+    ev = Evaluator(["a", "b"], {}, replicates=30)
+    alone = {n: BootstrapAUC(30) for n in ("a", "b")}
+    for k in range(3):
+        ids, y = torch.arange(k * 500, (k + 1) * 500) * 7, (torch.rand(500, generator=g) < 0.3).float()
+        for n in ("a", "b"):
+            z = torch.randn(500, generator=g) + y
+            ev.update(n, z, y, ids)
+            alone[n].update(y.numpy(), torch.sigmoid(z).double().numpy(), ids.numpy())
+            assert ev._weighed is not None and ev._weighed[0] is ids  # drawn for this batch, kept for the next model
+        first = ev._weighed[1]
+        ev.update("a", torch.randn(500, generator=g), y, ids.clone())  # other ids: drawn again
+        assert ev._weighed[1] is not first
+    assert np.allclose(ev.boot["b"].hist, alone["b"].hist)

@@ -196,14 +196,18 @@ class BootstrapAUC:
         self.replicates, self.bins = replicates, bins
         self.hist = np.zeros((2, replicates + 1, bins))  # [pos/neg, replicate (last: unweighted), bin]
 
-    def update(self, labels: np.ndarray, probs: np.ndarray, row_ids: np.ndarray) -> None:
+    def update(self, labels: np.ndarray, probs: np.ndarray, row_ids: np.ndarray,
+               weights: np.ndarray | None = None) -> None:
+        """``weights``: ``poisson_weights(row_ids, replicates)`` when the caller has them
+        (several models scored on one batch share them)."""
         if not self.replicates:
             return
         y = np.asarray(labels).astype(bool).ravel()
         p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), 1e-12, 1 - 1e-12)
         z = np.log(p) - np.log1p(-p)
         idx = np.clip(((z - self.LO) / (self.HI - self.LO) * self.bins).astype(np.int64), 0, self.bins - 1)
-        w = np.vstack([poisson_weights(row_ids, self.replicates), np.ones((1, y.size), np.float32)])
+        w = np.vstack([poisson_weights(row_ids, self.replicates) if weights is None else weights,
+                       np.ones((1, y.size), np.float32)])
         flat = (np.arange(self.replicates + 1)[:, None] * self.bins + idx[None, :]).ravel()
         size = (self.replicates + 1) * self.bins
         for k, mask in ((0, y), (1, ~y)):

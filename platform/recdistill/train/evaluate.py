@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from recdistill.data.tensors import TensorLog
-from recdistill.metrics import BootstrapAUC, StreamingAUC, auc, calibration, group_auc, group_auc_sums, log_loss
+from recdistill.metrics import (BootstrapAUC, StreamingAUC, auc, calibration, group_auc, group_auc_sums, log_loss,
+                                poisson_weights)
 from recdistill.models import Ranker
 
 _BINS = 1 << 20
@@ -77,6 +78,9 @@ class Evaluator:
         self.by_user = by_user
         self.gauc = {n: np.zeros(2) for n in self.names}  # Σ n_u·AUC_u, Σ n_u
         self._rows = {n: UserRows() for n in self.names}
+        # the last batch's row ids and their bootstrap weights: every model scored on that
+        # batch is weighted alike (a pure function of row id), so they are drawn once
+        self._weighed: tuple[torch.Tensor, np.ndarray] | None = None
 
     def update(self, name: str, logits: torch.Tensor, labels: torch.Tensor, row_ids: torch.Tensor | None = None,
                users: torch.Tensor | None = None) -> None:
@@ -86,10 +90,17 @@ class Evaluator:
         y = labels.cpu().numpy()
         self.acc[name].update(y, p)
         self.sums[name] += (p.sum(), y.sum())
-        if row_ids is not None:
-            self.boot[name].update(y, p, row_ids.cpu().numpy())
+        if row_ids is not None and self.boot[name].replicates:
+            self.boot[name].update(y, p, row_ids.cpu().numpy(), self._weights(row_ids, self.boot[name].replicates))
         if self.by_user and users is not None:
             self._rows[name].add(users.cpu().numpy(), y, p)
+
+    def _weights(self, row_ids: torch.Tensor, replicates: int) -> np.ndarray:
+        """``poisson_weights`` of ``row_ids``, drawn again only for another tensor of ids (the
+        one kept here cannot be freed and its id reused while it is kept)."""
+        if self._weighed is None or self._weighed[0] is not row_ids:
+            self._weighed = (row_ids, poisson_weights(row_ids.cpu().numpy(), replicates))
+        return self._weighed[1]
 
     def update_probs(self, name: str, probs: torch.Tensor, labels: torch.Tensor) -> None:
         p, y = probs.cpu().numpy().astype(np.float64), labels.cpu().numpy()
