@@ -231,7 +231,54 @@ def test_models_scored_on_one_batch_share_its_bootstrap_weights() -> None:
             ev.update(n, z, y, ids)
             alone[n].update(y.numpy(), torch.sigmoid(z).double().numpy(), ids.numpy())
             assert ev._weighed is not None and ev._weighed[0] is ids  # drawn for this batch, kept for the next model
-        first = ev._weighed[1]
+        first = ev._weighed[2]
         ev.update("a", torch.randn(500, generator=g), y, ids.clone())  # other ids: drawn again
-        assert ev._weighed[1] is not first
+        assert ev._weighed[2] is not first
     assert np.allclose(ev.boot["b"].hist, alone["b"].hist)
+
+
+def test_a_test_batch_draws_each_tensor_of_ids_weights_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``score_batch`` scores every model's whole batch before the cold users' and the slices'
+    rows, so the bootstrap weights are drawn once per set of rows (not once per model and
+    set); each figure is what scoring the model alone on those rows gives."""
+    import recdistill.train.evaluate as evaluate_module
+    from recdistill.data.tensors import TensorLog
+    from recdistill.models import FeatureSpec, Ranker
+    from recdistill.train.worker import COLD_SUFFIX, score_batch, slice_name
+
+    drawn: list[int] = []
+
+    def counted(ids: np.ndarray, replicates: int) -> np.ndarray:
+        drawn.append(len(ids))
+        return poisson_weights(ids, replicates)
+
+    monkeypatch.setattr(evaluate_module, "poisson_weights", counted)
+    spec = FeatureSpec(buckets=(5, 7), num_dense=2)
+    torch.manual_seed(0)
+    models = {n: Ranker(spec, "dnn", 4, 1, 8).eval() for n in ("a", "b", "t")}
+    slices = {"a": [0], "b": [1], "t": [0, 1]}
+    names = [*models, *(f"{n}{COLD_SUFFIX}" for n in models), *(slice_name(n, k) for n, ks in slices.items() for k in ks)]
+    ev = Evaluator(names, {}, replicates=20, by_user=True)
+    alone = Evaluator(names, {}, replicates=20, by_user=True)
+    g = torch.Generator().manual_seed(3)
+    for k in range(2):
+        n = 300
+        b = TensorLog(cat=torch.stack([torch.randint(0, 5, (n,), generator=g), torch.randint(0, 7, (n,), generator=g)], 1),
+                      dense=torch.randn(n, 2, generator=g), seq=torch.zeros(n, 0, 1, dtype=torch.long),
+                      label=(torch.rand(n, generator=g) < 0.3).float(), sample_rate=torch.ones(n),
+                      row_id=torch.arange(k * n, (k + 1) * n), part=torch.randint(0, 2, (n,), generator=g).short())
+        cold = torch.rand(n, generator=g) < 0.2
+        drawn.clear()
+        with torch.no_grad():
+            score_batch(ev, models, b, b.cat[:, 0], cold, slices)
+            assert drawn == [n, int(cold.sum()), int((b.part == 0).sum()), int((b.part == 1).sum())]
+            for name, m in models.items():  # model by model, each set of rows on its own
+                z = m(b.cat, b.dense, b.seq)[0]
+                for sub, f in ((name, torch.ones(n, dtype=torch.bool)), (f"{name}{COLD_SUFFIX}", cold),
+                               *((slice_name(name, j), b.part == j) for j in slices[name])):
+                    alone.update(sub, z[f], b.label[f], b.row_id[f], b.cat[f, 0])
+    for name in names:
+        assert np.array_equal(ev.boot[name].hist, alone.boot[name].hist), name
+        assert ev.metrics(name) == alone.metrics(name), name
+    with pytest.raises(ValueError, match=r"not among the models.*'x'"):
+        score_batch(ev, models, b, None, None, {"x": [0]})

@@ -148,26 +148,44 @@ def score_test(ctx: WorkerContext, config: dict[str, Any], models: dict[str, Any
                         else user_shard(b.row_id, ctx.rank, ctx.world))
                 b, flag = b.take(mine), None if flag is None else flag[mine]
             b = b.to(ctx.device)
-            users = b.cat[:, user_col] if user_col is not None else None
-            for name, m in models.items():
-                x = b.for_model(m)
-                z = m(x.cat, x.dense, x.seq)[0]
-                ev.update(name, z, b.label, b.row_id, users)
-                if flag is not None and flag.any():
-                    f = flag.to(z.device)
-                    ev.update(f"{name}{COLD_SUFFIX}", z[f], b.label[f], b.row_id[f], None if users is None else users[f])
-                for k in slices.get(name, ()):
-                    if b.part is None:
-                        raise ValueError(f"{name} is scored per committee slice, but the test rows carry no slice tag")
-                    f = b.part == k
-                    if f.any():
-                        ev.update(slice_name(name, k), z[f], b.label[f], b.row_id[f], None if users is None else users[f])
+            score_batch(ev, models, b, b.cat[:, user_col] if user_col is not None else None, flag, slices)
             if with_oracle and b.p_true is not None:
                 ev.update_probs("oracle", b.p_true, b.label)
     for m in models.values():
         m.train()
     ev.all_reduce()
     return ev
+
+
+def score_batch(ev: Evaluator, models: dict[str, Any], b: Any, users: torch.Tensor | None,
+                cold: torch.Tensor | None, slices: dict[str, list[int]]) -> None:
+    """One test batch ``b`` (a ``TensorLog`` on the models' device) into ``ev``: each model on
+    all its rows, then on its cold users' rows (``cold``, a row mask) and on each committee
+    slice it is scored on. Ordered by rows, not by model: the evaluator draws a tensor of
+    row ids' bootstrap weights once and shares them while the same tensor comes in, so every
+    model's whole batch goes first, then each subset (its ids taken once) for every model on it."""
+    if set(slices) - set(models):
+        raise ValueError(f"scored per committee slice but not among the models {sorted(models)}: "
+                         f"{sorted(set(slices) - set(models))}")
+    z = {}
+    for name, m in models.items():
+        x = b.for_model(m)
+        z[name] = m(x.cat, x.dense, x.seq)[0]
+        ev.update(name, z[name], b.label, b.row_id, users)
+    subsets: list[tuple[torch.Tensor, list[tuple[str, str]]]] = []  # (row mask, [(model, its name there)])
+    if cold is not None and cold.any():
+        subsets.append((cold.to(b.label.device), [(n, f"{n}{COLD_SUFFIX}") for n in models]))
+    for k in sorted({k for ks in slices.values() for k in ks}):
+        if b.part is None:
+            raise ValueError(f"{[n for n, ks in slices.items() if k in ks]} scored per committee slice, but the "
+                             f"test rows carry no slice tag")
+        subsets.append((b.part == k, [(n, slice_name(n, k)) for n, ks in slices.items() if k in ks]))
+    for f, scored in subsets:
+        if not f.any():
+            continue
+        ids, label, mine = b.row_id[f], b.label[f], None if users is None else users[f]
+        for name, sub in scored:
+            ev.update(sub, z[name][f], label, ids, mine)
 
 
 def quiet_logs() -> None:
