@@ -57,6 +57,22 @@ def test_store_blocks_scan_and_range_reads(tmp_path: Path) -> None:
     assert store.scan("missing") == ([], [])
 
 
+def test_a_failed_write_leaves_no_file_and_writers_never_share_a_name(tmp_path: Path) -> None:
+    import pyarrow.fs as pafs
+
+    from recdistill.signals.blocks import temp_name, write_block_file
+
+    fs, path = pafs.LocalFileSystem(), str(tmp_path / "part-r0000-000000.parquet")
+    with pytest.raises(AttributeError):
+        write_block_file(fs, path, "not a table")  # type: ignore[arg-type]  # fails after the file is opened
+    assert list(tmp_path.iterdir()) == []
+    store = SignalStore(str(tmp_path / "s"))
+    with pytest.raises(FileNotFoundError):
+        store.put_file(tmp_path / "absent", f"{store.root}/x/file")
+    assert [p for p in (tmp_path / "s").rglob("*") if p.is_file()] == []
+    assert len({temp_name(path) for _ in range(50)}) == 50
+
+
 def test_join_reads_every_window_the_teacher_recorded(tmp_path: Path) -> None:
     """A teacher reused at an earlier history cut: the students' window now holds rows the
     teacher recorded as history (window 0). Joined with both windows' blocks, as the distill

@@ -13,8 +13,9 @@ the hub rebuilds its index from the files alone.
 from __future__ import annotations
 
 import re
+import secrets
 from dataclasses import asdict, dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -99,11 +100,32 @@ def read_block(fs: pafs.FileSystem, path: str, **kwargs: Any) -> pa.Table:
         return pq.read_table(f, **kwargs)
 
 
+def temp_name(path: str) -> str:
+    """A name beside ``path`` to write it under before it is moved into place: its own to
+    each writer (two writers of one path, say a retried task beside the one it replaces,
+    would otherwise write into one file), and never a block's or a record's name."""
+    return f"{path}.tmp-{secrets.token_hex(4)}"
+
+
+def write_then_move(fs: pafs.FileSystem, path: str, write: Callable[[str], None]) -> None:
+    """``write(name)`` a file under a temporary name, then move it to ``path``: readers never
+    see half a file, and a failed write leaves no temporary file behind."""
+    tmp = temp_name(path)
+    try:
+        write(tmp)
+        fs.move(tmp, path)
+    except BaseException:
+        if fs.get_file_info(tmp).type == pafs.FileType.File:
+            fs.delete_file(tmp)
+        raise
+
+
 def write_block_file(fs: pafs.FileSystem, path: str, table: pa.Table) -> None:
-    tmp = path + ".tmp"
-    with fs.open_output_stream(tmp) as f:
-        pq.write_table(table, f)
-    fs.move(tmp, path)  # readers never see half a file
+    def write(tmp: str) -> None:
+        with fs.open_output_stream(tmp) as f:
+            pq.write_table(table, f)
+
+    write_then_move(fs, path, write)
 
 
 def footer_meta(fs: pafs.FileSystem, kind: SignalKind, key: str, version: int, window: int, channel: str,

@@ -35,7 +35,8 @@ import pyarrow.fs as pafs
 
 from recdistill.data.schema import ROW_ID
 from recdistill.signals.blocks import (PART, BlockMeta, EntityBlockMeta, Meta, block_meta, footer_meta,
-                                       read_entity_as_of, read_row_range, signal_dir, write_block_file)
+                                       read_entity_as_of, read_row_range, signal_dir, temp_name,
+                                       write_block_file, write_then_move)
 from recdistill.signals.kinds import (DEFAULT_CHANNEL, LOGIT, LOGIT_KIND, check_kinds, check_reads, signal_kind,
                                       supplied)
 
@@ -158,9 +159,8 @@ class SignalStore:
     def put_file(self, local: str | os.PathLike[str], path: str) -> None:
         """Copy a local file to ``path`` in the store, under a temporary name first."""
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{path}.tmp-{secrets.token_hex(4)}"
-        pafs.copy_files(os.fspath(local), tmp, pafs.LocalFileSystem(), self.fs)
-        self.fs.move(tmp, path)
+        write_then_move(self.fs, path, lambda tmp: pafs.copy_files(os.fspath(local), tmp, pafs.LocalFileSystem(),
+                                                                   self.fs))
 
     def exists(self, path: str) -> bool:
         """Whether the store holds a file at ``path``."""
@@ -176,10 +176,13 @@ class SignalStore:
     def write_json(self, path: str, obj: Any, indent: int | None = None) -> None:
         """Write a JSON record under a temporary name, then rename it into place."""
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
-        tmp = f"{path}.tmp-{secrets.token_hex(4)}"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write(json.dumps(obj, indent=indent, default=_json_default).encode())
-        self.fs.move(tmp, path)
+        data = json.dumps(obj, indent=indent, default=_json_default).encode()
+
+        def write(tmp: str) -> None:
+            with self.fs.open_output_stream(tmp) as f:
+                f.write(data)
+
+        write_then_move(self.fs, path, write)
 
     def create_json_exclusive(self, path: str, obj: Any) -> bool:
         """Create ``path`` holding ``obj`` unless it exists; True when this call created it.
@@ -193,7 +196,7 @@ class SignalStore:
         data = json.dumps(obj, default=_json_default).encode()
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         if self.local:
-            tmp = f"{path}.tmp-{secrets.token_hex(4)}"
+            tmp = temp_name(path)
             with open(tmp, "wb") as f:
                 f.write(data)
             try:
