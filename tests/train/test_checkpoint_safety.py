@@ -4,6 +4,7 @@ is refused without running, and every payload the workers save loads back as dat
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -119,6 +120,14 @@ def test_the_workers_payloads_load_back_as_data(tmp_path: Path) -> None:
         x.learn(data.take(slice(100, 150)))
     assert learner.steps == twin.steps == 1
     assert all(torch.equal(a, b) for a, b in zip(learner.model.state_dict().values(), twin.model.state_dict().values()))
+    # a resume on a GPU: the checkpoint loads on the CPU, the model lives on another device
+    # (here 'meta'), and the gradients waiting for the interval's end follow the model there
+    elsewhere = StreamLearner(_model().to("meta"), lr=1e-2, embedding_lr=1e-2, interval=3)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", ".*copying from a non-meta parameter")  # meta holds no values
+        elsewhere.load(back["learner"])
+    assert back["learner"]["grads"] and all(
+        p.grad.device.type == "meta" for n, p in elsewhere.model.named_parameters() if n in back["learner"]["grads"])
     other = ReplayBuffer(capacity=120, seed=9)
     other.load(back["buffer"])
     assert torch.equal(other.rows.row_id, buffer.rows.row_id) and torch.equal(other.logits, buffer.logits)

@@ -60,6 +60,6 @@ class StreamLearner:
         for o, s in zip(self.opts, state["opts"]):
             o.load_state_dict(s)
         params = dict(self.model.named_parameters())
-        for n, g in state["grads"].items():
-            params[n].grad = g
+        for n, g in state["grads"].items():  # checkpoints load on the CPU; the model may be on a GPU
+            params[n].grad = g.to(device=params[n].device, dtype=params[n].dtype)
         self.pending, self.steps = state["pending"], state["steps"]
