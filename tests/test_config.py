@@ -121,6 +121,24 @@ def test_gpu_share_per_worker_lets_an_online_runs_two_workers_share_one_gpu() ->
         load_config(None, ["platform.gpus_per_worker=1.5"])
 
 
+def test_a_ddp_run_takes_a_whole_gpu_per_worker_whatever_the_share(tmp_path: Path) -> None:
+    """Ray may place two ranks of fractional shares on one GPU, where NCCL refuses to join
+    them: a share applies to one-worker runs; the teacher's DDP takes whole GPUs."""
+    from recdistill.engine.follow import room_refusal
+    from recdistill.engine.trainer import ray_trainer, worker_gpus
+
+    half = load_config(None, ["platform.use_gpu=yes", "platform.gpus_per_worker=0.5"])
+    asked = {w: ray_trainer(lambda c: None, "t", half, {}, {}, w, tmp_path).scaling_config for w in (1, 2)}
+    assert asked[1].resources_per_worker["GPU"] == 0.5
+    assert asked[2].num_workers == 2 and asked[2].resources_per_worker["GPU"] == 1.0
+    assert worker_gpus(half, cluster_gpus=4, workers=2) == 1.0
+    # two teacher ranks and the students' group beside them: 2 × 1 + 0.5 GPUs
+    two = load_config(None, ["platform.gpus_per_worker=0.5", "platform.teacher_workers=2",
+                             "platform.cpus_per_worker=0.5"])
+    assert "at 1 GPU and 1 student group(s) at 0.5 GPU each need 2.5 GPUs" in room_refusal(two, 8, 2)
+    assert room_refusal(two, 8, 3) is None
+
+
 def test_unlabelled_rows_are_a_student_option_outside_the_raw_key() -> None:
     from recdistill.train.keys import raw_student_key
     from recdistill.train.plan import student_objective

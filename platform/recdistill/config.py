@@ -633,7 +633,9 @@ class PlatformConfig:
     use_gpu: Literal["auto", "yes", "no"] = opt("auto", help="auto: GPU workers when the cluster has GPUs")
     gpus_per_worker: float | Literal["auto"] = opt(
         "auto", gt=0.0, le=1.0,
-        help="GPU share each GPU Train worker asks for: a fraction lets workers share a device. auto = 1, except "
+        help="GPU share each GPU Train worker asks for: a fraction lets one-worker runs share a device (a run of "
+             "2+ workers, the teacher's DDP, takes a whole GPU per worker: NCCL joins no two ranks on one "
+             "device). auto = 1, except "
              "an online run's teacher and student group, which run at once and wait on each other: with fewer GPUs "
              "than the 2 they need they take 0.5 each (on one GPU, one would otherwise wait for the other's end)")
     signal_store: str = opt(

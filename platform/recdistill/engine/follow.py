@@ -56,10 +56,14 @@ def room_refusal(cfg: ExperimentConfig, cpus: float, gpus: float, has: str = "th
         return (f"{p.teacher_workers} teacher worker(s) and {groups} student group(s) at "
                 f"platform.cpus_per_worker={p.cpus_per_worker:g} need {workers * p.cpus_per_worker:g} CPUs with one "
                 f"left for Ray Data, and {has} {cpus:g}")
-    share = worker_gpus(cfg, cluster_gpus=gpus) if gpus else 0.0
-    if gpus and workers * share > gpus + 1e-9:
-        return (f"{workers} GPU workers at {share:g} GPU each need {workers * share:g} GPUs, and {has} {gpus:g} "
-                f"(platform.gpus_per_worker shares a GPU)")
+    if gpus:
+        share = worker_gpus(cfg, cluster_gpus=gpus)
+        teacher = worker_gpus(cfg, cluster_gpus=gpus, workers=p.teacher_workers)
+        need = p.teacher_workers * teacher + groups * share
+        if need > gpus + 1e-9:
+            return (f"{p.teacher_workers} teacher worker(s) at {teacher:g} GPU and {groups} student group(s) at "
+                    f"{share:g} GPU each need {need:g} GPUs, and {has} {gpus:g} (platform.gpus_per_worker shares "
+                    f"a GPU between one-worker runs; a teacher of 2+ workers takes a whole GPU per worker)")
     return None
 
 

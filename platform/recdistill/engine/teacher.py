@@ -193,7 +193,7 @@ def fold_concurrency(cfg: ExperimentConfig, cpus: float, gpus: float, nodes: int
     CPU starves its reader and hangs)."""
     folds, per_run = signal_mode(cfg.teacher.signals)[1], cfg.platform.teacher_workers
     if gpus:
-        fits = int(gpus // (per_run * worker_gpus(cfg, cluster_gpus=gpus)))
+        fits = int(gpus // (per_run * worker_gpus(cfg, cluster_gpus=gpus, workers=per_run)))
     else:
         fits = min(nodes, int((cpus - 1) // (per_run * cfg.platform.cpus_per_worker)))
     return max(1, min(folds, fits))

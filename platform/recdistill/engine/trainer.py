@@ -20,10 +20,15 @@ def use_gpu(cfg: ExperimentConfig) -> bool:
     return cfg.platform.use_gpu == "yes"
 
 
-def worker_gpus(cfg: ExperimentConfig, together: int = 1, cluster_gpus: float | None = None) -> float:
+def worker_gpus(cfg: ExperimentConfig, together: int = 1, cluster_gpus: float | None = None,
+                workers: int = 1) -> float:
     """The GPU share of one GPU Train worker (``platform.gpus_per_worker``). ``together``:
     the one-worker Train runs that must run at the same time (an online run's teacher and
-    student group); under auto they split the GPUs when there are fewer than them."""
+    student group); under auto they split the GPUs when there are fewer than them. A run of
+    ``workers`` > 1 (DDP) takes a whole GPU per worker whatever the share: Ray could place
+    two ranks of fractional shares on one device, where NCCL refuses to join them."""
+    if workers > 1:
+        return 1.0
     share = cfg.platform.gpus_per_worker
     if share != "auto":
         return float(share)
@@ -70,7 +75,7 @@ def ray_trainer(fn: Callable, name: str, cfg: ExperimentConfig, loop_config: dic
         scaling_config=ray.train.ScalingConfig(
             num_workers=workers, use_gpu=gpu,
             resources_per_worker={"CPU": cfg.platform.cpus_per_worker,
-                                  **({"GPU": worker_gpus(cfg, together)} if gpu else {})}),
+                                  **({"GPU": worker_gpus(cfg, together, workers=workers)} if gpu else {})}),
         run_config=ray.train.RunConfig(
             name=name, storage_path=str(storage.resolve()),
             failure_config=ray.train.FailureConfig(max_failures=cfg.platform.max_failures),
