@@ -126,3 +126,17 @@ def test_the_score_summary_names_unseen_ids_and_rejected_rows() -> None:
     assert "hashed fields" in text and "too_few_fields" in text
     clean = describe(ScoreResult(5, None, {"rows": 5, "fields": {}}, RejectTally(total=5).to_dict(), "p/", "test"))
     assert "no labels" in "\n".join(clean) and "rejected rows: none of 5 read" in "\n".join(clean)
+
+
+def test_a_scoring_actor_takes_a_gpu_only_when_ray_gave_it_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zero-GPU actor on a GPU node still sees the node's GPUs (Ray leaves its
+    CUDA_VISIBLE_DEVICES): it scores on the CPU, not on a GPU a Train worker holds."""
+    import ray
+
+    from recdistill.artifacts.score import actor_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [])
+    assert actor_device() == torch.device("cpu")
+    monkeypatch.setattr(ray, "get_gpu_ids", lambda: [0])
+    assert actor_device() == torch.device("cuda")

@@ -82,6 +82,15 @@ def artifact_files(directory: Path) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in Path(directory).iterdir() if p.is_file()}
 
 
+def actor_device() -> torch.device:
+    """The GPU when Ray gave this actor one, else the CPU. Ray leaves a zero-GPU actor the
+    node's CUDA_VISIBLE_DEVICES, so it would otherwise see every GPU and load its model on
+    one that a Train worker holds, without a reservation."""
+    import ray
+
+    return torch.device("cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else "cpu")
+
+
 class Scorer:
     """The actor of the scoring pool: rebuilds the artifact from its files once, then turns
     encoded batches into (row_id, logit, p[, label, p_metrics])."""
@@ -90,13 +99,11 @@ class Scorer:
         """``files``: the artifact's files (``artifact_files``), or an ObjectRef of them."""
         import ray
 
-        from recdistill.train.loop import pick_device
-
         if isinstance(files, ray.ObjectRef):
             files = ray.get(files)
         with unpacked(files) as d:
             self.art = load_artifact(d)
-        self.device = pick_device("auto")
+        self.device = actor_device()
         self.model = self.art.model.to(self.device)
         self.shift = float(self.art.sampling["population_logit_shift"])
         self.metrics_shift = metrics_shift
