@@ -137,4 +137,8 @@ def test_fold_teachers_run_at_once_only_where_they_do_not_share_cores() -> None:
     assert fold_concurrency(cfg, cpus=64, gpus=8, nodes=1) == 5  # a GPU each: all five at once
     assert fold_concurrency(cfg, cpus=64, gpus=2, nodes=1) == 2
     two = load_config(None, ["teacher.signals=crossfit:5", "platform.teacher_workers=2", "platform.gpus_per_worker=0.5"])
-    assert fold_concurrency(two, cpus=64, gpus=2, nodes=1) == 2  # 2 DDP workers × half a GPU each per teacher
+    # a DDP teacher's ranks take a whole GPU each whatever the share (NCCL joins no two on one device)
+    assert fold_concurrency(two, cpus=64, gpus=2, nodes=1) == 1
+    assert fold_concurrency(two, cpus=64, gpus=8, nodes=1) == 4
+    one = load_config(None, ["teacher.signals=crossfit:5", "platform.gpus_per_worker=0.5"])
+    assert fold_concurrency(one, cpus=64, gpus=2, nodes=1) == 4  # one-worker teachers share a GPU in halves
