@@ -262,3 +262,18 @@ def test_members_read_their_own_teachers_channel() -> None:
             assert torch.equal(x, y), (m.name, k)
     # the two channels differ, so the two members do too: neither read the other's
     assert any(not torch.equal(x, y) for x, y in zip(packed[0].model.parameters(), packed[1].model.parameters()))
+
+
+def test_step_timer_adds_the_steps_seconds_and_hands_them_over_once() -> None:
+    import time
+
+    from recdistill.train.step_timer import StepTimer
+
+    clock, cpu = StepTimer(), torch.device("cpu")
+    for _ in range(2):
+        clock.start(cpu)
+        time.sleep(0.02)
+        clock.stop(cpu)
+    time.sleep(0.05)  # between steps: not counted
+    took = clock.take()
+    assert 0.04 <= took < 0.09 and clock.take() == 0.0

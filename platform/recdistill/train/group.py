@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -30,6 +29,7 @@ from recdistill.signals.kinds import LOGIT
 from recdistill.train.evaluate import EarlyStop, Validator
 from recdistill.train.committee import Committee, passes_summary
 from recdistill.train.loop import optimizers, train_step
+from recdistill.train.step_timer import StepTimer
 
 
 @dataclass
@@ -73,6 +73,7 @@ class Member:
     opts: list[torch.optim.Optimizer] = field(default_factory=list)
     _parts: list[tuple[TensorLog, torch.Tensor | None, torch.Tensor | None]] = field(default_factory=list)
     _buffered: int = 0
+    _clock: StepTimer = field(default_factory=StepTimer)
 
     def __post_init__(self) -> None:
         self.early = EarlyStop(self.patience, self.eval_every)
@@ -103,11 +104,16 @@ class Member:
         self.reads_possible += reads_possible
         self.signal_rows += signal
 
+    def train_seconds(self) -> float:
+        """Seconds in its training steps so far (on a GPU, waits for the steps queued)."""
+        self.seconds += self._clock.take()
+        return self.seconds
+
     def state(self) -> dict:
         return {"model": self.model.state_dict(), "opts": [o.state_dict() for o in self.opts],
                 **({"qa": self.qa.state_dict()} if self.qa is not None else {}),
                 "passes": [self.passes, self.passes_possible, self.reads, self.reads_possible],
-                "rows": self.rows, "steps": self.steps, "seconds": self.seconds, "signal_rows": self.signal_rows,
+                "rows": self.rows, "steps": self.steps, "seconds": self.train_seconds(), "signal_rows": self.signal_rows,
                 "sample_rows": self.sample_rows, "unlabelled_rows": self.unlabelled_rows,
                 "unlabelled_without_signal": self.unlabelled_without_signal,
                 "unlabelled_trained": self.unlabelled_trained, "done": self.done,
@@ -132,7 +138,7 @@ class Member:
         return {"rows_trained": self.rows, "sample_rows": self.sample_rows, "unlabelled_rows": self.unlabelled_rows,
                 "unlabelled_without_signal": self.unlabelled_without_signal,
                 "unlabelled_trained": self.unlabelled_trained, "steps": self.steps,
-                "seconds": self.seconds, "signal_rows": self.signal_rows, **self.early.summary(),
+                "seconds": self.train_seconds(), "signal_rows": self.signal_rows, **self.early.summary(),
                 **({"distill_from": self.source, **passes_summary(self)} if self.source != "teacher" else {})}
 
 
@@ -240,7 +246,7 @@ class StudentGroup:
 
     def _step(self, m: Member, rows: TensorLog, zt: torch.Tensor | None, labelled: torch.Tensor | None,
               epoch: int) -> None:
-        t0 = time.perf_counter()
+        m._clock.start(self.device)
         if zt is not None and m.source == "teacher":  # labelled rows with a signal (every unlabelled row has one)
             has = ~torch.isnan(zt)
             m.signal_rows += int((has if labelled is None else has & labelled).sum())
@@ -254,9 +260,7 @@ class StudentGroup:
             train_step(m.model, m.opts, rows.to(self.device), objective=m.objective,
                        teacher_logits=None if zt is None else zt.to(self.device),
                        label_mask=None if labelled is None else labelled.to(self.device))
-        if self.device.type == "cuda":
-            torch.cuda.synchronize()
-        m.seconds += time.perf_counter() - t0
+        m._clock.stop(self.device)
         m.rows += len(rows)
         m.steps += 1
         if m.early.due(m.steps):

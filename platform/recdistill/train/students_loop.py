@@ -78,7 +78,7 @@ def students_loop(config: dict[str, Any]) -> None:
         group.end_epoch(epoch)
         if rank == 0:
             print(f"[students] epoch {epoch + 1}/{group.epochs}: " + ", ".join(
-                f"{m.name} {m.rows:,} rows {m.rows / max(m.seconds, 1e-9):,.0f}/s" for m in group.members), flush=True)
+                f"{m.name} {m.rows:,} rows {m.rows / max(m.train_seconds(), 1e-9):,.0f}/s" for m in group.members), flush=True)
         # every epoch is reported (live to the run's trackers, and to Tune inside a sweep trial,
         # whose scheduler ranks on valid_auc_distill by epoch)
         live = group.live(epoch + 1)

@@ -86,7 +86,9 @@ def teacher_loop(config: dict[str, Any]) -> None:
     # Signals are flushed every ``flush_every`` steps and a checkpoint follows every few
     # flushes: a function of the step count, the same on every rank.
     flush_every = max(1, cfg.platform.signal_block_rows // t.batch_size)
-    pending: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+    # (row ids, logits, windows, labels) of the steps since the last block: the logits stay on
+    # the device until the block is written (one copy to the host per block, not a sync per step)
+    pending: list[tuple[np.ndarray, torch.Tensor, np.ndarray, np.ndarray]] = []
     # LoopFM (``teacher.representations``): the table rows of the entities met since the last
     # block, and the latest time trained on so far
     lay = layout(schema, ctx.spec, t.embed_dim, seq_len) if t.representations else None
@@ -118,7 +120,8 @@ def teacher_loop(config: dict[str, Any]) -> None:
             write_representations()
         if not pending:
             return
-        ids, z, w, y = (np.concatenate(x) for x in zip(*pending))
+        ids, w, y = (np.concatenate([p[k] for p in pending]) for k in (0, 2, 3))
+        z = torch.cat([p[1] for p in pending]).cpu().numpy()
         pending.clear()
         publisher.publish((0, int(win), state["seq"], ids[w == win], z[w == win]) for win in np.unique(w))
         state["seq"] += 1
@@ -169,10 +172,10 @@ def teacher_loop(config: dict[str, Any]) -> None:
         with torch.no_grad():
             for table in ray.train.get_dataset_shard("score").iter_batches(
                     batch_size=cfg.platform.signal_block_rows, batch_format="pyarrow"):
-                b = from_table(table, schema, seq_len).to(device)
+                host = from_table(table, schema, seq_len)
+                b = host.to(device)
                 z = model(b.cat, b.dense, b.seq)[0].float()
-                pending.append((b.row_id.cpu().numpy(), z.cpu().numpy(), b.window.cpu().numpy(),
-                                b.label.cpu().numpy()))
+                pending.append((host.row_id.numpy(), z, host.window.numpy(), host.label.numpy()))
                 flush()
         model.train()
         signal_aucs()
@@ -197,7 +200,8 @@ def teacher_loop(config: dict[str, Any]) -> None:
         for i, table in enumerate(shard.iter_batches(batch_size=t.batch_size, batch_format="pyarrow")):
             if i < skip:  # already trained on before the restart
                 continue
-            b = from_table(table, schema, seq_len).to(device)
+            host = from_table(table, schema, seq_len)
+            b = host.to(device)
             main = train_step(net, opts, b)
             if lay is not None and epoch == 0:
                 met.append(table_rows(table, lay))
@@ -212,8 +216,7 @@ def teacher_loop(config: dict[str, Any]) -> None:
             if state["first_step_at"] is None:
                 state["first_step_at"] = time.time()
             if epoch == 0 and not scoring:
-                pending.append((b.row_id.cpu().numpy(), main.float().cpu().numpy(), b.window.cpu().numpy(),
-                                b.label.cpu().numpy()))
+                pending.append((host.row_id.numpy(), main.detach().float(), host.window.numpy(), host.label.numpy()))
                 if state["steps"] % flush_every == 0:
                     flush()
                     if rank == 0:

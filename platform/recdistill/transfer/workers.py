@@ -118,9 +118,10 @@ def _train_variant(v: dict[str, Any], ctx: WorkerContext, projected: dict[str, A
             for batch in shard.iter_batches(batch_size=s.batch_size, batch_format="pyarrow"):
                 b = from_table(batch, schema, seq_len).to(device)
                 zt = torch.from_numpy(batch.column(LOGIT).to_numpy(zero_copy_only=False).astype(np.float32))
-                real = None
+                real, n_real = None, len(b)
                 if AUGMENTED in batch.column_names:
-                    real = torch.from_numpy(batch.column(AUGMENTED).to_numpy(zero_copy_only=False) == 0).to(device)
+                    is_real = batch.column(AUGMENTED).to_numpy(zero_copy_only=False) == 0
+                    real, n_real = torch.from_numpy(is_real).to(device), int(is_real.sum())  # counted on the host
                 main, aux = net(b.cat, b.dense, b.seq)
                 loss = batch_loss(net, main, aux, b, objective, zt.to(device), real)
                 if anchor is not None:
@@ -128,7 +129,6 @@ def _train_variant(v: dict[str, Any], ctx: WorkerContext, projected: dict[str, A
                     loss = loss + pull * (table(idx) - anchor[idx]).pow(2).sum(-1).mean()
                 optimizer_step(opts, loss)
                 state["steps"] += 1
-                n_real = len(b) if real is None else int(real.sum())
                 state["rows"] += n_real
                 state["augmented_rows"] += len(b) - n_real
                 test_hook_crash(f"transfer-{name}", state["steps"])
