@@ -731,7 +731,9 @@ class RunConfig:
                                  "measure its latency (p50/p99 at batch 1 and 512), throughput, bytes and parameters "
                                  "on CPU (and on a GPU when the cluster has one): results.json students[i].serving; "
                                  "off: skip")
-    device: Literal["auto", "cpu", "cuda"] = opt("auto", help="auto picks CUDA when present")
+    device: Literal["auto", "cpu", "cuda"] = opt(
+        "auto", help="auto picks CUDA when present (the Ray engine: GPU workers when the cluster has GPUs; cuda "
+                     "requires them and cpu keeps workers off them, as platform.use_gpu must agree)")
     engine: Literal["ray", "local"] = opt(
         "ray", help="ray: Ray Data → Ray Train teacher → signal hub → student groups (joins RAY_ADDRESS or starts "
                     "a local Ray); local: the same science in this process (the reference)")
@@ -767,6 +769,13 @@ class ExperimentConfig:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(f"students: names must be unique, repeated: {dup}")
+        # a Ray worker trains on the GPU Ray gives it (platform.use_gpu), so a device asked
+        # for the other way round would be silently ignored
+        clash = {("cpu", "yes"): "asks for GPU workers", ("cuda", "no"): "asks for CPU workers"}.get(
+            (self.run.device, self.platform.use_gpu))
+        if clash:
+            raise ConfigError(f"run.device={self.run.device} and platform.use_gpu={self.platform.use_gpu}, which "
+                              f"{clash}: set one of them to auto, or both the same way")
         if self.stream.enabled and self.stream.batch_windows >= self.stream.windows:
             raise ConfigError(f"stream.batch_windows={self.stream.batch_windows} must be below stream.windows="
                               f"{self.stream.windows}: no window would be left to stream")

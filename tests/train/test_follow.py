@@ -161,3 +161,17 @@ def test_students_follow_yes_where_they_cannot_is_refused_by_name(ray_local) -> 
     # auto on one CPU node: the groups would take the teacher's cores (slower, measured)
     assert not follows(load_config(None, ["platform.cpus_per_worker=0.5"]))
     assert follows(load_config(None, ["platform.cpus_per_worker=0.5", "platform.students_follow=yes"]))
+
+
+def test_a_device_asked_for_is_never_silently_another(ray_local) -> None:
+    """A Ray worker trains on the GPU Ray gives it: run.device and platform.use_gpu that
+    contradict each other, or run.device=cuda on a cluster without GPUs, are refused."""
+    from recdistill.config import ConfigError
+    from recdistill.engine.trainer import use_gpu
+
+    for keys in (["run.device=cpu", "platform.use_gpu=yes"], ["run.device=cuda", "platform.use_gpu=no"]):
+        with pytest.raises(ConfigError, match=r"run\.device=.* and platform\.use_gpu="):
+            load_config(None, keys)
+    with pytest.raises(ConfigError, match=r"run\.device=cuda, and the Ray cluster has no GPUs"):
+        use_gpu(load_config(None, ["run.device=cuda"]))
+    assert not use_gpu(load_config(None, [])) and not use_gpu(load_config(None, ["run.device=cpu"]))

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig, to_dict
+from recdistill.engine.trainer import use_gpu
 from recdistill.ray_env import ensure_ray
 from recdistill.run_dir import open_run_dir, write_resolved_config
 from recdistill.tracking import Trackers, make_trackers, run_summary
@@ -60,6 +61,7 @@ def open_run(cfg: ExperimentConfig) -> Opened:
     t_start, started = time.perf_counter(), time.time()
     out = open_run_dir(cfg)
     ensure_ray()
+    use_gpu(cfg)  # run.device=cuda on a cluster without GPUs fails here, not after the log's preparation
     trackers = make_trackers(cfg.tracking, out, cfg.run.name, to_dict(cfg), group=cfg.tracking.group, job_type="run",
                              stdout=False)
     return Opened(out, t_start, trackers, started)

@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
-from recdistill.config import ExperimentConfig
+from recdistill.config import ConfigError, ExperimentConfig
 from recdistill.train.worker import TEST_HOOKS, TRAINS_ON, WHOLE_TEST
 
 
@@ -16,7 +16,10 @@ def use_gpu(cfg: ExperimentConfig) -> bool:
     import ray
 
     if cfg.platform.use_gpu == "auto":
-        return ray.cluster_resources().get("GPU", 0) > 0 and cfg.run.device != "cpu"
+        gpus = ray.cluster_resources().get("GPU", 0) > 0
+        if cfg.run.device == "cuda" and not gpus:  # else its workers would train on CPUs unasked
+            raise ConfigError("run.device=cuda, and the Ray cluster has no GPUs (ray.cluster_resources() lists none)")
+        return gpus and cfg.run.device != "cpu"
     return cfg.platform.use_gpu == "yes"
 
 
