@@ -763,6 +763,11 @@ class ExperimentConfig:
     platform: PlatformConfig = opt(default_factory=PlatformConfig, help="Ray workers, signal store, fault tolerance")
     run: RunConfig = opt(default_factory=RunConfig, help="naming, outputs, seed, device")
 
+    def trains_on_ray(self) -> bool:
+        """Whether Ray Train workers train its models (on the device Ray gives them): the Ray
+        engine, the online pipeline and the transfer stage; not the local engine."""
+        return self.run.engine == "ray" or self.stream.enabled or self.transfer.enabled
+
     def check(self) -> None:
         self._expand_committee()
         names = [s.name for s in self.students]
@@ -773,7 +778,7 @@ class ExperimentConfig:
         # for the other way round would be silently ignored
         clash = {("cpu", "yes"): "asks for GPU workers", ("cuda", "no"): "asks for CPU workers"}.get(
             (self.run.device, self.platform.use_gpu))
-        if clash:
+        if clash and self.trains_on_ray():
             raise ConfigError(f"run.device={self.run.device} and platform.use_gpu={self.platform.use_gpu}, which "
                               f"{clash}: set one of them to auto, or both the same way")
         if self.stream.enabled and self.stream.batch_windows >= self.stream.windows:

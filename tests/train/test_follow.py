@@ -163,15 +163,24 @@ def test_students_follow_yes_where_they_cannot_is_refused_by_name(ray_local) -> 
     assert follows(load_config(None, ["platform.cpus_per_worker=0.5", "platform.students_follow=yes"]))
 
 
-def test_a_device_asked_for_is_never_silently_another(ray_local) -> None:
+def test_a_device_asked_for_is_never_silently_another(monkeypatch: pytest.MonkeyPatch) -> None:
     """A Ray worker trains on the GPU Ray gives it: run.device and platform.use_gpu that
-    contradict each other, or run.device=cuda on a cluster without GPUs, are refused."""
+    contradict each other, or run.device=cuda on a cluster without GPUs, are refused where
+    Ray workers train; the local engine picks its own device."""
+    import ray
+
     from recdistill.config import ConfigError
-    from recdistill.engine.trainer import use_gpu
+    from recdistill.engine.trainer import check_device, use_gpu
 
     for keys in (["run.device=cpu", "platform.use_gpu=yes"], ["run.device=cuda", "platform.use_gpu=no"]):
         with pytest.raises(ConfigError, match=r"run\.device=.* and platform\.use_gpu="):
             load_config(None, keys)
+        load_config(None, [*keys, "run.engine=local"])
+    cuda = load_config(None, ["run.device=cuda"])
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 2.0})
     with pytest.raises(ConfigError, match=r"run\.device=cuda, and the Ray cluster has no GPUs"):
-        use_gpu(load_config(None, ["run.device=cuda"]))
+        check_device(cuda)
+    check_device(load_config(None, ["run.device=cuda", "run.engine=local"]))
     assert not use_gpu(load_config(None, [])) and not use_gpu(load_config(None, ["run.device=cpu"]))
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 16.0, "GPU": 1.0})
+    assert use_gpu(cuda) and use_gpu(load_config(None, [])) and not use_gpu(load_config(None, ["run.device=cpu"]))

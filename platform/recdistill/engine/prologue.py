@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 from recdistill.config import ExperimentConfig, to_dict
-from recdistill.engine.trainer import use_gpu
 from recdistill.ray_env import ensure_ray
 from recdistill.run_dir import open_run_dir, write_resolved_config
 from recdistill.tracking import Trackers, make_trackers, run_summary
@@ -56,12 +55,14 @@ class Opened:
 
 
 def open_run(cfg: ExperimentConfig) -> Opened:
-    """Claim ``run.out_dir`` (its config.yaml written), join or start Ray and open the run's
+    """Join or start Ray, claim ``run.out_dir`` (its config.yaml written) and open the run's
     trackers with its config."""
+    from recdistill.engine.trainer import check_device
+
     t_start, started = time.perf_counter(), time.time()
-    out = open_run_dir(cfg)
     ensure_ray()
-    use_gpu(cfg)  # run.device=cuda on a cluster without GPUs fails here, not after the log's preparation
+    check_device(cfg)  # before the run directory is claimed, so the corrected command needs no --overwrite
+    out = open_run_dir(cfg)
     trackers = make_trackers(cfg.tracking, out, cfg.run.name, to_dict(cfg), group=cfg.tracking.group, job_type="run",
                              stdout=False)
     return Opened(out, t_start, trackers, started)

@@ -23,6 +23,13 @@ def use_gpu(cfg: ExperimentConfig) -> bool:
     return cfg.platform.use_gpu == "yes"
 
 
+def check_device(cfg: ExperimentConfig) -> None:
+    """Refuse ``run.device=cuda`` on a Ray cluster without GPUs where Ray workers train (they
+    train on the device Ray gives them); the local engine picks its own device."""
+    if cfg.trains_on_ray():
+        use_gpu(cfg)
+
+
 def worker_gpus(cfg: ExperimentConfig, together: int = 1, cluster_gpus: float | None = None,
                 workers: int = 1) -> float:
     """The GPU share of one GPU Train worker (``platform.gpus_per_worker``). ``together``:

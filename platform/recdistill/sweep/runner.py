@@ -276,7 +276,10 @@ def run_sweep(base: str | Path | None, overrides: list[str], space: SearchSpace,
         raise ConfigError(f"--resume: the trials of {out} were {len(state['trials'])} others (the space, samples or "
                           f"overrides changed since it started); resume with the same command or start a new sweep")
     if not dry_run:
+        from recdistill.engine.trainer import check_device
+
         ensure_ray()
+        check_device(base_cfg)  # before any trial claims its directory
     cpus, gpus = (ray.cluster_resources().get("CPU", 0), ray.cluster_resources().get("GPU", 0)) if not dry_run \
         else (1 + 2 * (max_concurrent or base_cfg.tune.max_concurrent_trials), 0)
     concurrent = max_concurrent or base_cfg.tune.max_concurrent_trials
