@@ -67,9 +67,10 @@ def test_a_failed_write_leaves_no_file_and_writers_never_share_a_name(tmp_path: 
         write_block_file(fs, path, "not a table")  # type: ignore[arg-type]  # fails after the file is opened
     assert list(tmp_path.iterdir()) == []
     store = SignalStore(str(tmp_path / "s"))
-    with pytest.raises(FileNotFoundError):
-        store.put_file(tmp_path / "absent", f"{store.root}/x/file")
-    assert [p for p in (tmp_path / "s").rglob("*") if p.is_file()] == []
+    (tmp_path / "s" / "x" / "taken" / "inside").mkdir(parents=True)
+    with pytest.raises(OSError):  # written whole, then its move onto a directory fails
+        store.write_json(f"{store.root}/x/taken", {"a": 1})
+    assert [p.name for p in (tmp_path / "s").rglob("*") if p.is_file()] == []
     assert len({temp_name(path) for _ in range(50)}) == 50
 
 

@@ -12,6 +12,7 @@ the hub rebuilds its index from the files alone.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import secrets
 from dataclasses import asdict, dataclass
@@ -115,8 +116,9 @@ def write_then_move(fs: pafs.FileSystem, path: str, write: Callable[[str], None]
         write(tmp)
         fs.move(tmp, path)
     except BaseException:
-        if fs.get_file_info(tmp).type == pafs.FileType.File:
-            fs.delete_file(tmp)
+        with contextlib.suppress(Exception):  # the write's own error is the one to see
+            if fs.get_file_info(tmp).type == pafs.FileType.File:
+                fs.delete_file(tmp)
         raise
 
 

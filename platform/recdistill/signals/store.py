@@ -22,6 +22,7 @@ temporary name and renamed, so no reader sees half of one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -197,14 +198,15 @@ class SignalStore:
         self.fs.create_dir(path.rsplit("/", 1)[0], recursive=True)
         if self.local:
             tmp = temp_name(path)
-            with open(tmp, "wb") as f:
-                f.write(data)
             try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
                 os.link(tmp, path)
             except FileExistsError:
                 return False
             finally:
-                os.unlink(tmp)
+                with contextlib.suppress(FileNotFoundError):  # the open failed: nothing to remove
+                    os.unlink(tmp)
             return True
         if self.fs.get_file_info(path).type != pafs.FileType.NotFound:
             return False
