@@ -264,16 +264,26 @@ def test_members_read_their_own_teachers_channel() -> None:
     assert any(not torch.equal(x, y) for x, y in zip(packed[0].model.parameters(), packed[1].model.parameters()))
 
 
-def test_step_timer_adds_the_steps_seconds_and_hands_them_over_once() -> None:
-    import time
+def test_step_timer_adds_the_steps_seconds_and_hands_them_over_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    import recdistill.train.step_timer as step_timer
 
-    from recdistill.train.step_timer import StepTimer
-
-    clock, cpu = StepTimer(), torch.device("cpu")
+    ticks = iter([10.0, 10.5, 12.0, 12.25])  # two steps of 0.5 and 0.25 s, 1.5 s apart
+    monkeypatch.setattr(step_timer, "perf_counter", lambda: next(ticks))
+    clock, cpu = step_timer.StepTimer(), torch.device("cpu")
     for _ in range(2):
         clock.start(cpu)
-        time.sleep(0.02)
         clock.stop(cpu)
-    time.sleep(0.05)  # between steps: not counted
-    took = clock.take()
-    assert 0.04 <= took < 0.09 and clock.take() == 0.0
+    assert clock.take() == 0.75 and clock.take() == 0.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_step_timer_on_a_gpu_reads_its_events_when_asked() -> None:
+    from recdistill.train.step_timer import StepTimer
+
+    clock, gpu = StepTimer(), torch.device("cuda")
+    x = torch.randn(2048, 2048, device=gpu)
+    for _ in range(3):
+        clock.start(gpu)
+        x = (x @ x).tanh()
+        clock.stop(gpu)
+    assert clock.take() > 0 and clock.take() == 0.0

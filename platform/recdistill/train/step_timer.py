@@ -8,7 +8,7 @@ without waiting, once many are pending); on CPU it reads the host clock."""
 
 from __future__ import annotations
 
-import time
+from time import perf_counter
 
 import torch
 
@@ -27,7 +27,7 @@ class StepTimer:
             self._start = torch.cuda.Event(enable_timing=True)
             self._start.record()
         else:
-            self._t0 = time.perf_counter()
+            self._t0 = perf_counter()
 
     def stop(self, device: torch.device) -> None:
         if device.type == "cuda":
@@ -39,7 +39,7 @@ class StepTimer:
             if len(self._pending) >= _PENDING:
                 self._collect(wait=False)
         else:
-            self._seconds += time.perf_counter() - self._t0
+            self._seconds += perf_counter() - self._t0
 
     def take(self) -> float:
         """The seconds timed since the last ``take`` (waits for the device's pending steps)."""
@@ -57,3 +57,12 @@ class StepTimer:
             self._seconds += start.elapsed_time(end) / 1000.0
             done += 1
         del self._pending[:done]
+
+
+def synced_clock(device: torch.device) -> float:
+    """The host clock once ``device`` has run what was queued on it: where a loop adds up its
+    training seconds before validating or checkpointing, the steps still queued on a GPU
+    belong to the training, not to what follows."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return perf_counter()

@@ -28,6 +28,7 @@ from recdistill.train.checkpoint import plain
 from recdistill.train.evaluate import EarlyStop, Evaluator
 from recdistill.train.loop import optimizers, train_step
 from recdistill.train.plan import build_model, teacher_init_seed
+from recdistill.train.step_timer import synced_clock
 from recdistill.train.worker import (LIVE, WorkerContext, finish, save_checkpoint, score_test, shard_validator,
                                     test_hook_crash, worker_prologue)
 
@@ -224,22 +225,22 @@ def teacher_loop(config: dict[str, Any]) -> None:
                         print(f"[teacher] {state['rows']:,} rows, {state['steps']} steps, signal block "
                               f"{state['seq']}, {state['rows'] / max(el, 1e-9):,.0f} samples/s", flush=True)
                     if state["seq"] % cfg.platform.checkpoint_every_blocks == 0:
-                        state["seconds"] += time.perf_counter() - t0
+                        state["seconds"] += synced_clock(device) - t0
                         t0 = time.perf_counter()
                         checkpoint({"phase": "train"})
             elif epoch == 0 and state["steps"] % (flush_every * cfg.platform.checkpoint_every_blocks) == 0:
-                state["seconds"] += time.perf_counter() - t0  # scoring later: the same cadence, by steps
+                state["seconds"] += synced_clock(device) - t0  # scoring later: the same cadence, by steps
                 t0 = time.perf_counter()
                 checkpoint({"phase": "train"})
             if early.due(state["steps"]):
-                state["seconds"] += time.perf_counter() - t0
+                state["seconds"] += synced_clock(device) - t0
                 check(epoch)
                 t0 = time.perf_counter()
                 if early.exhausted and epoch > 0:  # never inside the recording pass
                     stop = True
                     break
             test_hook_crash("teacher", state["steps"])
-        state["seconds"] += time.perf_counter() - t0
+        state["seconds"] += synced_clock(device) - t0
         if epoch == 0:
             flush()
             end_of_pass()

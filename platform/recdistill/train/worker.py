@@ -167,7 +167,7 @@ def score_batch(ev: Evaluator, models: dict[str, Any], b: Any, users: torch.Tens
     if set(slices) - set(models):
         raise ValueError(f"scored per committee slice but not among the models {sorted(models)}: "
                          f"{sorted(set(slices) - set(models))}")
-    z = {}
+    z: dict[str, torch.Tensor] = {}
     for name, m in models.items():
         x = b.for_model(m)
         z[name] = m(x.cat, x.dense, x.seq)[0]

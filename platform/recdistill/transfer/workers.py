@@ -23,6 +23,7 @@ from recdistill.train.evaluate import Evaluator
 from recdistill.train.loop import batch_loss, optimizer_step, optimizers
 from recdistill.train.checkpoint import plain
 from recdistill.train.plan import build_model, student_init_seed, student_objective
+from recdistill.train.step_timer import synced_clock
 from recdistill.train.worker import LIVE, WorkerContext, finish, save_checkpoint, test_hook_crash, worker_prologue
 from recdistill.transfer.augment import AUGMENTED, load_teacher_state
 from recdistill.transfer.projection import project_table
@@ -133,12 +134,12 @@ def _train_variant(v: dict[str, Any], ctx: WorkerContext, projected: dict[str, A
                 state["augmented_rows"] += len(b) - n_real
                 test_hook_crash(f"transfer-{name}", state["steps"])
                 if state["steps"] % tc.eval_every == 0:
-                    dt = time.perf_counter() - t0
+                    dt = synced_clock(device) - t0
                     state["seconds"] += dt
                     t_phase += dt
                     curve.append(point(p))
                     t0 = time.perf_counter()
-            dt = time.perf_counter() - t0
+            dt = synced_clock(device) - t0
             state["seconds"] += dt
             t_phase += dt
             if epoch + 1 < epochs:
