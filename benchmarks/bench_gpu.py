@@ -70,7 +70,6 @@ def inline(d: TensorLog, zt: torch.Tensor, bs: int, device: torch.device, *, amp
         zsrc = zt.pin_memory() if pin and device.type == "cuda" else zt
     else:
         src, zsrc = d.to(device), zt.to(device)
-    step: Callable[..., torch.Tensor] = model
     if compiled:
         # the dense part only: Inductor cannot compile the backward of a sparse embedding
         # ("Cannot access storage of SparseTensorImpl"); compiled in place, keys unchanged
@@ -82,7 +81,7 @@ def inline(d: TensorLog, zt: torch.Tensor, bs: int, device: torch.device, *, amp
         cat, dense, seq = (x[s:s + bs].to(device, non_blocking=pin) for x in (src.cat, src.dense, src.seq))
         y, z = src.label[s:s + bs].to(device, non_blocking=pin), zsrc[s:s + bs].to(device, non_blocking=pin)
         with ctx():
-            main, aux = step(cat, dense, seq)
+            main, aux = model(cat, dense, seq)
             loss = obj(main.float(), aux.float(), True, y, z)["total"]
         loss.backward()
         for o in opts:
