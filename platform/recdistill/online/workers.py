@@ -95,15 +95,16 @@ def replay_rows(cfg: ExperimentConfig, batch_size: int) -> int:
 
 
 def _mix(batch: TensorLog, zt: torch.Tensor | None, buffer: ReplayBuffer, n: int
-         ) -> tuple[TensorLog, torch.Tensor | None]:
-    """Append ``n`` replayed rows (with the teacher logits they were stored with)."""
+         ) -> tuple[TensorLog, torch.Tensor | None, torch.Tensor | None]:
+    """Append ``n`` replayed rows (with the teacher logits they were stored with); also the
+    replayed rows' windows as the buffer holds them, on the host (None: none replayed)."""
     drawn = buffer.sample(n)
     if drawn is None:
-        return batch, zt
+        return batch, zt, None
     dev = batch.label.device
     rows, logits = drawn[0].to(dev), drawn[1].to(dev)
     mixed = TensorLog.concat([batch, rows])
-    return mixed, None if zt is None else torch.cat([zt, logits])
+    return mixed, None if zt is None else torch.cat([zt, logits]), drawn[0].window
 
 
 def _read(spool: Spool, window: int, seq_len: int) -> tuple[pa.Table, TensorLog]:
@@ -171,12 +172,13 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
         rows = TensorLog.concat(parts)
         idx = sample(rows)
         mine = rows.take(idx).to(device)
-        recorded = torch.empty(len(idx))
+        recorded = torch.empty(len(idx), device=device)  # on the device until the pass ends: no sync per step
         for epoch in range(t.epochs):
             for start in range(0, len(idx), t.batch_size):
                 z = learner.learn(mine.take(slice(start, start + t.batch_size)))
                 if epoch == 0:
-                    recorded[start:start + len(z)] = z.float().cpu()
+                    recorded[start:start + len(z)] = z.float()
+        recorded = recorded.cpu()
         ids, wins = rows.row_id[idx].numpy(), window_of[idx].numpy()
         write_representations([r[0] for r in read], 0)  # before the signals: a reader of them finds it
         for w in range(s.batch_windows):
@@ -210,14 +212,15 @@ def online_teacher_loop(config: dict[str, Any]) -> None:
         replay = s.replay == "always" or (s.replay == "adaptive" and w <= st["replay_until"])
         idx = sample(rows)
         mine = rows.take(idx).to(device)
-        recorded = torch.empty(len(idx))
+        recorded = torch.empty(len(idx), device=device)  # on the device until the window ends: no sync per step
         steps0 = learner.steps
         for start in range(0, len(idx), s.batch_size):
             b = mine.take(slice(start, start + s.batch_size))
             n = len(b)
             if replay and s.teacher_update_interval is not None:
-                b, _ = _mix(b, None, buffer, n_replay)
-            recorded[start:start + n] = learner.learn(b)[:n].float().cpu()
+                b, _, _ = _mix(b, None, buffer, n_replay)
+            recorded[start:start + n] = learner.learn(b)[:n].float()
+        recorded = recorded.cpu()
         write_representations([table], w)
         publish(w, w, rows.row_id[idx].numpy(), recorded.numpy(), {"phase": "stream", "replay": replay, **shift})
         buffer.add(rows.take(idx), recorded)
@@ -279,10 +282,10 @@ class _Student:
                 blm = None if lm is None else lm[start:start + batch_size]
                 if buffer is not None and n_replay:
                     n = len(b)
-                    b, bz = _mix(b, bz, buffer, n_replay)
-                    if b.window is not None and len(b) > n:  # a replayed row's logit is as old as its window
+                    b, bz, replayed = _mix(b, bz, buffer, n_replay)
+                    if replayed is not None and len(b) > n:  # a replayed row's logit is as old as its window
                         self.replayed += len(b) - n
-                        self.replayed_age += int((now - b.window[n:]).sum())
+                        self.replayed_age += int((now - replayed).sum())  # on the host: no sync per step
                     if blm is not None:  # replayed rows keep their labels
                         blm = torch.cat([blm, torch.ones(len(b) - n, dtype=torch.bool, device=device)])
                 self.learner.learn(b, bz if self.distill else None, blm)

@@ -107,7 +107,8 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
     model.to(device).train()
     opts = optimizers(model, lr, embedding_lr)
     n = len(data)
-    recorded = torch.full((n,), float("nan")) if record else None
+    # on the device until training ends: a copy to the host per step would sync a GPU per step
+    recorded = torch.full((n,), float("nan"), device=device) if record else None
     d = data.to(device)
     zt_all = teacher_logits.to(device) if teacher_logits is not None else None
     lm_all = label_mask.to(device) if label_mask is not None else None
@@ -131,7 +132,7 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
                               teacher_logits=None if zt_all is None else zt_all[start:end],
                               label_mask=None if lm_all is None else lm_all[start:end])
             if recorded is not None and epoch == 0:
-                recorded[start:end] = main.float().cpu()
+                recorded[start:end] = main.float()
             steps += 1
             rows += end - start
             if early.due(steps):
@@ -151,7 +152,8 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
     early.finish(model, epoch + 1, steps)
     if device.type == "cuda":
         torch.cuda.synchronize()
-    return FitStats(rows, steps, time.perf_counter() - t0 - aside, pass_steps, early), recorded
+    return (FitStats(rows, steps, time.perf_counter() - t0 - aside, pass_steps, early),
+            None if recorded is None else recorded.cpu())
 
 
 @torch.no_grad()
