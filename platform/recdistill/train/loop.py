@@ -20,6 +20,7 @@ from recdistill.distill.losses import task_loss
 from recdistill.distill.objective import Objective
 from recdistill.models import Ranker
 from recdistill.train.evaluate import EarlyStop, Validator
+from recdistill.train.step_timer import synced_clock
 
 
 @dataclass
@@ -118,7 +119,7 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
     def check(epoch: int) -> None:
         nonlocal aside
         if validate is not None:
-            t_v = time.perf_counter()
+            t_v = synced_clock(device)  # the steps still queued on a GPU are training, not validation
             early.observe(validate({"model": model})["model"], epoch + 1, steps, model)
             aside += time.perf_counter() - t_v
 
@@ -142,7 +143,7 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
         if epoch == 0:
             pass_steps = steps
             if on_pass_end is not None:
-                t_p = time.perf_counter()
+                t_p = synced_clock(device)
                 on_pass_end(model)
                 aside += time.perf_counter() - t_p
         if early.due_at_epoch_end(epoch, epochs):
@@ -150,9 +151,7 @@ def fit(model: Ranker, data: TensorLog, *, epochs: int, batch_size: int, lr: flo
         if early.exhausted:
             break
     early.finish(model, epoch + 1, steps)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return (FitStats(rows, steps, time.perf_counter() - t0 - aside, pass_steps, early),
+    return (FitStats(rows, steps, synced_clock(device) - t0 - aside, pass_steps, early),
             None if recorded is None else recorded.cpu())
 
 
