@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recdistill.intervals import Figures, draws, excludes_zero, interval, ratio, spread
-from recdistill.metrics import BootstrapAUC, auc, group_auc, poisson_weights
+from recdistill.metrics import BootstrapAUC, ResampleRows, auc, group_auc, poisson_weights
 from recdistill.summary import over_seeds, summarize
 from recdistill.train.evaluate import Evaluator, evaluate, user_shard
 
@@ -50,6 +50,39 @@ def test_bootstrap_auc_replicates_match_the_weighted_pair_count() -> None:
         assert got[k] == pytest.approx(_naive_weighted_auc(y, p, w[k]), abs=2e-4)
     assert got[-1] == pytest.approx(auc(y, p), abs=2e-4)
     assert boot.deviations() == pytest.approx((got[:-1] - got[-1]).tolist())
+
+
+def test_bootstrap_histograms_are_each_replicates_weights_summed_per_bin() -> None:
+    """Pinned to the definition, bin by bin: hist[label, r, bin] = the sum of replicate r's
+    Poisson weights over the rows of that label whose logit falls in that bin (the last
+    replicate: every weight 1), the same whether the rows' weights come prepared
+    (``ResampleRows``, shared by the models scored on a batch) or not."""
+    rng = np.random.default_rng(4)
+    n, reps, bins = 700, 5, 64
+    y = rng.random(n) < 0.25
+    p = 1 / (1 + np.exp(-3 * rng.normal(size=n)))
+    p[:3] = [0.0, 1.0, 0.5]  # clipped to the first and last bins, and the middle
+    ids = rng.integers(0, 1 << 40, n)
+    w = np.vstack([poisson_weights(ids, reps), np.ones((1, n), np.float32)])
+    z = np.log(np.clip(p, 1e-12, 1 - 1e-12)) - np.log1p(-np.clip(p, 1e-12, 1 - 1e-12))
+    at = np.clip(np.floor((z + 16) / 32 * bins).astype(int), 0, bins - 1)
+    want = np.zeros((2, reps + 1, bins))
+    for i in range(n):
+        for r in range(reps + 1):
+            want[0 if y[i] else 1, r, at[i]] += w[r, i]
+    plain, shared = BootstrapAUC(reps, bins), BootstrapAUC(reps, bins)
+    plain.update(y[:400], p[:400], ids[:400])
+    plain.update(y[400:], p[400:], ids[400:])
+    for part in (slice(0, 400), slice(400, None)):
+        shared.update(y[part], p[part], ids[part], ResampleRows(y[part], ids[part], reps))
+    assert np.array_equal(plain.hist, want) and np.array_equal(shared.hist, want)
+    only_negatives = BootstrapAUC(reps, bins)
+    only_negatives.update(np.zeros(4, bool), p[:4], ids[:4])  # no positive rows: nothing to add there
+    assert only_negatives.hist[0].sum() == 0 and only_negatives.hist[1, -1].sum() == 4
+    with pytest.raises(ValueError, match="other rows' labels"):
+        shared.update(~y[:400], p[:400], ids[:400], ResampleRows(y[:400], ids[:400], reps))
+    with pytest.raises(ValueError, match=r"shape \(5, 3\), expected \(5, 4\)"):
+        ResampleRows(y[:4], ids[:4], reps, poisson_weights(ids[:3], reps))
 
 
 def test_bootstrap_spread_matches_resampling_rows() -> None:

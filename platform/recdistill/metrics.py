@@ -180,6 +180,26 @@ def poisson_counts(u: np.ndarray) -> np.ndarray:
     return out
 
 
+class ResampleRows:
+    """One set of rows' Poisson weights laid out for ``BootstrapAUC.update``: a (rows,
+    replicates + 1) float64 array per label (the last column all ones: the unweighted
+    sample). Every model scored on the same rows shares one (the weights depend on row
+    ids only), so the layout is paid once per batch, not once per model."""
+
+    def __init__(self, labels: np.ndarray, row_ids: np.ndarray, replicates: int,
+                 weights: np.ndarray | None = None) -> None:
+        self.labels = np.asarray(labels).astype(bool).ravel()
+        w = poisson_weights(row_ids, replicates) if weights is None else np.asarray(weights)
+        if w.shape != (replicates, self.labels.size):
+            raise ValueError(f"bootstrap weights of shape {w.shape}, expected ({replicates}, {self.labels.size}): "
+                             f"one row per replicate, one column per labelled row")
+        both = np.empty((self.labels.size, replicates + 1))
+        both[:, :replicates] = w.T
+        both[:, replicates] = 1.0
+        self.replicates = replicates
+        self.by_label = (both[self.labels], both[~self.labels])  # positives', negatives' rows
+
+
 class BootstrapAUC:
     """AUC under ``replicates`` Poisson resamples of the rows, in constant memory.
 
@@ -197,22 +217,30 @@ class BootstrapAUC:
         self.hist = np.zeros((2, replicates + 1, bins))  # [pos/neg, replicate (last: unweighted), bin]
 
     def update(self, labels: np.ndarray, probs: np.ndarray, row_ids: np.ndarray,
-               weights: np.ndarray | None = None) -> None:
-        """``weights``: ``poisson_weights(row_ids, replicates)`` when the caller has them
-        (several models scored on one batch share them)."""
+               weights: np.ndarray | ResampleRows | None = None) -> None:
+        """``weights``: the rows' ``poisson_weights(row_ids, replicates)`` or their
+        ``ResampleRows`` when the caller has them (several models scored on one batch share
+        them)."""
         if not self.replicates:
             return
+        from scipy.sparse import csr_matrix  # ~0.2 s to import: only where a bootstrap runs
+
+        rows = weights if isinstance(weights, ResampleRows) else ResampleRows(labels, row_ids, self.replicates, weights)
         y = np.asarray(labels).astype(bool).ravel()
+        if rows.replicates != self.replicates or not np.array_equal(rows.labels, y):
+            raise ValueError(f"bootstrap weights drawn for {rows.replicates} replicates of other rows' labels, "
+                             f"used for {self.replicates} replicates of {y.size} rows")
         p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), 1e-12, 1 - 1e-12)
         z = np.log(p) - np.log1p(-p)
         idx = np.clip(((z - self.LO) / (self.HI - self.LO) * self.bins).astype(np.int64), 0, self.bins - 1)
-        w = np.vstack([poisson_weights(row_ids, self.replicates) if weights is None else weights,
-                       np.ones((1, y.size), np.float32)])
-        flat = (np.arange(self.replicates + 1)[:, None] * self.bins + idx[None, :]).ravel()
-        size = (self.replicates + 1) * self.bins
-        for k, mask in ((0, y), (1, ~y)):
-            self.hist[k] += np.bincount(flat, weights=(w * mask[None, :]).ravel(), minlength=size).reshape(
-                self.replicates + 1, self.bins)
+        for k, (mask, w) in enumerate(((y, rows.by_label[0]), (~y, rows.by_label[1]))):
+            if not len(w):
+                continue
+            # the weights summed per bin as a (bins × rows) one-hot product: 5× a flat
+            # bincount of the (replicates × rows) weights; integer counts, so the sums are exact
+            at = idx[mask]
+            onehot = csr_matrix((np.ones(at.size), (at, np.arange(at.size))), shape=(self.bins, at.size))
+            self.hist[k] += (onehot @ w).T
 
     def aucs(self) -> np.ndarray:
         """Binned AUC of each replicate, then of the unweighted sample (last)."""

@@ -20,8 +20,8 @@ import numpy as np
 import torch
 
 from recdistill.data.tensors import TensorLog
-from recdistill.metrics import (BootstrapAUC, StreamingAUC, auc, calibration, group_auc, group_auc_sums, log_loss,
-                                poisson_weights)
+from recdistill.metrics import (BootstrapAUC, ResampleRows, StreamingAUC, auc, calibration, group_auc, group_auc_sums,
+                                log_loss, poisson_weights)
 from recdistill.models import Ranker
 
 _BINS = 1 << 20
@@ -80,7 +80,7 @@ class Evaluator:
         self._rows = {n: UserRows() for n in self.names}
         # the last batch's row ids and their bootstrap weights: every model scored on that
         # batch is weighted alike (a pure function of row id), so they are drawn once
-        self._weighed: tuple[torch.Tensor, np.ndarray, np.ndarray] | None = None  # ids, on host, weights
+        self._weighed: tuple[torch.Tensor, np.ndarray, ResampleRows] | None = None  # ids, on host, weights
 
     def update(self, name: str, logits: torch.Tensor, labels: torch.Tensor, row_ids: torch.Tensor | None = None,
                users: torch.Tensor | None = None) -> None:
@@ -91,18 +91,19 @@ class Evaluator:
         self.acc[name].update(y, p)
         self.sums[name] += (p.sum(), y.sum())
         if row_ids is not None and self.boot[name].replicates:
-            ids, w = self._weights(row_ids, self.boot[name].replicates)
+            ids, w = self._weights(row_ids, y, self.boot[name].replicates)
             self.boot[name].update(y, p, ids, w)
         if self.by_user and users is not None:
             self._rows[name].add(users.cpu().numpy(), y, p)
 
-    def _weights(self, row_ids: torch.Tensor, replicates: int) -> tuple[np.ndarray, np.ndarray]:
-        """``row_ids`` on the host and their ``poisson_weights``, copied and drawn again only
-        for another tensor of ids (the one kept here cannot be freed and its id reused while
-        it is kept), so a GPU batch's ids cross to the host once, not once per model."""
+    def _weights(self, row_ids: torch.Tensor, labels: np.ndarray, replicates: int) -> tuple[np.ndarray, ResampleRows]:
+        """``row_ids`` on the host and their ``poisson_weights`` (as ``ResampleRows``), copied
+        and drawn again only for another tensor of ids (the one kept here cannot be freed
+        and its id reused while it is kept), so a GPU batch's ids cross to the host once,
+        not once per model."""
         if self._weighed is None or self._weighed[0] is not row_ids:
             ids = row_ids.cpu().numpy()
-            self._weighed = (row_ids, ids, poisson_weights(ids, replicates))
+            self._weighed = (row_ids, ids, ResampleRows(labels, ids, replicates, poisson_weights(ids, replicates)))
         return self._weighed[1], self._weighed[2]
 
     def update_probs(self, name: str, probs: torch.Tensor, labels: torch.Tensor) -> None:
