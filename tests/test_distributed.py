@@ -80,6 +80,9 @@ def test_ray_engine_matches_local_then_reuses_the_teacher(shared: Path, referenc
     first = reference
     assert first["engine"] == "ray" and not first["platform"]["teacher_reused"]
     assert first["platform"]["teacher_steps"] > 0
+    # the student group's time by part; its members validated every epoch, so that took time
+    timing = first["platform"]["student_worker_s"]
+    assert set(timing) == {"data_s", "feed_s", "checkpoint_s", "valid_s", "eval_s"} and timing["valid_s"] > 0
     _close(local, first)
     # GAUC and the test rows' bootstrap, merged across the Ray workers, as on the local engine
     assert first["teacher"]["gauc"] == pytest.approx(local["teacher"]["gauc"], abs=1e-3)

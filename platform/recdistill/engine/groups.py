@@ -227,8 +227,9 @@ def _side_results(side: Side, outs: list[dict[str, Any]], n_groups: int, cold: d
                      # why a Train run resumed, where one did: its own runs' and (packed seeds) the
                      # shared student groups'
                      "failures": [*run.settle(), *group_failures],
-                     "student_worker_s": {k: sum(o[k] for o in outs) for k in ("data_s", "feed_s", "checkpoint_s",
-                                                                                "eval_s")}, **timings},
+                     "student_worker_s": {k: sum(o[k] for o in outs)
+                                          for k in ("data_s", "feed_s", "checkpoint_s", "valid_s", "eval_s")},
+                     **timings},
     }
     if "oracle" in info:
         results["oracle"] = {"auc": info["oracle"]["auc"]}

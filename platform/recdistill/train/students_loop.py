@@ -16,6 +16,7 @@ from recdistill.data.tensors import from_table
 from recdistill.train.follow import FOLLOW, SignalFollower
 from recdistill.signals.kinds import LOGIT
 from recdistill.train.committee import Committee, expert_members
+from recdistill.train.evaluate import Validator
 from recdistill.train.group import StudentGroup
 from recdistill.train.plan import PACKED_SEEDS, packed_members, seed_channel, student_members
 from recdistill.train.worker import (COLD_SUFFIX, LIVE, PLACEMENT_GROUP, TRAINS_ON, finish, save_checkpoint, score_test,
@@ -37,7 +38,8 @@ def students_loop(config: dict[str, Any]) -> None:
     else:
         members = student_members(ctx.cfg, ctx.spec, config["students"], config.get("skip_raw", ()), experts)
     channels = [seed_channel(int(e["seed"])) for e in seeds] if seeds else [LOGIT]
-    group = StudentGroup(members, device, shard_validator(config, schema, seq_len, device),
+    timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0, "valid_s": 0.0}
+    group = StudentGroup(members, device, _timed(shard_validator(config, schema, seq_len, device), timing),
                          Committee(experts, device) if experts else None)
     # ``batches`` counts stream batches over the whole run (restored on resume), so the
     # failure hook's step names one point of the run however often it restarted
@@ -49,7 +51,6 @@ def students_loop(config: dict[str, Any]) -> None:
     shard = ray.train.get_dataset_shard("train")
     # following a teacher still training: the shard is the window unjoined, joined here
     follower = SignalFollower.from_config(config[FOLLOW]) if config.get(FOLLOW) else None
-    timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0}
     last: dict[str, Any] = {"epoch": start}
     # the worker group's placement group: a sweep removes it when its scheduler stopped this
     # run (Train's own cleaner needs the State API, which a cluster without a dashboard lacks)
@@ -126,6 +127,22 @@ TRAIN_EXPERTS = "train_experts"  # loop-config: this run trains a committee's ex
 EXPERT_WEIGHTS = "expert_weights"  # loop-config: the experts' weights in the store, for a committee's students
 SLICE_TEACHER = "slice_teacher_weights"  # loop-config: the teacher's weights in the store, scored on each slice
 COLD_TEACHER = "cold_teacher_weights"  # loop-config: the teacher's weights in the store, to score it on cold users
+
+
+def _timed(validate: Validator | None, timing: dict[str, float]) -> Validator | None:
+    """``validate`` adding its seconds to ``timing["valid_s"]`` (wherever it runs: mid-epoch,
+    inside ``feed_s``, or at an epoch's end), so a run's results say what its members'
+    validation cost beside their training and test scoring."""
+    if validate is None:
+        return None
+
+    def timed(models: dict[str, Any]) -> dict[str, float]:
+        t = time.perf_counter()
+        try:
+            return validate(models)
+        finally:
+            timing["valid_s"] += time.perf_counter() - t
+    return timed
 
 
 def _cold_metrics(ev: Any, name: str) -> dict[str, Any]:
