@@ -79,8 +79,15 @@ def test_bootstrap_histograms_are_each_replicates_weights_summed_per_bin() -> No
     only_negatives = BootstrapAUC(reps, bins)
     only_negatives.update(np.zeros(4, bool), p[:4], ids[:4])  # no positive rows: nothing to add there
     assert only_negatives.hist[0].sum() == 0 and only_negatives.hist[1, -1].sum() == 4
-    with pytest.raises(ValueError, match="other rows' labels"):
+    with pytest.raises(ValueError, match="other rows"):  # other labels
         shared.update(~y[:400], p[:400], ids[:400], ResampleRows(y[:400], ids[:400], reps))
+    with pytest.raises(ValueError, match="other rows"):  # the same labels, other rows
+        shared.update(y[:400], p[:400], ids[:400] + 1, ResampleRows(y[:400], ids[:400], reps))
+    ev = Evaluator(["a"], {}, replicates=reps)  # the same tensor of ids with other labels: drawn again
+    t_ids, t_y = torch.from_numpy(ids[:400]), torch.from_numpy(y[:400]).float()
+    ev.update("a", torch.zeros(400), t_y, t_ids)
+    ev.update("a", torch.zeros(400), 1 - t_y, t_ids)
+    assert ev.boot["a"].hist[:, -1].sum(1).tolist() == [400.0, 400.0]
     with pytest.raises(ValueError, match=r"shape \(5, 3\), expected \(5, 4\)"):
         ResampleRows(y[:4], ids[:4], reps, poisson_weights(ids[:3], reps))
 

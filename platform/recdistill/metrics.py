@@ -189,6 +189,7 @@ class ResampleRows:
     def __init__(self, labels: np.ndarray, row_ids: np.ndarray, replicates: int,
                  weights: np.ndarray | None = None) -> None:
         self.labels = np.asarray(labels).astype(bool).ravel()
+        self.row_ids = np.asarray(row_ids)
         w = poisson_weights(row_ids, replicates) if weights is None else np.asarray(weights)
         if w.shape != (replicates, self.labels.size):
             raise ValueError(f"bootstrap weights of shape {w.shape}, expected ({replicates}, {self.labels.size}): "
@@ -198,6 +199,11 @@ class ResampleRows:
         both[:, replicates] = 1.0
         self.replicates = replicates
         self.by_label = (both[self.labels], both[~self.labels])  # positives', negatives' rows
+
+    def same_rows(self, labels: np.ndarray, row_ids: np.ndarray) -> bool:
+        """Whether these are the rows (ids and labels) the weights were laid out for."""
+        return (np.array_equal(self.labels, np.asarray(labels).astype(bool).ravel())
+                and (row_ids is self.row_ids or np.array_equal(self.row_ids, row_ids)))
 
 
 class BootstrapAUC:
@@ -227,9 +233,9 @@ class BootstrapAUC:
 
         rows = weights if isinstance(weights, ResampleRows) else ResampleRows(labels, row_ids, self.replicates, weights)
         y = np.asarray(labels).astype(bool).ravel()
-        if rows.replicates != self.replicates or not np.array_equal(rows.labels, y):
-            raise ValueError(f"bootstrap weights drawn for {rows.replicates} replicates of other rows' labels, "
-                             f"used for {self.replicates} replicates of {y.size} rows")
+        if rows.replicates != self.replicates or not rows.same_rows(y, row_ids):
+            raise ValueError(f"bootstrap weights drawn for {rows.replicates} replicates of other rows (or their "
+                             f"labels), used for {self.replicates} replicates of {y.size} rows")
         p = np.clip(np.asarray(probs, dtype=np.float64).ravel(), 1e-12, 1 - 1e-12)
         z = np.log(p) - np.log1p(-p)
         idx = np.clip(((z - self.LO) / (self.HI - self.LO) * self.bins).astype(np.int64), 0, self.bins - 1)

@@ -99,9 +99,11 @@ class Evaluator:
     def _weights(self, row_ids: torch.Tensor, labels: np.ndarray, replicates: int) -> tuple[np.ndarray, ResampleRows]:
         """``row_ids`` on the host and their ``poisson_weights`` (as ``ResampleRows``), copied
         and drawn again only for another tensor of ids (the one kept here cannot be freed
-        and its id reused while it is kept), so a GPU batch's ids cross to the host once,
-        not once per model."""
-        if self._weighed is None or self._weighed[0] is not row_ids:
+        and its id reused while it is kept) or other labels, so a GPU batch's ids cross to
+        the host once, not once per model."""
+        kept = self._weighed
+        if (kept is None or kept[0] is not row_ids or kept[2].replicates != replicates
+                or not kept[2].same_rows(labels, kept[1])):
             ids = row_ids.cpu().numpy()
             self._weighed = (row_ids, ids, ResampleRows(labels, ids, replicates, poisson_weights(ids, replicates)))
         return self._weighed[1], self._weighed[2]

@@ -19,6 +19,7 @@ from recdistill.train.committee import Committee, expert_members
 from recdistill.train.evaluate import Validator
 from recdistill.train.group import StudentGroup
 from recdistill.train.plan import PACKED_SEEDS, packed_members, seed_channel, student_members
+from recdistill.train.step_timer import synced_clock
 from recdistill.train.worker import (COLD_SUFFIX, LIVE, PLACEMENT_GROUP, TRAINS_ON, finish, save_checkpoint, score_test,
                                     shard_validator, slice_name, test_hook_crash, worker_prologue)
 
@@ -39,7 +40,7 @@ def students_loop(config: dict[str, Any]) -> None:
         members = student_members(ctx.cfg, ctx.spec, config["students"], config.get("skip_raw", ()), experts)
     channels = [seed_channel(int(e["seed"])) for e in seeds] if seeds else [LOGIT]
     timing = {"data_s": 0.0, "feed_s": 0.0, "checkpoint_s": 0.0, "valid_s": 0.0}
-    group = StudentGroup(members, device, _timed(shard_validator(config, schema, seq_len, device), timing),
+    group = StudentGroup(members, device, _timed(shard_validator(config, schema, seq_len, device), timing, device),
                          Committee(experts, device) if experts else None)
     # ``batches`` counts stream batches over the whole run (restored on resume), so the
     # failure hook's step names one point of the run however often it restarted
@@ -129,19 +130,20 @@ SLICE_TEACHER = "slice_teacher_weights"  # loop-config: the teacher's weights in
 COLD_TEACHER = "cold_teacher_weights"  # loop-config: the teacher's weights in the store, to score it on cold users
 
 
-def _timed(validate: Validator | None, timing: dict[str, float]) -> Validator | None:
+def _timed(validate: Validator | None, timing: dict[str, float], device: torch.device) -> Validator | None:
     """``validate`` adding its seconds to ``timing["valid_s"]`` (wherever it runs: mid-epoch,
     inside ``feed_s``, or at an epoch's end), so a run's results say what its members'
-    validation cost beside their training and test scoring."""
+    validation cost beside their training and test scoring. Its clock starts once the
+    device has run the training steps queued before it (theirs, in the members' seconds)."""
     if validate is None:
         return None
 
     def timed(models: dict[str, Any]) -> dict[str, float]:
-        t = time.perf_counter()
+        t = synced_clock(device)
         try:
             return validate(models)
         finally:
-            timing["valid_s"] += time.perf_counter() - t
+            timing["valid_s"] += synced_clock(device) - t
     return timed
 
 
