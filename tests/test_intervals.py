@@ -271,9 +271,9 @@ def test_models_scored_on_one_batch_share_its_bootstrap_weights() -> None:
             ev.update(n, z, y, ids)
             alone[n].update(y.numpy(), torch.sigmoid(z).double().numpy(), ids.numpy())
             assert ev._weighed is not None and ev._weighed[0] is ids  # drawn for this batch, kept for the next model
-        first = ev._weighed[2]
+        first = ev._weighed[1]
         ev.update("a", torch.randn(500, generator=g), y, ids.clone())  # other ids: drawn again
-        assert ev._weighed[2] is not first
+        assert ev._weighed[1] is not first
     assert np.allclose(ev.boot["b"].hist, alone["b"].hist)
 
 

@@ -80,7 +80,7 @@ class Evaluator:
         self._rows = {n: UserRows() for n in self.names}
         # the last batch's row ids and their bootstrap weights: every model scored on that
         # batch is weighted alike (a pure function of row id), so they are drawn once
-        self._weighed: tuple[torch.Tensor, np.ndarray, ResampleRows] | None = None  # ids, on host, weights
+        self._weighed: tuple[torch.Tensor, ResampleRows] | None = None  # ids, their weights (with the host ids)
 
     def update(self, name: str, logits: torch.Tensor, labels: torch.Tensor, row_ids: torch.Tensor | None = None,
                users: torch.Tensor | None = None) -> None:
@@ -102,11 +102,12 @@ class Evaluator:
         and its id reused while it is kept) or other labels, so a GPU batch's ids cross to
         the host once, not once per model."""
         kept = self._weighed
-        if (kept is None or kept[0] is not row_ids or kept[2].replicates != replicates
-                or not kept[2].same_rows(labels, kept[1])):
+        if (kept is None or kept[0] is not row_ids or kept[1].replicates != replicates
+                or not kept[1].same_rows(labels, kept[1].row_ids)):
             ids = row_ids.cpu().numpy()
-            self._weighed = (row_ids, ids, ResampleRows(labels, ids, replicates, poisson_weights(ids, replicates)))
-        return self._weighed[1], self._weighed[2]
+            self._weighed = (row_ids, ResampleRows(labels, ids, replicates, poisson_weights(ids, replicates)))
+        rows = self._weighed[1]
+        return rows.row_ids, rows
 
     def update_probs(self, name: str, probs: torch.Tensor, labels: torch.Tensor) -> None:
         p, y = probs.cpu().numpy().astype(np.float64), labels.cpu().numpy()
